@@ -1,0 +1,21 @@
+#pragma once
+#include <stdint.h>
+
+/*
+ * Jittered exponential backoff: each delay is drawn from [d/2, d] where d starts at
+ * `initial` and doubles up to `max`, so no wait ever exceeds `max` ("equal jitter": the
+ * spread keeps many nodes from reconnecting in lockstep, the floor keeps retries paced).
+ */
+struct backoff {
+	uint64_t initial_ms;
+	uint64_t max_ms;
+	uint64_t current_ms;
+	uint64_t rng;
+};
+
+void backoff_init(struct backoff *b, uint64_t initial_ms, uint64_t max_ms, uint64_t seed);
+/* Returns the next delay and advances the sequence. */
+uint64_t backoff_next(struct backoff *b);
+/* A fixed pace with the same jitter, for failures that need a human (auth, host key). */
+uint64_t backoff_jitter(struct backoff *b, uint64_t delay_ms);
+void backoff_reset(struct backoff *b);

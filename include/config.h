@@ -1,0 +1,103 @@
+#pragma once
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include "diag.h"
+#include "fwdspec.h"
+
+#define CONFIG_DEFAULT_PATH "/etc/moletun/moletun.conf"
+#define CONFIG_DEFAULT_CONTROL_SOCKET "/run/moletun/control.sock"
+
+enum host_key_policy {
+	HOST_KEY_STRICT,     /* "yes" */
+	HOST_KEY_ACCEPT_NEW, /* "accept-new" */
+	HOST_KEY_NO,         /* "no": loud warning */
+};
+
+enum alert_format {
+	ALERT_FORMAT_JSON,
+	ALERT_FORMAT_SLACK,
+	ALERT_FORMAT_ALERTMANAGER,
+};
+
+struct tunnel_config {
+	char *name; /* after "tunnel:" */
+	char *host;
+	uint16_t port;
+	char *user;
+	char *identity_file;            /* NULL if unset */
+	char *identity_passphrase_file; /* NULL if unset */
+	bool use_agent;
+	char *agent_socket;             /* NULL: $SSH_AUTH_SOCK */
+	char *known_hosts_file;         /* NULL only when strict_host_key_checking = no */
+	enum host_key_policy strict_host_key_checking;
+	struct forward_spec *forwards;  /* local and remote, in file order */
+	size_t n_forwards;
+	uint64_t connect_timeout_ms;
+	uint64_t keepalive_interval_ms;
+	unsigned keepalive_count_max;
+	uint64_t backoff_initial_ms;
+	uint64_t backoff_max_ms;
+	uint64_t auth_retry_interval_ms;
+	uint64_t down_hold_ms;
+	unsigned max_connections;       /* per forward */
+	char *file;                     /* where the section starts */
+	unsigned line;
+};
+
+struct alert_config {
+	char *name; /* after "alert:" */
+	char *url;  /* NULL when exec is used */
+	char *exec; /* NULL unless set */
+	enum alert_format format;
+	uint64_t down_after_ms;
+	uint64_t timeout_ms;
+	bool send_resolved;
+	char **tunnels; /* filter; n_tunnels == 0 means all */
+	size_t n_tunnels;
+	char **headers; /* "Name: value", never logged */
+	size_t n_headers;
+	char *file;
+	unsigned line;
+};
+
+struct config {
+	char *path;
+	char *control_socket;
+	char *control_group; /* NULL: the daemon's own group */
+	int log_level;       /* syslog priority: LOG_DEBUG .. LOG_ERR */
+	struct tunnel_config *tunnels;
+	size_t n_tunnels;
+	struct alert_config *alerts;
+	size_t n_alerts;
+};
+
+/*
+ * Loads and validates `path` (and its includes). Every problem found is appended to
+ * `diags` as "FILE:LINE: message". Returns 0 and a config in *ret, or -EINVAL when any
+ * error was found (nothing in *ret), or another negative errno if `path` cannot be read.
+ */
+int config_load(const char *path, struct config **ret, struct diag *diags);
+void config_free(struct config *c);
+
+const struct tunnel_config *config_find_tunnel(const struct config *c, const char *name);
+
+/* True when two tunnel sections would produce the same session and forwards. */
+bool tunnel_config_equal(const struct tunnel_config *a, const struct tunnel_config *b);
+
+/* Prints the one-line-per-tunnel summary `moletun check` shows on success. */
+void config_print_summary(const struct config *c, FILE *out);
+
+/*
+ * Appends what the daemon should warn about at start (strict_host_key_checking = no, a
+ * forward listening on every address, no tunnels) as "FILE:LINE: message".
+ */
+void config_warnings(const struct config *c, struct diag *out);
+
+/* Prints the key reference (from the key table) as man(7) source for moletun.conf(5). */
+void config_print_man_keys(FILE *out);
+
+const char *host_key_policy_str(enum host_key_policy p);
+const char *alert_format_str(enum alert_format f);

@@ -1,0 +1,42 @@
+#pragma once
+#include <ev.h>
+
+#include "diag.h"
+#include "status.h"
+
+/* What the control server asks of the daemon; every call is synchronous and short. */
+struct control_ops {
+	void *userdata;
+	/* Snapshot of one tunnel (name) or all (name == NULL); -ENOENT if unknown. */
+	int (*snapshot)(void *userdata, const char *name, struct status *ret);
+	/* Drop and re-establish one tunnel (or all when name == NULL); -ENOENT if unknown. */
+	int (*reconnect)(void *userdata, const char *name);
+	/* Reload the configuration; on failure returns -EINVAL with every error in `errors`. */
+	int (*reload)(void *userdata, struct diag *errors);
+};
+
+struct control_server;
+
+#define CONTROL_CLIENTS_MAX 32  /* concurrent clients; more get "error busy" */
+#define CONTROL_TIMEOUT_SEC 5.0 /* to send the request, then again to take the reply */
+
+/*
+ * Listens on `path` (stale socket removed, mode 0660, group `group` when not NULL).
+ * Returns 0 or a negative errno; *ret untouched on failure. Besides errors from the
+ * socket calls: -ENAMETOOLONG (path too long for sun_path), -EINVAL (unknown group,
+ * logged), -EEXIST (path exists and is not a socket), -EADDRINUSE (a live daemon
+ * answers on path). The protocol is described in control_proto.h.
+ *
+ * The ops are called from the loop while a client waits; they must not destroy the
+ * server (defer that, e.g. with an ev_idle, when a reload moves the socket).
+ */
+int control_server_create(struct ev_loop *loop, const char *path, const char *group,
+			  const struct control_ops *ops, struct control_server **ret);
+/* Closes every client, removes the socket file if it is still ours. Accepts NULL. */
+void control_server_destroy(struct control_server *s);
+
+/* Overrides CONTROL_TIMEOUT_SEC (tests use a short one). */
+void control_server_set_timeout(struct control_server *s, double seconds);
+
+/* Clients currently connected (for tests and debug logs). */
+size_t control_server_clients(const struct control_server *s);

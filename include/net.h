@@ -1,0 +1,18 @@
+#pragma once
+#include <stdint.h>
+#include <sys/socket.h>
+
+/* Socket helpers with no daemon state. All return 0 / fd, or a negative errno. */
+int net_set_nonblock(int fd);
+int net_set_nodelay(int fd);
+/* TCP keepalive probes plus TCP_USER_TIMEOUT so the kernel gives up on a dead peer too. */
+int net_set_liveness(int fd, unsigned interval_s, unsigned count, unsigned user_timeout_ms);
+/* Binds and listens on host:port (numeric address), non-blocking, SO_REUSEADDR. */
+int net_listen(const char *host, uint16_t port);
+/* Starts a non-blocking connect; 0 on immediate success or in progress (*ret_fd set). */
+int net_connect_start(const struct sockaddr *sa, socklen_t len, int *ret_fd);
+/* After the socket became writable: 0 when connected, else -errno of the failure. */
+int net_connect_result(int fd);
+/* Resolves a numeric host only (no DNS); used for listeners and loopback targets. */
+int net_resolve_numeric(const char *host, uint16_t port, struct sockaddr_storage *ret,
+			socklen_t *ret_len);

@@ -1,0 +1,46 @@
+#pragma once
+#include <stdint.h>
+#include <time.h>
+
+#include "fwdspec.h"
+
+enum tunnel_state {
+	TUNNEL_CONNECTING,
+	TUNNEL_UP,
+	TUNNEL_BACKOFF,
+};
+
+/* "connecting", "up", "backoff": the stable names used in logs, JSON and metrics. */
+const char *tunnel_state_str(enum tunnel_state s);
+
+/* Snapshots copied out of live state for the control socket; never pointers into it. */
+struct status_forward {
+	enum forward_kind kind;
+	char listen[300]; /* "127.0.0.1:5433" */
+	char target[300]; /* "pg_main:5432" */
+	uint64_t active;
+	uint64_t connections_total;
+	uint64_t bytes_in;  /* towards the client / local side */
+	uint64_t bytes_out; /* towards the SSH peer */
+	uint64_t open_failures;
+};
+
+struct status_tunnel {
+	char name[128];
+	enum tunnel_state state;
+	struct timespec since; /* CLOCK_REALTIME of the last state change */
+	char host[256];
+	uint16_t port;
+	char user[128];
+	uint64_t reconnects;
+	char last_error[256]; /* "" means none */
+	struct status_forward *forwards;
+	size_t n_forwards;
+};
+
+struct status {
+	struct status_tunnel *tunnels;
+	size_t n_tunnels;
+};
+
+void status_free(struct status *s);

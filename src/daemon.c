@@ -1,0 +1,308 @@
+#include "daemon.h"
+
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "config.h"
+#include "control.h"
+#include "log.h"
+#include "notify.h"
+#include "status_format.h"
+#include "tunnel.h"
+
+struct daemon {
+	struct ev_loop *loop;
+	const char *config_path;
+	struct config *cfg;
+	struct tunnel **tunnels;
+	size_t n_tunnels;
+	struct control_server *control;
+	ev_signal sigterm, sigint, sighup;
+};
+
+static int daemon_snapshot(void *userdata, const char *name, struct status *ret)
+{
+	struct daemon *d = userdata;
+	struct status s = {0};
+
+	s.tunnels = calloc(d->n_tunnels ? d->n_tunnels : 1, sizeof(*s.tunnels));
+	if (!s.tunnels)
+		return -ENOMEM;
+	for (size_t i = 0; i < d->n_tunnels; i++) {
+		if (name && strcmp(name, d->tunnels[i]->cfg->name) != 0)
+			continue;
+		if (tunnel_snapshot(d->tunnels[i], &s.tunnels[s.n_tunnels]) < 0) {
+			status_free(&s);
+			return -ENOMEM;
+		}
+		s.n_tunnels++;
+	}
+	if (name && s.n_tunnels == 0) {
+		status_free(&s);
+		return -ENOENT;
+	}
+	*ret = s;
+	return 0;
+}
+
+static void daemon_update_status(struct daemon *d)
+{
+	struct status s;
+	char text[256];
+
+	if (daemon_snapshot(d, NULL, &s) < 0)
+		return;
+	status_format_summary(&s, text, sizeof(text));
+	status_free(&s);
+	notify_status(text);
+}
+
+static void on_tunnel_state(struct tunnel *t, void *userdata)
+{
+	daemon_update_status(userdata);
+}
+
+static struct tunnel *daemon_find(struct daemon *d, const char *name)
+{
+	for (size_t i = 0; i < d->n_tunnels; i++)
+		if (strcmp(d->tunnels[i]->cfg->name, name) == 0)
+			return d->tunnels[i];
+	return NULL;
+}
+
+static int daemon_reconnect(void *userdata, const char *name)
+{
+	struct daemon *d = userdata;
+	struct tunnel *t;
+
+	if (!name) {
+		for (size_t i = 0; i < d->n_tunnels; i++)
+			tunnel_reconnect(d->tunnels[i], "reconnect requested");
+		return 0;
+	}
+	t = daemon_find(d, name);
+	if (!t)
+		return -ENOENT;
+	tunnel_reconnect(t, "reconnect requested");
+	return 0;
+}
+
+static void warn_config(const struct config *c)
+{
+	for (size_t i = 0; i < c->n_tunnels; i++) {
+		const struct tunnel_config *tc = &c->tunnels[i];
+
+		if (tc->strict_host_key_checking == HOST_KEY_NO)
+			log_warn("tunnel %s: strict_host_key_checking = no: the server's identity "
+				 "is NOT verified; anyone on the path can intercept this tunnel",
+				 tc->name);
+		for (size_t f = 0; f < tc->n_forwards; f++) {
+			const struct forward_spec *fs = &tc->forwards[f];
+
+			if (fs->kind == FORWARD_LOCAL && strcmp(fs->listen_host, "127.0.0.1") &&
+			    strcmp(fs->listen_host, "::1") && strcmp(fs->listen_host, "localhost"))
+				log_warn("tunnel %s: local_forward listens on %s:%u, reachable "
+					 "beyond this host",
+					 tc->name, fs->listen_host, fs->listen_port);
+		}
+	}
+}
+
+static int daemon_add_tunnel(struct daemon *d, const struct tunnel_config *tc)
+{
+	struct tunnel *t;
+	char err[512];
+	int r;
+
+	r = tunnel_create(d->loop, tc, &t, err, sizeof(err));
+	if (r < 0) {
+		log_err("tunnel %s: %s", tc->name, err);
+		return r;
+	}
+	t->on_state = on_tunnel_state;
+	t->userdata = d;
+	d->tunnels[d->n_tunnels++] = t;
+	return 0;
+}
+
+/*
+ * Applies a new configuration: unchanged tunnels keep their sessions and clients (they
+ * are re-pointed at the new config), changed ones restart, removed ones close, new ones
+ * start. The new config is parsed completely before anything is touched.
+ */
+static int daemon_reload(void *userdata, struct diag *errors)
+{
+	struct daemon *d = userdata;
+	struct config *next = NULL;
+	struct tunnel **tunnels;
+	size_t n_old = d->n_tunnels;
+	struct tunnel **old = d->tunnels;
+	int r, failed = 0;
+
+	log_info("reloading %s", d->config_path);
+	r = config_load(d->config_path, &next, errors);
+	if (r < 0) {
+		for (size_t i = 0; i < errors->count; i++)
+			log_err("reload: %s", errors->messages[i]);
+		if (errors->count == 0)
+			diag_add(errors, d->config_path, 0, "%s", strerror(-r));
+		log_err("reload failed: keeping the running configuration");
+		return -EINVAL;
+	}
+	notify_reloading();
+	tunnels = calloc(next->n_tunnels ? next->n_tunnels : 1, sizeof(*tunnels));
+	if (!tunnels) {
+		config_free(next);
+		notify_ready();
+		return -ENOMEM;
+	}
+	/* Keep unchanged tunnels; close the rest first so their addresses are free. */
+	for (size_t i = 0; i < n_old; i++) {
+		const struct tunnel_config *tc = config_find_tunnel(next, old[i]->cfg->name);
+
+		if (tc && tunnel_config_equal(tc, old[i]->cfg)) {
+			old[i]->cfg = tc;
+			continue;
+		}
+		log_info("tunnel %s: %s", old[i]->cfg->name, tc ? "changed, restarting" : "removed");
+		tunnel_destroy(old[i]);
+		old[i] = NULL;
+	}
+	d->tunnels = tunnels;
+	d->n_tunnels = 0;
+	for (size_t i = 0; i < next->n_tunnels; i++) {
+		struct tunnel *kept = NULL;
+
+		for (size_t j = 0; j < n_old; j++)
+			if (old[j] && old[j]->cfg == &next->tunnels[i])
+				kept = old[j];
+		if (kept) {
+			d->tunnels[d->n_tunnels++] = kept;
+			continue;
+		}
+		if (daemon_add_tunnel(d, &next->tunnels[i]) < 0) {
+			diag_add(errors, next->tunnels[i].file, next->tunnels[i].line,
+				 "tunnel %s could not start (see log)", next->tunnels[i].name);
+			failed = 1;
+			continue;
+		}
+		tunnel_start(d->tunnels[d->n_tunnels - 1]);
+	}
+	free(old);
+	if (strcmp(next->control_socket, d->cfg->control_socket) != 0)
+		log_notice("control_socket changed: takes effect at the next restart");
+	config_free(d->cfg);
+	d->cfg = next;
+	log_set_level(next->log_level);
+	warn_config(next);
+	notify_ready();
+	daemon_update_status(d);
+	log_info("reloaded: %zu tunnels", d->n_tunnels);
+	return failed ? -EINVAL : 0;
+}
+
+static void on_sighup(struct ev_loop *loop, ev_signal *w, int revents)
+{
+	struct diag errors;
+
+	diag_init(&errors);
+	daemon_reload(w->data, &errors);
+	diag_finish(&errors);
+}
+
+static void on_stop(struct ev_loop *loop, ev_signal *w, int revents)
+{
+	log_info("received %s, stopping", strsignal(w->signum));
+	notify_stopping();
+	ev_break(loop, EVBREAK_ALL);
+}
+
+static void daemon_finish(struct daemon *d)
+{
+	for (size_t i = 0; i < d->n_tunnels; i++)
+		tunnel_destroy(d->tunnels[i]);
+	free(d->tunnels);
+	control_server_destroy(d->control);
+	if (d->loop) {
+		ev_signal_stop(d->loop, &d->sigterm);
+		ev_signal_stop(d->loop, &d->sigint);
+		ev_signal_stop(d->loop, &d->sighup);
+		notify_finish(d->loop);
+	}
+	config_free(d->cfg);
+	libssh2_exit();
+}
+
+int daemon_main(const char *config_path)
+{
+	static const struct control_ops ops = {
+		.snapshot = daemon_snapshot,
+		.reconnect = daemon_reconnect,
+		.reload = daemon_reload,
+	};
+	struct control_ops bound = ops;
+	struct daemon d = {.config_path = config_path};
+	struct diag diags;
+	int r;
+
+	log_init(LOG_INFO);
+	signal(SIGPIPE, SIG_IGN);
+	diag_init(&diags);
+	r = config_load(config_path, &d.cfg, &diags);
+	for (size_t i = 0; i < diags.count; i++)
+		log_err("%s", diags.messages[i]);
+	diag_finish(&diags);
+	if (r < 0) {
+		log_err("cannot start: invalid configuration %s", config_path);
+		return 1;
+	}
+	log_set_level(d.cfg->log_level);
+	warn_config(d.cfg);
+	if (libssh2_init(0) != 0) {
+		log_err("cannot initialize libssh2");
+		config_free(d.cfg);
+		return 1;
+	}
+	d.loop = ev_default_loop(EVFLAG_AUTO);
+	d.tunnels = calloc(d.cfg->n_tunnels ? d.cfg->n_tunnels : 1, sizeof(*d.tunnels));
+	if (!d.tunnels) {
+		daemon_finish(&d);
+		return 1;
+	}
+	for (size_t i = 0; i < d.cfg->n_tunnels; i++) {
+		if (daemon_add_tunnel(&d, &d.cfg->tunnels[i]) < 0) {
+			daemon_finish(&d);
+			return 1;
+		}
+	}
+	bound.userdata = &d;
+	r = control_server_create(d.loop, d.cfg->control_socket, d.cfg->control_group, &bound,
+				  &d.control);
+	if (r < 0) {
+		log_err("control socket %s: %s (set control_socket = in [moletun])",
+			d.cfg->control_socket, strerror(-r));
+		daemon_finish(&d);
+		return 1;
+	}
+	ev_signal_init(&d.sigterm, on_stop, SIGTERM);
+	ev_signal_init(&d.sigint, on_stop, SIGINT);
+	ev_signal_init(&d.sighup, on_sighup, SIGHUP);
+	d.sighup.data = &d;
+	ev_signal_start(d.loop, &d.sigterm);
+	ev_signal_start(d.loop, &d.sigint);
+	ev_signal_start(d.loop, &d.sighup);
+	notify_init(d.loop);
+	log_notice("moletun started: %zu tunnels, control socket %s", d.n_tunnels,
+		   d.cfg->control_socket);
+	for (size_t i = 0; i < d.n_tunnels; i++)
+		tunnel_start(d.tunnels[i]);
+	notify_ready();
+	daemon_update_status(&d);
+	ev_run(d.loop, 0);
+	daemon_finish(&d);
+	log_info("stopped");
+	return 0;
+}

@@ -1,0 +1,389 @@
+#include "tunnel.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <unistd.h>
+
+#include "duration.h"
+#include "log.h"
+#include "net.h"
+
+/* Up this long before backoff starts over from backoff_initial. */
+#define STABLE_AFTER 5.0
+/* The SSH out-buffer size above which clients stop being read (backpressure). */
+#define OUT_HIGH_WATER (1024 * 1024)
+
+bool tunnel_out_full(const struct tunnel *t)
+{
+	return buffer_len(&t->link.out) >= OUT_HIGH_WATER;
+}
+
+/* The one place state changes: records, logs once, and tells the daemon. */
+static void set_state(struct tunnel *t, enum tunnel_state s, const char *reason,
+		      uint64_t retry_ms)
+{
+	enum tunnel_state old = t->state;
+	char retry[64] = "";
+
+	if (retry_ms != UINT64_MAX) {
+		char d[32];
+
+		duration_format(retry_ms, d, sizeof(d));
+		snprintf(retry, sizeof(retry), "; retry in %s", d);
+	}
+	t->state = s;
+	clock_gettime(CLOCK_REALTIME, &t->since);
+	t->since_mono = ev_now(t->loop);
+	log_msg(s == TUNNEL_UP ? LOG_NOTICE : (old == TUNNEL_UP ? LOG_WARNING : LOG_INFO),
+		"tunnel %s: state %s -> %s%s%s%s", t->cfg->name, tunnel_state_str(old),
+		tunnel_state_str(s), reason ? ": " : "", reason ? reason : "", retry);
+	if (t->on_state)
+		t->on_state(t, t->userdata);
+}
+
+static void timer_cb(struct ev_loop *loop, ev_timer *w, int revents);
+
+static void arm_timer(struct tunnel *t, double seconds)
+{
+	ev_timer_stop(t->loop, &t->timer);
+	ev_timer_set(&t->timer, seconds < 0.001 ? 0.001 : seconds, 0.0);
+	ev_timer_start(t->loop, &t->timer);
+}
+
+static void connect_begin(struct tunnel *t, const char *reason)
+{
+	if (t->state != TUNNEL_CONNECTING)
+		set_state(t, TUNNEL_CONNECTING, reason, UINT64_MAX);
+	arm_timer(t, (double)t->cfg->connect_timeout_ms / 1000.0);
+	link_open(t);
+}
+
+void tunnel_fail(struct tunnel *t, bool needs_human, const char *fmt, ...)
+{
+	char reason[256];
+	uint64_t delay;
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(reason, sizeof(reason), fmt, ap);
+	va_end(ap);
+	snprintf(t->last_error, sizeof(t->last_error), "%s", reason);
+	if (t->state == TUNNEL_UP && ev_now(t->loop) - t->since_mono >= STABLE_AFTER)
+		backoff_reset(&t->backoff);
+	t->auth_failure = needs_human;
+	forward_tunnel_down(t);
+	link_close(t, false);
+	if (needs_human)
+		delay = backoff_jitter(&t->backoff, t->cfg->auth_retry_interval_ms);
+	else
+		delay = backoff_next(&t->backoff);
+	set_state(t, TUNNEL_BACKOFF, reason, delay);
+	arm_timer(t, (double)delay / 1000.0);
+}
+
+static void send_keepalive(struct tunnel *t)
+{
+	struct link *l = &t->link;
+	int rc, next;
+
+	l->keepalive_sent = ev_now(t->loop);
+	if (!l->keepalive_channel) {
+		libssh2_keepalive_send(l->session, &next);
+		return;
+	}
+	/*
+	 * A channel request with want-reply on our own session channel: sshd answers it and
+	 * libssh2 consumes the answer. (Global keepalive replies are never consumed by
+	 * libssh2 1.10 and pile up in its packet list, slowing every channel read.)
+	 */
+	rc = libssh2_channel_setenv_ex(l->keepalive_channel, "MOLETUN_KEEPALIVE", 17, "1", 1);
+	if (rc == LIBSSH2_ERROR_EAGAIN)
+		l->keepalive_pending = true;
+	else if (rc != 0 && rc != LIBSSH2_ERROR_CHANNEL_REQUEST_DENIED && ssh_error_fatal(rc))
+		tunnel_fail(t, false, "sending keepalive: %s", ssh_last_error(t));
+}
+
+static void keepalive_tick(struct tunnel *t)
+{
+	struct link *l = &t->link;
+	double now = ev_now(t->loop);
+	double interval = (double)t->cfg->keepalive_interval_ms / 1000.0;
+	double dead_after = interval * t->cfg->keepalive_count_max;
+	double idle, next;
+
+	if (!l->keepalive_channel && list_empty(&t->conns)) {
+		/* No channel can drain the socket (the server refused a session channel):
+		 * count bytes waiting in the kernel as signs of life. */
+		int avail = 0;
+
+		if (ioctl(l->fd, FIONREAD, &avail) == 0 && avail > l->unread_seen)
+			l->last_rx = now;
+		l->unread_seen = avail;
+	}
+	idle = now - l->last_rx;
+
+	if (idle >= dead_after) {
+		tunnel_fail(t, false, "no answer from server for %.1fs (keepalive timeout)", idle);
+		return;
+	}
+	if (idle >= interval && !l->keepalive_pending && now - l->keepalive_sent >= interval) {
+		send_keepalive(t);
+		if (t->state != TUNNEL_UP)
+			return;
+	}
+	next = l->last_rx + dead_after;
+	if (!l->keepalive_pending) {
+		double ka = l->last_rx + interval;
+
+		if (ka < l->keepalive_sent + interval)
+			ka = l->keepalive_sent + interval;
+		if (ka < next)
+			next = ka;
+	}
+	arm_timer(t, next - now);
+}
+
+static void timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+	struct tunnel *t = w->data;
+	char d[32];
+
+	switch (t->state) {
+	case TUNNEL_BACKOFF:
+		connect_begin(t, NULL);
+		break;
+	case TUNNEL_CONNECTING:
+		duration_format(t->cfg->connect_timeout_ms, d, sizeof(d));
+		tunnel_fail(t, false, "connect timeout after %s", d);
+		break;
+	case TUNNEL_UP:
+		keepalive_tick(t);
+		break;
+	}
+}
+
+void tunnel_link_ready(struct tunnel *t)
+{
+	if (t->ever_up)
+		t->reconnects++;
+	t->ever_up = true;
+	t->last_error[0] = '\0';
+	t->auth_failure = false;
+	t->link.up_at = ev_now(t->loop);
+	set_state(t, TUNNEL_UP, NULL, UINT64_MAX);
+	forward_tunnel_up(t);
+	keepalive_tick(t);
+}
+
+void tunnel_pump(struct tunnel *t)
+{
+	struct link *l = &t->link;
+
+	t->pump_wanted = false;
+	for (int pass = 0; pass < 4 && l->active; pass++) {
+		l->rx_progress = false;
+		if (l->step < LINK_READY) {
+			link_step(t);
+		} else {
+			int rc = 0;
+
+			if (l->keepalive_pending) {
+				rc = libssh2_channel_setenv_ex(l->keepalive_channel,
+							       "MOLETUN_KEEPALIVE", 17, "1", 1);
+				if (rc != LIBSSH2_ERROR_EAGAIN)
+					l->keepalive_pending = false;
+				if (rc == LIBSSH2_ERROR_CHANNEL_REQUEST_DENIED ||
+				    rc == LIBSSH2_ERROR_EAGAIN)
+					rc = 0;
+			}
+			if (rc == 0 || !ssh_error_fatal(rc))
+				rc = forward_pump(t);
+			if (l->io_error || (rc < 0 && ssh_error_fatal(rc))) {
+				tunnel_fail(t, false, "%s", ssh_last_error(t));
+				return;
+			}
+		}
+		if (!l->active || !l->rx_progress)
+			break;
+	}
+	if (l->active && l->io_error) {
+		tunnel_fail(t, false, "%s", ssh_last_error(t));
+		return;
+	}
+	/* Nothing consumed what arrived (no channel to read through): wait for a channel. */
+	if (l->active && l->step == LINK_READY && !l->rx_drained && !l->keepalive_channel &&
+	    list_empty(&t->conns))
+		ev_io_stop(t->loop, &l->rio);
+}
+
+void tunnel_want_pump(struct tunnel *t)
+{
+	t->pump_wanted = true;
+	ev_prepare_start(t->loop, &t->flush);
+}
+
+/* Runs once per loop iteration before the loop blocks: pumps if libssh2 buffered input
+ * outside a pump, then sends everything libssh2 queued in one go. */
+static void flush_cb(struct ev_loop *loop, ev_prepare *w, int revents)
+{
+	struct tunnel *t = w->data;
+
+	if (t->pump_wanted && t->link.active)
+		tunnel_pump(t);
+	t->pump_wanted = false;
+	if (link_flush(t) < 0) {
+		tunnel_fail(t, false, "send to server: %s", strerror(t->link.io_error));
+		return;
+	}
+	ev_prepare_stop(loop, w);
+}
+
+int tunnel_create(struct ev_loop *loop, const struct tunnel_config *cfg, struct tunnel **ret,
+		  char *err, size_t err_size)
+{
+	struct tunnel *t = calloc(1, sizeof(*t));
+	int r;
+
+	if (!t) {
+		snprintf(err, err_size, "out of memory");
+		return -ENOMEM;
+	}
+	t->loop = loop;
+	t->cfg = cfg;
+	t->state = TUNNEL_CONNECTING;
+	clock_gettime(CLOCK_REALTIME, &t->since);
+	t->since_mono = ev_now(loop);
+	list_init(&t->conns);
+	list_init(&t->open_queue);
+	t->link.fd = -1;
+	ev_timer_init(&t->timer, timer_cb, 1.0, 0.0);
+	t->timer.data = t;
+	ev_prepare_init(&t->flush, flush_cb);
+	t->flush.data = t;
+	backoff_init(&t->backoff, cfg->backoff_initial_ms, cfg->backoff_max_ms,
+		     (uint64_t)getpid() * 2654435761u ^ (uint64_t)(uintptr_t)t);
+	t->n_forwards = cfg->n_forwards;
+	t->stats = calloc(cfg->n_forwards ? cfg->n_forwards : 1, sizeof(*t->stats));
+	t->listeners = calloc(cfg->n_forwards ? cfg->n_forwards : 1, sizeof(*t->listeners));
+	if (!t->stats || !t->listeners) {
+		snprintf(err, err_size, "out of memory");
+		tunnel_destroy(t);
+		return -ENOMEM;
+	}
+	for (size_t i = 0; i < cfg->n_forwards; i++)
+		t->listeners[i].fd = -1;
+	r = identity_load(cfg, &t->identity, err, err_size);
+	if (r < 0) {
+		tunnel_destroy(t);
+		return r;
+	}
+	for (size_t i = 0; i < cfg->n_forwards; i++) {
+		const struct forward_spec *f = &cfg->forwards[i];
+		struct listener *li = &t->listeners[i];
+
+		li->tunnel = t;
+		li->forward = i;
+		if (f->kind != FORWARD_LOCAL)
+			continue;
+		li->fd = net_listen(f->listen_host, f->listen_port);
+		if (li->fd < 0) {
+			snprintf(err, err_size, "cannot listen on %s:%u: %s", f->listen_host,
+				 f->listen_port, strerror(-li->fd));
+			r = li->fd;
+			tunnel_destroy(t);
+			return r;
+		}
+		ev_io_init(&li->io, forward_accept_cb, li->fd, EV_READ);
+		li->io.data = li;
+		ev_timer_init(&li->pause, forward_pause_cb, 0.1, 0.0);
+		li->pause.data = li;
+	}
+	*ret = t;
+	return 0;
+}
+
+void tunnel_start(struct tunnel *t)
+{
+	for (size_t i = 0; i < t->n_forwards; i++)
+		if (t->listeners[i].fd >= 0)
+			ev_io_start(t->loop, &t->listeners[i].io);
+	log_info("tunnel %s: connecting to %s@%s:%u", t->cfg->name, t->cfg->user, t->cfg->host,
+		 t->cfg->port);
+	connect_begin(t, NULL);
+}
+
+void tunnel_reconnect(struct tunnel *t, const char *why)
+{
+	forward_tunnel_down(t);
+	link_close(t, true);
+	backoff_reset(&t->backoff);
+	if (t->state == TUNNEL_CONNECTING)
+		log_info("tunnel %s: connecting again: %s", t->cfg->name, why);
+	connect_begin(t, why);
+}
+
+void tunnel_destroy(struct tunnel *t)
+{
+	if (!t)
+		return;
+	ev_timer_stop(t->loop, &t->timer);
+	ev_prepare_stop(t->loop, &t->flush);
+	forward_tunnel_down(t);
+	{
+		struct list *pos, *tmp;
+
+		list_for_each_safe(pos, tmp, &t->conns)
+			conn_destroy(list_entry(pos, struct conn, link));
+	}
+	link_close(t, true);
+	for (size_t i = 0; t->listeners && i < t->n_forwards; i++) {
+		struct listener *li = &t->listeners[i];
+
+		if (li->fd < 0)
+			continue;
+		ev_io_stop(t->loop, &li->io);
+		ev_timer_stop(t->loop, &li->pause);
+		close(li->fd);
+	}
+	identity_finish(&t->identity);
+	free(t->listeners);
+	free(t->stats);
+	free(t);
+}
+
+int tunnel_snapshot(const struct tunnel *t, struct status_tunnel *out)
+{
+	const struct tunnel_config *cfg = t->cfg;
+
+	memset(out, 0, sizeof(*out));
+	snprintf(out->name, sizeof(out->name), "%s", cfg->name);
+	out->state = t->state;
+	out->since = t->since;
+	snprintf(out->host, sizeof(out->host), "%s", cfg->host);
+	out->port = cfg->port;
+	snprintf(out->user, sizeof(out->user), "%s", cfg->user);
+	out->reconnects = t->reconnects;
+	snprintf(out->last_error, sizeof(out->last_error), "%s", t->last_error);
+	out->forwards = calloc(t->n_forwards ? t->n_forwards : 1, sizeof(*out->forwards));
+	if (!out->forwards)
+		return -ENOMEM;
+	out->n_forwards = t->n_forwards;
+	for (size_t i = 0; i < t->n_forwards; i++) {
+		struct status_forward *sf = &out->forwards[i];
+		const struct forward_stats *st = &t->stats[i];
+
+		sf->kind = cfg->forwards[i].kind;
+		fwdspec_format_listen(&cfg->forwards[i], sf->listen, sizeof(sf->listen));
+		fwdspec_format_target(&cfg->forwards[i], sf->target, sizeof(sf->target));
+		sf->active = st->active;
+		sf->connections_total = st->connections_total;
+		sf->bytes_in = st->bytes_in;
+		sf->bytes_out = st->bytes_out;
+		sf->open_failures = st->open_failures;
+	}
+	return 0;
+}
