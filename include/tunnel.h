@@ -170,5 +170,6 @@ void forward_pause_cb(struct ev_loop *loop, ev_timer *w, int revents);
 void forward_tunnel_up(struct tunnel *t);
 void forward_tunnel_down(struct tunnel *t);
 int forward_pump(struct tunnel *t);
+bool forward_drain(struct tunnel *t);
 void forward_resume_clients(struct tunnel *t);
 void conn_destroy(struct conn *c);

@@ -488,7 +488,6 @@ static int pump_opens(struct tunnel *t)
 		}
 		c->state = CONN_OPEN;
 		ev_io_start(t->loop, &c->rio);
-		ev_io_start(t->loop, &t->link.rio);
 	}
 	return 0;
 }
@@ -542,6 +541,37 @@ static int pump_remote_accepts(struct tunnel *t)
 	return 0;
 }
 
+/*
+ * Reads whatever is waiting on the socket into libssh2 without taking any channel's data
+ * (libssh2_poll spins the transport for a channel's session). Needed when no conn read
+ * this pass, e.g. only a keepalive reply arrived. Returns false when there is no channel
+ * or listener to do it through.
+ */
+bool forward_drain(struct tunnel *t)
+{
+	LIBSSH2_POLLFD pfd = {.type = LIBSSH2_POLLFD_CHANNEL, .events = LIBSSH2_POLLFD_POLLIN};
+	struct list *pos;
+
+	pfd.fd.channel = t->link.keepalive_channel;
+	for (pos = t->conns.next; !pfd.fd.channel && pos != &t->conns; pos = pos->next) {
+		struct conn *c = list_entry(pos, struct conn, link);
+
+		if (c->channel && c->state != CONN_CLOSING)
+			pfd.fd.channel = c->channel;
+	}
+	for (size_t i = 0; !pfd.fd.channel && t->link.remotes && i < t->n_forwards; i++) {
+		if (t->link.remotes[i].listener) {
+			pfd.type = LIBSSH2_POLLFD_LISTENER;
+			pfd.fd.listener = t->link.remotes[i].listener;
+			break;
+		}
+	}
+	if (!pfd.fd.channel && !pfd.fd.listener)
+		return false;
+	libssh2_poll(&pfd, 1, 0);
+	return true;
+}
+
 int forward_pump(struct tunnel *t)
 {
 	struct list *pos, *tmp;
@@ -577,13 +607,7 @@ int forward_pump(struct tunnel *t)
 		if (rc < -1)
 			return rc;
 	}
-	if (t->link.keepalive_channel && !t->link.rx_drained) {
-		/* Drains the socket when no conn did (e.g. only a keepalive reply arrived). */
-		char buf[64];
-		ssize_t n = libssh2_channel_read(t->link.keepalive_channel, buf, sizeof(buf));
-
-		if (n < 0 && n != LIBSSH2_ERROR_EAGAIN && ssh_error_fatal((int)n))
-			return (int)n;
-	}
+	if (!t->link.rx_drained && !forward_drain(t))
+		return 0;
 	return 0;
 }

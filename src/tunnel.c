@@ -115,7 +115,7 @@ static void keepalive_tick(struct tunnel *t)
 	double dead_after = interval * t->cfg->keepalive_count_max;
 	double idle, next;
 
-	if (!l->keepalive_channel && list_empty(&t->conns)) {
+	if (!ev_is_active(&l->rio)) {
 		/* No channel can drain the socket (the server refused a session channel):
 		 * count bytes waiting in the kernel as signs of life. */
 		int avail = 0;
@@ -214,10 +214,15 @@ void tunnel_pump(struct tunnel *t)
 		tunnel_fail(t, false, "%s", ssh_last_error(t));
 		return;
 	}
-	/* Nothing consumed what arrived (no channel to read through): wait for a channel. */
-	if (l->active && l->step == LINK_READY && !l->rx_drained && !l->keepalive_channel &&
-	    list_empty(&t->conns))
-		ev_io_stop(t->loop, &l->rio);
+	/* With no channel to read through (the server refused a session channel and nothing
+	 * is forwarded), unread bytes would keep the socket readable: wait for a channel;
+	 * keepalive_tick watches the kernel's byte count meanwhile. */
+	if (l->active && l->step == LINK_READY) {
+		if (!l->rx_drained && list_empty(&t->open_queue) && !forward_drain(t))
+			ev_io_stop(t->loop, &l->rio);
+		else
+			ev_io_start(t->loop, &l->rio);
+	}
 }
 
 void tunnel_want_pump(struct tunnel *t)

@@ -1,0 +1,117 @@
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cmocka.h>
+
+#include "backoff.h"
+
+/* Every delay lies in [d/2, d] for the nominal d = initial * 2^n capped at max. */
+static void test_doubles_within_jitter_bounds(void **state)
+{
+	struct backoff b;
+	uint64_t nominal = 100;
+
+	backoff_init(&b, 100, 1000, 42);
+	for (int i = 0; i < 10; i++) {
+		uint64_t d = backoff_next(&b);
+
+		assert_true(d >= (nominal + 1) / 2);
+		assert_true(d <= nominal);
+		nominal = nominal * 2 > 1000 ? 1000 : nominal * 2;
+	}
+}
+
+static void test_never_exceeds_max(void **state)
+{
+	struct backoff b;
+
+	backoff_init(&b, 100, 1000, 7);
+	for (int i = 0; i < 10000; i++)
+		assert_true(backoff_next(&b) <= 1000);
+	/* after many failures it stays in the top band, it never drifts down */
+	for (int i = 0; i < 1000; i++)
+		assert_true(backoff_next(&b) >= 500);
+}
+
+static void test_reset_starts_over(void **state)
+{
+	struct backoff b;
+
+	backoff_init(&b, 100, 1000, 1);
+	for (int i = 0; i < 20; i++)
+		backoff_next(&b);
+	backoff_reset(&b);
+	assert_true(backoff_next(&b) <= 100);
+}
+
+static void test_jitter_spreads(void **state)
+{
+	struct backoff a, b;
+	int differ = 0;
+	uint64_t lo = UINT64_MAX, hi = 0;
+
+	backoff_init(&a, 1000, 1000, 1);
+	backoff_init(&b, 1000, 1000, 2);
+	for (int i = 0; i < 1000; i++) {
+		uint64_t x = backoff_next(&a), y = backoff_next(&b);
+
+		differ += x != y;
+		lo = x < lo ? x : lo;
+		hi = x > hi ? x : hi;
+	}
+	/* two nodes with different seeds do not retry in lockstep */
+	assert_true(differ > 900);
+	/* and the spread covers most of [500, 1000] */
+	assert_true(lo < 550);
+	assert_true(hi > 950);
+}
+
+static void test_deterministic_for_a_seed(void **state)
+{
+	struct backoff a, b;
+
+	backoff_init(&a, 100, 5000, 99);
+	backoff_init(&b, 100, 5000, 99);
+	for (int i = 0; i < 50; i++)
+		assert_int_equal(backoff_next(&a), backoff_next(&b));
+}
+
+static void test_max_below_initial_is_clamped(void **state)
+{
+	struct backoff b;
+
+	backoff_init(&b, 800, 100, 3);
+	for (int i = 0; i < 10; i++)
+		assert_true(backoff_next(&b) <= 800);
+}
+
+static void test_fixed_pace_jitter(void **state)
+{
+	struct backoff b;
+
+	backoff_init(&b, 100, 1000, 5);
+	for (int i = 0; i < 1000; i++) {
+		uint64_t d = backoff_jitter(&b, 60000);
+
+		assert_true(d >= 30000 && d <= 60000);
+	}
+	assert_int_equal(backoff_jitter(&b, 0), 0);
+	assert_true(backoff_jitter(&b, 1) <= 1);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+	    cmocka_unit_test(test_doubles_within_jitter_bounds),
+	    cmocka_unit_test(test_never_exceeds_max),
+	    cmocka_unit_test(test_reset_starts_over),
+	    cmocka_unit_test(test_jitter_spreads),
+	    cmocka_unit_test(test_deterministic_for_a_seed),
+	    cmocka_unit_test(test_max_below_initial_is_clamped),
+	    cmocka_unit_test(test_fixed_pace_jitter),
+	};
+
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
