@@ -1,0 +1,231 @@
+#!/usr/bin/env python3
+"""`moletun check` against the config corpus in tests/configs, conf/moletun.conf and the
+man pages.
+
+tests/configs/good/NAME.conf must pass and print exactly NAME.out on stdout.
+tests/configs/bad/NAME.conf must fail with exit 1 and print exactly NAME.expected on
+stderr. Both trees are copied into a temporary directory with "@DIR@" replaced by its path
+(git does not keep file modes, and key files must be 0600); the expected texts use "@DIR@"
+too. Keys are generated there with ssh-keygen.
+
+Set MOLETUN_UPDATE_EXPECTED=1 to rewrite the .out/.expected files from the current
+output (then read the diff before committing it).
+
+Needs MOLETUN_BIN (meson sets it). Python standard library only.
+"""
+import os
+import re
+import shutil
+import stat
+import subprocess
+import sys
+import tempfile
+import unittest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+CONFIGS = os.path.join(ROOT, "tests", "configs")
+MOLETUN = os.environ.get("MOLETUN_BIN", os.path.join(ROOT, "build", "moletun"))
+UPDATE = os.environ.get("MOLETUN_UPDATE_EXPECTED") == "1"
+
+FAKE_KEY = ("-----BEGIN OPENSSH PRIVATE KEY-----\n"
+            "b3BlbnNzaC1rZXktdjEAAAAABG5vbmUAAAAEbm9uZQAAAAAAAAABAAAAMwAAAAtzc2gtZW\n"
+            "-----END OPENSSH PRIVATE KEY-----\n")
+
+
+def write(path, text, mode):
+    with open(path, "w", encoding="utf-8") as f:
+        f.write(text)
+    os.chmod(path, mode)
+
+
+def make_keys(keys):
+    """Key material the corpus refers to as @DIR@/keys/..., with the modes it needs."""
+    os.makedirs(keys)
+    key = os.path.join(keys, "id_ed25519")
+    if shutil.which("ssh-keygen"):
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "moletun-test",
+                        "-f", key], check=True)
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "secret", "-C",
+                        "moletun-test", "-f", os.path.join(keys, "id_encrypted")],
+                       check=True)
+        os.remove(os.path.join(keys, "id_encrypted.pub"))
+    else:  # only the first lines of a key are looked at
+        write(key, FAKE_KEY, 0o600)
+        write(key + ".pub", "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIG moletun-test\n", 0o644)
+        write(os.path.join(keys, "id_encrypted"),
+              FAKE_KEY.replace("AAAABG5vbmUAAAAEbm9uZQ", "AAAACmFlczI1Ni1jdHIAAAAGYmNyeXB0"),
+              0o600)
+    os.chmod(key, 0o600)
+    with open(key, encoding="utf-8") as f:
+        write(os.path.join(keys, "id_open"), f.read(), 0o644)
+    with open(key + ".pub", encoding="utf-8") as f:
+        public = f.read().split()
+    write(os.path.join(keys, "known_hosts"),
+          "db.example.com,db2.example.com %s %s\n" % (public[0], public[1]), 0o644)
+    write(os.path.join(keys, "passphrase"), "secret\n", 0o600)
+    write(os.path.join(keys, "passphrase_open"), "secret\n", 0o644)
+    write(os.path.join(keys, "hook"), "#!/bin/sh\nexit 0\n", 0o755)
+    write(os.path.join(keys, "not_executable"), "#!/bin/sh\nexit 0\n", 0o644)
+
+
+def copy_tree(src, dst, directory):
+    """Copies src to dst, replacing @DIR@ in every file with `directory`."""
+    for base, dirs, files in os.walk(src):
+        target = os.path.join(dst, os.path.relpath(base, src))
+        os.makedirs(target, exist_ok=True)
+        for name in files:
+            with open(os.path.join(base, name), encoding="utf-8") as f:
+                text = f.read()
+            write(os.path.join(target, name), text.replace("@DIR@", directory), 0o644)
+
+
+def check(path, cwd=None):
+    return subprocess.run([MOLETUN, "check", "-c", path], capture_output=True, text=True,
+                          cwd=cwd, timeout=30)
+
+
+class CheckTest(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.dir = tempfile.mkdtemp(prefix="moletun-check-")
+        make_keys(os.path.join(cls.dir, "keys"))
+        copy_tree(CONFIGS, cls.dir, cls.dir)
+
+    @classmethod
+    def tearDownClass(cls):
+        shutil.rmtree(cls.dir)
+
+    def templated(self, text):
+        return text.replace(self.dir, "@DIR@")
+
+    def compare(self, fixture, suffix, actual):
+        """Compares with the checked-in fixture NAME.suffix (or rewrites it)."""
+        expected_path = os.path.join(CONFIGS, os.path.splitext(fixture)[0] + suffix)
+        actual = self.templated(actual)
+        if UPDATE:
+            with open(expected_path, "w", encoding="utf-8") as f:
+                f.write(actual)
+            return
+        with open(expected_path, encoding="utf-8") as f:
+            expected = f.read()
+        self.assertEqual(actual, expected, "%s differs from %s" % (fixture, expected_path))
+
+    def corpus(self, kind):
+        names = sorted(n for n in os.listdir(os.path.join(CONFIGS, kind))
+                       if n.endswith(".conf"))
+        return [os.path.join(kind, n) for n in names]
+
+    def test_good_configs(self):
+        good = self.corpus("good")
+        self.assertGreaterEqual(len(good), 5)
+        for fixture in good:
+            with self.subTest(fixture=fixture):
+                r = check(os.path.join(self.dir, fixture))
+                self.assertEqual(r.stderr, "", fixture)
+                self.assertEqual(r.returncode, 0, fixture)
+                self.compare(fixture, ".out", r.stdout)
+
+    def test_bad_configs(self):
+        bad = self.corpus("bad")
+        self.assertGreaterEqual(len(bad), 15)
+        for fixture in bad:
+            with self.subTest(fixture=fixture):
+                r = check(os.path.join(self.dir, fixture))
+                self.assertEqual(r.returncode, 1, fixture + ": " + r.stderr)
+                self.assertEqual(r.stdout, "", fixture)
+                self.assertNotEqual(r.stderr, "", fixture)
+                self.compare(fixture, ".expected", r.stderr)
+
+    def test_every_error_has_file_and_line(self):
+        pattern = re.compile(r"^@DIR@/[^:]+:[0-9]+: [a-z\[].*[^.]$")
+        for fixture in self.corpus("bad"):
+            path = os.path.join(CONFIGS, os.path.splitext(fixture)[0] + ".expected")
+            with open(path, encoding="utf-8") as f:
+                for line in f.read().splitlines():
+                    with self.subTest(fixture=fixture, line=line):
+                        self.assertRegex(line, pattern)
+
+    def test_secrets_not_echoed(self):
+        r = check(os.path.join(self.dir, "bad", "23-alert-values.conf"))
+        self.assertNotIn("secret-token", r.stderr)
+        r = check(os.path.join(self.dir, "good", "full.conf"))
+        self.assertNotIn("0123456789", r.stdout)
+        self.assertNotIn("XXXX", r.stdout)
+
+    def test_relative_path_from_working_directory(self):
+        r = check("minimal.conf", cwd=os.path.join(self.dir, "good"))
+        self.assertEqual(r.returncode, 0, r.stderr)
+        r = check("13-no-forwards.conf", cwd=os.path.join(self.dir, "bad"))
+        self.assertEqual(r.returncode, 1)
+        self.assertEqual(r.stderr, "13-no-forwards.conf:1: no forwards in [tunnel:primary] "
+                         "(add local_forward or remote_forward)\n")
+
+    def test_missing_file(self):
+        r = check(os.path.join(self.dir, "nope.conf"))
+        self.assertEqual(r.returncode, 1)
+        self.assertEqual(r.stdout, "")
+        self.assertEqual(self.templated(r.stderr),
+                         "@DIR@/nope.conf: No such file or directory\n")
+
+    def test_documented_example(self):
+        """conf/moletun.conf, with /etc/moletun/ pointed at generated files."""
+        etc = os.path.join(self.dir, "etc", "moletun")
+        os.makedirs(os.path.join(etc, "conf.d"))
+        keys = os.path.join(self.dir, "keys")
+        shutil.copy(os.path.join(keys, "id_ed25519"), os.path.join(etc, "id_ed25519"))
+        shutil.copy(os.path.join(keys, "passphrase"), os.path.join(etc, "id_ed25519.pass"))
+        shutil.copy(os.path.join(keys, "known_hosts"), os.path.join(etc, "known_hosts"))
+        for name in ("id_ed25519", "id_ed25519.pass"):
+            os.chmod(os.path.join(etc, name), 0o600)
+        with open(os.path.join(ROOT, "conf", "moletun.conf"), encoding="utf-8") as f:
+            text = f.read()
+        self.assertIn("/etc/moletun/", text)
+        path = os.path.join(self.dir, "example.conf")
+        write(path, text.replace("/etc/moletun/", etc + "/"), 0o644)
+        r = check(path)
+        self.assertEqual(r.stderr, "")
+        self.assertEqual(r.returncode, 0)
+        self.assertEqual(r.stdout,
+                         "primary  tunnel@db.example.com:22  L 127.0.0.1:5433 -> pg_main:5432"
+                         "  R 127.0.0.1:9000 -> 127.0.0.1:9000\n"
+                         "alert:ops  json https://hooks.example.com/...\n")
+
+    def test_example_documents_every_key(self):
+        keys = set(re.findall(r"^\\fB([a-z_]+)\\fR = ", self.help_config(), re.M))
+        self.assertGreater(len(keys), 30)
+        with open(os.path.join(ROOT, "conf", "moletun.conf"), encoding="utf-8") as f:
+            documented = set(re.findall(r"^[;#]?\s*([a-z_]+)\s*=", f.read(), re.M))
+        self.assertEqual(keys - documented, set(), "keys missing from conf/moletun.conf")
+        self.assertEqual(documented - keys, set(), "conf/moletun.conf names unknown keys")
+
+    def help_config(self):
+        r = subprocess.run([MOLETUN, "help", "config"], capture_output=True, text=True,
+                           check=True)
+        return r.stdout
+
+    def test_man_pages(self):
+        sys.dont_write_bytecode = True
+        sys.path.insert(0, os.path.join(ROOT, "doc"))
+        import mkconfman  # noqa: E402
+
+        page = mkconfman.render(MOLETUN, os.path.join(ROOT, "doc", "moletun.conf.5.in"),
+                                "test")
+        self.assertIn(self.help_config(), page)
+        self.assertNotIn("@KEYS@", page)
+        if not shutil.which("groff"):
+            self.skipTest("groff not installed")
+        pages = {"moletun.conf.5": page}
+        with open(os.path.join(ROOT, "doc", "moletun.8"), encoding="utf-8") as f:
+            pages["moletun.8"] = f.read()
+        for name, text in pages.items():
+            with self.subTest(page=name):
+                r = subprocess.run(["groff", "-man", "-ww", "-z"], input=text,
+                                   capture_output=True, text=True)
+                self.assertEqual(r.stderr, "")
+                self.assertEqual(r.returncode, 0)
+
+
+if __name__ == "__main__":
+    if not os.access(MOLETUN, os.X_OK):
+        sys.exit("MOLETUN_BIN (%s) is not an executable" % MOLETUN)
+    unittest.main(verbosity=2)
