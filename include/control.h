@@ -17,7 +17,7 @@ struct control_ops {
 
 struct control_server;
 
-#define CONTROL_CLIENTS_MAX 32  /* concurrent clients; more get "error busy" */
+#define CONTROL_CLIENTS_MAX 32	/* concurrent clients; more get "error busy" */
 #define CONTROL_TIMEOUT_SEC 5.0 /* to send the request, then again to take the reply */
 
 /*

@@ -92,23 +92,13 @@ static int daemon_reconnect(void *userdata, const char *name)
 
 static void warn_config(const struct config *c)
 {
-	for (size_t i = 0; i < c->n_tunnels; i++) {
-		const struct tunnel_config *tc = &c->tunnels[i];
+	struct diag warnings;
 
-		if (tc->strict_host_key_checking == HOST_KEY_NO)
-			log_warn("tunnel %s: strict_host_key_checking = no: the server's identity "
-				 "is NOT verified; anyone on the path can intercept this tunnel",
-				 tc->name);
-		for (size_t f = 0; f < tc->n_forwards; f++) {
-			const struct forward_spec *fs = &tc->forwards[f];
-
-			if (fs->kind == FORWARD_LOCAL && strcmp(fs->listen_host, "127.0.0.1") &&
-			    strcmp(fs->listen_host, "::1") && strcmp(fs->listen_host, "localhost"))
-				log_warn("tunnel %s: local_forward listens on %s:%u, reachable "
-					 "beyond this host",
-					 tc->name, fs->listen_host, fs->listen_port);
-		}
-	}
+	diag_init(&warnings);
+	config_warnings(c, &warnings);
+	for (size_t i = 0; i < warnings.count; i++)
+		log_warn("%s", warnings.messages[i]);
+	diag_finish(&warnings);
 }
 
 static int daemon_add_tunnel(struct daemon *d, const struct tunnel_config *tc)
@@ -201,7 +191,8 @@ static int daemon_reload(void *userdata, struct diag *errors)
 	notify_ready();
 	daemon_update_status(d);
 	log_info("reloaded: %zu tunnels", d->n_tunnels);
-	return failed ? -EINVAL : 0;
+	/* applied, but not completely: not an invalid configuration */
+	return failed ? -EIO : 0;
 }
 
 static void on_sighup(struct ev_loop *loop, ev_signal *w, int revents)

@@ -32,8 +32,7 @@ static const struct help_entry {
 		"  status [--json] [NAME]   tunnel table; exit 0 all up, 3 some not up, 1 error\n"
 		"  reconnect NAME|--all     drop and re-establish now, skipping backoff\n"
 		"  reload                   re-read the configuration (same as SIGHUP)\n"
-		"  metrics                  Prometheus text exposition\n"
-		"  alert-test [NAME]        send a test event to alert targets\n"},
+		"  metrics                  Prometheus text exposition\n"},
 };
 
 #include "daemon.h"

@@ -336,7 +336,6 @@ void tunnel_destroy(struct tunnel *t)
 	if (!t)
 		return;
 	ev_timer_stop(t->loop, &t->timer);
-	ev_prepare_stop(t->loop, &t->flush);
 	forward_tunnel_down(t);
 	{
 		struct list *pos, *tmp;
@@ -354,6 +353,8 @@ void tunnel_destroy(struct tunnel *t)
 		ev_timer_stop(t->loop, &li->pause);
 		close(li->fd);
 	}
+	/* last: closing conns and the link above may have asked for one more pump */
+	ev_prepare_stop(t->loop, &t->flush);
 	identity_finish(&t->identity);
 	free(t->listeners);
 	free(t->stats);

@@ -1,0 +1,37 @@
+#pragma once
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <time.h>
+
+#include "status.h"
+
+/*
+ * Renderings of a status snapshot. All of them are pure: they only write to `out` and
+ * return 0, or -EIO when the stream reports an error (e.g. open_memstream out of memory).
+ * Strings from the snapshot are never trusted: invalid UTF-8 becomes U+FFFD, and control
+ * characters are escaped (JSON, metrics) or replaced by '?' (the terminal table).
+ */
+
+/*
+ * {"tunnels":[{"name":..,"state":..,"since":"2024-05-01T12:00:00Z","host":..,"port":22,
+ * "user":..,"reconnects":0,"last_error":null,"forwards":[{"type":"local","listen":..,
+ * "target":..,"active":0,"connections_total":0,"bytes_in":0,"bytes_out":0,
+ * "open_failures":0}]}]} followed by a newline.
+ */
+int status_format_json(const struct status *s, FILE *out);
+
+/* The `moletun ctl status` table; ages are measured against `now` (CLOCK_REALTIME). */
+int status_format_table(const struct status *s, time_t now, FILE *out);
+
+/* Prometheus text exposition format 0.0.4, HELP and TYPE for every family. */
+int status_format_metrics(const struct status *s, FILE *out);
+
+/* A short age: "12s", "3m12s", "2h05m", "3d04h". */
+void status_format_age(uint64_t seconds, char *buf, size_t size);
+
+/* One line for systemd's STATUS=: "2/3 tunnels up; primary: backoff (connection refused)". */
+void status_format_summary(const struct status *s, char *buf, size_t size);
+
+/* Number of tunnels in state TUNNEL_UP. */
+size_t status_count_up(const struct status *s);

@@ -1,0 +1,652 @@
+#include "control.h"
+
+#include <errno.h>
+#include <grp.h>
+#include <pwd.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include "control_proto.h"
+#include "log.h"
+#include "status_format.h"
+
+#define ACCEPT_BATCH	  64  /* accepts per wakeup, so a flood cannot starve tunnels */
+#define ACCEPT_RETRY_SEC  1.0 /* pause after EMFILE instead of spinning on the listener */
+#define DRAIN_MAX	  (256 << 10)
+#define NO_PEER_UID	  ((uid_t)-1)
+#define PEER_GROUPS_FIRST 64
+
+struct control_client {
+	struct control_server *server;
+	struct control_client *prev, *next;
+	int fd;
+	ev_io io;
+	ev_timer timeout;
+	struct ucred peer; /* uid NO_PEER_UID when SO_PEERCRED failed */
+	char in[CONTROL_REQUEST_MAX];
+	size_t in_len;
+	char *out; /* header LF body; NULL while reading the request */
+	size_t out_len, out_sent;
+};
+
+struct control_server {
+	struct ev_loop *loop;
+	struct control_ops ops;
+	int fd;
+	ev_io accept_io;
+	ev_timer accept_retry;
+	char *path; /* set once bound: destroy removes the socket file */
+	dev_t dev;
+	ino_t ino;
+	gid_t control_gid;
+	ev_tstamp timeout;
+	struct control_client *clients;
+	size_t n_clients;
+};
+
+/* A reply being built: the header text and the body stream. */
+struct reply {
+	char header[CONTROL_REQUEST_MAX];
+	FILE *body;
+};
+
+static void client_destroy(struct control_client *c)
+{
+	struct control_server *s;
+
+	if (!c)
+		return;
+	s = c->server;
+	ev_io_stop(s->loop, &c->io);
+	ev_timer_stop(s->loop, &c->timeout);
+	if (c->fd >= 0)
+		close(c->fd);
+	if (c->prev)
+		c->prev->next = c->next;
+	else
+		s->clients = c->next;
+	if (c->next)
+		c->next->prev = c->prev;
+	s->n_clients--;
+	free(c->out);
+	free(c);
+}
+
+/*
+ * Discards what the client still sends (bounded), so that closing with unread input does
+ * not turn into ECONNRESET on the client's side before it has read the reply.
+ */
+static void client_drain(struct control_client *c)
+{
+	char buf[4096];
+
+	for (size_t total = 0; total < DRAIN_MAX;) {
+		ssize_t n = recv(c->fd, buf, sizeof(buf), MSG_DONTWAIT);
+
+		if (n <= 0)
+			break;
+		total += (size_t)n;
+	}
+}
+
+static void client_write(struct control_client *c)
+{
+	while (c->out_sent < c->out_len) {
+		ssize_t n = send(c->fd, c->out + c->out_sent, c->out_len - c->out_sent,
+				 MSG_NOSIGNAL | MSG_DONTWAIT);
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+			return; /* the io watcher waits for EV_WRITE, the timer bounds the wait */
+		if (n < 0) {
+			log_debug("control: client uid %d went away: %s", (int)c->peer.uid,
+				  strerror(errno));
+			client_destroy(c);
+			return;
+		}
+		c->out_sent += (size_t)n;
+	}
+	client_drain(c);
+	client_destroy(c);
+}
+
+/* Replaces control characters so the message stays one line of text. */
+static void sanitize_line(char *s)
+{
+	for (; *s; s++)
+		if ((unsigned char)*s < 0x20 || *s == 0x7f)
+			*s = ' ';
+}
+
+/* Switches the client from reading its request to sending `header` LF `body`. */
+static void client_reply(struct control_client *c, const char *header, const char *body,
+			 size_t body_len)
+{
+	struct control_server *s = c->server;
+	size_t header_len = strlen(header);
+
+	c->out = malloc(header_len + 1 + body_len);
+	if (!c->out) {
+		client_destroy(c);
+		return;
+	}
+	memcpy(c->out, header, header_len);
+	c->out[header_len] = '\n';
+	if (body_len)
+		memcpy(c->out + header_len + 1, body, body_len);
+	c->out_len = header_len + 1 + body_len;
+	c->out_sent = 0;
+	ev_io_stop(s->loop, &c->io);
+	ev_io_set(&c->io, c->fd, EV_WRITE);
+	ev_io_start(s->loop, &c->io);
+	ev_timer_stop(s->loop, &c->timeout);
+	ev_timer_set(&c->timeout, s->timeout, 0.);
+	ev_timer_start(s->loop, &c->timeout);
+	client_write(c);
+}
+
+static void client_reply_error(struct control_client *c, const char *message)
+{
+	char header[CONTROL_REQUEST_MAX];
+
+	snprintf(header, sizeof(header), "error %s", message);
+	sanitize_line(header);
+	client_reply(c, header, NULL, 0);
+}
+
+__attribute__((format(printf, 2, 3))) static void reply_error(struct reply *r, const char *fmt, ...)
+{
+	va_list ap;
+	int n;
+
+	n = snprintf(r->header, sizeof(r->header), "error ");
+	va_start(ap, fmt);
+	vsnprintf(r->header + n, sizeof(r->header) - (size_t)n, fmt, ap);
+	va_end(ap);
+}
+
+static const char *request_name(const struct control_request *req)
+{
+	return req->name[0] ? req->name : NULL;
+}
+
+static int take_snapshot(struct control_server *s, const struct control_request *req,
+			 struct reply *r, struct status *ret)
+{
+	int err;
+
+	if (!s->ops.snapshot) {
+		reply_error(r, "not supported");
+		return -EOPNOTSUPP;
+	}
+	err = s->ops.snapshot(s->ops.userdata, request_name(req), ret);
+	if (err == -ENOENT && req->name[0])
+		reply_error(r, "no such tunnel: %s", req->name);
+	else if (err < 0)
+		reply_error(r, "cannot read tunnel state: %s", strerror(-err));
+	return err;
+}
+
+static void handle_status(struct control_server *s, const struct control_request *req,
+			  struct reply *r)
+{
+	struct status st = {0};
+
+	if (take_snapshot(s, req, r, &st) < 0)
+		return;
+	snprintf(r->header, sizeof(r->header), "ok tunnels=%zu up=%zu", st.n_tunnels,
+		 status_count_up(&st));
+	if (req->json)
+		status_format_json(&st, r->body);
+	else
+		status_format_table(&st, time(NULL), r->body);
+	status_free(&st);
+}
+
+static void handle_metrics(struct control_server *s, const struct control_request *req,
+			   struct reply *r)
+{
+	struct status st = {0};
+
+	if (take_snapshot(s, req, r, &st) < 0)
+		return;
+	snprintf(r->header, sizeof(r->header), "ok");
+	status_format_metrics(&st, r->body);
+	status_free(&st);
+}
+
+static void handle_reconnect(struct control_server *s, const struct control_request *req,
+			     struct reply *r)
+{
+	int err;
+
+	if (!s->ops.reconnect) {
+		reply_error(r, "not supported");
+		return;
+	}
+	err = s->ops.reconnect(s->ops.userdata, req->all ? NULL : req->name);
+	if (err == -ENOENT && !req->all)
+		reply_error(r, "no such tunnel: %s", req->name);
+	else if (err < 0)
+		reply_error(r, "reconnect failed: %s", strerror(-err));
+	else
+		snprintf(r->header, sizeof(r->header), "ok");
+}
+
+static void handle_reload(struct control_server *s, const struct control_request *req,
+			  struct reply *r)
+{
+	struct diag errors;
+	int err;
+
+	if (!s->ops.reload) {
+		reply_error(r, "not supported");
+		return;
+	}
+	diag_init(&errors);
+	err = s->ops.reload(s->ops.userdata, &errors);
+	if (err == -EINVAL)
+		reply_error(r, "invalid configuration");
+	else if (err < 0)
+		reply_error(r, "reload failed: %s", strerror(-err));
+	else
+		snprintf(r->header, sizeof(r->header), "ok");
+	for (size_t i = 0; i < errors.count; i++)
+		fprintf(r->body, "%s\n", errors.messages[i]);
+	diag_finish(&errors);
+}
+
+static void (*const handlers[])(struct control_server *s, const struct control_request *req,
+				struct reply *r) = {
+    [CONTROL_STATUS] = handle_status,
+    [CONTROL_METRICS] = handle_metrics,
+    [CONTROL_RECONNECT] = handle_reconnect,
+    [CONTROL_RELOAD] = handle_reload,
+};
+
+/* Supplementary groups of the peer process (SO_PEERGROUPS, Linux >= 4.13). */
+static int peer_groups(int fd, gid_t **ret, size_t *ret_n)
+{
+#ifdef SO_PEERGROUPS
+	socklen_t len = PEER_GROUPS_FIRST * sizeof(gid_t);
+
+	for (int attempt = 0; attempt < 2; attempt++) {
+		gid_t *groups = malloc(len ? len : sizeof(gid_t));
+
+		if (!groups)
+			return -ENOMEM;
+		if (getsockopt(fd, SOL_SOCKET, SO_PEERGROUPS, groups, &len) == 0) {
+			*ret = groups;
+			*ret_n = len / sizeof(gid_t);
+			return 0;
+		}
+		free(groups);
+		if (errno != ERANGE)
+			return -errno;
+	}
+	return -ERANGE;
+#else
+	return -ENOPROTOOPT;
+#endif
+}
+
+/* Groups of the peer's user from the group database (for kernels without SO_PEERGROUPS). */
+static int user_groups(uid_t uid, gid_t gid, gid_t **ret, size_t *ret_n)
+{
+	struct passwd pw, *found = NULL;
+	char buf[4096];
+	int n = PEER_GROUPS_FIRST;
+
+	if (getpwuid_r(uid, &pw, buf, sizeof(buf), &found) != 0 || !found)
+		return -ENOENT;
+	for (int attempt = 0; attempt < 2; attempt++) {
+		gid_t *groups = calloc((size_t)n, sizeof(gid_t));
+		int want = n;
+
+		if (!groups)
+			return -ENOMEM;
+		if (getgrouplist(pw.pw_name, gid, groups, &want) >= 0) {
+			*ret = groups;
+			*ret_n = (size_t)want;
+			return 0;
+		}
+		free(groups);
+		n = want;
+	}
+	return -ERANGE;
+}
+
+/* Root, the daemon's own user, and members of the control group may change state. */
+static bool client_may_mutate(const struct control_client *c)
+{
+	const struct control_server *s = c->server;
+	gid_t *groups = NULL;
+	size_t n = 0;
+	bool member = false;
+	int err;
+
+	if (c->peer.uid == NO_PEER_UID)
+		return false;
+	if (c->peer.uid == 0 || c->peer.uid == geteuid() || c->peer.gid == s->control_gid)
+		return true;
+	err = peer_groups(c->fd, &groups, &n);
+	if (err == -ENOPROTOOPT)
+		err = user_groups(c->peer.uid, c->peer.gid, &groups, &n);
+	for (size_t i = 0; err == 0 && i < n; i++)
+		if (groups[i] == s->control_gid)
+			member = true;
+	free(groups);
+	return member;
+}
+
+static void client_handle(struct control_client *c, const char *line, size_t len)
+{
+	struct control_server *s = c->server;
+	struct control_request req;
+	struct reply r = {.header = "error internal error"};
+	const char *parse_error;
+	char *body = NULL;
+	size_t body_len = 0;
+
+	if (control_request_parse(line, len, &req, &parse_error) < 0) {
+		client_reply_error(c, parse_error);
+		return;
+	}
+	if (control_command_mutates(req.command)) {
+		if (!client_may_mutate(c)) {
+			log_notice(
+			    "control: %s refused: uid %d is not root nor in the control group",
+			    control_command_str(req.command), (int)c->peer.uid);
+			client_reply_error(c, "permission denied");
+			return;
+		}
+		log_info("control: %s%s%s requested by uid %d", control_command_str(req.command),
+			 req.all || req.name[0] ? " " : "", req.all ? "--all" : req.name,
+			 (int)c->peer.uid);
+	}
+	r.body = open_memstream(&body, &body_len);
+	if (!r.body) {
+		client_reply_error(c, "out of memory");
+		return;
+	}
+	handlers[req.command](s, &req, &r);
+	if (fclose(r.body) != 0) {
+		free(body);
+		client_reply_error(c, "out of memory");
+		return;
+	}
+	sanitize_line(r.header);
+	if (body_len > CONTROL_REPLY_MAX)
+		client_reply_error(c, "reply too large");
+	else
+		client_reply(c, r.header, body, body_len);
+	free(body);
+}
+
+static void client_read(struct control_client *c)
+{
+	ssize_t n, line_len;
+
+	n = recv(c->fd, c->in + c->in_len, sizeof(c->in) - c->in_len, MSG_DONTWAIT);
+	if (n < 0) {
+		if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)
+			client_destroy(c);
+		return;
+	}
+	if (n == 0) {
+		/* EOF ends the request too (printf status | socat - UNIX:...); none: just go. */
+		if (c->in_len == 0)
+			client_destroy(c);
+		else
+			client_handle(c, c->in, c->in_len);
+		return;
+	}
+	c->in_len += (size_t)n;
+	line_len = control_request_scan(c->in, c->in_len);
+	if (line_len == -EMSGSIZE)
+		client_reply_error(c, "request too long");
+	else if (line_len >= 0)
+		client_handle(c, c->in, (size_t)line_len);
+}
+
+static void client_io_cb(struct ev_loop *loop, ev_io *w, int revents)
+{
+	struct control_client *c = w->data;
+
+	if (c->out)
+		client_write(c);
+	else
+		client_read(c);
+}
+
+static void client_timeout_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+	struct control_client *c = w->data;
+
+	log_debug("control: dropping client uid %d after %.1f s", (int)c->peer.uid,
+		  c->server->timeout);
+	if (!c->out)
+		send(c->fd, "error timeout\n", strlen("error timeout\n"),
+		     MSG_NOSIGNAL | MSG_DONTWAIT);
+	client_destroy(c);
+}
+
+static int client_create(struct control_server *s, int fd)
+{
+	struct control_client *c = calloc(1, sizeof(*c));
+	socklen_t len = sizeof(c->peer);
+
+	if (!c)
+		return -ENOMEM;
+	c->server = s;
+	c->fd = fd;
+	if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &c->peer, &len) < 0)
+		c->peer.uid = NO_PEER_UID;
+	c->next = s->clients;
+	if (s->clients)
+		s->clients->prev = c;
+	s->clients = c;
+	s->n_clients++;
+	ev_io_init(&c->io, client_io_cb, fd, EV_READ);
+	c->io.data = c;
+	ev_io_start(s->loop, &c->io);
+	ev_timer_init(&c->timeout, client_timeout_cb, s->timeout, 0.);
+	c->timeout.data = c;
+	ev_timer_start(s->loop, &c->timeout);
+	return 0;
+}
+
+static void accept_cb(struct ev_loop *loop, ev_io *w, int revents)
+{
+	struct control_server *s = w->data;
+
+	for (int i = 0; i < ACCEPT_BATCH; i++) {
+		int fd = accept4(s->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+
+		if (fd < 0 && (errno == EINTR || errno == ECONNABORTED))
+			continue;
+		if (fd < 0 &&
+		    (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM)) {
+			log_warn("control: accept: %s; pausing the control socket for %.0f s",
+				 strerror(errno), ACCEPT_RETRY_SEC);
+			ev_io_stop(loop, &s->accept_io);
+			ev_timer_start(loop, &s->accept_retry);
+			return;
+		}
+		if (fd < 0)
+			return;
+		if (s->n_clients >= CONTROL_CLIENTS_MAX) {
+			send(fd, "error busy\n", strlen("error busy\n"),
+			     MSG_NOSIGNAL | MSG_DONTWAIT);
+			close(fd);
+			continue;
+		}
+		if (client_create(s, fd) < 0)
+			close(fd);
+	}
+}
+
+static void accept_retry_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+	struct control_server *s = w->data;
+
+	ev_io_start(loop, &s->accept_io);
+}
+
+/*
+ * A socket file nobody answers on is left over from a daemon that died: remove it. Refuse
+ * to remove anything else, and to steal the socket of a daemon that is still running.
+ */
+static int remove_stale_socket(const struct sockaddr_un *addr)
+{
+	struct stat st;
+	int fd, err;
+
+	if (lstat(addr->sun_path, &st) < 0)
+		return errno == ENOENT ? 0 : -errno;
+	if (!S_ISSOCK(st.st_mode))
+		return -EEXIST;
+	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return -errno;
+	/* Non-blocking: a live listener answers 0 or EAGAIN (backlog full) at once. */
+	err = connect(fd, (const struct sockaddr *)addr, sizeof(*addr)) < 0 ? errno : 0;
+	close(fd);
+	if (err == 0 || err == EAGAIN)
+		return -EADDRINUSE;
+	if (err != ECONNREFUSED)
+		return -err;
+	if (unlink(addr->sun_path) < 0 && errno != ENOENT)
+		return -errno;
+	return 0;
+}
+
+static int resolve_group(const char *group, gid_t *ret)
+{
+	struct group gr, *found = NULL;
+	char buf[16384];
+	int err;
+
+	if (!group) {
+		*ret = getegid();
+		return 0;
+	}
+	err = getgrnam_r(group, &gr, buf, sizeof(buf), &found);
+	if (err != 0 || !found) {
+		log_err("control_group '%s': %s", group, err ? strerror(err) : "no such group");
+		return -EINVAL;
+	}
+	*ret = gr.gr_gid;
+	return 0;
+}
+
+static int server_listen(struct control_server *s, const struct sockaddr_un *addr,
+			 const char *group)
+{
+	struct stat st;
+	mode_t old_umask;
+	int err;
+
+	err = remove_stale_socket(addr);
+	if (err < 0)
+		return err;
+	s->fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (s->fd < 0)
+		return -errno;
+	/* Born 0600 so nobody else can connect before the mode and group are right. */
+	old_umask = umask(0177);
+	err = bind(s->fd, (const struct sockaddr *)addr, sizeof(*addr)) < 0 ? -errno : 0;
+	umask(old_umask);
+	if (err < 0)
+		return err;
+	s->path = strdup(addr->sun_path);
+	if (!s->path) {
+		unlink(addr->sun_path);
+		return -ENOMEM;
+	}
+	if (lstat(s->path, &st) < 0)
+		return -errno;
+	s->dev = st.st_dev;
+	s->ino = st.st_ino;
+	if (group && chown(s->path, (uid_t)-1, s->control_gid) < 0)
+		return -errno;
+	if (chmod(s->path, 0660) < 0)
+		return -errno;
+	if (listen(s->fd, SOMAXCONN) < 0)
+		return -errno;
+	return 0;
+}
+
+int control_server_create(struct ev_loop *loop, const char *path, const char *group,
+			  const struct control_ops *ops, struct control_server **ret)
+{
+	struct sockaddr_un addr = {.sun_family = AF_UNIX};
+	struct control_server *s;
+	gid_t gid;
+	int err;
+
+	if (strlen(path) >= sizeof(addr.sun_path))
+		return -ENAMETOOLONG;
+	memcpy(addr.sun_path, path, strlen(path) + 1);
+	err = resolve_group(group, &gid);
+	if (err < 0)
+		return err;
+	s = calloc(1, sizeof(*s));
+	if (!s)
+		return -ENOMEM;
+	s->loop = loop;
+	s->ops = *ops;
+	s->fd = -1;
+	s->control_gid = gid;
+	s->timeout = CONTROL_TIMEOUT_SEC;
+	ev_io_init(&s->accept_io, accept_cb, -1, EV_READ);
+	s->accept_io.data = s;
+	ev_timer_init(&s->accept_retry, accept_retry_cb, ACCEPT_RETRY_SEC, 0.);
+	s->accept_retry.data = s;
+	err = server_listen(s, &addr, group);
+	if (err < 0) {
+		control_server_destroy(s);
+		return err;
+	}
+	ev_io_set(&s->accept_io, s->fd, EV_READ);
+	ev_io_start(loop, &s->accept_io);
+	*ret = s;
+	return 0;
+}
+
+void control_server_destroy(struct control_server *s)
+{
+	struct stat st;
+
+	if (!s)
+		return;
+	while (s->clients)
+		client_destroy(s->clients);
+	ev_io_stop(s->loop, &s->accept_io);
+	ev_timer_stop(s->loop, &s->accept_retry);
+	if (s->fd >= 0)
+		close(s->fd);
+	/* Only our own socket: a newer daemon may have replaced it already. */
+	if (s->path && lstat(s->path, &st) == 0 && st.st_dev == s->dev && st.st_ino == s->ino)
+		unlink(s->path);
+	free(s->path);
+	free(s);
+}
+
+void control_server_set_timeout(struct control_server *s, double seconds)
+{
+	s->timeout = seconds;
+}
+
+size_t control_server_clients(const struct control_server *s)
+{
+	return s->n_clients;
+}

@@ -1,0 +1,519 @@
+#include "status_format.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdbool.h>
+#include <string.h>
+
+#define REPLACEMENT_CHARACTER "\xef\xbf\xbd" /* U+FFFD */
+
+enum escape_mode {
+	ESCAPE_JSON,  /* RFC 8259 string contents */
+	ESCAPE_LABEL, /* Prometheus label value: backslash, double quote, newline */
+};
+
+/* Length of the well-formed UTF-8 sequence at p (n bytes available), or 0 if ill-formed. */
+static size_t utf8_sequence_len(const unsigned char *p, size_t n)
+{
+	uint32_t cp, min;
+	size_t len;
+
+	if (p[0] < 0x80)
+		return 1;
+	if (p[0] >= 0xc2 && p[0] <= 0xdf) {
+		len = 2, cp = p[0] & 0x1f, min = 0x80;
+	} else if (p[0] >= 0xe0 && p[0] <= 0xef) {
+		len = 3, cp = p[0] & 0x0f, min = 0x800;
+	} else if (p[0] >= 0xf0 && p[0] <= 0xf4) {
+		len = 4, cp = p[0] & 0x07, min = 0x10000;
+	} else {
+		return 0;
+	}
+	if (n < len)
+		return 0;
+	for (size_t i = 1; i < len; i++) {
+		if ((p[i] & 0xc0) != 0x80)
+			return 0;
+		cp = cp << 6 | (p[i] & 0x3f);
+	}
+	/* Overlong forms, UTF-16 surrogates and code points past U+10FFFF are ill-formed. */
+	if (cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff))
+		return 0;
+	return len;
+}
+
+/* C0 controls, DEL, and C1 controls (U+0080..U+009F, which some terminals obey). */
+static bool is_control(const unsigned char *p, size_t len)
+{
+	if (len == 1)
+		return p[0] < 0x20 || p[0] == 0x7f;
+	return len == 2 && p[0] == 0xc2 && p[1] < 0xa0;
+}
+
+/* Writes the first `max` bytes (or up to NUL) of s, escaped for `mode`, as valid UTF-8. */
+static void put_escaped(FILE *out, const char *s, size_t max, enum escape_mode mode)
+{
+	const unsigned char *p = (const unsigned char *)s;
+	size_t n = strnlen(s, max);
+
+	for (size_t i = 0; i < n;) {
+		size_t len = utf8_sequence_len(p + i, n - i);
+		unsigned char c = p[i];
+
+		if (len == 0) {
+			fputs(REPLACEMENT_CHARACTER, out);
+			i++;
+			continue;
+		}
+		i += len;
+		if (len > 1) {
+			fwrite(p + i - len, 1, len, out);
+			continue;
+		}
+		if (c == '\\' || c == '"') {
+			fputc('\\', out);
+			fputc(c, out);
+		} else if (c == '\n') {
+			fputs("\\n", out);
+		} else if (mode == ESCAPE_LABEL) {
+			fputc(c, out);
+		} else if (c == '\r') {
+			fputs("\\r", out);
+		} else if (c == '\t') {
+			fputs("\\t", out);
+		} else if (c == '\b') {
+			fputs("\\b", out);
+		} else if (c == '\f') {
+			fputs("\\f", out);
+		} else if (c < 0x20 || c == 0x7f) {
+			fprintf(out, "\\u%04x", c);
+		} else {
+			fputc(c, out);
+		}
+	}
+}
+
+/*
+ * Copies at most `max` bytes (or up to NUL) of s into buf as valid UTF-8 with control
+ * characters replaced by `replacement`, never cutting a character in half. Returns the
+ * width in code points.
+ */
+static size_t sanitize_text(const char *s, size_t max, char replacement, char *buf, size_t size)
+{
+	const unsigned char *p = (const unsigned char *)s;
+	size_t n = strnlen(s, max), used = 0, width = 0;
+
+	if (size == 0)
+		return 0;
+	for (size_t i = 0; i < n;) {
+		size_t len = utf8_sequence_len(p + i, n - i);
+		const char *piece = (const char *)p + i;
+		size_t piece_len = len;
+
+		if (len == 0) {
+			piece = REPLACEMENT_CHARACTER;
+			piece_len = strlen(REPLACEMENT_CHARACTER);
+			len = 1;
+		} else if (is_control(p + i, len)) {
+			piece = &replacement;
+			piece_len = 1;
+		}
+		if (used + piece_len >= size)
+			break;
+		memcpy(buf + used, piece, piece_len);
+		used += piece_len;
+		width++;
+		i += len;
+	}
+	buf[used] = '\0';
+	return width;
+}
+
+static void put_json_string(FILE *out, const char *s, size_t max)
+{
+	fputc('"', out);
+	put_escaped(out, s, max, ESCAPE_JSON);
+	fputc('"', out);
+}
+
+static void format_rfc3339(time_t t, char *buf, size_t size)
+{
+	struct tm tm;
+
+	if (!gmtime_r(&t, &tm) || strftime(buf, size, "%Y-%m-%dT%H:%M:%SZ", &tm) == 0)
+		snprintf(buf, size, "1970-01-01T00:00:00Z");
+}
+
+static const char *forward_kind_str(enum forward_kind k)
+{
+	return k == FORWARD_REMOTE ? "remote" : "local";
+}
+
+static int stream_result(FILE *out)
+{
+	return ferror(out) ? -EIO : 0;
+}
+
+size_t status_count_up(const struct status *s)
+{
+	size_t up = 0;
+
+	for (size_t i = 0; i < s->n_tunnels; i++)
+		if (s->tunnels[i].state == TUNNEL_UP)
+			up++;
+	return up;
+}
+
+static void put_json_forward(FILE *out, const struct status_forward *f)
+{
+	fprintf(out, "{\"type\":\"%s\",\"listen\":", forward_kind_str(f->kind));
+	put_json_string(out, f->listen, sizeof(f->listen));
+	fputs(",\"target\":", out);
+	put_json_string(out, f->target, sizeof(f->target));
+	fprintf(out,
+		",\"active\":%" PRIu64 ",\"connections_total\":%" PRIu64 ",\"bytes_in\":%" PRIu64
+		",\"bytes_out\":%" PRIu64 ",\"open_failures\":%" PRIu64 "}",
+		f->active, f->connections_total, f->bytes_in, f->bytes_out, f->open_failures);
+}
+
+static void put_json_tunnel(FILE *out, const struct status_tunnel *t)
+{
+	char since[32];
+
+	format_rfc3339(t->since.tv_sec, since, sizeof(since));
+	fputs("{\"name\":", out);
+	put_json_string(out, t->name, sizeof(t->name));
+	fprintf(out, ",\"state\":\"%s\",\"since\":\"%s\",\"host\":", tunnel_state_str(t->state),
+		since);
+	put_json_string(out, t->host, sizeof(t->host));
+	fprintf(out, ",\"port\":%u,\"user\":", (unsigned)t->port);
+	put_json_string(out, t->user, sizeof(t->user));
+	fprintf(out, ",\"reconnects\":%" PRIu64 ",\"last_error\":", t->reconnects);
+	if (t->last_error[0])
+		put_json_string(out, t->last_error, sizeof(t->last_error));
+	else
+		fputs("null", out);
+	fputs(",\"forwards\":[", out);
+	for (size_t i = 0; i < t->n_forwards; i++) {
+		if (i > 0)
+			fputc(',', out);
+		put_json_forward(out, &t->forwards[i]);
+	}
+	fputs("]}", out);
+}
+
+int status_format_json(const struct status *s, FILE *out)
+{
+	fputs("{\"tunnels\":[", out);
+	for (size_t i = 0; i < s->n_tunnels; i++) {
+		if (i > 0)
+			fputc(',', out);
+		put_json_tunnel(out, &s->tunnels[i]);
+	}
+	fputs("]}\n", out);
+	return stream_result(out);
+}
+
+void status_format_age(uint64_t seconds, char *buf, size_t size)
+{
+	if (seconds < 60)
+		snprintf(buf, size, "%" PRIu64 "s", seconds);
+	else if (seconds < 3600)
+		snprintf(buf, size, "%" PRIu64 "m%02" PRIu64 "s", seconds / 60, seconds % 60);
+	else if (seconds < 86400)
+		snprintf(buf, size, "%" PRIu64 "h%02" PRIu64 "m", seconds / 3600,
+			 seconds % 3600 / 60);
+	else
+		snprintf(buf, size, "%" PRIu64 "d%02" PRIu64 "h", seconds / 86400,
+			 seconds % 86400 / 3600);
+}
+
+/* One table cell: sanitized text and its width in code points. */
+struct cell {
+	char text[600];
+	size_t width;
+};
+
+enum table_column {
+	COLUMN_TUNNEL,
+	COLUMN_STATE,
+	COLUMN_SINCE,
+	COLUMN_ENDPOINT,
+	COLUMN_RECONNECTS,
+	COLUMN_LAST_ERROR,
+	N_COLUMNS,
+};
+
+static const char *const table_headers[N_COLUMNS] = {
+    "TUNNEL", "STATE", "SINCE", "ENDPOINT", "RECONNECTS", "LAST ERROR",
+};
+
+static void cell_set(struct cell *c, const char *text, size_t max)
+{
+	c->width = sanitize_text(text, max, '?', c->text, sizeof(c->text));
+}
+
+static void table_row_fill(struct cell row[N_COLUMNS], const struct status_tunnel *t, time_t now)
+{
+	char buf[sizeof(t->user) + sizeof(t->host) + 16];
+	char host[sizeof(t->host)];
+	bool bracket;
+
+	cell_set(&row[COLUMN_TUNNEL], t->name, sizeof(t->name));
+	cell_set(&row[COLUMN_STATE], tunnel_state_str(t->state), SIZE_MAX);
+	if (t->since.tv_sec <= 0)
+		snprintf(buf, sizeof(buf), "-");
+	else
+		status_format_age(now > t->since.tv_sec ? (uint64_t)(now - t->since.tv_sec) : 0,
+				  buf, sizeof(buf));
+	cell_set(&row[COLUMN_SINCE], buf, sizeof(buf));
+	snprintf(host, sizeof(host), "%.*s", (int)sizeof(t->host) - 1, t->host);
+	bracket = strchr(host, ':') != NULL; /* IPv6 literal */
+	snprintf(buf, sizeof(buf), "%.*s@%s%s%s:%u", (int)sizeof(t->user) - 1, t->user,
+		 bracket ? "[" : "", host, bracket ? "]" : "", (unsigned)t->port);
+	cell_set(&row[COLUMN_ENDPOINT], buf, sizeof(buf));
+	snprintf(buf, sizeof(buf), "%" PRIu64, t->reconnects);
+	cell_set(&row[COLUMN_RECONNECTS], buf, sizeof(buf));
+	if (t->last_error[0])
+		cell_set(&row[COLUMN_LAST_ERROR], t->last_error, sizeof(t->last_error));
+	else
+		cell_set(&row[COLUMN_LAST_ERROR], "-", 1);
+}
+
+static void put_cell(FILE *out, const struct cell *c, size_t width, bool last)
+{
+	fputs(c->text, out);
+	if (last)
+		return;
+	for (size_t i = c->width; i < width + 2; i++)
+		fputc(' ', out);
+}
+
+static void put_forward_line(FILE *out, const struct status_forward *f, size_t listen_width)
+{
+	struct cell listen, target;
+
+	cell_set(&listen, f->listen, sizeof(f->listen));
+	cell_set(&target, f->target, sizeof(f->target));
+	fprintf(out, "  %-6s  ", forward_kind_str(f->kind));
+	put_cell(out, &listen, listen_width, false);
+	fprintf(out, "-> %s  %" PRIu64 " active\n", target.text, f->active);
+}
+
+int status_format_table(const struct status *s, time_t now, FILE *out)
+{
+	size_t width[N_COLUMNS], listen_width = 0;
+	struct cell row[N_COLUMNS];
+
+	if (s->n_tunnels == 0) {
+		fputs("no tunnels configured\n", out);
+		return stream_result(out);
+	}
+	for (size_t c = 0; c < N_COLUMNS; c++)
+		width[c] = strlen(table_headers[c]);
+	for (size_t i = 0; i < s->n_tunnels; i++) {
+		const struct status_tunnel *t = &s->tunnels[i];
+
+		table_row_fill(row, t, now);
+		for (size_t c = 0; c < N_COLUMNS; c++)
+			if (row[c].width > width[c])
+				width[c] = row[c].width;
+		for (size_t j = 0; j < t->n_forwards; j++) {
+			struct cell listen;
+
+			cell_set(&listen, t->forwards[j].listen, sizeof(t->forwards[j].listen));
+			if (listen.width > listen_width)
+				listen_width = listen.width;
+		}
+	}
+	for (size_t c = 0; c < N_COLUMNS; c++) {
+		struct cell h;
+
+		cell_set(&h, table_headers[c], SIZE_MAX);
+		put_cell(out, &h, width[c], c == N_COLUMNS - 1);
+	}
+	fputc('\n', out);
+	for (size_t i = 0; i < s->n_tunnels; i++) {
+		const struct status_tunnel *t = &s->tunnels[i];
+
+		table_row_fill(row, t, now);
+		for (size_t c = 0; c < N_COLUMNS; c++)
+			put_cell(out, &row[c], width[c], c == N_COLUMNS - 1);
+		fputc('\n', out);
+		for (size_t j = 0; j < t->n_forwards; j++)
+			put_forward_line(out, &t->forwards[j], listen_width);
+	}
+	return stream_result(out);
+}
+
+static void put_metric_family(FILE *out, const char *name, const char *type, const char *help)
+{
+	fprintf(out, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
+}
+
+static void put_label(FILE *out, const char *name, const char *value, size_t max, bool first)
+{
+	fprintf(out, "%s%s=\"", first ? "" : ",", name);
+	put_escaped(out, value, max, ESCAPE_LABEL);
+	fputc('"', out);
+}
+
+static void put_tunnel_sample(FILE *out, const char *name, const struct status_tunnel *t,
+			      uint64_t value)
+{
+	fprintf(out, "%s{", name);
+	put_label(out, "tunnel", t->name, sizeof(t->name), true);
+	fprintf(out, "} %" PRIu64 "\n", value);
+}
+
+/* `direction` is NULL except for the bytes family. */
+static void put_forward_sample(FILE *out, const char *name, const struct status_tunnel *t,
+			       const struct status_forward *f, const char *direction,
+			       uint64_t value)
+{
+	fprintf(out, "%s{", name);
+	put_label(out, "tunnel", t->name, sizeof(t->name), true);
+	put_label(out, "type", forward_kind_str(f->kind), SIZE_MAX, false);
+	put_label(out, "forward", f->listen, sizeof(f->listen), false);
+	if (direction)
+		put_label(out, "direction", direction, SIZE_MAX, false);
+	fprintf(out, "} %" PRIu64 "\n", value);
+}
+
+enum tunnel_metric {
+	TUNNEL_METRIC_UP,
+	TUNNEL_METRIC_RECONNECTS,
+	TUNNEL_METRIC_SINCE,
+};
+
+static const struct {
+	const char *name, *type, *help;
+} tunnel_metrics[] = {
+    [TUNNEL_METRIC_UP] = {"moletun_tunnel_up", "gauge",
+			  "Whether the tunnel's SSH session is established (1) or not (0)."},
+    [TUNNEL_METRIC_RECONNECTS] = {"moletun_tunnel_reconnects_total", "counter",
+				  "SSH sessions re-established after the first one."},
+    [TUNNEL_METRIC_SINCE] = {"moletun_tunnel_state_since_seconds", "gauge",
+			     "Unix time of the tunnel's last state change."},
+};
+
+static uint64_t tunnel_metric_value(enum tunnel_metric m, const struct status_tunnel *t)
+{
+	switch (m) {
+	case TUNNEL_METRIC_UP:
+		return t->state == TUNNEL_UP;
+	case TUNNEL_METRIC_RECONNECTS:
+		return t->reconnects;
+	case TUNNEL_METRIC_SINCE:
+		return t->since.tv_sec > 0 ? (uint64_t)t->since.tv_sec : 0;
+	}
+	return 0;
+}
+
+enum forward_metric {
+	FORWARD_METRIC_ACTIVE,
+	FORWARD_METRIC_CONNECTIONS,
+	FORWARD_METRIC_BYTES,
+	FORWARD_METRIC_OPEN_FAILURES,
+};
+
+static const struct {
+	const char *name, *type, *help;
+} forward_metrics[] = {
+    [FORWARD_METRIC_ACTIVE] = {"moletun_forward_active_connections", "gauge",
+			       "Connections currently open through the forward."},
+    [FORWARD_METRIC_CONNECTIONS] = {"moletun_forward_connections_total", "counter",
+				    "Connections accepted by the forward."},
+    [FORWARD_METRIC_BYTES] = {"moletun_forward_bytes_total", "counter",
+			      "Bytes carried by the forward; direction=\"in\" towards the "
+			      "connecting client, \"out\" towards the SSH peer."},
+    [FORWARD_METRIC_OPEN_FAILURES] = {"moletun_forward_open_failures_total", "counter",
+				      "SSH channels the forward failed to open."},
+};
+
+static void put_forward_family(FILE *out, enum forward_metric m, const struct status *s)
+{
+	const char *name = forward_metrics[m].name;
+
+	put_metric_family(out, name, forward_metrics[m].type, forward_metrics[m].help);
+	for (size_t i = 0; i < s->n_tunnels; i++) {
+		const struct status_tunnel *t = &s->tunnels[i];
+
+		for (size_t j = 0; j < t->n_forwards; j++) {
+			const struct status_forward *f = &t->forwards[j];
+
+			switch (m) {
+			case FORWARD_METRIC_ACTIVE:
+				put_forward_sample(out, name, t, f, NULL, f->active);
+				break;
+			case FORWARD_METRIC_CONNECTIONS:
+				put_forward_sample(out, name, t, f, NULL, f->connections_total);
+				break;
+			case FORWARD_METRIC_BYTES:
+				put_forward_sample(out, name, t, f, "in", f->bytes_in);
+				put_forward_sample(out, name, t, f, "out", f->bytes_out);
+				break;
+			case FORWARD_METRIC_OPEN_FAILURES:
+				put_forward_sample(out, name, t, f, NULL, f->open_failures);
+				break;
+			}
+		}
+	}
+}
+
+int status_format_metrics(const struct status *s, FILE *out)
+{
+	for (size_t m = 0; m < sizeof(tunnel_metrics) / sizeof(tunnel_metrics[0]); m++) {
+		put_metric_family(out, tunnel_metrics[m].name, tunnel_metrics[m].type,
+				  tunnel_metrics[m].help);
+		for (size_t i = 0; i < s->n_tunnels; i++)
+			put_tunnel_sample(out, tunnel_metrics[m].name, &s->tunnels[i],
+					  tunnel_metric_value(m, &s->tunnels[i]));
+	}
+	for (size_t m = 0; m < sizeof(forward_metrics) / sizeof(forward_metrics[0]); m++)
+		put_forward_family(out, m, s);
+	return stream_result(out);
+}
+
+void status_format_summary(const struct status *s, char *buf, size_t size)
+{
+	static const char ellipsis[] = "; ...";
+	size_t used;
+	int n;
+
+	if (size == 0)
+		return;
+	if (s->n_tunnels == 0) {
+		snprintf(buf, size, "no tunnels configured");
+		return;
+	}
+	n = snprintf(buf, size, "%zu/%zu tunnels up", status_count_up(s), s->n_tunnels);
+	used = n < 0 ? 0 : (size_t)n >= size ? size - 1 : (size_t)n;
+	for (size_t i = 0; i < s->n_tunnels; i++) {
+		const struct status_tunnel *t = &s->tunnels[i];
+		char raw[sizeof(t->name) + sizeof(t->last_error) + 32];
+		char piece[sizeof(raw) * 3];
+		size_t len;
+
+		if (t->state == TUNNEL_UP)
+			continue;
+		if (t->last_error[0])
+			snprintf(raw, sizeof(raw), "; %.*s: %s (%.*s)", (int)sizeof(t->name) - 1,
+				 t->name, tunnel_state_str(t->state),
+				 (int)sizeof(t->last_error) - 1, t->last_error);
+		else
+			snprintf(raw, sizeof(raw), "; %.*s: %s", (int)sizeof(t->name) - 1, t->name,
+				 tunnel_state_str(t->state));
+		sanitize_text(raw, sizeof(raw), ' ', piece, sizeof(piece));
+		len = strlen(piece);
+		if (used + len >= size) {
+			if (used + strlen(ellipsis) < size) {
+				memcpy(buf + used, ellipsis, strlen(ellipsis) + 1);
+				used += strlen(ellipsis);
+			}
+			break;
+		}
+		memcpy(buf + used, piece, len + 1);
+		used += len;
+	}
+}

@@ -1,0 +1,245 @@
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+
+#include <cmocka.h>
+#include <ev.h>
+#include <inttypes.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "notify.h"
+
+/* A datagram socket standing in for systemd's notification socket. */
+struct fake_systemd {
+	char dir[64];
+	char path[96];
+	int fd;
+	struct ev_loop *loop;
+};
+
+static int setup(void **state)
+{
+	struct fake_systemd *f = calloc(1, sizeof(*f));
+	struct sockaddr_un addr = {.sun_family = AF_UNIX};
+
+	assert_non_null(f);
+	snprintf(f->dir, sizeof(f->dir), "/tmp/moletun-notify-XXXXXX");
+	assert_non_null(mkdtemp(f->dir));
+	snprintf(f->path, sizeof(f->path), "%s/notify", f->dir);
+	f->fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+	assert_true(f->fd >= 0);
+	snprintf(addr.sun_path, sizeof(addr.sun_path), "%s", f->path);
+	assert_int_equal(bind(f->fd, (struct sockaddr *)&addr, sizeof(addr)), 0);
+	setenv("NOTIFY_SOCKET", f->path, 1);
+	unsetenv("WATCHDOG_USEC");
+	unsetenv("WATCHDOG_PID");
+	f->loop = ev_loop_new(EVFLAG_AUTO);
+	assert_non_null(f->loop);
+	*state = f;
+	return 0;
+}
+
+static int teardown(void **state)
+{
+	struct fake_systemd *f = *state;
+
+	notify_finish(f->loop);
+	ev_loop_destroy(f->loop);
+	close(f->fd);
+	unlink(f->path);
+	rmdir(f->dir);
+	unsetenv("NOTIFY_SOCKET");
+	unsetenv("WATCHDOG_USEC");
+	unsetenv("WATCHDOG_PID");
+	free(f);
+	return 0;
+}
+
+/* The next datagram within timeout_ms, or NULL. */
+static char *receive(struct fake_systemd *f, int timeout_ms)
+{
+	static char buf[4096];
+	struct pollfd pfd = {.fd = f->fd, .events = POLLIN};
+	ssize_t n;
+
+	if (poll(&pfd, 1, timeout_ms) != 1)
+		return NULL;
+	n = recv(f->fd, buf, sizeof(buf) - 1, 0);
+	assert_true(n >= 0);
+	buf[n] = '\0';
+	return buf;
+}
+
+static void expect_message(struct fake_systemd *f, const char *expected)
+{
+	char *got = receive(f, 1000);
+
+	assert_non_null(got);
+	assert_string_equal(got, expected);
+}
+
+static void expect_nothing(struct fake_systemd *f)
+{
+	char *got = receive(f, 50);
+
+	if (got)
+		fail_msg("unexpected notification '%s'", got);
+}
+
+static uint64_t monotonic_usec(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000 + (uint64_t)ts.tv_nsec / 1000;
+}
+
+static void break_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+	ev_break(loop, EVBREAK_ALL);
+}
+
+static void run_loop_for(struct ev_loop *loop, double seconds)
+{
+	ev_timer stop;
+
+	ev_timer_init(&stop, break_cb, seconds, 0.);
+	ev_timer_start(loop, &stop);
+	ev_run(loop, 0);
+	ev_timer_stop(loop, &stop);
+}
+
+static void test_lifecycle_sequence(void **state)
+{
+	struct fake_systemd *f = *state;
+	uint64_t before, after, usec;
+	char *got;
+
+	notify_init(f->loop);
+	notify_ready();
+	expect_message(f, "READY=1");
+	notify_status("2/3 tunnels up; primary: backoff (connection refused)");
+	expect_message(f, "STATUS=2/3 tunnels up; primary: backoff (connection refused)");
+	/* Unchanged status is not re-sent; a change is; going back is a change too. */
+	notify_status("2/3 tunnels up; primary: backoff (connection refused)");
+	expect_nothing(f);
+	notify_status("3/3 tunnels up");
+	expect_message(f, "STATUS=3/3 tunnels up");
+	notify_status("2/3 tunnels up; primary: backoff (connection refused)");
+	expect_message(f, "STATUS=2/3 tunnels up; primary: backoff (connection refused)");
+
+	before = monotonic_usec();
+	notify_reloading();
+	after = monotonic_usec();
+	got = receive(f, 1000);
+	assert_non_null(got);
+	assert_int_equal(sscanf(got, "RELOADING=1\nMONOTONIC_USEC=%" SCNu64, &usec), 1);
+	assert_true(usec >= before && usec <= after);
+	assert_non_null(strchr(got, '\n'));
+	assert_null(strchr(strchr(got, '\n') + 1, '\n'));
+	notify_ready();
+	expect_message(f, "READY=1");
+	notify_stopping();
+	expect_message(f, "STOPPING=1");
+	expect_nothing(f);
+}
+
+static void test_status_is_one_line(void **state)
+{
+	struct fake_systemd *f = *state;
+
+	/* Text from an SSH server must not smuggle in "READY=1" or any other assignment. */
+	notify_status("primary: backoff (banner\nREADY=1\r\x7f)");
+	expect_message(f, "STATUS=primary: backoff (banner READY=1  )");
+	notify_status("primary: backoff (banner\nREADY=1\r\x7f)");
+	expect_nothing(f);
+}
+
+static void test_watchdog(void **state)
+{
+	struct fake_systemd *f = *state;
+	char pid[32];
+	int pings = 0;
+	char *got;
+
+	snprintf(pid, sizeof(pid), "%d", (int)getpid());
+	setenv("WATCHDOG_USEC", "200000", 1);
+	setenv("WATCHDOG_PID", pid, 1);
+	notify_init(f->loop);
+	/* Every 100 ms (half of WATCHDOG_USEC): 4 pings in 450 ms. */
+	run_loop_for(f->loop, 0.45);
+	while ((got = receive(f, 0)) != NULL) {
+		assert_string_equal(got, "WATCHDOG=1");
+		pings++;
+	}
+	/* A loaded machine may run the loop late, never early. */
+	assert_in_range(pings, 2, 5);
+
+	/* Stopped by notify_finish: a wedged or finished loop no longer pings. */
+	notify_finish(f->loop);
+	run_loop_for(f->loop, 0.25);
+	expect_nothing(f);
+}
+
+static void test_watchdog_for_another_process(void **state)
+{
+	struct fake_systemd *f = *state;
+
+	/* WATCHDOG_PID names the main process; a child it forked must not ping. */
+	setenv("WATCHDOG_USEC", "100000", 1);
+	setenv("WATCHDOG_PID", "1", 1);
+	notify_init(f->loop);
+	run_loop_for(f->loop, 0.2);
+	expect_nothing(f);
+}
+
+static void test_noop_outside_systemd(void **state)
+{
+	struct fake_systemd *f = *state;
+	char pid[32];
+
+	unsetenv("NOTIFY_SOCKET");
+	snprintf(pid, sizeof(pid), "%d", (int)getpid());
+	setenv("WATCHDOG_USEC", "100000", 1);
+	setenv("WATCHDOG_PID", pid, 1);
+	notify_init(f->loop);
+	notify_ready();
+	notify_status("1/1 tunnels up");
+	notify_reloading();
+	notify_stopping();
+	run_loop_for(f->loop, 0.2);
+	expect_nothing(f);
+	notify_finish(f->loop);
+
+	/* Nothing was remembered while disabled: the first real status is sent. */
+	setenv("NOTIFY_SOCKET", f->path, 1);
+	unsetenv("WATCHDOG_USEC");
+	notify_status("1/1 tunnels up");
+	expect_message(f, "STATUS=1/1 tunnels up");
+
+	/* An empty NOTIFY_SOCKET is as good as none. */
+	setenv("NOTIFY_SOCKET", "", 1);
+	notify_ready();
+	setenv("NOTIFY_SOCKET", f->path, 1);
+	expect_nothing(f);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+	    cmocka_unit_test_setup_teardown(test_lifecycle_sequence, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_status_is_one_line, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_watchdog, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_watchdog_for_another_process, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_noop_outside_systemd, setup, teardown),
+	};
+
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}

@@ -1,0 +1,559 @@
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+
+#include <cmocka.h>
+#include <errno.h>
+#include <regex.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "status.h"
+#include "status_format.h"
+
+#define T0 1714564800 /* 2024-05-01T12:00:00Z */
+
+static void set_tunnel(struct status_tunnel *t, const char *name, enum tunnel_state state,
+		       const char *host, const char *last_error)
+{
+	memset(t, 0, sizeof(*t));
+	snprintf(t->name, sizeof(t->name), "%s", name);
+	t->state = state;
+	t->since.tv_sec = T0;
+	snprintf(t->host, sizeof(t->host), "%s", host);
+	t->port = 22;
+	snprintf(t->user, sizeof(t->user), "deploy");
+	snprintf(t->last_error, sizeof(t->last_error), "%s", last_error);
+}
+
+static void add_forward(struct status_tunnel *t, enum forward_kind kind, const char *listen,
+			const char *target, uint64_t base)
+{
+	struct status_forward *f;
+
+	t->forwards = realloc(t->forwards, (t->n_forwards + 1) * sizeof(*t->forwards));
+	assert_non_null(t->forwards);
+	f = &t->forwards[t->n_forwards++];
+	memset(f, 0, sizeof(*f));
+	f->kind = kind;
+	snprintf(f->listen, sizeof(f->listen), "%s", listen);
+	snprintf(f->target, sizeof(f->target), "%s", target);
+	f->active = base;
+	f->connections_total = base + 1;
+	f->bytes_in = base + 2;
+	f->bytes_out = base + 3;
+	f->open_failures = base + 4;
+}
+
+/* primary (up, one local forward) and replica (backoff, a remote forward, an error). */
+static void make_sample(struct status *s)
+{
+	s->n_tunnels = 2;
+	s->tunnels = calloc(2, sizeof(*s->tunnels));
+	assert_non_null(s->tunnels);
+	set_tunnel(&s->tunnels[0], "primary", TUNNEL_UP, "db.example.com", "");
+	add_forward(&s->tunnels[0], FORWARD_LOCAL, "127.0.0.1:5433", "pg_main:5432", 0);
+	set_tunnel(&s->tunnels[1], "replica", TUNNEL_BACKOFF, "fd00::5", "connection refused");
+	s->tunnels[1].port = 2222;
+	s->tunnels[1].reconnects = 7;
+	s->tunnels[1].since.tv_sec = T0 + 3600;
+	add_forward(&s->tunnels[1], FORWARD_REMOTE, "0.0.0.0:8080", "localhost:80", 10);
+}
+
+typedef int (*render_fn)(const struct status *s, FILE *out);
+
+static char *render(const struct status *s, render_fn fn)
+{
+	char *buf = NULL;
+	size_t len = 0;
+	FILE *out = open_memstream(&buf, &len);
+
+	assert_non_null(out);
+	assert_int_equal(fn(s, out), 0);
+	assert_int_equal(fclose(out), 0);
+	return buf;
+}
+
+static int render_table_at_t0_plus_192(const struct status *s, FILE *out)
+{
+	return status_format_table(s, T0 + 3600 + 192, out);
+}
+
+static int render_table_before_t0(const struct status *s, FILE *out)
+{
+	return status_format_table(s, T0 - 100, out);
+}
+
+static void test_state_names(void **state)
+{
+	assert_string_equal(tunnel_state_str(TUNNEL_CONNECTING), "connecting");
+	assert_string_equal(tunnel_state_str(TUNNEL_UP), "up");
+	assert_string_equal(tunnel_state_str(TUNNEL_BACKOFF), "backoff");
+	assert_string_equal(tunnel_state_str((enum tunnel_state)42), "unknown");
+}
+
+static void test_status_free(void **state)
+{
+	struct status s = {0};
+
+	status_free(NULL);
+	status_free(&s);
+	make_sample(&s);
+	status_free(&s);
+	assert_null(s.tunnels);
+	assert_int_equal(s.n_tunnels, 0);
+	status_free(&s);
+}
+
+static void test_json_exact(void **state)
+{
+	struct status s = {0};
+	char *json;
+
+	make_sample(&s);
+	json = render(&s, status_format_json);
+	assert_string_equal(
+	    json,
+	    "{\"tunnels\":["
+	    "{\"name\":\"primary\",\"state\":\"up\",\"since\":\"2024-05-01T12:00:00Z\","
+	    "\"host\":\"db.example.com\",\"port\":22,\"user\":\"deploy\",\"reconnects\":0,"
+	    "\"last_error\":null,\"forwards\":[{\"type\":\"local\",\"listen\":\"127.0.0.1:5433\","
+	    "\"target\":\"pg_main:5432\",\"active\":0,\"connections_total\":1,\"bytes_in\":2,"
+	    "\"bytes_out\":3,\"open_failures\":4}]},"
+	    "{\"name\":\"replica\",\"state\":\"backoff\",\"since\":\"2024-05-01T13:00:00Z\","
+	    "\"host\":\"fd00::5\",\"port\":2222,\"user\":\"deploy\",\"reconnects\":7,"
+	    "\"last_error\":\"connection refused\",\"forwards\":[{\"type\":\"remote\","
+	    "\"listen\":\"0.0.0.0:8080\",\"target\":\"localhost:80\",\"active\":10,"
+	    "\"connections_total\":11,\"bytes_in\":12,\"bytes_out\":13,\"open_failures\":14}]}"
+	    "]}\n");
+	free(json);
+	status_free(&s);
+}
+
+static void test_json_empty_and_big_numbers(void **state)
+{
+	struct status s = {0};
+	char *json = render(&s, status_format_json);
+
+	assert_string_equal(json, "{\"tunnels\":[]}\n");
+	free(json);
+	make_sample(&s);
+	s.tunnels[0].forwards[0].bytes_out = UINT64_MAX;
+	s.tunnels[0].port = 65535;
+	json = render(&s, status_format_json);
+	assert_non_null(strstr(json, "\"bytes_out\":18446744073709551615,"));
+	assert_non_null(strstr(json, "\"port\":65535,"));
+	free(json);
+	status_free(&s);
+}
+
+static void test_json_escaping(void **state)
+{
+	struct status s = {0};
+	char *json;
+
+	make_sample(&s);
+	snprintf(s.tunnels[0].name, sizeof(s.tunnels[0].name), "a\"b\\c\nd\te\x01\x1f\x7f/");
+	/* é (2 bytes), € (3), 😀 (4) pass through; broken sequences become U+FFFD. */
+	snprintf(
+	    s.tunnels[0].last_error, sizeof(s.tunnels[0].last_error),
+	    "caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80 \xff \xc0\xaf \xed\xa0\x80 \r\b\f \xe2\x82");
+	json = render(&s, status_format_json);
+	assert_non_null(strstr(json, "\"name\":\"a\\\"b\\\\c\\nd\\te\\u0001\\u001f\\u007f/\""));
+	assert_non_null(strstr(json, "\"last_error\":\"caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80 "
+				     "\xef\xbf\xbd \xef\xbf\xbd\xef\xbf\xbd "
+				     "\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd \\r\\b\\f "
+				     "\xef\xbf\xbd\xef\xbf\xbd\""));
+	free(json);
+	status_free(&s);
+}
+
+static void test_json_unterminated_field(void **state)
+{
+	struct status s = {0};
+	char expected[200];
+	char *json;
+
+	make_sample(&s);
+	memset(s.tunnels[0].name, 'n', sizeof(s.tunnels[0].name));
+	json = render(&s, status_format_json);
+	snprintf(expected, sizeof(expected), "\"name\":\"%.*s\",", (int)sizeof(s.tunnels[0].name),
+		 s.tunnels[0].name);
+	assert_non_null(strstr(json, expected));
+	free(json);
+	status_free(&s);
+}
+
+static void test_age(void **state)
+{
+	static const struct {
+		uint64_t seconds;
+		const char *text;
+	} cases[] = {
+	    {0, "0s"},	       {59, "59s"},	   {60, "1m00s"},     {192, "3m12s"},
+	    {3599, "59m59s"},  {3600, "1h00m"},	   {86399, "23h59m"}, {86400, "1d00h"},
+	    {100000, "1d03h"}, {864000, "10d00h"},
+	};
+	char buf[32];
+
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		status_format_age(cases[i].seconds, buf, sizeof(buf));
+		assert_string_equal(buf, cases[i].text);
+	}
+}
+
+static void test_table_exact(void **state)
+{
+	struct status s = {0};
+	char *table;
+
+	make_sample(&s);
+	table = render(&s, render_table_at_t0_plus_192);
+	assert_string_equal(
+	    table,
+	    "TUNNEL   STATE    SINCE  ENDPOINT                  RECONNECTS  LAST ERROR\n"
+	    "primary  up       1h03m  deploy@db.example.com:22  0           -\n"
+	    "  local   127.0.0.1:5433  -> pg_main:5432  0 active\n"
+	    "replica  backoff  3m12s  deploy@[fd00::5]:2222     7           connection refused\n"
+	    "  remote  0.0.0.0:8080    -> localhost:80  10 active\n");
+	free(table);
+	status_free(&s);
+}
+
+static void test_table_sanitizes(void **state)
+{
+	struct status s = {0};
+	char *table;
+
+	make_sample(&s);
+	/* An SSH server's words must not drive the terminal: ESC, CR, C1 CSI all become '?'. */
+	snprintf(s.tunnels[1].last_error, sizeof(s.tunnels[1].last_error),
+		 "bad\x1b[31m red\r\xc2\x9b"
+		 "2J caf\xc3\xa9 \xff");
+	table = render(&s, render_table_at_t0_plus_192);
+	assert_non_null(strstr(table, "bad?[31m red??2J caf\xc3\xa9 \xef\xbf\xbd\n"));
+	assert_null(strchr(table, '\x1b'));
+	assert_null(strchr(table, '\r'));
+	free(table);
+	status_free(&s);
+}
+
+static void test_table_empty_and_future(void **state)
+{
+	struct status s = {0};
+	char *table = render(&s, render_table_at_t0_plus_192);
+
+	assert_string_equal(table, "no tunnels configured\n");
+	free(table);
+	make_sample(&s);
+	/* A clock that went backwards shows 0s, not a huge age. */
+	table = render(&s, render_table_before_t0);
+	assert_non_null(strstr(table, "primary  up       0s     "));
+	free(table);
+	status_free(&s);
+}
+
+static void test_stream_error(void **state)
+{
+	struct status s = {0};
+	FILE *ro = fopen("/dev/null", "r");
+
+	assert_non_null(ro);
+	make_sample(&s);
+	assert_int_equal(status_format_json(&s, ro), -EIO);
+	clearerr(ro);
+	assert_int_equal(status_format_metrics(&s, ro), -EIO);
+	clearerr(ro);
+	assert_int_equal(status_format_table(&s, T0, ro), -EIO);
+	fclose(ro);
+	status_free(&s);
+}
+
+static void test_metrics_exact(void **state)
+{
+	struct status s = {0};
+	char *text;
+
+	make_sample(&s);
+	text = render(&s, status_format_metrics);
+	assert_string_equal(
+	    text,
+	    "# HELP moletun_tunnel_up Whether the tunnel's SSH session is established (1) or "
+	    "not (0).\n"
+	    "# TYPE moletun_tunnel_up gauge\n"
+	    "moletun_tunnel_up{tunnel=\"primary\"} 1\n"
+	    "moletun_tunnel_up{tunnel=\"replica\"} 0\n"
+	    "# HELP moletun_tunnel_reconnects_total SSH sessions re-established after the "
+	    "first one.\n"
+	    "# TYPE moletun_tunnel_reconnects_total counter\n"
+	    "moletun_tunnel_reconnects_total{tunnel=\"primary\"} 0\n"
+	    "moletun_tunnel_reconnects_total{tunnel=\"replica\"} 7\n"
+	    "# HELP moletun_tunnel_state_since_seconds Unix time of the tunnel's last state "
+	    "change.\n"
+	    "# TYPE moletun_tunnel_state_since_seconds gauge\n"
+	    "moletun_tunnel_state_since_seconds{tunnel=\"primary\"} 1714564800\n"
+	    "moletun_tunnel_state_since_seconds{tunnel=\"replica\"} 1714568400\n"
+	    "# HELP moletun_forward_active_connections Connections currently open through the "
+	    "forward.\n"
+	    "# TYPE moletun_forward_active_connections gauge\n"
+	    "moletun_forward_active_connections{tunnel=\"primary\",type=\"local\","
+	    "forward=\"127.0.0.1:5433\"} 0\n"
+	    "moletun_forward_active_connections{tunnel=\"replica\",type=\"remote\","
+	    "forward=\"0.0.0.0:8080\"} 10\n"
+	    "# HELP moletun_forward_connections_total Connections accepted by the forward.\n"
+	    "# TYPE moletun_forward_connections_total counter\n"
+	    "moletun_forward_connections_total{tunnel=\"primary\",type=\"local\","
+	    "forward=\"127.0.0.1:5433\"} 1\n"
+	    "moletun_forward_connections_total{tunnel=\"replica\",type=\"remote\","
+	    "forward=\"0.0.0.0:8080\"} 11\n"
+	    "# HELP moletun_forward_bytes_total Bytes carried by the forward; direction=\"in\" "
+	    "towards the connecting client, \"out\" towards the SSH peer.\n"
+	    "# TYPE moletun_forward_bytes_total counter\n"
+	    "moletun_forward_bytes_total{tunnel=\"primary\",type=\"local\","
+	    "forward=\"127.0.0.1:5433\",direction=\"in\"} 2\n"
+	    "moletun_forward_bytes_total{tunnel=\"primary\",type=\"local\","
+	    "forward=\"127.0.0.1:5433\",direction=\"out\"} 3\n"
+	    "moletun_forward_bytes_total{tunnel=\"replica\",type=\"remote\","
+	    "forward=\"0.0.0.0:8080\",direction=\"in\"} 12\n"
+	    "moletun_forward_bytes_total{tunnel=\"replica\",type=\"remote\","
+	    "forward=\"0.0.0.0:8080\",direction=\"out\"} 13\n"
+	    "# HELP moletun_forward_open_failures_total SSH channels the forward failed to "
+	    "open.\n"
+	    "# TYPE moletun_forward_open_failures_total counter\n"
+	    "moletun_forward_open_failures_total{tunnel=\"primary\",type=\"local\","
+	    "forward=\"127.0.0.1:5433\"} 4\n"
+	    "moletun_forward_open_failures_total{tunnel=\"replica\",type=\"remote\","
+	    "forward=\"0.0.0.0:8080\"} 14\n");
+	free(text);
+	status_free(&s);
+}
+
+/*
+ * The checks `promtool check metrics` makes, for machines without promtool: metric and
+ * label names, one HELP then one TYPE per family before its samples, families not split,
+ * counters named *_total, label values escaped (only \\ \" \n), no duplicate series.
+ * Returns NULL or a description of the first problem.
+ */
+static const char *lint_metrics(const char *text, char *why, size_t why_size)
+{
+	char family[128] = "", type[16] = "", seen[64][128], series[256][512];
+	size_t n_seen = 0, n_series = 0;
+	regex_t name_re, label_re;
+	const char *line = text;
+	bool help_seen = false;
+
+	assert_int_equal(regcomp(&name_re, "^[a-zA-Z_:][a-zA-Z0-9_:]*$", REG_EXTENDED | REG_NOSUB),
+			 0);
+	assert_int_equal(regcomp(&label_re, "^[a-zA-Z_][a-zA-Z0-9_]*$", REG_EXTENDED | REG_NOSUB),
+			 0);
+	why[0] = '\0';
+	while (*line && !why[0]) {
+		const char *end = strchr(line, '\n');
+		char buf[1024], name[128];
+
+		if (!end) {
+			snprintf(why, why_size, "last line has no newline");
+			break;
+		}
+		snprintf(buf, sizeof(buf), "%.*s", (int)(end - line), line);
+		line = end + 1;
+		if (strncmp(buf, "# HELP ", 7) == 0) {
+			sscanf(buf + 7, "%127s", name);
+			for (size_t i = 0; i < n_seen; i++)
+				if (strcmp(seen[i], name) == 0)
+					snprintf(why, why_size, "family %s split or repeated",
+						 name);
+			if (n_seen == 64)
+				snprintf(why, why_size, "too many families for the linter");
+			else
+				snprintf(seen[n_seen++], sizeof(seen[0]), "%s", name);
+			if (regexec(&name_re, name, 0, NULL, 0) != 0)
+				snprintf(why, why_size, "bad metric name %s", name);
+			snprintf(family, sizeof(family), "%s", name);
+			type[0] = '\0';
+			help_seen = true;
+		} else if (strncmp(buf, "# TYPE ", 7) == 0) {
+			if (sscanf(buf + 7, "%127s %15s", name, type) != 2)
+				snprintf(why, why_size, "bad TYPE line %.200s", buf);
+			else if (!help_seen || strcmp(name, family) != 0)
+				snprintf(why, why_size, "TYPE %s without HELP just before", name);
+			else if (strcmp(type, "counter") && strcmp(type, "gauge"))
+				snprintf(why, why_size, "unexpected type %s", type);
+			else if (!strcmp(type, "counter") &&
+				 (strlen(name) < 6 || strcmp(name + strlen(name) - 6, "_total")))
+				snprintf(why, why_size, "counter %s does not end in _total", name);
+			help_seen = false;
+		} else if (buf[0] == '#') {
+			snprintf(why, why_size, "unexpected comment %.200s", buf);
+		} else {
+			const char *p = strchr(buf, '{');
+			char *value_end;
+
+			if (!p || strncmp(buf, family, strlen(family)) ||
+			    p != buf + strlen(family)) {
+				snprintf(why, why_size, "sample outside its family: %.200s", buf);
+				break;
+			}
+			if (!type[0])
+				snprintf(why, why_size, "sample before TYPE: %.200s", buf);
+			p++;
+			while (*p && *p != '}' && !why[0]) {
+				const char *eq = strchr(p, '=');
+				char label[64];
+
+				if (!eq || eq[1] != '"' || eq - p >= (long)sizeof(label)) {
+					snprintf(why, why_size, "bad label in %.200s", buf);
+					break;
+				}
+				snprintf(label, sizeof(label), "%.*s", (int)(eq - p), p);
+				if (regexec(&label_re, label, 0, NULL, 0) != 0)
+					snprintf(why, why_size, "bad label name %s", label);
+				for (p = eq + 2; *p && *p != '"'; p++) {
+					if (*p == '\\' && !strchr("\\\"n", *++p))
+						snprintf(why, why_size, "bad escape in %.200s",
+							 buf);
+					if (*p == '\n')
+						snprintf(why, why_size, "raw newline in %.200s",
+							 buf);
+				}
+				if (*p != '"') {
+					snprintf(why, why_size, "unterminated value in %.200s",
+						 buf);
+					break;
+				}
+				p++;
+				if (*p == ',')
+					p++;
+			}
+			if (why[0])
+				break;
+			if (*p != '}' || p[1] != ' ') {
+				snprintf(why, why_size, "no value in %.200s", buf);
+				break;
+			}
+			strtod(p + 2, &value_end);
+			if (value_end == p + 2 || *value_end)
+				snprintf(why, why_size, "bad value in %.200s", buf);
+			for (size_t i = 0; i < n_series; i++)
+				if (strncmp(series[i], buf, (size_t)(p + 1 - buf)) == 0 &&
+				    series[i][p + 1 - buf] == '\0')
+					snprintf(why, why_size, "duplicate series %.200s", buf);
+			if (n_series < 256)
+				snprintf(series[n_series++], sizeof(series[0]), "%.*s",
+					 (int)(p + 1 - buf), buf);
+		}
+	}
+	regfree(&name_re);
+	regfree(&label_re);
+	return why[0] ? why : NULL;
+}
+
+static void test_metrics_lint(void **state)
+{
+	struct status s = {0};
+	char why[512];
+	char *text;
+
+	make_sample(&s);
+	snprintf(s.tunnels[0].name, sizeof(s.tunnels[0].name), "we\"ird\\na\nme\t\xff");
+	snprintf(s.tunnels[1].forwards[0].listen, sizeof(s.tunnels[1].forwards[0].listen),
+		 "[::1]:8080");
+	text = render(&s, status_format_metrics);
+	assert_null(lint_metrics(text, why, sizeof(why)));
+	assert_non_null(
+	    strstr(text, "moletun_tunnel_up{tunnel=\"we\\\"ird\\\\na\\nme\t\xef\xbf\xbd\"} 1\n"));
+	/* The linter itself catches what it claims to catch. */
+	assert_non_null(lint_metrics(
+	    "# HELP x_count c\n# TYPE x_count counter\nx_count{a=\"1\"} 1\n", why, sizeof(why)));
+	assert_non_null(lint_metrics("# TYPE x gauge\nx{a=\"1\"} 1\n", why, sizeof(why)));
+	assert_non_null(
+	    lint_metrics("# HELP x h\n# TYPE x gauge\nx{a=\"\\t\"} 1\n", why, sizeof(why)));
+	assert_non_null(lint_metrics("# HELP x h\n# TYPE x gauge\nx{a=\"1\"} 1\nx{a=\"1\"} 2\n",
+				     why, sizeof(why)));
+	assert_non_null(lint_metrics("# HELP x h\n# TYPE x gauge\n# HELP y h\n# TYPE y gauge\n"
+				     "# HELP x h\n# TYPE x gauge\n",
+				     why, sizeof(why)));
+	free(text);
+	status_free(&s);
+
+	/* No tunnels: every family is still announced, and still valid. */
+	text = render(&s, status_format_metrics);
+	assert_null(lint_metrics(text, why, sizeof(why)));
+	free(text);
+}
+
+/* Runs the real promtool when it is installed (Debian package "prometheus"). */
+static void test_metrics_promtool(void **state)
+{
+	struct status s = {0};
+	char *text;
+	FILE *p;
+	int status;
+
+	if (system("command -v promtool >/dev/null 2>&1") != 0) {
+		print_message("promtool not installed; lint_metrics covers its checks\n");
+		skip();
+	}
+	make_sample(&s);
+	text = render(&s, status_format_metrics);
+	p = popen("promtool check metrics", "w");
+	assert_non_null(p);
+	fputs(text, p);
+	status = pclose(p);
+	assert_true(WIFEXITED(status));
+	assert_int_equal(WEXITSTATUS(status), 0);
+	free(text);
+	status_free(&s);
+}
+
+static void test_summary(void **state)
+{
+	struct status s = {0};
+	char buf[256], small[41];
+
+	status_format_summary(&s, buf, sizeof(buf));
+	assert_string_equal(buf, "no tunnels configured");
+	make_sample(&s);
+	assert_int_equal(status_count_up(&s), 1);
+	status_format_summary(&s, buf, sizeof(buf));
+	assert_string_equal(buf, "1/2 tunnels up; replica: backoff (connection refused)");
+	s.tunnels[0].state = TUNNEL_CONNECTING;
+	snprintf(s.tunnels[1].last_error, sizeof(s.tunnels[1].last_error), "multi\nline\xff");
+	status_format_summary(&s, buf, sizeof(buf));
+	assert_string_equal(
+	    buf, "0/2 tunnels up; primary: connecting; replica: backoff (multi line\xef\xbf\xbd)");
+	status_format_summary(&s, small, sizeof(small));
+	assert_string_equal(small, "0/2 tunnels up; primary: connecting; ...");
+	s.tunnels[0].state = s.tunnels[1].state = TUNNEL_UP;
+	status_format_summary(&s, buf, sizeof(buf));
+	assert_string_equal(buf, "2/2 tunnels up");
+	status_format_summary(&s, buf, 0);
+	status_free(&s);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+	    cmocka_unit_test(test_state_names),
+	    cmocka_unit_test(test_status_free),
+	    cmocka_unit_test(test_json_exact),
+	    cmocka_unit_test(test_json_empty_and_big_numbers),
+	    cmocka_unit_test(test_json_escaping),
+	    cmocka_unit_test(test_json_unterminated_field),
+	    cmocka_unit_test(test_age),
+	    cmocka_unit_test(test_table_exact),
+	    cmocka_unit_test(test_table_sanitizes),
+	    cmocka_unit_test(test_table_empty_and_future),
+	    cmocka_unit_test(test_stream_error),
+	    cmocka_unit_test(test_metrics_exact),
+	    cmocka_unit_test(test_metrics_lint),
+	    cmocka_unit_test(test_metrics_promtool),
+	    cmocka_unit_test(test_summary),
+	};
+
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
