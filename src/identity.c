@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "sshkey.h"
 #include "util.h"
 
 #define KEY_FILE_MAX (64 * 1024)
@@ -126,6 +127,26 @@ int identity_load(const struct tunnel_config *cfg, struct identity *ret, char *e
 		while (id.passphrase_len > 0 && (id.passphrase[id.passphrase_len - 1] == '\n' ||
 						 id.passphrase[id.passphrase_len - 1] == '\r'))
 			id.passphrase[--id.passphrase_len] = '\0';
+	}
+	if (strstr(id.private_key, OPENSSH_BEGIN)) {
+		char *plain;
+		size_t plain_len;
+
+		/* the bcrypt KDF runs once here, never per reconnect */
+		r = sshkey_decrypt_openssh(id.private_key, id.private_len, id.passphrase,
+					   id.passphrase_len, &plain, &plain_len);
+		if (r < 0) {
+			snprintf(err, err_size, "identity file %s: %s", cfg->identity_file,
+				 r == -EACCES ? "wrong or missing passphrase" : strerror(-r));
+			identity_finish(&id);
+			return r;
+		}
+		free_secret(id.private_key, id.private_len);
+		id.private_key = plain;
+		id.private_len = plain_len;
+		free_secret(id.passphrase, id.passphrase_len);
+		id.passphrase = NULL;
+		id.passphrase_len = 0;
 	}
 	*ret = id;
 	return 0;

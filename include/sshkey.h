@@ -1,0 +1,20 @@
+#pragma once
+#include <stddef.h>
+
+/*
+ * Decrypts an OpenSSH private key ("-----BEGIN OPENSSH PRIVATE KEY-----", openssh-key-v1)
+ * with `passphrase`, so the slow bcrypt KDF runs once at load instead of inside libssh2 on
+ * every authentication. On success *ret is a new NUL-terminated heap buffer (*ret_len bytes
+ * without the NUL) holding the same key unencrypted (cipher and kdf "none"), in the PEM
+ * armour ssh-keygen writes; it is secret: release it with free_secret(). An unencrypted input
+ * is returned as an exact copy, with any passphrase ignored.
+ *
+ * Returns 0, or -EINVAL (not openssh-key-v1, or malformed), -EACCES (encrypted and the
+ * passphrase is wrong or empty), -ENOTSUP (cipher or KDF we do not know), -ENOMEM, or -EIO
+ * (libcrypto failure). *ret and *ret_len are untouched on failure.
+ *
+ * Ciphers: aes128/192/256-ctr (ssh-keygen's default is aes256-ctr), aes128/192/256-cbc,
+ * aes128/256-gcm@openssh.com, chacha20-poly1305@openssh.com and 3des-cbc; KDF: bcrypt.
+ */
+int sshkey_decrypt_openssh(const char *pem, size_t pem_len, const char *passphrase,
+			   size_t passphrase_len, char **ret, size_t *ret_len);
