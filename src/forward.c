@@ -60,29 +60,8 @@ static struct conn *conn_new(struct tunnel *t, size_t forward, int fd, enum conn
 	return c;
 }
 
-/* Frees the conn now. The channel, if any, must already be freed or be owned by a session
- * that is about to be freed. */
-void conn_destroy(struct conn *c)
-{
-	struct tunnel *t = c->tunnel;
-
-	ev_io_stop(t->loop, &c->rio);
-	ev_io_stop(t->loop, &c->wio);
-	ev_timer_stop(t->loop, &c->hold);
-	if (c->fd >= 0) {
-		close(c->fd);
-		t->stats[c->forward].active--;
-	}
-	list_remove(&c->open_link);
-	list_remove(&c->link);
-	buffer_finish(&c->up);
-	buffer_finish(&c->down);
-	free(c);
-}
-
-/* The client side is finished: close it and release the channel without waiting on the
- * network (libssh2 waits for the peer's CLOSE; the pump retries until it is freed). */
-static void conn_close(struct conn *c)
+/* Closes the client side: no more events, no more bytes, not counted as active. */
+static void conn_drop_client(struct conn *c)
 {
 	struct tunnel *t = c->tunnel;
 
@@ -96,6 +75,25 @@ static void conn_close(struct conn *c)
 	}
 	buffer_finish(&c->up);
 	buffer_finish(&c->down);
+}
+
+/* Frees the conn now. The channel, if any, must already be freed or be owned by a session
+ * that is about to be freed. */
+void conn_destroy(struct conn *c)
+{
+	conn_drop_client(c);
+	list_remove(&c->open_link);
+	list_remove(&c->link);
+	free(c);
+}
+
+/* The client side is finished: close it and release the channel without waiting on the
+ * network (libssh2 waits for the peer's CLOSE; the pump retries until it is freed). */
+static void conn_close(struct conn *c)
+{
+	struct tunnel *t = c->tunnel;
+
+	conn_drop_client(c);
 	if (c->state == CONN_OPENING && t->open_queue.next != &c->open_link) {
 		conn_destroy(c);
 		return;
