@@ -1,0 +1,132 @@
+"""Sidecar crashes and comes back: backoff, fail-fast clients, down_hold, remote forwards."""
+
+import threading
+import time
+
+import harness
+from harness import EchoServer, echo_once, wait_echo, closed_promptly
+
+
+class ReconnectTest(harness.TunnelTest):
+    def setUp(self):
+        super().setUp()
+        self.echo = self.server(EchoServer)
+        self.lp = harness.free_port()
+
+    def start(self, sidecar_kw=None, **keys):
+        self.sc = self.sidecar(permit_open=[self.echo.addr], **(sidecar_kw or {}))
+        self.m = self.simple_tunnel(self.sc, local_forward=[
+            "127.0.0.1:%d %s" % (self.lp, self.echo.addr)], **keys)
+        self.assertUp(self.m)
+        self.assertEqual(echo_once(self.lp, b"hello\n"), b"hello\n")
+
+    def kill_and_wait_backoff(self):
+        mark = self.m.mark()
+        t0 = time.monotonic()
+        self.sc.kill()
+        left = self.m.wait_transition("t1", mark, old="up", timeout=3)
+        self.assertIsNotNone(left, "tunnel did not leave up after the sidecar was killed")
+        self.assertIsNotNone(self.m.wait_state("t1", "backoff", 3), "never reached backoff")
+        print("left up %.3fs after SIGKILL of the sidecar (%s -> %s: %s)" % (
+            left[0] - t0, left[2], left[3], left[4]))
+        return mark
+
+    def test_kill_backoff_restart(self):
+        self.start()
+        self.kill_and_wait_backoff()
+
+        # While down, the listener stays bound and clients are closed at once.
+        times = []
+        for _ in range(5):
+            try:
+                closed, dt, got = closed_promptly(self.lp, timeout=3)
+            except ConnectionRefusedError:
+                self.fail("local listener was closed while the tunnel is down")
+            self.assertTrue(closed, "client held open while tunnel is down (down_hold = 0)")
+            self.assertEqual(got, b"")
+            times.append(dt)
+            time.sleep(0.1)
+        print("clients closed while down after max %.3fs" % max(times))
+        self.assertLess(max(times), 0.5)
+
+        time.sleep(1.0)  # a few failed attempts (connection refused) pile up backoff
+        self.assertNotEqual(self.m.state("t1"), "up")
+        self.sc.restart()
+        t_listening = time.monotonic()
+        dt = wait_echo(self.lp, 5.0)
+        self.assertIsNotNone(dt, "not usable within 5 s of the sidecar's restart")
+        print("usable again %.3fs after the sidecar listened again "
+              "(backoff_max 500ms)" % (time.monotonic() - t_listening))
+        self.assertEqual(self.m.state("t1"), "up")
+
+    def test_reconnect_with_default_backoff_after_long_outage(self):
+        # Defaults: backoff_initial 100ms, backoff_max 1s. The tunnel must be usable again
+        # about 1 s after the sidecar returns, however long it was away.
+        self.start(defaults=False, connect_timeout="2s", keepalive_interval="1s")
+        self.kill_and_wait_backoff()
+        time.sleep(4.0)
+        self.sc.restart()
+        t_listening = time.monotonic()
+        dt = wait_echo(self.lp, 5.0)
+        self.assertIsNotNone(dt, "not usable within 5 s of the sidecar's restart")
+        print("after a 4 s outage, usable again %.3fs after the sidecar listened again "
+              "(default backoff)" % (time.monotonic() - t_listening))
+
+    def test_repeated_outages(self):
+        self.start()
+        for i in range(3):
+            self.kill_and_wait_backoff()
+            time.sleep(0.3)
+            self.sc.restart()
+            t = time.monotonic()
+            self.assertIsNotNone(wait_echo(self.lp, 5.0), "round %d: not usable again" % i)
+            print("round %d: usable again after %.3fs" % (i, time.monotonic() - t))
+
+    def test_down_hold_served_when_back_in_time(self):
+        self.start(down_hold="4s")
+        self.kill_and_wait_backoff()
+        result = {}
+
+        def client():
+            t0 = time.monotonic()
+            try:
+                result["echo"] = echo_once(self.lp, b"held\n", timeout=8)
+            except OSError as e:
+                result["error"] = e
+            result["dt"] = time.monotonic() - t0
+        t = threading.Thread(target=client)
+        t.start()
+        time.sleep(1.0)
+        self.assertTrue(t.is_alive(), "client closed although down_hold = 4s: %r" % result)
+        self.sc.restart()
+        t.join(10)
+        self.assertEqual(result.get("echo"), b"held\n", "held client not served: %r" % result)
+        self.assertGreater(result["dt"], 0.9)
+        print("held client served after %.3fs" % result["dt"])
+
+    def test_down_hold_expires(self):
+        self.start(down_hold="1s")
+        self.kill_and_wait_backoff()
+        closed, dt, got = closed_promptly(self.lp, timeout=5)
+        self.assertTrue(closed, "held client never closed")
+        self.assertEqual(got, b"")
+        print("held client closed after %.3fs (down_hold 1s)" % dt)
+        self.assertGreater(dt, 0.8, "closed before down_hold ran out")
+        self.assertLess(dt, 2.5, "held much longer than down_hold")
+
+    def test_remote_forward_survives_reconnect(self):
+        rport = harness.free_port()
+        self.start(sidecar_kw={"permit_listen": ["127.0.0.1:%d" % rport]},
+                   remote_forward=["127.0.0.1:%d %s" % (rport, self.echo.addr)])
+        self.assertIsNotNone(wait_echo(rport, 3.0), "remote forward not working")
+        self.kill_and_wait_backoff()
+        self.sc.restart()
+        self.assertUp(self.m, timeout=5)
+        dt = wait_echo(rport, 3.0)
+        self.assertIsNotNone(dt, "remote forward dead after reconnect")
+        self.assertEqual(echo_once(rport, b"again\n"), b"again\n")
+        self.assertEqual(echo_once(self.lp, b"local too\n"), b"local too\n")
+
+
+if __name__ == "__main__":
+    harness.main()
