@@ -16,6 +16,9 @@ struct backoff {
 void backoff_init(struct backoff *b, uint64_t initial_ms, uint64_t max_ms, uint64_t seed);
 /* Returns the next delay and advances the sequence. */
 uint64_t backoff_next(struct backoff *b);
-/* A fixed pace with the same jitter, for failures that need a human (auth, host key). */
+/* A fixed pace for failures that need a human (auth, host key): never sooner than
+ * delay_ms, up to 10% later, so a fleet does not retry in lockstep. */
+uint64_t backoff_pace(struct backoff *b, uint64_t delay_ms);
+/* A draw from [delay_ms/2, delay_ms]. */
 uint64_t backoff_jitter(struct backoff *b, uint64_t delay_ms);
 void backoff_reset(struct backoff *b);

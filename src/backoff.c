@@ -29,6 +29,11 @@ uint64_t backoff_jitter(struct backoff *b, uint64_t delay_ms)
 	return delay_ms - half + rng_next(b) % (half + 1);
 }
 
+uint64_t backoff_pace(struct backoff *b, uint64_t delay_ms)
+{
+	return delay_ms + rng_next(b) % (delay_ms / 10 + 1);
+}
+
 uint64_t backoff_next(struct backoff *b)
 {
 	if (b->current_ms == 0)

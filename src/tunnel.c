@@ -78,7 +78,7 @@ void tunnel_fail(struct tunnel *t, bool needs_human, const char *fmt, ...)
 	forward_tunnel_down(t);
 	link_close(t, false);
 	if (needs_human)
-		delay = backoff_jitter(&t->backoff, t->cfg->auth_retry_interval_ms);
+		delay = backoff_pace(&t->backoff, t->cfg->auth_retry_interval_ms);
 	else
 		delay = backoff_next(&t->backoff);
 	set_state(t, TUNNEL_BACKOFF, reason, delay);

@@ -87,6 +87,23 @@ static void test_max_below_initial_is_clamped(void **state)
 		assert_true(backoff_next(&b) <= 800);
 }
 
+static void test_auth_pace_never_sooner(void **state)
+{
+	struct backoff b;
+	uint64_t lo = UINT64_MAX, hi = 0;
+
+	backoff_init(&b, 100, 1000, 11);
+	for (int i = 0; i < 1000; i++) {
+		uint64_t d = backoff_pace(&b, 60000);
+
+		lo = d < lo ? d : lo;
+		hi = d > hi ? d : hi;
+	}
+	assert_true(lo >= 60000);
+	assert_true(hi <= 66000);
+	assert_true(hi > lo);
+}
+
 static void test_fixed_pace_jitter(void **state)
 {
 	struct backoff b;
@@ -111,6 +128,7 @@ int main(void)
 	    cmocka_unit_test(test_deterministic_for_a_seed),
 	    cmocka_unit_test(test_max_below_initial_is_clamped),
 	    cmocka_unit_test(test_fixed_pace_jitter),
+	    cmocka_unit_test(test_auth_pace_never_sooner),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
