@@ -4,6 +4,20 @@
 #include "diag.h"
 #include "status.h"
 
+/*
+ * A reply the daemon gives later (alert-test waits for webhooks): the client stays
+ * connected, the loop goes on. Whoever takes one must finish it exactly once.
+ */
+struct control_deferred;
+
+/*
+ * Sends "header LF body" to the waiting client and frees `d`. Harmless when the client
+ * has gone (timed out, server destroyed): then only frees. May be called from within the
+ * op that took `d`; `header` is "ok ..." or "error ...".
+ */
+void control_deferred_finish(struct control_deferred *d, const char *header, const char *body,
+			     size_t body_len);
+
 /* What the control server asks of the daemon; every call is synchronous and short. */
 struct control_ops {
 	void *userdata;
@@ -13,12 +27,21 @@ struct control_ops {
 	int (*reconnect)(void *userdata, const char *name);
 	/* Reload the configuration; on failure returns -EINVAL with every error in `errors`. */
 	int (*reload)(void *userdata, struct diag *errors);
+	/*
+	 * Send a test event to alert target `name` (all when NULL). Returns 0 after taking
+	 * `reply` (finish it when the results are in), or -ENOENT (no such target or none
+	 * configured) / another -errno without taking it.
+	 */
+	int (*alert_test)(void *userdata, const char *name, struct control_deferred *reply);
 };
 
 struct control_server;
 
 #define CONTROL_CLIENTS_MAX 32	/* concurrent clients; more get "error busy" */
 #define CONTROL_TIMEOUT_SEC 5.0 /* to send the request, then again to take the reply */
+
+/* A deferred reply (alert-test) not finished by then gets "error timeout". */
+#define CONTROL_DEFERRED_TIMEOUT_SEC 25.0
 
 /*
  * Listens on `path` (stale socket removed, mode 0660, group `group` when not NULL).

@@ -18,6 +18,10 @@
  *   reconnect NAME|--all     empty body                                      (mutating)
  *   reload                   empty body; on "error invalid configuration"    (mutating)
  *                            the body lists every configuration error, one per line
+ *   alert-test [NAME]        sends a test event to every alert target, or NAME (mutating)
+ *                            header "ok alerts=N failed=M" once all attempts ended (up to
+ *                            ALERT_TEST_TIMEOUT_MS); body: one "NAME: RESULT" line each,
+ *                            e.g. "ops: HTTP 200", "pager: failed: HTTP 500"
  *
  * A client may also end its request with EOF instead of LF. Mutating requests need
  * uid 0, the daemon's uid, or membership of the control group; anything else may be
@@ -33,6 +37,7 @@ enum control_command {
 	CONTROL_METRICS,
 	CONTROL_RECONNECT,
 	CONTROL_RELOAD,
+	CONTROL_ALERT_TEST,
 };
 
 struct control_request {
@@ -70,6 +75,8 @@ struct control_reply_header {
 	char message[CONTROL_REQUEST_MAX]; /* the error message ("" when ok) */
 	long tunnels;			   /* "tunnels=" of a status reply; -1 when absent */
 	long up;			   /* "up=" of a status reply; -1 when absent */
+	long alerts;			   /* "alerts=" of an alert-test reply; -1 when absent */
+	long failed;			   /* "failed=" of an alert-test reply; -1 when absent */
 };
 
 /*

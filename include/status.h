@@ -38,9 +38,20 @@ struct status_tunnel {
 	size_t n_forwards;
 };
 
+/* Delivery counters of one [alert:NAME] target (kept across reloads). */
+struct status_alert {
+	char name[128];
+	uint64_t sent_down;
+	uint64_t sent_up;
+	uint64_t sent_test;
+	uint64_t failed; /* given up, refused, or dropped from a full queue */
+};
+
 struct status {
 	struct status_tunnel *tunnels;
 	size_t n_tunnels;
+	struct status_alert *alerts; /* filled for the whole daemon only (no NAME asked) */
+	size_t n_alerts;
 };
 
 void status_free(struct status *s);

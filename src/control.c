@@ -34,6 +34,7 @@ struct control_client {
 	size_t in_len;
 	char *out; /* header LF body; NULL while reading the request */
 	size_t out_len, out_sent;
+	struct control_deferred *deferred; /* set while waiting for a deferred reply */
 };
 
 struct control_server {
@@ -55,6 +56,21 @@ struct control_server {
 struct reply {
 	char header[CONTROL_REQUEST_MAX];
 	FILE *body;
+	struct control_deferred *deferred; /* the handler's op will answer later */
+};
+
+enum deferred_state {
+	DEFERRED_IN_HANDLER, /* the op has it; the client is not waiting on it yet */
+	DEFERRED_DONE,	     /* finished within the handler: the reply is kept below */
+	DEFERRED_WAITING,    /* the client waits for control_deferred_finish() */
+	DEFERRED_ORPHAN,     /* the client has gone: finishing only frees */
+};
+
+struct control_deferred {
+	enum deferred_state state;
+	struct control_client *client; /* DEFERRED_WAITING only */
+	char *header, *body;	       /* DEFERRED_DONE only */
+	size_t body_len;
 };
 
 static void client_destroy(struct control_client *c)
@@ -64,6 +80,10 @@ static void client_destroy(struct control_client *c)
 	if (!c)
 		return;
 	s = c->server;
+	if (c->deferred) {
+		c->deferred->state = DEFERRED_ORPHAN;
+		c->deferred->client = NULL;
+	}
 	ev_io_stop(s->loop, &c->io);
 	ev_timer_stop(s->loop, &c->timeout);
 	if (c->fd >= 0)
@@ -264,13 +284,112 @@ static void handle_reload(struct control_server *s, const struct control_request
 	diag_finish(&errors);
 }
 
+static void handle_alert_test(struct control_server *s, const struct control_request *req,
+			      struct reply *r)
+{
+	struct control_deferred *d;
+	int err;
+
+	if (!s->ops.alert_test) {
+		reply_error(r, "not supported");
+		return;
+	}
+	d = calloc(1, sizeof(*d));
+	if (!d) {
+		reply_error(r, "out of memory");
+		return;
+	}
+	d->state = DEFERRED_IN_HANDLER;
+	err = s->ops.alert_test(s->ops.userdata, request_name(req), d);
+	if (err < 0) {
+		free(d);
+		if (err == -ENOENT && req->name[0])
+			reply_error(r, "no such alert: %s", req->name);
+		else if (err == -ENOENT)
+			reply_error(r, "no alerts configured");
+		else
+			reply_error(r, "alert test failed: %s", strerror(-err));
+		return;
+	}
+	r->deferred = d;
+}
+
 static void (*const handlers[])(struct control_server *s, const struct control_request *req,
 				struct reply *r) = {
     [CONTROL_STATUS] = handle_status,
     [CONTROL_METRICS] = handle_metrics,
     [CONTROL_RECONNECT] = handle_reconnect,
     [CONTROL_RELOAD] = handle_reload,
+    [CONTROL_ALERT_TEST] = handle_alert_test,
 };
+
+static void deferred_free(struct control_deferred *d)
+{
+	free(d->header);
+	free(d->body);
+	free(d);
+}
+
+/* Sends a finished reply, or parks the client until control_deferred_finish(). */
+static void client_defer(struct control_client *c, struct control_deferred *d)
+{
+	struct control_server *s = c->server;
+
+	if (d->state == DEFERRED_DONE) {
+		if (d->header)
+			client_reply(c, d->header, d->body, d->body_len);
+		else
+			client_reply_error(c, "out of memory");
+		deferred_free(d);
+		return;
+	}
+	d->state = DEFERRED_WAITING;
+	d->client = c;
+	c->deferred = d;
+	ev_io_stop(s->loop, &c->io);
+	ev_timer_stop(s->loop, &c->timeout);
+	ev_timer_set(&c->timeout, CONTROL_DEFERRED_TIMEOUT_SEC, 0.);
+	ev_timer_start(s->loop, &c->timeout);
+}
+
+void control_deferred_finish(struct control_deferred *d, const char *header, const char *body,
+			     size_t body_len)
+{
+	char line[CONTROL_REQUEST_MAX];
+	struct control_client *c;
+
+	snprintf(line, sizeof(line), "%s", header);
+	sanitize_line(line);
+	if (body_len > CONTROL_REPLY_MAX) {
+		snprintf(line, sizeof(line), "error reply too large");
+		body_len = 0;
+	}
+	switch (d->state) {
+	case DEFERRED_IN_HANDLER:
+		d->state = DEFERRED_DONE;
+		d->header = strdup(line);
+		d->body = malloc(body_len ? body_len : 1);
+		if (!d->header || !d->body) {
+			free(d->header);
+			d->header = NULL; /* client_defer() answers "error out of memory" */
+			return;
+		}
+		if (body_len)
+			memcpy(d->body, body, body_len);
+		d->body_len = body_len;
+		return;
+	case DEFERRED_WAITING:
+		c = d->client;
+		c->deferred = NULL;
+		deferred_free(d);
+		client_reply(c, line, body, body_len);
+		return;
+	case DEFERRED_DONE:
+	case DEFERRED_ORPHAN:
+		deferred_free(d);
+		return;
+	}
+}
 
 /* Supplementary groups of the peer process (SO_PEERGROUPS, Linux >= 4.13). */
 static int peer_groups(int fd, gid_t **ret, size_t *ret_n)
@@ -378,6 +497,12 @@ static void client_handle(struct control_client *c, const char *line, size_t len
 		return;
 	}
 	handlers[req.command](s, &req, &r);
+	if (r.deferred) {
+		fclose(r.body);
+		free(body);
+		client_defer(c, r.deferred);
+		return;
+	}
 	if (fclose(r.body) != 0) {
 		free(body);
 		client_reply_error(c, "out of memory");

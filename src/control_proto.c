@@ -19,6 +19,7 @@ static const struct command_info {
     [CONTROL_METRICS] = {"metrics", "usage: metrics", NULL, 0, 0, false},
     [CONTROL_RECONNECT] = {"reconnect", "usage: reconnect NAME|--all", "--all", 0, 1, true},
     [CONTROL_RELOAD] = {"reload", "usage: reload", NULL, 0, 0, true},
+    [CONTROL_ALERT_TEST] = {"alert-test", "usage: alert-test [NAME]", NULL, 0, 1, true},
 };
 
 #define N_COMMANDS (sizeof(commands) / sizeof(commands[0]))
@@ -185,7 +186,7 @@ static long parse_count(const char *s, size_t len)
 
 int control_reply_header_parse(const char *line, size_t len, struct control_reply_header *ret)
 {
-	struct control_reply_header h = {.tunnels = -1, .up = -1};
+	struct control_reply_header h = {.tunnels = -1, .up = -1, .alerts = -1, .failed = -1};
 
 	if (len > 0 && line[len - 1] == '\r')
 		len--;
@@ -220,6 +221,12 @@ int control_reply_header_parse(const char *line, size_t len, struct control_repl
 		else if ((size_t)(eq - line - start) == strlen("up") &&
 			 memcmp(line + start, "up", strlen("up")) == 0)
 			h.up = parse_count(eq + 1, line + i - eq - 1);
+		else if ((size_t)(eq - line - start) == strlen("alerts") &&
+			 memcmp(line + start, "alerts", strlen("alerts")) == 0)
+			h.alerts = parse_count(eq + 1, line + i - eq - 1);
+		else if ((size_t)(eq - line - start) == strlen("failed") &&
+			 memcmp(line + start, "failed", strlen("failed")) == 0)
+			h.failed = parse_count(eq + 1, line + i - eq - 1);
 	}
 	*ret = h;
 	return 0;

@@ -16,6 +16,8 @@
 #include "control_proto.h"
 
 #define CTL_TIMEOUT_MS 5000
+/* alert-test waits for webhooks: longer than the daemon's own bound on it */
+#define CTL_ALERT_TEST_TIMEOUT_MS 30000
 
 /* Exit codes: 0 done (all shown tunnels up), 1 error, 2 usage, 3 some tunnel not up. */
 enum {
@@ -33,6 +35,8 @@ static const char ctl_usage_text[] =
     "  reconnect NAME|--all     drop and re-establish now, skipping backoff\n"
     "  reload                   re-read the configuration (same as SIGHUP)\n"
     "  metrics                  Prometheus text exposition\n"
+    "  alert-test [NAME]        send a test event to every alert target (or NAME);\n"
+    "                           exit 0 all delivered, 1 some failed\n"
     "SOCKET defaults to $MOLETUN_SOCKET, then " CONFIG_DEFAULT_CONTROL_SOCKET ".\n";
 
 __attribute__((format(printf, 1, 2))) static int ctl_usage(const char *fmt, ...)
@@ -215,7 +219,9 @@ static int ctl_run(const char *path, const struct control_request *req)
 {
 	char line[CONTROL_REQUEST_MAX];
 	struct control_reply_header h;
-	int64_t deadline = now_ms() + CTL_TIMEOUT_MS;
+	int64_t deadline =
+	    now_ms() +
+	    (req->command == CONTROL_ALERT_TEST ? CTL_ALERT_TEST_TIMEOUT_MS : CTL_TIMEOUT_MS);
 	char *reply = NULL, *lf;
 	size_t reply_len = 0, header_len, body_len;
 	int fd = -1, status = CTL_EXIT_ERROR, r;
@@ -256,6 +262,8 @@ static int ctl_run(const char *path, const struct control_request *req)
 	status = CTL_EXIT_OK;
 	if (req->command == CONTROL_STATUS && h.tunnels >= 0 && h.up >= 0 && h.up < h.tunnels)
 		status = CTL_EXIT_NOT_UP;
+	if (req->command == CONTROL_ALERT_TEST && h.failed > 0)
+		status = CTL_EXIT_ERROR;
 out:
 	free(reply);
 	if (fd >= 0)

@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "alert.h"
 #include "config.h"
 #include "control.h"
 #include "log.h"
@@ -20,6 +21,7 @@ struct daemon {
 	struct tunnel **tunnels;
 	size_t n_tunnels;
 	struct control_server *control;
+	struct alerter *alerter;
 	ev_signal sigterm, sigint, sighup;
 };
 
@@ -44,6 +46,10 @@ static int daemon_snapshot(void *userdata, const char *name, struct status *ret)
 		status_free(&s);
 		return -ENOENT;
 	}
+	if (!name && d->alerter && alerter_snapshot(d->alerter, &s) < 0) {
+		status_free(&s);
+		return -ENOMEM;
+	}
 	*ret = s;
 	return 0;
 }
@@ -62,7 +68,25 @@ static void daemon_update_status(struct daemon *d)
 
 static void on_tunnel_state(struct tunnel *t, void *userdata)
 {
-	daemon_update_status(userdata);
+	struct daemon *d = userdata;
+
+	alerter_tunnel_state(d->alerter, t);
+	daemon_update_status(d);
+}
+
+static void on_alert_test_done(void *userdata, size_t targets, size_t failed, const char *body)
+{
+	char header[64];
+
+	snprintf(header, sizeof(header), "ok alerts=%zu failed=%zu", targets, failed);
+	control_deferred_finish(userdata, header, body, strlen(body));
+}
+
+static int daemon_alert_test(void *userdata, const char *name, struct control_deferred *reply)
+{
+	struct daemon *d = userdata;
+
+	return alerter_test(d->alerter, name, on_alert_test_done, reply);
 }
 
 static struct tunnel *daemon_find(struct daemon *d, const char *name)
@@ -184,6 +208,9 @@ static int daemon_reload(void *userdata, struct diag *errors)
 	free(old);
 	if (strcmp(next->control_socket, d->cfg->control_socket) != 0)
 		log_notice("control_socket changed: takes effect at the next restart");
+	/* alert targets may have changed too; before the old config goes */
+	if (alerter_sync(d->alerter, next, d->tunnels, d->n_tunnels) < 0)
+		log_err("alerts: out of memory applying the configuration");
 	config_free(d->cfg);
 	d->cfg = next;
 	log_set_level(next->log_level);
@@ -217,6 +244,7 @@ static void daemon_finish(struct daemon *d)
 		tunnel_destroy(d->tunnels[i]);
 	free(d->tunnels);
 	control_server_destroy(d->control);
+	alerter_destroy(d->alerter);
 	if (d->loop) {
 		ev_signal_stop(d->loop, &d->sigterm);
 		ev_signal_stop(d->loop, &d->sigint);
@@ -233,6 +261,7 @@ int daemon_main(const char *config_path)
 		.snapshot = daemon_snapshot,
 		.reconnect = daemon_reconnect,
 		.reload = daemon_reload,
+		.alert_test = daemon_alert_test,
 	};
 	struct control_ops bound = ops;
 	struct daemon d = {.config_path = config_path};
@@ -268,6 +297,12 @@ int daemon_main(const char *config_path)
 			daemon_finish(&d);
 			return 1;
 		}
+	}
+	r = alerter_create(d.loop, &d.alerter);
+	if (r < 0 || alerter_sync(d.alerter, d.cfg, d.tunnels, d.n_tunnels) < 0) {
+		log_err("cannot set up alerts: %s", strerror(r < 0 ? -r : ENOMEM));
+		daemon_finish(&d);
+		return 1;
 	}
 	bound.userdata = &d;
 	r = control_server_create(d.loop, d.cfg->control_socket, d.cfg->control_group, &bound,

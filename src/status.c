@@ -24,4 +24,7 @@ void status_free(struct status *s)
 	free(s->tunnels);
 	s->tunnels = NULL;
 	s->n_tunnels = 0;
+	free(s->alerts);
+	s->alerts = NULL;
+	s->n_alerts = 0;
 }

@@ -461,6 +461,38 @@ static void put_forward_family(FILE *out, enum forward_metric m, const struct st
 	}
 }
 
+/* Only when alerts are configured, so a daemon without any shows nothing new. */
+static void put_alert_families(FILE *out, const struct status *s)
+{
+	if (s->n_alerts == 0)
+		return;
+	put_metric_family(out, "moletun_alerts_sent_total", "counter",
+			  "Alert events delivered (HTTP 2xx, or exit status 0 for exec), by "
+			  "alert target and event (down, up, test).");
+	for (size_t i = 0; i < s->n_alerts; i++) {
+		const struct status_alert *a = &s->alerts[i];
+		const struct {
+			const char *event;
+			uint64_t value;
+		} samples[] = {{"down", a->sent_down}, {"up", a->sent_up}, {"test", a->sent_test}};
+
+		for (size_t j = 0; j < sizeof(samples) / sizeof(samples[0]); j++) {
+			fputs("moletun_alerts_sent_total{", out);
+			put_label(out, "alert", a->name, sizeof(a->name), true);
+			put_label(out, "event", samples[j].event, SIZE_MAX, false);
+			fprintf(out, "} %" PRIu64 "\n", samples[j].value);
+		}
+	}
+	put_metric_family(out, "moletun_alerts_failed_total", "counter",
+			  "Alert events not delivered: given up after retries, refused, or "
+			  "dropped from a full queue.");
+	for (size_t i = 0; i < s->n_alerts; i++) {
+		fputs("moletun_alerts_failed_total{", out);
+		put_label(out, "alert", s->alerts[i].name, sizeof(s->alerts[i].name), true);
+		fprintf(out, "} %" PRIu64 "\n", s->alerts[i].failed);
+	}
+}
+
 int status_format_metrics(const struct status *s, FILE *out)
 {
 	for (size_t m = 0; m < sizeof(tunnel_metrics) / sizeof(tunnel_metrics[0]); m++) {
@@ -472,6 +504,7 @@ int status_format_metrics(const struct status *s, FILE *out)
 	}
 	for (size_t m = 0; m < sizeof(forward_metrics) / sizeof(forward_metrics[0]); m++)
 		put_forward_family(out, m, s);
+	put_alert_families(out, s);
 	return stream_result(out);
 }
 

@@ -510,6 +510,51 @@ static void test_metrics_promtool(void **state)
 	status_free(&s);
 }
 
+/* Alert counters: two families after the others, only when alerts are configured. */
+static void test_metrics_alerts(void **state)
+{
+	static const char families[] =
+	    "# HELP moletun_alerts_sent_total Alert events delivered (HTTP 2xx, or exit status 0 "
+	    "for exec), by alert target and event (down, up, test).\n"
+	    "# TYPE moletun_alerts_sent_total counter\n"
+	    "moletun_alerts_sent_total{alert=\"ops\",event=\"down\"} 2\n"
+	    "moletun_alerts_sent_total{alert=\"ops\",event=\"up\"} 1\n"
+	    "moletun_alerts_sent_total{alert=\"ops\",event=\"test\"} 0\n"
+	    "moletun_alerts_sent_total{alert=\"pa\\\"ger\",event=\"down\"} 0\n"
+	    "moletun_alerts_sent_total{alert=\"pa\\\"ger\",event=\"up\"} 0\n"
+	    "moletun_alerts_sent_total{alert=\"pa\\\"ger\",event=\"test\"} 4\n"
+	    "# HELP moletun_alerts_failed_total Alert events not delivered: given up after "
+	    "retries, refused, or dropped from a full queue.\n"
+	    "# TYPE moletun_alerts_failed_total counter\n"
+	    "moletun_alerts_failed_total{alert=\"ops\"} 3\n"
+	    "moletun_alerts_failed_total{alert=\"pa\\\"ger\"} 0\n";
+	struct status s = {0};
+	char why[512];
+	char *text, *plain;
+
+	make_sample(&s);
+	plain = render(&s, status_format_metrics);
+	s.alerts = calloc(2, sizeof(*s.alerts));
+	assert_non_null(s.alerts);
+	s.n_alerts = 2;
+	snprintf(s.alerts[0].name, sizeof(s.alerts[0].name), "ops");
+	s.alerts[0].sent_down = 2;
+	s.alerts[0].sent_up = 1;
+	s.alerts[0].failed = 3;
+	snprintf(s.alerts[1].name, sizeof(s.alerts[1].name), "pa\"ger");
+	s.alerts[1].sent_test = 4;
+	text = render(&s, status_format_metrics);
+	assert_int_equal(strlen(text), strlen(plain) + strlen(families));
+	assert_memory_equal(text, plain, strlen(plain));
+	assert_string_equal(text + strlen(plain), families);
+	assert_null(lint_metrics(text, why, sizeof(why)));
+	free(text);
+	free(plain);
+	status_free(&s);
+	assert_null(s.alerts);
+	assert_int_equal(s.n_alerts, 0);
+}
+
 static void test_summary(void **state)
 {
 	struct status s = {0};
@@ -552,6 +597,7 @@ int main(void)
 	    cmocka_unit_test(test_metrics_exact),
 	    cmocka_unit_test(test_metrics_lint),
 	    cmocka_unit_test(test_metrics_promtool),
+	    cmocka_unit_test(test_metrics_alerts),
 	    cmocka_unit_test(test_summary),
 	};
 

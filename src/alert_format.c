@@ -1,0 +1,372 @@
+#include "alert_format.h"
+
+#include <errno.h>
+#include <stdbool.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define REPLACEMENT_CHARACTER "\xef\xbf\xbd" /* U+FFFD */
+
+static const char *const event_names[ALERT_EVENT_COUNT] = {
+    [ALERT_EVENT_DOWN] = "down",
+    [ALERT_EVENT_UP] = "up",
+    [ALERT_EVENT_TEST] = "test",
+};
+
+const char *alert_event_str(enum alert_event_kind k)
+{
+	return (unsigned)k < ALERT_EVENT_COUNT ? event_names[k] : "unknown";
+}
+
+void alert_format_rfc3339(const struct timespec *t, char *buf, size_t size)
+{
+	struct tm tm;
+
+	if (!gmtime_r(&t->tv_sec, &tm) || strftime(buf, size, "%Y-%m-%dT%H:%M:%SZ", &tm) == 0)
+		snprintf(buf, size, "1970-01-01T00:00:00Z");
+}
+
+/* Length of the well-formed UTF-8 sequence at p (n bytes available), or 0 if ill-formed. */
+static size_t utf8_len(const unsigned char *p, size_t n)
+{
+	uint32_t cp, min;
+	size_t len;
+
+	if (p[0] < 0x80)
+		return 1;
+	if (p[0] >= 0xc2 && p[0] <= 0xdf)
+		len = 2, cp = p[0] & 0x1f, min = 0x80;
+	else if (p[0] >= 0xe0 && p[0] <= 0xef)
+		len = 3, cp = p[0] & 0x0f, min = 0x800;
+	else if (p[0] >= 0xf0 && p[0] <= 0xf4)
+		len = 4, cp = p[0] & 0x07, min = 0x10000;
+	else
+		return 0;
+	if (n < len)
+		return 0;
+	for (size_t i = 1; i < len; i++) {
+		if ((p[i] & 0xc0) != 0x80)
+			return 0;
+		cp = cp << 6 | (p[i] & 0x3f);
+	}
+	if (cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff))
+		return 0;
+	return len;
+}
+
+/* JSON string contents; `slack` also escapes &, < and > as Slack's mrkdwn requires. */
+static void put_escaped(FILE *out, const char *s, bool slack)
+{
+	const unsigned char *p = (const unsigned char *)s;
+	size_t n = strlen(s);
+
+	for (size_t i = 0; i < n;) {
+		size_t len = utf8_len(p + i, n - i);
+		unsigned char c = p[i];
+
+		if (len == 0) {
+			fputs(REPLACEMENT_CHARACTER, out);
+			i++;
+			continue;
+		}
+		if (len > 1) {
+			fwrite(p + i, 1, len, out);
+			i += len;
+			continue;
+		}
+		i++;
+		if (c == '"' || c == '\\')
+			fprintf(out, "\\%c", c);
+		else if (c == '\n')
+			fputs("\\n", out);
+		else if (c == '\r')
+			fputs("\\r", out);
+		else if (c == '\t')
+			fputs("\\t", out);
+		else if (c < 0x20 || c == 0x7f)
+			fprintf(out, "\\u%04x", c);
+		else if (slack && c == '&')
+			fputs("&amp;", out);
+		else if (slack && c == '<')
+			fputs("&lt;", out);
+		else if (slack && c == '>')
+			fputs("&gt;", out);
+		else
+			fputc(c, out);
+	}
+}
+
+static void put_string(FILE *out, const char *s)
+{
+	fputc('"', out);
+	put_escaped(out, s, false);
+	fputc('"', out);
+}
+
+static void put_time(FILE *out, const struct timespec *t)
+{
+	char buf[32];
+
+	alert_format_rfc3339(t, buf, sizeof(buf));
+	fprintf(out, "\"%s\"", buf);
+}
+
+/* "db.example.com:22", "[fd00::5]:22". */
+static void endpoint(const struct alert_event *e, char *buf, size_t size)
+{
+	bool v6 = strchr(e->host, ':') != NULL;
+
+	snprintf(buf, size, "%s%s%s:%u", v6 ? "[" : "", e->host, v6 ? "]" : "", (unsigned)e->port);
+}
+
+/* "12.3s" below a minute, then "3m12s", "2h05m", "3d04h". */
+static void duration_text(double seconds, char *buf, size_t size)
+{
+	unsigned long long s;
+
+	if (seconds < 0)
+		seconds = 0;
+	if (seconds < 60) {
+		snprintf(buf, size, "%.1fs", seconds);
+		return;
+	}
+	s = (unsigned long long)seconds;
+	if (s < 3600)
+		snprintf(buf, size, "%llum%02llus", s / 60, s % 60);
+	else if (s < 86400)
+		snprintf(buf, size, "%lluh%02llum", s / 3600, s % 3600 / 60);
+	else
+		snprintf(buf, size, "%llud%02lluh", s / 86400, s % 86400 / 3600);
+}
+
+static void put_json(FILE *out, const struct alert_event *e)
+{
+	fprintf(out, "{\"event\":\"%s\",\"tunnel\":", alert_event_str(e->kind));
+	put_string(out, e->tunnel);
+	fputs(",\"node\":", out);
+	put_string(out, e->node);
+	fputs(",\"host\":", out);
+	put_string(out, e->host);
+	fprintf(out, ",\"port\":%u,\"reason\":", (unsigned)e->port);
+	put_string(out, e->reason);
+	fputs(",\"since\":", out);
+	put_time(out, &e->since);
+	fprintf(out, ",\"down_for_seconds\":%.1f,\"timestamp\":", e->down_for_seconds);
+	put_time(out, &e->timestamp);
+	fputc('}', out);
+}
+
+/* The one-line message of the slack format (before escaping). */
+static void slack_text(const struct alert_event *e, char *buf, size_t size)
+{
+	char where[300], since[32], dur[32];
+
+	endpoint(e, where, sizeof(where));
+	alert_format_rfc3339(&e->since, since, sizeof(since));
+	duration_text(e->down_for_seconds, dur, sizeof(dur));
+	switch (e->kind) {
+	case ALERT_EVENT_DOWN:
+		snprintf(buf, size,
+			 ":red_circle: moletun on %s: tunnel %s (%s) is DOWN: %s (down for %s, "
+			 "since %s)",
+			 e->node, e->tunnel, where, e->reason, dur, since);
+		break;
+	case ALERT_EVENT_UP:
+		snprintf(buf, size,
+			 ":large_green_circle: moletun on %s: tunnel %s (%s) is UP again after %s "
+			 "down (was: %s)",
+			 e->node, e->tunnel, where, dur, e->reason);
+		break;
+	default:
+		snprintf(buf, size, ":white_circle: moletun on %s: %s", e->node, e->reason);
+		break;
+	}
+}
+
+static void put_slack(FILE *out, const struct alert_event *e)
+{
+	char text[1536];
+
+	slack_text(e, text, sizeof(text));
+	fputs("{\"text\":\"", out);
+	put_escaped(out, text, true);
+	fputs("\"}", out);
+}
+
+static void put_alertmanager(FILE *out, const struct alert_event *e)
+{
+	char summary[512], description[1024], where[300], dur[32];
+	struct timespec starts = e->since, ends = e->timestamp;
+	bool test = e->kind == ALERT_EVENT_TEST;
+
+	endpoint(e, where, sizeof(where));
+	duration_text(e->down_for_seconds, dur, sizeof(dur));
+	if (test) {
+		starts = e->timestamp;
+		ends.tv_sec += ALERTMANAGER_TEST_SEC;
+		snprintf(summary, sizeof(summary), "moletun test alert from %s", e->node);
+		snprintf(description, sizeof(description), "%s", e->reason);
+	} else {
+		if (e->kind == ALERT_EVENT_DOWN)
+			ends.tv_sec += ALERTMANAGER_VALID_SEC;
+		snprintf(summary, sizeof(summary), "SSH tunnel %s on %s is down", e->tunnel,
+			 e->node);
+		snprintf(description, sizeof(description), "%s: %s (%s %s)", where, e->reason,
+			 e->kind == ALERT_EVENT_DOWN ? "down for" : "was down for", dur);
+	}
+	fprintf(out, "[{\"labels\":{\"alertname\":\"%s\",",
+		test ? "MoletunTest" : "MoletunTunnelDown");
+	if (!test) {
+		fputs("\"tunnel\":", out);
+		put_string(out, e->tunnel);
+		fputc(',', out);
+	}
+	fputs("\"instance\":", out);
+	put_string(out, e->node);
+	fputs("},\"annotations\":{\"summary\":", out);
+	put_string(out, summary);
+	fputs(",\"description\":", out);
+	put_string(out, description);
+	fputs("},\"startsAt\":", out);
+	put_time(out, &starts);
+	fputs(",\"endsAt\":", out);
+	put_time(out, &ends);
+	fputs("}]", out);
+}
+
+int alert_format_payload(enum alert_format format, const struct alert_event *e, FILE *out)
+{
+	switch (format) {
+	case ALERT_FORMAT_JSON:
+		put_json(out, e);
+		break;
+	case ALERT_FORMAT_SLACK:
+		put_slack(out, e);
+		break;
+	case ALERT_FORMAT_ALERTMANAGER:
+		put_alertmanager(out, e);
+		break;
+	}
+	return ferror(out) ? -EIO : 0;
+}
+
+int alert_format_body(enum alert_format format, const struct alert_event *e, char **ret,
+		      size_t *ret_len)
+{
+	char *buf = NULL;
+	size_t len = 0;
+	FILE *out = open_memstream(&buf, &len);
+	int r;
+
+	if (!out)
+		return -ENOMEM;
+	r = alert_format_payload(format, e, out);
+	if (fclose(out) != 0 || r < 0) {
+		free(buf);
+		return -ENOMEM;
+	}
+	*ret = buf;
+	*ret_len = len;
+	return 0;
+}
+
+void alert_url_redact(const char *url, char *buf, size_t size)
+{
+	const char *scheme_end = strstr(url, "://"), *host, *end, *at;
+
+	if (!scheme_end) {
+		snprintf(buf, size, "(url)");
+		return;
+	}
+	host = scheme_end + 3;
+	end = host + strcspn(host, "/?#");
+	/* the last '@' before the path: a password may contain '@' too */
+	for (at = end; at > host && at[-1] != '@'; at--)
+		;
+	if (at > host)
+		host = at;
+	snprintf(buf, size, "%.*s%.*s%s", (int)(scheme_end + 3 - url), url, (int)(end - host), host,
+		 *end ? "/..." : "");
+}
+
+static bool env_dropped(const char *entry)
+{
+	static const char *const prefixes[] = {
+	    "MOLETUN_",	   "NOTIFY_SOCKET=", "WATCHDOG_PID=",	"WATCHDOG_USEC=",
+	    "LISTEN_PID=", "LISTEN_FDS=",    "LISTEN_FDNAMES=",
+	};
+
+	for (size_t i = 0; i < sizeof(prefixes) / sizeof(prefixes[0]); i++)
+		if (strncmp(entry, prefixes[i], strlen(prefixes[i])) == 0)
+			return true;
+	return false;
+}
+
+void alert_env_free(char **env)
+{
+	if (!env)
+		return;
+	for (char **p = env; *p; p++)
+		free(*p);
+	free(env);
+}
+
+int alert_format_env(const struct alert_event *e, const char *alert_name, char *const *base,
+		     char ***ret)
+{
+	char since[32], stamp[32], port[8], down_for[32], *json = NULL;
+	size_t n_base = 0, n = 0, json_len;
+	char **env;
+	int r = -ENOMEM;
+
+	for (char *const *p = base; p && *p; p++)
+		n_base++;
+	if (alert_format_body(ALERT_FORMAT_JSON, e, &json, &json_len) < 0)
+		return -ENOMEM;
+	alert_format_rfc3339(&e->since, since, sizeof(since));
+	alert_format_rfc3339(&e->timestamp, stamp, sizeof(stamp));
+	snprintf(port, sizeof(port), "%u", (unsigned)e->port);
+	snprintf(down_for, sizeof(down_for), "%.1f", e->down_for_seconds);
+	{
+		const char *const ours[][2] = {
+		    {"MOLETUN_EVENT", alert_event_str(e->kind)},
+		    {"MOLETUN_TUNNEL", e->tunnel},
+		    {"MOLETUN_REASON", e->reason},
+		    {"MOLETUN_ALERT", alert_name},
+		    {"MOLETUN_NODE", e->node},
+		    {"MOLETUN_HOST", e->host},
+		    {"MOLETUN_PORT", port},
+		    {"MOLETUN_SINCE", since},
+		    {"MOLETUN_TIMESTAMP", stamp},
+		    {"MOLETUN_DOWN_FOR_SECONDS", down_for},
+		    {"MOLETUN_JSON", json},
+		};
+		const size_t n_ours = sizeof(ours) / sizeof(ours[0]);
+
+		env = calloc(n_base + n_ours + 1, sizeof(*env));
+		if (!env)
+			goto out;
+		for (size_t i = 0; i < n_base; i++) {
+			if (env_dropped(base[i]))
+				continue;
+			env[n] = strdup(base[i]);
+			if (!env[n++])
+				goto fail;
+		}
+		for (size_t i = 0; i < n_ours; i++) {
+			if (asprintf(&env[n], "%s=%s", ours[i][0], ours[i][1]) < 0) {
+				env[n] = NULL;
+				goto fail;
+			}
+			n++;
+		}
+	}
+	*ret = env;
+	r = 0;
+	goto out;
+fail:
+	alert_env_free(env);
+out:
+	free(json);
+	return r;
+}

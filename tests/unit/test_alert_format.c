@@ -1,0 +1,250 @@
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+
+#include <cmocka.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "alert_format.h"
+
+#define T0 1714564800 /* 2024-05-01T12:00:00Z */
+
+static struct alert_event sample(enum alert_event_kind kind)
+{
+	struct alert_event e = {.kind = kind, .port = 22, .down_for_seconds = 12.3};
+
+	snprintf(e.tunnel, sizeof(e.tunnel), "primary");
+	snprintf(e.node, sizeof(e.node), "web1");
+	snprintf(e.host, sizeof(e.host), "db.example.com");
+	snprintf(e.reason, sizeof(e.reason), "connection refused");
+	e.since.tv_sec = T0;
+	e.timestamp.tv_sec = T0 + 12;
+	e.timestamp.tv_nsec = 300000000;
+	return e;
+}
+
+static char *body(enum alert_format f, const struct alert_event *e)
+{
+	char *buf = NULL;
+	size_t len = 0;
+
+	assert_int_equal(alert_format_body(f, e, &buf, &len), 0);
+	assert_int_equal(strlen(buf), len);
+	return buf;
+}
+
+static void assert_body(enum alert_format f, const struct alert_event *e, const char *want)
+{
+	char *got = body(f, e);
+
+	assert_string_equal(got, want);
+	free(got);
+}
+
+static void test_event_names(void **state)
+{
+	assert_string_equal(alert_event_str(ALERT_EVENT_DOWN), "down");
+	assert_string_equal(alert_event_str(ALERT_EVENT_UP), "up");
+	assert_string_equal(alert_event_str(ALERT_EVENT_TEST), "test");
+	assert_string_equal(alert_event_str(ALERT_EVENT_COUNT), "unknown");
+}
+
+static void test_rfc3339(void **state)
+{
+	struct timespec t = {.tv_sec = T0 + 3661, .tv_nsec = 999999999};
+	char buf[32];
+
+	alert_format_rfc3339(&t, buf, sizeof(buf));
+	assert_string_equal(buf, "2024-05-01T13:01:01Z");
+	t.tv_sec = 0;
+	alert_format_rfc3339(&t, buf, sizeof(buf));
+	assert_string_equal(buf, "1970-01-01T00:00:00Z");
+}
+
+static void test_json_down_and_up(void **state)
+{
+	struct alert_event e = sample(ALERT_EVENT_DOWN);
+
+	assert_body(ALERT_FORMAT_JSON, &e,
+		    "{\"event\":\"down\",\"tunnel\":\"primary\",\"node\":\"web1\","
+		    "\"host\":\"db.example.com\",\"port\":22,\"reason\":\"connection refused\","
+		    "\"since\":\"2024-05-01T12:00:00Z\",\"down_for_seconds\":12.3,"
+		    "\"timestamp\":\"2024-05-01T12:00:12Z\"}");
+	e = sample(ALERT_EVENT_UP);
+	e.down_for_seconds = 3725.04;
+	assert_body(ALERT_FORMAT_JSON, &e,
+		    "{\"event\":\"up\",\"tunnel\":\"primary\",\"node\":\"web1\","
+		    "\"host\":\"db.example.com\",\"port\":22,\"reason\":\"connection refused\","
+		    "\"since\":\"2024-05-01T12:00:00Z\",\"down_for_seconds\":3725.0,"
+		    "\"timestamp\":\"2024-05-01T12:00:12Z\"}");
+}
+
+static void test_json_test_event(void **state)
+{
+	struct alert_event e = {.kind = ALERT_EVENT_TEST};
+
+	snprintf(e.node, sizeof(e.node), "web1");
+	snprintf(e.reason, sizeof(e.reason), "test event sent by moletun ctl alert-test");
+	e.since.tv_sec = T0;
+	e.timestamp.tv_sec = T0;
+	assert_body(ALERT_FORMAT_JSON, &e,
+		    "{\"event\":\"test\",\"tunnel\":\"\",\"node\":\"web1\",\"host\":\"\","
+		    "\"port\":0,\"reason\":\"test event sent by moletun ctl alert-test\","
+		    "\"since\":\"2024-05-01T12:00:00Z\",\"down_for_seconds\":0.0,"
+		    "\"timestamp\":\"2024-05-01T12:00:00Z\"}");
+}
+
+/* Reasons come from servers and libraries: quotes, controls and bad UTF-8 stay valid JSON. */
+static void test_json_escaping(void **state)
+{
+	struct alert_event e = sample(ALERT_EVENT_DOWN);
+	char *got, *reason;
+
+	snprintf(e.reason, sizeof(e.reason), "say \"hi\"\\\n\t\r\x01\x7f caf\xc3\xa9 \xff\xc3 <&>");
+	got = body(ALERT_FORMAT_JSON, &e);
+	reason = strstr(got, "\"reason\":");
+	assert_non_null(reason);
+	assert_memory_equal(
+	    reason,
+	    "\"reason\":\"say \\\"hi\\\"\\\\\\n\\t\\r\\u0001\\u007f caf\xc3\xa9 "
+	    "\xef\xbf\xbd\xef\xbf\xbd <&>\",",
+	    strlen("\"reason\":\"say \\\"hi\\\"\\\\\\n\\t\\r\\u0001\\u007f caf\xc3\xa9 "
+		   "\xef\xbf\xbd\xef\xbf\xbd <&>\","));
+	free(got);
+}
+
+static void test_slack(void **state)
+{
+	struct alert_event e = sample(ALERT_EVENT_DOWN);
+
+	assert_body(ALERT_FORMAT_SLACK, &e,
+		    "{\"text\":\":red_circle: moletun on web1: tunnel primary (db.example.com:22) "
+		    "is DOWN: connection refused (down for 12.3s, since 2024-05-01T12:00:00Z)\"}");
+	e = sample(ALERT_EVENT_UP);
+	e.down_for_seconds = 192.5;
+	snprintf(e.host, sizeof(e.host), "fd00::5");
+	assert_body(ALERT_FORMAT_SLACK, &e,
+		    "{\"text\":\":large_green_circle: moletun on web1: tunnel primary "
+		    "([fd00::5]:22) is UP again after 3m12s down (was: connection refused)\"}");
+	e.down_for_seconds = 2 * 3600 + 5 * 60;
+	snprintf(e.reason, sizeof(e.reason), "a <b> & \"c\"");
+	assert_body(ALERT_FORMAT_SLACK, &e,
+		    "{\"text\":\":large_green_circle: moletun on web1: tunnel primary "
+		    "([fd00::5]:22) is UP again after 2h05m down (was: a &lt;b&gt; &amp; "
+		    "\\\"c\\\")\"}");
+	e.kind = ALERT_EVENT_TEST;
+	snprintf(e.reason, sizeof(e.reason), "test event sent by moletun ctl alert-test");
+	assert_body(ALERT_FORMAT_SLACK, &e,
+		    "{\"text\":\":white_circle: moletun on web1: test event sent by moletun ctl "
+		    "alert-test\"}");
+}
+
+static void test_alertmanager(void **state)
+{
+	struct alert_event e = sample(ALERT_EVENT_DOWN);
+
+	/* firing: endsAt four re-send intervals ahead */
+	assert_body(ALERT_FORMAT_ALERTMANAGER, &e,
+		    "[{\"labels\":{\"alertname\":\"MoletunTunnelDown\",\"tunnel\":\"primary\","
+		    "\"instance\":\"web1\"},\"annotations\":{\"summary\":\"SSH tunnel primary on "
+		    "web1 is down\",\"description\":\"db.example.com:22: connection refused (down "
+		    "for 12.3s)\"},\"startsAt\":\"2024-05-01T12:00:00Z\","
+		    "\"endsAt\":\"2024-05-01T12:04:12Z\"}]");
+	/* resolved: endsAt is the moment it came back */
+	e = sample(ALERT_EVENT_UP);
+	assert_body(ALERT_FORMAT_ALERTMANAGER, &e,
+		    "[{\"labels\":{\"alertname\":\"MoletunTunnelDown\",\"tunnel\":\"primary\","
+		    "\"instance\":\"web1\"},\"annotations\":{\"summary\":\"SSH tunnel primary on "
+		    "web1 is down\",\"description\":\"db.example.com:22: connection refused (was "
+		    "down for 12.3s)\"},\"startsAt\":\"2024-05-01T12:00:00Z\","
+		    "\"endsAt\":\"2024-05-01T12:00:12Z\"}]");
+	e.kind = ALERT_EVENT_TEST;
+	snprintf(e.reason, sizeof(e.reason), "test");
+	assert_body(ALERT_FORMAT_ALERTMANAGER, &e,
+		    "[{\"labels\":{\"alertname\":\"MoletunTest\",\"instance\":\"web1\"},"
+		    "\"annotations\":{\"summary\":\"moletun test alert from web1\","
+		    "\"description\":\"test\"},\"startsAt\":\"2024-05-01T12:00:12Z\","
+		    "\"endsAt\":\"2024-05-01T12:05:12Z\"}]");
+}
+
+static void assert_redacted(const char *url, const char *want)
+{
+	char buf[128];
+
+	alert_url_redact(url, buf, sizeof(buf));
+	assert_string_equal(buf, want);
+}
+
+static void test_url_redact(void **state)
+{
+	assert_redacted("https://hooks.slack.com/services/T0/B0/SECRET",
+			"https://hooks.slack.com/...");
+	assert_redacted("http://user:p@ss@127.0.0.1:8080/hook?token=SECRET",
+			"http://127.0.0.1:8080/...");
+	assert_redacted("http://[::1]:9093?x=1", "http://[::1]:9093/...");
+	assert_redacted("https://am.example.com", "https://am.example.com");
+	assert_redacted("no scheme", "(url)");
+}
+
+static const char *env_get(char **env, const char *name)
+{
+	size_t n = strlen(name);
+
+	for (; *env; env++)
+		if (strncmp(*env, name, n) == 0 && (*env)[n] == '=')
+			return *env + n + 1;
+	return NULL;
+}
+
+static void test_env(void **state)
+{
+	struct alert_event e = sample(ALERT_EVENT_DOWN);
+	char *base[] = {"PATH=/usr/bin:/bin",  "NOTIFY_SOCKET=/run/systemd/notify",
+			"MOLETUN_EVENT=stale", "WATCHDOG_USEC=1000",
+			"HOME=/root",	       NULL};
+	char **env = NULL, *json;
+	size_t n = 0;
+
+	assert_int_equal(alert_format_env(&e, "ops", base, &env), 0);
+	for (char **p = env; *p; p++)
+		n++;
+	assert_int_equal(n, 2 + 11);
+	assert_string_equal(env_get(env, "PATH"), "/usr/bin:/bin");
+	assert_string_equal(env_get(env, "HOME"), "/root");
+	assert_null(env_get(env, "NOTIFY_SOCKET"));
+	assert_null(env_get(env, "WATCHDOG_USEC"));
+	assert_string_equal(env_get(env, "MOLETUN_EVENT"), "down");
+	assert_string_equal(env_get(env, "MOLETUN_TUNNEL"), "primary");
+	assert_string_equal(env_get(env, "MOLETUN_REASON"), "connection refused");
+	assert_string_equal(env_get(env, "MOLETUN_ALERT"), "ops");
+	assert_string_equal(env_get(env, "MOLETUN_NODE"), "web1");
+	assert_string_equal(env_get(env, "MOLETUN_HOST"), "db.example.com");
+	assert_string_equal(env_get(env, "MOLETUN_PORT"), "22");
+	assert_string_equal(env_get(env, "MOLETUN_SINCE"), "2024-05-01T12:00:00Z");
+	assert_string_equal(env_get(env, "MOLETUN_TIMESTAMP"), "2024-05-01T12:00:12Z");
+	assert_string_equal(env_get(env, "MOLETUN_DOWN_FOR_SECONDS"), "12.3");
+	json = body(ALERT_FORMAT_JSON, &e);
+	assert_string_equal(env_get(env, "MOLETUN_JSON"), json);
+	free(json);
+	alert_env_free(env);
+	alert_env_free(NULL);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+	    cmocka_unit_test(test_event_names),
+	    cmocka_unit_test(test_rfc3339),
+	    cmocka_unit_test(test_json_down_and_up),
+	    cmocka_unit_test(test_json_test_event),
+	    cmocka_unit_test(test_json_escaping),
+	    cmocka_unit_test(test_slack),
+	    cmocka_unit_test(test_alertmanager),
+	    cmocka_unit_test(test_url_redact),
+	    cmocka_unit_test(test_env),
+	};
+
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
