@@ -307,9 +307,12 @@ static const struct config_key alert_keys[] = {
 	.type = CONFIG_TYPE_PATH,
 	ALERT_FIELD(exec),
 	.placeholder = "PATH",
-	.help = "Program run for each event, without a shell, with MOLETUN_EVENT, "
-		"MOLETUN_TUNNEL and MOLETUN_REASON in its environment. It is killed after "
-		"timeout. Exactly one of url and exec.",
+	.help = "Program run for each event, without a shell, with MOLETUN_EVENT (down, up "
+		"or test), MOLETUN_TUNNEL, MOLETUN_REASON, MOLETUN_ALERT, MOLETUN_NODE, "
+		"MOLETUN_HOST, MOLETUN_PORT, MOLETUN_SINCE, MOLETUN_TIMESTAMP, "
+		"MOLETUN_DOWN_FOR_SECONDS and MOLETUN_JSON (the json payload) in its "
+		"environment. Its process group is killed after timeout. Exactly one of url "
+		"and exec.",
     },
     {
 	.name = "format",
@@ -319,7 +322,8 @@ static const struct config_key alert_keys[] = {
 	ALERT_FIELD(format),
 	.placeholder = "json|slack|alertmanager",
 	.help = "Body of the POST: moletun's own JSON object, a Slack message, or an "
-		"Alertmanager v2 alert list (point url at /api/v2/alerts). Only with url.",
+		"Alertmanager v2 alert list (point url at /api/v2/alerts; re-sent every 60s "
+		"while firing, with endsAt set on recovery). Only with url.",
     },
     {
 	.name = "down_after",
