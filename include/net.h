@@ -7,6 +7,9 @@ int net_set_nonblock(int fd);
 int net_set_nodelay(int fd);
 /* TCP keepalive probes plus TCP_USER_TIMEOUT so the kernel gives up on a dead peer too. */
 int net_set_liveness(int fd, unsigned interval_s, unsigned count, unsigned user_timeout_ms);
+/* Asks the kernel to ACK the next segments at once; it falls back to delayed ACKs by
+ * itself, so callers re-arm it after each read. */
+void net_quickack(int fd);
 /* Binds and listens on host:port (numeric address), non-blocking, SO_REUSEADDR. */
 int net_listen(const char *host, uint16_t port);
 /* Starts a non-blocking connect; 0 on immediate success or in progress (*ret_fd set). */

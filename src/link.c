@@ -58,6 +58,13 @@ static ssize_t link_recv(libssh2_socket_t fd, void *buf, size_t len, int flags, 
 		n = recv(fd, buf, len, flags);
 	while (n < 0 && errno == EINTR);
 	if (n > 0) {
+		/*
+		 * sshd does not set TCP_NODELAY on its socket, so a small reply (a channel open
+		 * confirmation) queued behind unacknowledged data waits for our ACK, which Linux
+		 * delays by up to 40 ms. ACKing at once turns a burst of channel opens from a
+		 * series of 40 ms stalls into a series of round trips.
+		 */
+		net_quickack(fd);
 		l->last_rx = ev_now(t->loop);
 		l->rx_progress = true;
 		tunnel_want_pump(t);

@@ -27,6 +27,13 @@ int net_set_nodelay(int fd)
 	return 0;
 }
 
+void net_quickack(int fd)
+{
+	int one = 1;
+
+	setsockopt(fd, IPPROTO_TCP, TCP_QUICKACK, &one, sizeof(one));
+}
+
 /*
  * Linux starts keepalive probes after 7200 s of idle by default; we want the kernel's
  * verdict on the same scale as the SSH keepalive. TCP_USER_TIMEOUT bounds how long sent

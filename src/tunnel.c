@@ -107,13 +107,21 @@ static void send_keepalive(struct tunnel *t)
 		tunnel_fail(t, false, "sending keepalive: %s", ssh_last_error(t));
 }
 
+/*
+ * Liveness: a probe goes out after `probe_after` of silence and again every `probe_after`
+ * while the silence lasts; the peer is dead after keepalive_interval * keepalive_count_max
+ * without a single byte. probe_after is keepalive_interval, except that with a single
+ * allowed interval (count_max 1) probes go out at half of it, so an answer can arrive
+ * before the deadline.
+ */
 static void keepalive_tick(struct tunnel *t)
 {
 	struct link *l = &t->link;
 	double now = ev_now(t->loop);
 	double interval = (double)t->cfg->keepalive_interval_ms / 1000.0;
 	double dead_after = interval * t->cfg->keepalive_count_max;
-	double idle, next;
+	double probe_after = dead_after - interval / 2 < interval ? interval / 2 : interval;
+	double idle, due;
 
 	if (!ev_is_active(&l->rio)) {
 		/* No channel can drain the socket (the server refused a session channel):
@@ -125,26 +133,22 @@ static void keepalive_tick(struct tunnel *t)
 		l->unread_seen = avail;
 	}
 	idle = now - l->last_rx;
-
 	if (idle >= dead_after) {
 		tunnel_fail(t, false, "no answer from server for %.1fs (keepalive timeout)", idle);
 		return;
 	}
-	if (idle >= interval && !l->keepalive_pending && now - l->keepalive_sent >= interval) {
+	if (idle >= probe_after && !l->keepalive_pending &&
+	    now - l->keepalive_sent >= probe_after) {
 		send_keepalive(t);
 		if (t->state != TUNNEL_UP)
 			return;
 	}
-	next = l->last_rx + dead_after;
-	if (!l->keepalive_pending) {
-		double ka = l->last_rx + interval;
-
-		if (ka < l->keepalive_sent + interval)
-			ka = l->keepalive_sent + interval;
-		if (ka < next)
-			next = ka;
-	}
-	arm_timer(t, next - now);
+	due = l->last_rx + probe_after;
+	if (due < l->keepalive_sent + probe_after)
+		due = l->keepalive_sent + probe_after;
+	if (due <= now) /* a probe is still unanswered: look again soon */
+		due = now + probe_after / 2;
+	arm_timer(t, (due < l->last_rx + dead_after ? due : l->last_rx + dead_after) - now);
 }
 
 static void timer_cb(struct ev_loop *loop, ev_timer *w, int revents)

@@ -22,13 +22,13 @@ def cpu_seconds(pid):
 
 
 class LivenessTest(harness.TunnelTest):
-    def start(self, extra_config=""):
+    def start(self, extra_config="", count=COUNT):
         self.echo = self.server(EchoServer)
         self.lp = harness.free_port()
         self.sc = self.sidecar(permit_open=[self.echo.addr], extra_config=extra_config)
         m = self.simple_tunnel(self.sc, local_forward=[
             "127.0.0.1:%d %s" % (self.lp, self.echo.addr)],
-            keepalive_interval="%ds" % INTERVAL, keepalive_count_max=str(COUNT))
+            keepalive_interval="%ds" % INTERVAL, keepalive_count_max=str(count))
         self.assertUp(m)
         return m
 
@@ -63,6 +63,12 @@ class LivenessTest(harness.TunnelTest):
         m = self.start()
         self.check_idle_stays_up(m)
         self.assertFalse(m.grep("refused a session channel"))
+
+    def test_single_allowed_interval_idle_stays_up(self):
+        # keepalive_count_max = 1: the probe must go out early enough for its answer to
+        # beat the deadline, on every interval, not just the first.
+        m = self.start(count=1)
+        self.check_idle_stays_up(m, seconds=6 * INTERVAL)
 
     def test_hung_peer_detected(self):
         m = self.start()
