@@ -1,11 +1,12 @@
 #include "alert_format.h"
+#include "textenc.h"
 
 #include <errno.h>
 #include <stdbool.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
-#define REPLACEMENT_CHARACTER "\xef\xbf\xbd" /* U+FFFD */
 
 static const char *const event_names[ALERT_EVENT_COUNT] = {
     [ALERT_EVENT_DOWN] = "down",
@@ -26,80 +27,10 @@ void alert_format_rfc3339(const struct timespec *t, char *buf, size_t size)
 		snprintf(buf, size, "1970-01-01T00:00:00Z");
 }
 
-/* Length of the well-formed UTF-8 sequence at p (n bytes available), or 0 if ill-formed. */
-static size_t utf8_len(const unsigned char *p, size_t n)
-{
-	uint32_t cp, min;
-	size_t len;
-
-	if (p[0] < 0x80)
-		return 1;
-	if (p[0] >= 0xc2 && p[0] <= 0xdf)
-		len = 2, cp = p[0] & 0x1f, min = 0x80;
-	else if (p[0] >= 0xe0 && p[0] <= 0xef)
-		len = 3, cp = p[0] & 0x0f, min = 0x800;
-	else if (p[0] >= 0xf0 && p[0] <= 0xf4)
-		len = 4, cp = p[0] & 0x07, min = 0x10000;
-	else
-		return 0;
-	if (n < len)
-		return 0;
-	for (size_t i = 1; i < len; i++) {
-		if ((p[i] & 0xc0) != 0x80)
-			return 0;
-		cp = cp << 6 | (p[i] & 0x3f);
-	}
-	if (cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff))
-		return 0;
-	return len;
-}
-
-/* JSON string contents; `slack` also escapes &, < and > as Slack's mrkdwn requires. */
-static void put_escaped(FILE *out, const char *s, bool slack)
-{
-	const unsigned char *p = (const unsigned char *)s;
-	size_t n = strlen(s);
-
-	for (size_t i = 0; i < n;) {
-		size_t len = utf8_len(p + i, n - i);
-		unsigned char c = p[i];
-
-		if (len == 0) {
-			fputs(REPLACEMENT_CHARACTER, out);
-			i++;
-			continue;
-		}
-		if (len > 1) {
-			fwrite(p + i, 1, len, out);
-			i += len;
-			continue;
-		}
-		i++;
-		if (c == '"' || c == '\\')
-			fprintf(out, "\\%c", c);
-		else if (c == '\n')
-			fputs("\\n", out);
-		else if (c == '\r')
-			fputs("\\r", out);
-		else if (c == '\t')
-			fputs("\\t", out);
-		else if (c < 0x20 || c == 0x7f)
-			fprintf(out, "\\u%04x", c);
-		else if (slack && c == '&')
-			fputs("&amp;", out);
-		else if (slack && c == '<')
-			fputs("&lt;", out);
-		else if (slack && c == '>')
-			fputs("&gt;", out);
-		else
-			fputc(c, out);
-	}
-}
-
 static void put_string(FILE *out, const char *s)
 {
 	fputc('"', out);
-	put_escaped(out, s, false);
+	text_put_escaped(out, s, SIZE_MAX, TEXT_ESCAPE_JSON);
 	fputc('"', out);
 }
 
@@ -189,7 +120,7 @@ static void put_slack(FILE *out, const struct alert_event *e)
 
 	slack_text(e, text, sizeof(text));
 	fputs("{\"text\":\"", out);
-	put_escaped(out, text, true);
+	text_put_escaped(out, text, SIZE_MAX, TEXT_ESCAPE_SLACK);
 	fputs("\"}", out);
 }
 

@@ -1,46 +1,10 @@
 #include "status_format.h"
+#include "textenc.h"
 
 #include <errno.h>
 #include <inttypes.h>
 #include <stdbool.h>
 #include <string.h>
-
-#define REPLACEMENT_CHARACTER "\xef\xbf\xbd" /* U+FFFD */
-
-enum escape_mode {
-	ESCAPE_JSON,  /* RFC 8259 string contents */
-	ESCAPE_LABEL, /* Prometheus label value: backslash, double quote, newline */
-};
-
-/* Length of the well-formed UTF-8 sequence at p (n bytes available), or 0 if ill-formed. */
-static size_t utf8_sequence_len(const unsigned char *p, size_t n)
-{
-	uint32_t cp, min;
-	size_t len;
-
-	if (p[0] < 0x80)
-		return 1;
-	if (p[0] >= 0xc2 && p[0] <= 0xdf) {
-		len = 2, cp = p[0] & 0x1f, min = 0x80;
-	} else if (p[0] >= 0xe0 && p[0] <= 0xef) {
-		len = 3, cp = p[0] & 0x0f, min = 0x800;
-	} else if (p[0] >= 0xf0 && p[0] <= 0xf4) {
-		len = 4, cp = p[0] & 0x07, min = 0x10000;
-	} else {
-		return 0;
-	}
-	if (n < len)
-		return 0;
-	for (size_t i = 1; i < len; i++) {
-		if ((p[i] & 0xc0) != 0x80)
-			return 0;
-		cp = cp << 6 | (p[i] & 0x3f);
-	}
-	/* Overlong forms, UTF-16 surrogates and code points past U+10FFFF are ill-formed. */
-	if (cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff))
-		return 0;
-	return len;
-}
 
 /* C0 controls, DEL, and C1 controls (U+0080..U+009F, which some terminals obey). */
 static bool is_control(const unsigned char *p, size_t len)
@@ -48,49 +12,6 @@ static bool is_control(const unsigned char *p, size_t len)
 	if (len == 1)
 		return p[0] < 0x20 || p[0] == 0x7f;
 	return len == 2 && p[0] == 0xc2 && p[1] < 0xa0;
-}
-
-/* Writes the first `max` bytes (or up to NUL) of s, escaped for `mode`, as valid UTF-8. */
-static void put_escaped(FILE *out, const char *s, size_t max, enum escape_mode mode)
-{
-	const unsigned char *p = (const unsigned char *)s;
-	size_t n = strnlen(s, max);
-
-	for (size_t i = 0; i < n;) {
-		size_t len = utf8_sequence_len(p + i, n - i);
-		unsigned char c = p[i];
-
-		if (len == 0) {
-			fputs(REPLACEMENT_CHARACTER, out);
-			i++;
-			continue;
-		}
-		i += len;
-		if (len > 1) {
-			fwrite(p + i - len, 1, len, out);
-			continue;
-		}
-		if (c == '\\' || c == '"') {
-			fputc('\\', out);
-			fputc(c, out);
-		} else if (c == '\n') {
-			fputs("\\n", out);
-		} else if (mode == ESCAPE_LABEL) {
-			fputc(c, out);
-		} else if (c == '\r') {
-			fputs("\\r", out);
-		} else if (c == '\t') {
-			fputs("\\t", out);
-		} else if (c == '\b') {
-			fputs("\\b", out);
-		} else if (c == '\f') {
-			fputs("\\f", out);
-		} else if (c < 0x20 || c == 0x7f) {
-			fprintf(out, "\\u%04x", c);
-		} else {
-			fputc(c, out);
-		}
-	}
 }
 
 /*
@@ -132,7 +53,7 @@ static size_t sanitize_text(const char *s, size_t max, char replacement, char *b
 static void put_json_string(FILE *out, const char *s, size_t max)
 {
 	fputc('"', out);
-	put_escaped(out, s, max, ESCAPE_JSON);
+	text_put_escaped(out, s, max, TEXT_ESCAPE_JSON);
 	fputc('"', out);
 }
 
@@ -354,7 +275,7 @@ static void put_metric_family(FILE *out, const char *name, const char *type, con
 static void put_label(FILE *out, const char *name, const char *value, size_t max, bool first)
 {
 	fprintf(out, "%s%s=\"", first ? "" : ",", name);
-	put_escaped(out, value, max, ESCAPE_LABEL);
+	text_put_escaped(out, value, max, TEXT_ESCAPE_LABEL);
 	fputc('"', out);
 }
 
