@@ -80,6 +80,14 @@ struct config {
  * error was found (nothing in *ret), or another negative errno if `path` cannot be read.
  */
 int config_load(const char *path, struct config **ret, struct diag *diags);
+
+/*
+ * config_load() of `len` bytes of text (NUL bytes allowed) named `name` in diagnostics;
+ * relative paths in it are taken from dirname(name). With !allow_includes an [include]
+ * files key is an error instead of reading files. Used by tests and the fuzzer.
+ */
+int config_load_buffer(const char *name, const char *text, size_t len, bool allow_includes,
+		       struct config **ret, struct diag *diags);
 void config_free(struct config *c);
 
 const struct tunnel_config *config_find_tunnel(const struct config *c, const char *name);

@@ -52,6 +52,7 @@ struct loader {
 	size_t errors;
 	bool out_of_memory;
 	bool keep_config; /* handed to the caller: loader_finish leaves it alone */
+	bool no_includes; /* [include] is an error (config_load_buffer) */
 	struct section_state moletun_state;
 	struct section_state include_state;
 	struct section_state *tunnel_states; /* parallel to config->tunnels */
@@ -78,7 +79,9 @@ enum section_mode {
 
 struct file_parse {
 	struct loader *loader;
-	FILE *f;
+	FILE *f;	 /* NULL when reading from memory instead: */
+	const char *mem; /* the text not read yet */
+	size_t mem_left;
 	size_t file;
 	char *dir;
 	size_t depth; /* 0 for the main file */
@@ -448,6 +451,35 @@ static bool is_key_line(const char *s)
 	return *p == '=';
 }
 
+/* The next physical line into fp->buf, newline kept, as getline() returns it. */
+static ssize_t next_line(struct file_parse *fp)
+{
+	const char *nl;
+	size_t n;
+
+	if (fp->f)
+		return getline(&fp->buf, &fp->cap, fp->f);
+	if (fp->mem_left == 0)
+		return -1;
+	nl = memchr(fp->mem, '\n', fp->mem_left);
+	n = nl ? (size_t)(nl - fp->mem) + 1 : fp->mem_left;
+	if (n + 1 > fp->cap) {
+		char *grown = realloc(fp->buf, n + 1);
+
+		if (!grown) {
+			fp->loader->out_of_memory = true;
+			return -1;
+		}
+		fp->buf = grown;
+		fp->cap = n + 1;
+	}
+	memcpy(fp->buf, fp->mem, n);
+	fp->buf[n] = '\0';
+	fp->mem += n;
+	fp->mem_left -= n;
+	return (ssize_t)n;
+}
+
 /*
  * The inih reader. inih sees only "key = value" lines, left-trimmed: this function counts
  * physical lines (so the handler knows its line), handles section headers itself (inih
@@ -461,13 +493,13 @@ static char *read_line(char *str, int num, void *stream)
 	size_t max = num > 2 ? (size_t)num - 2 : 0;
 
 	while (!loader_stopped(l)) {
-		ssize_t n = getline(&fp->buf, &fp->cap, fp->f);
+		ssize_t n = next_line(fp);
 		bool indented;
 		size_t len;
 		char *s;
 
 		if (n < 0) {
-			if (ferror(fp->f))
+			if (fp->f && ferror(fp->f))
 				loader_error(l, here(fp), "read error: %s", strerror(errno));
 			return NULL;
 		}
@@ -603,7 +635,10 @@ static int handle_pair(void *user, const char *section, const char *name, const 
 	if (!state->key_at[key].line)
 		state->key_at[key] = here(fp);
 	if (k->type == CONFIG_TYPE_INCLUDE) {
-		include_files(fp, value);
+		if (l->no_includes)
+			loader_error(l, here(fp), "includes are not allowed here");
+		else
+			include_files(fp, value);
 		return 1;
 	}
 	if (k->type == CONFIG_TYPE_FORWARD || k->type == CONFIG_TYPE_WORDS)
@@ -636,12 +671,36 @@ static int handle_pair(void *user, const char *section, const char *name, const 
 	return 1;
 }
 
+/* Reads every line of fp (a file or a buffer) named `path`; 0 or -ENOMEM. */
+static int parse_file(struct loader *l, struct file_parse *fp, const char *path)
+{
+	char *copy = strdup(path);
+	int r;
+
+	fp->dir = copy ? strdup(dirname(copy)) : NULL;
+	free(copy);
+	if (!fp->dir) {
+		l->out_of_memory = true;
+		return -ENOMEM;
+	}
+	r = ini_parse_stream(read_line, fp, handle_pair, fp);
+	/* The reader passes inih nothing it can reject; this is only a safety net. */
+	if (r == -2)
+		l->out_of_memory = true;
+	else if (r != 0)
+		loader_error(l, (struct where){.file = fp->file, .line = (unsigned)r},
+			     "syntax error");
+	free(fp->buf);
+	free(fp->dir);
+	fp->buf = fp->dir = NULL;
+	return 0;
+}
+
 static int load_file(struct loader *l, const char *path, size_t depth, const struct where *from)
 {
 	struct file_parse fp = {.loader = l, .depth = depth};
 	struct stat st;
 	ssize_t file;
-	char *copy;
 	int r;
 
 	if (depth > INCLUDE_DEPTH_MAX) {
@@ -681,29 +740,12 @@ static int load_file(struct loader *l, const char *path, size_t depth, const str
 			goto out;
 		}
 	}
-	copy = strdup(path);
-	fp.dir = copy ? strdup(dirname(copy)) : NULL;
-	free(copy);
-	if (!fp.dir) {
-		l->out_of_memory = true;
-		r = -ENOMEM;
-		goto out;
-	}
 	l->open_files[l->depth].dev = st.st_dev;
 	l->open_files[l->depth].ino = st.st_ino;
 	l->depth++;
-	r = ini_parse_stream(read_line, &fp, handle_pair, &fp);
+	r = parse_file(l, &fp, path);
 	l->depth--;
-	/* The reader passes inih nothing it can reject; this is only a safety net. */
-	if (r == -2)
-		l->out_of_memory = true;
-	else if (r != 0)
-		loader_error(l, (struct where){.file = fp.file, .line = (unsigned)r},
-			     "syntax error");
-	r = 0;
 out:
-	free(fp.buf);
-	free(fp.dir);
 	fclose(fp.f);
 	return r;
 }
@@ -937,14 +979,15 @@ static bool listen_conflict(const struct config *c, const struct listen_entry *a
 			    const struct listen_entry *b)
 {
 	const char *ha = a->forward->listen_host, *hb = b->forward->listen_host;
+	const struct tunnel_config *ta = &c->tunnels[a->tunnel], *tb = &c->tunnels[b->tunnel];
 
 	if (strcmp(ha, hb) != 0 && !is_wildcard(ha) && !is_wildcard(hb))
 		return false;
 	if (a->forward->kind == FORWARD_LOCAL)
 		return true;
-	/* Remote listeners only collide on the same server. */
-	return c->tunnels[a->tunnel].port == c->tunnels[b->tunnel].port &&
-	       strcmp(c->tunnels[a->tunnel].host, c->tunnels[b->tunnel].host) == 0;
+	/* Remote listeners only collide on the same server; a missing host (already reported)
+	 * is no server at all. */
+	return ta->port == tb->port && ta->host && tb->host && strcmp(ta->host, tb->host) == 0;
 }
 
 static void check_listen_conflicts(struct loader *l, enum forward_kind kind)
@@ -1093,12 +1136,15 @@ static void loader_finish(struct loader *l)
 		config_free(l->config);
 }
 
-int config_load(const char *path, struct config **ret, struct diag *diags)
+/* config_load() of `path`, or of `len` bytes at `text` named `path` when text is set. */
+static int load(const char *path, const char *text, size_t len, bool allow_includes,
+		struct config **ret, struct diag *diags)
 {
 	struct loader l;
 	int r;
 
 	memset(&l, 0, sizeof(l));
+	l.no_includes = !allow_includes;
 	l.config = calloc(1, sizeof(*l.config));
 	if (!l.config || !(l.config->path = strdup(path)) ||
 	    config_section_defaults(CONFIG_SECTION_MOLETUN, l.config) < 0 ||
@@ -1106,7 +1152,13 @@ int config_load(const char *path, struct config **ret, struct diag *diags)
 		loader_finish(&l);
 		return -ENOMEM;
 	}
-	r = load_file(&l, path, 0, NULL);
+	if (text) {
+		struct file_parse fp = {.loader = &l, .mem = text, .mem_left = len};
+
+		r = parse_file(&l, &fp, path);
+	} else {
+		r = load_file(&l, path, 0, NULL);
+	}
 	if (r == 0 && !loader_stopped(&l))
 		validate(&l);
 	loader_flush_diags(&l, diags);
@@ -1120,6 +1172,17 @@ int config_load(const char *path, struct config **ret, struct diag *diags)
 	}
 	loader_finish(&l);
 	return r;
+}
+
+int config_load(const char *path, struct config **ret, struct diag *diags)
+{
+	return load(path, NULL, 0, true, ret, diags);
+}
+
+int config_load_buffer(const char *name, const char *text, size_t len, bool allow_includes,
+		       struct config **ret, struct diag *diags)
+{
+	return load(name, text ? text : "", len, allow_includes, ret, diags);
 }
 
 const struct tunnel_config *config_find_tunnel(const struct config *c, const char *name)

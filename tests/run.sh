@@ -1,12 +1,27 @@
 #!/usr/bin/env bash
 # The README's test command: installs dependencies, builds, runs the whole suite (unit and
 # integration tests against a real sshd), then again built with ASan+UBSan, then the
-# README's demo in its self-test mode.
+# daemon's integration tests under valgrind memcheck, a short libFuzzer run of every
+# parser, and the README's demo in its self-test mode.
 #   sudo bash tests/run.sh
+# MOLETUN_FUZZ_SECONDS (default 30) sets the fuzzing time per target; 0 skips fuzzing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 bash tests/deps.sh
+
+# valgrind for tests/valgrind.sh, gdb's gcore for test_secrets.py's core dump check, and
+# clang's libFuzzer/sanitizer runtimes (only recommended by clang, so not installed by
+# deps.sh's --no-install-recommends) for tests/fuzz/run.sh
+hardening_tools=()
+command -v valgrind >/dev/null || hardening_tools+=(valgrind)
+command -v gcore >/dev/null || hardening_tools+=(gdb)
+dpkg-query -W -f='${Status}' libclang-rt-14-dev 2>/dev/null | grep -q 'install ok installed' ||
+	hardening_tools+=(libclang-rt-14-dev)
+if [ ${#hardening_tools[@]} -gt 0 ] && [ "$(id -u)" -eq 0 ]; then
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
+		"${hardening_tools[@]}"
+fi
 
 run_suite() {
 	local dir=$1
@@ -26,7 +41,16 @@ run_suite build
 echo "== build-asan/ (AddressSanitizer + UndefinedBehaviorSanitizer) =="
 run_suite build-asan -Db_sanitize=address,undefined -Db_lundef=false
 
+echo "== valgrind memcheck (tests/valgrind.sh build) =="
+bash tests/valgrind.sh build
+
+fuzz_seconds=${MOLETUN_FUZZ_SECONDS:-30}
+if [ "$fuzz_seconds" -gt 0 ]; then
+	echo "== libFuzzer, ${fuzz_seconds}s per target (tests/fuzz/run.sh) =="
+	bash tests/fuzz/run.sh "$fuzz_seconds"
+fi
+
 echo "== README demo (tests/demo/run.sh --selftest) =="
 MOLETUN_DEPS_DONE=1 bash tests/demo/run.sh --selftest
 
-echo "== all tests passed (plain and sanitized builds, demo) =="
+echo "== all tests passed (plain and sanitized builds, valgrind, fuzzing, demo) =="

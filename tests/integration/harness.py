@@ -17,6 +17,10 @@ Main pieces:
               process behind, log dumps when a test fails.
 
 Exit code 77 tells meson a test was skipped; `skip_module()` prints the reason first.
+
+MOLETUN_WRAPPER (e.g. "valgrind --leak-check=full --log-file={logdir}/valgrind.%p.log")
+runs every `moletun run` under that command; {logdir} becomes the daemon's work dir, and
+each valgrind.*.log there is checked like the sanitizer output (tests/valgrind.sh).
 """
 
 import base64
@@ -26,6 +30,7 @@ import os
 import pwd
 import re
 import resource
+import shlex
 import shutil
 import signal
 import socket
@@ -170,6 +175,74 @@ def kill_tree(pid):
 def run(cmd, check=True, **kw):
     return subprocess.run(cmd, check=check, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                           universal_newlines=True, **kw)
+
+
+def wrapper_command(logdir):
+    """The MOLETUN_WRAPPER command prefix with {logdir} filled in ([] when unset)."""
+    text = os.environ.get("MOLETUN_WRAPPER", "").strip()
+    return [w.replace("{logdir}", logdir) for w in shlex.split(text)] if text else []
+
+
+def under_wrapper():
+    """True when moletun runs under MOLETUN_WRAPPER (valgrind): slower, and its CPU time
+    includes the tool's."""
+    return bool(os.environ.get("MOLETUN_WRAPPER", "").strip())
+
+
+def proc_cpu_seconds(pid):
+    """User + system CPU time the process has used so far (/proc/PID/stat)."""
+    with open("/proc/%d/stat" % pid, "rb") as f:
+        data = f.read()
+    fields = data[data.rfind(b")") + 2:].split()
+    # fields[0] is field 3 (state): utime and stime are fields 14 and 15
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def proc_fd_count(pid):
+    return len(os.listdir("/proc/%d/fd" % pid))
+
+
+def proc_memory_kb(pid):
+    """{"Rss": kB, "Private_Dirty": kB, ...} from /proc/PID/smaps_rollup."""
+    out = {}
+    with open("/proc/%d/smaps_rollup" % pid) as f:
+        for line in f:
+            parts = line.split()
+            if len(parts) >= 3 and parts[0].endswith(":") and parts[2] == "kB":
+                out[parts[0][:-1]] = int(parts[1])
+    return out
+
+
+def proc_uses_asan(pid):
+    """True when the process runs with AddressSanitizer (its shadow memory makes a core
+    dump huge, and its quarantine makes private memory grow by design)."""
+    with open("/proc/%d/maps" % pid) as f:
+        return "libasan" in f.read()
+
+
+class CpuMeter:
+    """CPU time a process used between start() and stop(), against wall time."""
+
+    def __init__(self, pid):
+        self.pid = pid
+        self.cpu = self.wall = None
+
+    def start(self):
+        self._cpu0 = proc_cpu_seconds(self.pid)
+        self._wall0 = time.monotonic()
+        return self
+
+    def stop(self):
+        self.cpu = proc_cpu_seconds(self.pid) - self._cpu0
+        self.wall = time.monotonic() - self._wall0
+        return self
+
+    @property
+    def share(self):
+        return self.cpu / self.wall if self.wall else 0.0
+
+    def __str__(self):
+        return "%.2fs CPU in %.1fs (%.1f%%)" % (self.cpu, self.wall, 100 * self.share)
 
 
 def keygen(path, key_type="ed25519", passphrase="", comment="moletun-test"):
@@ -698,6 +771,27 @@ def tunnel_section(name, sidecar, local_forward=(), remote_forward=(), known_hos
     return "\n".join(lines) + "\n"
 
 
+VALGRIND_ERRORS_RE = re.compile(r"ERROR SUMMARY: (\d+) errors")
+
+
+def valgrind_reports(logdir):
+    """[(log path, error count, text)] for every valgrind.*.log in logdir."""
+    out = []
+    try:
+        names = sorted(os.listdir(logdir))
+    except OSError:
+        return out
+    for name in names:
+        if not (name.startswith("valgrind.") and name.endswith(".log")):
+            continue
+        path = os.path.join(logdir, name)
+        with open(path, errors="replace") as f:
+            text = f.read()
+        m = VALGRIND_ERRORS_RE.search(text)
+        out.append((path, int(m.group(1)) if m else None, text))
+    return out
+
+
 SANITIZER_RE = re.compile(r"(ERROR: (Address|Leak|Thread|Memory)Sanitizer|runtime error:|"
                           r"SUMMARY: \w+Sanitizer)")
 TRANSITION_RE = re.compile(r"tunnel (\S+): state (\w+) -> (\w+)(?:: (.*))?")
@@ -725,16 +819,23 @@ class Moletun:
         with _live_lock:
             _live_objects.append(self)
 
-    def start(self, env=None):
+    def start(self, env=None, nofile=None):
+        """nofile: RLIMIT_NOFILE for the daemon (soft and hard), like `ulimit -n`."""
         e = dict(os.environ)
         e.pop("JOURNAL_STREAM", None)
         e.pop("NOTIFY_SOCKET", None)
         if env:
             e.update(env)
+        preexec = None
+        if nofile is not None:
+            def preexec():
+                resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, nofile))
         self.start_time = time.monotonic()
-        self.proc = subprocess.Popen([moletun_bin(), "run", "-c", self.config_path],
+        self.proc = subprocess.Popen(wrapper_command(self.dir) +
+                                     [moletun_bin(), "run", "-c", self.config_path],
                                      stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                     stderr=subprocess.STDOUT, env=e, start_new_session=True)
+                                     stderr=subprocess.STDOUT, env=e, start_new_session=True,
+                                     preexec_fn=preexec)
         self.reader = threading.Thread(target=self._read, daemon=True)
         self.reader.start()
         return self
@@ -852,6 +953,15 @@ class Moletun:
     def sanitizer_reports(self):
         return [l for _, l in self.grep(SANITIZER_RE)]
 
+    def valgrind_errors(self):
+        """Excerpts of the valgrind logs of this daemon that report errors (definite leaks
+        count as errors with --errors-for-leak-kinds=definite)."""
+        out = []
+        for path, errors, text in valgrind_reports(self.dir):
+            if errors:
+                out.append("%s: %d errors\n%s" % (path, errors, text[-6000:]))
+        return out
+
     def cleanup(self):
         try:
             if self.proc is not None and self.proc.poll() is None:
@@ -859,7 +969,8 @@ class Moletun:
                 # sanitizer build, LeakSanitizer); SIGKILL if it does not come.
                 _signal(self.proc.pid, signal.SIGTERM)
                 try:
-                    self.proc.wait(3)
+                    # under valgrind the leak check at exit takes a while
+                    self.proc.wait(30 if under_wrapper() else 3)
                 except subprocess.TimeoutExpired:
                     self.needed_kill = True
                     kill_tree(self.proc.pid)
@@ -1043,6 +1154,9 @@ class TunnelTest(unittest.TestCase):
         reports = m.sanitizer_reports()
         if reports:
             self.fail("sanitizer reports in moletun's log:\n" + "\n".join(reports[:20]))
+        reports = m.valgrind_errors()
+        if reports:
+            self.fail("valgrind reports errors:\n" + "\n".join(reports))
         if m.needed_kill:
             self.fail("moletun did not exit within 3 s of SIGTERM at the end of the test")
 
