@@ -32,6 +32,7 @@ struct listener {
 	int fd;
 	ev_io io;
 	ev_timer pause; /* accept paused after EMFILE/ENFILE */
+	ev_tstamp last_warn;
 };
 
 /* A remote_forward: the server-side listener of the current session. */
@@ -160,6 +161,8 @@ void link_setup_session(struct tunnel *t);
 void link_step(struct tunnel *t);
 /* True when a libssh2 error code means the whole session is gone. */
 bool ssh_error_fatal(int rc);
+/* What a connecting link is waiting for, for error messages. */
+const char *link_step_str(enum link_step step);
 const char *ssh_last_error(struct tunnel *t);
 int link_flush(struct tunnel *t);
 

@@ -40,6 +40,22 @@ const char *ssh_last_error(struct tunnel *t)
 	return msg && *msg ? msg : "unknown error";
 }
 
+const char *link_step_str(enum link_step step)
+{
+	static const char *const names[] = {
+		[LINK_RESOLVING] = "resolving the host name",
+		[LINK_TCP_CONNECT] = "TCP connect",
+		[LINK_HANDSHAKE] = "SSH banner and key exchange",
+		[LINK_AUTH_KEY] = "authentication",
+		[LINK_AUTH_AGENT] = "authentication through ssh-agent",
+		[LINK_KEEPALIVE_CHANNEL] = "opening the keepalive channel",
+		[LINK_REMOTE_FORWARDS] = "requesting remote forwards",
+		[LINK_READY] = "ready",
+	};
+
+	return (unsigned)step <= LINK_READY ? names[step] : "unknown step";
+}
+
 void link_setup_session(struct tunnel *t)
 {
 	const struct tunnel_config *cfg = t->cfg;

@@ -603,6 +603,7 @@ static void accept_cb(struct ev_loop *loop, ev_io *w, int revents)
 			log_warn("control: accept: %s; pausing the control socket for %.0f s",
 				 strerror(errno), ACCEPT_RETRY_SEC);
 			ev_io_stop(loop, &s->accept_io);
+			ev_timer_set(&s->accept_retry, ACCEPT_RETRY_SEC, 0.);
 			ev_timer_start(loop, &s->accept_retry);
 			return;
 		}

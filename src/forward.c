@@ -186,9 +186,17 @@ void forward_accept_cb(struct ev_loop *loop, ev_io *w, int revents)
 		if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
 			/* Out of descriptors: the listener stays readable, so pause instead of
 			 * spinning; connections wait in the backlog meanwhile. */
-			log_warn("tunnel %s: accept: %s; pausing accepts for 100ms",
-				 li->tunnel->cfg->name, strerror(errno));
+			ev_tstamp now = ev_now(loop);
+
+			if (now - li->last_warn >= 10.0) {
+				log_warn("tunnel %s: accept: %s; pausing accepts for 100ms (repeats "
+					 "are not logged for 10s)",
+					 li->tunnel->cfg->name, strerror(errno));
+				li->last_warn = now;
+			}
 			ev_io_stop(loop, &li->io);
+			/* a one-shot timer that already fired restarts with no time left */
+			ev_timer_set(&li->pause, 0.1, 0.0);
 			ev_timer_start(loop, &li->pause);
 		}
 		break;

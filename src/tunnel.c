@@ -162,7 +162,8 @@ static void timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
 		break;
 	case TUNNEL_CONNECTING:
 		duration_format(t->cfg->connect_timeout_ms, d, sizeof(d));
-		tunnel_fail(t, false, "connect timeout after %s", d);
+		tunnel_fail(t, false, "connect timeout after %s (during %s)", d,
+			    link_step_str(t->link.step));
 		break;
 	case TUNNEL_UP:
 		keepalive_tick(t);
