@@ -106,7 +106,6 @@ struct link {
 	bool dead;         /* no more socket I/O: sends are dropped, recvs fail */
 	int unread_seen;   /* FIONREAD when nothing can drain the socket (no channels) */
 	ev_tstamp last_rx;
-	ev_tstamp up_at;
 };
 
 struct tunnel {

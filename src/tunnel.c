@@ -178,7 +178,6 @@ void tunnel_link_ready(struct tunnel *t)
 	t->ever_up = true;
 	t->last_error[0] = '\0';
 	t->auth_failure = false;
-	t->link.up_at = ev_now(t->loop);
 	set_state(t, TUNNEL_UP, NULL, UINT64_MAX);
 	forward_tunnel_up(t);
 	keepalive_tick(t);
