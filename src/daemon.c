@@ -250,12 +250,13 @@ static void daemon_finish(struct daemon *d)
 		ev_signal_stop(d->loop, &d->sigint);
 		ev_signal_stop(d->loop, &d->sighup);
 		notify_finish(d->loop);
+		log_detach();
 	}
 	config_free(d->cfg);
 	libssh2_exit();
 }
 
-int daemon_main(const char *config_path)
+static int daemon_run(const char *config_path)
 {
 	static const struct control_ops ops = {
 		.snapshot = daemon_snapshot,
@@ -268,7 +269,6 @@ int daemon_main(const char *config_path)
 	struct diag diags;
 	int r;
 
-	log_init(LOG_INFO);
 	signal(SIGPIPE, SIG_IGN);
 	diag_init(&diags);
 	r = config_load(config_path, &d.cfg, &diags);
@@ -287,6 +287,7 @@ int daemon_main(const char *config_path)
 		return 1;
 	}
 	d.loop = ev_default_loop(EVFLAG_AUTO);
+	log_attach(d.loop);
 	d.tunnels = calloc(d.cfg->n_tunnels ? d.cfg->n_tunnels : 1, sizeof(*d.tunnels));
 	if (!d.tunnels) {
 		daemon_finish(&d);
@@ -331,4 +332,15 @@ int daemon_main(const char *config_path)
 	daemon_finish(&d);
 	log_info("stopped");
 	return 0;
+}
+
+int daemon_main(const char *config_path)
+{
+	int r;
+
+	log_init(LOG_INFO);
+	r = daemon_run(config_path);
+	/* Bounded: a stalled log reader must not hold up the exit either. */
+	log_finish(1.0);
+	return r;
 }

@@ -218,7 +218,10 @@ class AlertTest(harness.TunnelTest):
 
     def test_gives_up_loudly_after_five_attempts(self):
         hook = self.receiver(default=500)
-        m = self.start([alert_section("js", hook.url())])
+        # down_after well above a slow start (valgrind on a loaded machine connects in
+        # over 1 s): a "not connected yet" alert from the start would be counted here.
+        m = self.start([alert_section("js", hook.url(), down_after="3s")])
+        self.assertEqual(hook.received(), [])
         t_kill = time.monotonic()
         self.sc.kill()
         line = m.wait_for(r"err: alert js: giving up on down event for tunnel t1 after 5 "

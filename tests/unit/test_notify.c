@@ -3,13 +3,16 @@
 #include <stddef.h>
 
 #include <cmocka.h>
+#include <errno.h>
 #include <ev.h>
 #include <inttypes.h>
 #include <poll.h>
 #include <stdio.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
@@ -231,6 +234,179 @@ static void test_noop_outside_systemd(void **state)
 	expect_nothing(f);
 }
 
+/* Sends distinct statuses until the reader's queue is full and one waits in moletun. */
+static int fill_reader_queue(void)
+{
+	char text[64];
+	int sent = 0;
+
+	while (notify_pending() == 0) {
+		snprintf(text, sizeof(text), "filler %d", sent++);
+		notify_status(text);
+		assert_in_range(sent, 1, 100000);
+	}
+	return sent;
+}
+
+/* Everything the reader gets while the loop flushes, until nothing is pending. */
+static int drain(struct fake_systemd *f, char **out, int max)
+{
+	int n = 0;
+	char *got;
+
+	for (int round = 0; round < 200; round++) {
+		while ((got = receive(f, 0)) != NULL) {
+			assert_true(n < max);
+			out[n++] = strdup(got);
+		}
+		if (notify_pending() == 0 && round > 0)
+			break;
+		run_loop_for(f->loop, 0.01);
+	}
+	while ((got = receive(f, 20)) != NULL) {
+		assert_true(n < max);
+		out[n++] = strdup(got);
+	}
+	assert_int_equal(notify_pending(), 0);
+	return n;
+}
+
+static void free_all(char **msgs, int n)
+{
+	for (int i = 0; i < n; i++)
+		free(msgs[i]);
+}
+
+static void test_stalled_reader_never_blocks(void **state)
+{
+	struct fake_systemd *f = *state;
+	char *msgs[2100];
+	char text[64];
+	int n, filled, i;
+
+	/* A blocking send would hang here; SIGALRM ends the test as failed instead. */
+	alarm(20);
+	notify_init(f->loop);
+	filled = fill_reader_queue();
+	for (i = 0; i < 1000; i++) {
+		snprintf(text, sizeof(text), "status %d", i);
+		notify_status(text);
+	}
+	notify_ready();
+	notify_reloading();
+	notify_reloading();
+	notify_reloading();
+	notify_ready();
+	notify_stopping();
+	/* Coalesced: READY, the last RELOADING, READY, STOPPING, and one STATUS. */
+	assert_int_equal(notify_pending(), 5);
+	alarm(0);
+
+	n = drain(f, msgs, 2100);
+	/* The fillers that went out before the queue was full, then the rest in order. */
+	for (i = 0; i < n && strncmp(msgs[i], "STATUS=filler ", 14) == 0; i++)
+		;
+	assert_int_equal(i, filled - 1);
+	assert_int_equal(n - i, 5);
+	assert_string_equal(msgs[i], "READY=1");
+	assert_true(strncmp(msgs[i + 1], "RELOADING=1\nMONOTONIC_USEC=", 27) == 0);
+	assert_string_equal(msgs[i + 2], "READY=1");
+	assert_string_equal(msgs[i + 3], "STOPPING=1");
+	assert_string_equal(msgs[i + 4], "STATUS=status 999");
+	free_all(msgs, n);
+
+	/* Unchanged status is still not re-sent after a backlog. */
+	notify_status("status 999");
+	expect_nothing(f);
+}
+
+static void test_watchdog_sent_once_after_stall(void **state)
+{
+	struct fake_systemd *f = *state;
+	char *msgs[1100];
+	char pid[32];
+	int n, pings = 0;
+
+	snprintf(pid, sizeof(pid), "%d", (int)getpid());
+	setenv("WATCHDOG_USEC", "100000", 1);
+	setenv("WATCHDOG_PID", pid, 1);
+	notify_init(f->loop);
+	fill_reader_queue();
+	/* About 10 ticks while nobody reads. */
+	run_loop_for(f->loop, 0.5);
+	assert_int_equal(notify_pending(), 2); /* the last filler status and one ping */
+	n = drain(f, msgs, 1100);
+	for (int i = 0; i < n; i++)
+		pings += strcmp(msgs[i], "WATCHDOG=1") == 0;
+	assert_int_equal(pings, 1);
+	assert_string_equal(msgs[n - 1], "WATCHDOG=1");
+	free_all(msgs, n);
+}
+
+static void test_reader_comes_back(void **state)
+{
+	struct fake_systemd *f = *state;
+	struct sockaddr_un addr = {.sun_family = AF_UNIX};
+
+	notify_init(f->loop);
+	notify_ready();
+	expect_message(f, "READY=1");
+	/* The manager's socket goes away (re-executed): nothing is lost meanwhile. */
+	close(f->fd);
+	unlink(f->path);
+	notify_status("1/1 tunnels up");
+	notify_stopping();
+	assert_int_equal(notify_pending(), 2);
+	f->fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+	assert_true(f->fd >= 0);
+	snprintf(addr.sun_path, sizeof(addr.sun_path), "%s", f->path);
+	assert_int_equal(bind(f->fd, (struct sockaddr *)&addr, sizeof(addr)), 0);
+	/* Reconnected by the retry timer (1 s). */
+	run_loop_for(f->loop, 1.5);
+	expect_message(f, "STOPPING=1");
+	expect_message(f, "STATUS=1/1 tunnels up");
+	assert_int_equal(notify_pending(), 0);
+}
+
+static void test_fdstore_carries_descriptor(void **state)
+{
+	struct fake_systemd *f = *state;
+	union {
+		struct cmsghdr header;
+		char space[CMSG_SPACE(sizeof(int))];
+	} control;
+	char buf[128];
+	struct iovec iov = {.iov_base = buf, .iov_len = sizeof(buf) - 1};
+	struct msghdr mh = {.msg_iov = &iov,
+			    .msg_iovlen = 1,
+			    .msg_control = &control,
+			    .msg_controllen = sizeof(control)};
+	struct stat sent, got;
+	struct cmsghdr *cm;
+	int fds[2], fd;
+	ssize_t n;
+
+	assert_int_equal(pipe(fds), 0);
+	assert_int_equal(notify_fdstore(fds[1], "listen:x"), -EINVAL);
+	assert_int_equal(notify_fdstore(fds[1], ""), -EINVAL);
+	assert_int_equal(notify_fdstore(fds[1], "listen-127.0.0.1-5433"), 0);
+	n = recvmsg(f->fd, &mh, MSG_DONTWAIT);
+	assert_true(n > 0);
+	buf[n] = '\0';
+	assert_string_equal(buf, "FDSTORE=1\nFDNAME=listen-127.0.0.1-5433");
+	cm = CMSG_FIRSTHDR(&mh);
+	assert_non_null(cm);
+	assert_int_equal(cm->cmsg_type, SCM_RIGHTS);
+	memcpy(&fd, CMSG_DATA(cm), sizeof(int));
+	assert_int_equal(fstat(fds[1], &sent), 0);
+	assert_int_equal(fstat(fd, &got), 0);
+	assert_true(sent.st_ino == got.st_ino);
+	close(fd);
+	close(fds[0]);
+	close(fds[1]);
+	expect_nothing(f);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -239,6 +415,10 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_watchdog, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_watchdog_for_another_process, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_noop_outside_systemd, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_stalled_reader_never_blocks, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_watchdog_sent_once_after_stall, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_reader_comes_back, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_fdstore_carries_descriptor, setup, teardown),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
