@@ -37,7 +37,7 @@ struct control_ops {
 
 struct control_server;
 
-#define CONTROL_CLIENTS_MAX 32	/* concurrent clients; more get "error busy" */
+#define CONTROL_CLIENTS_MAX 32	/* concurrent clients; see control_server_create() */
 #define CONTROL_TIMEOUT_SEC 5.0 /* to send the request, then again to take the reply */
 
 /* A deferred reply (alert-test) not finished by then gets "error timeout". */
@@ -49,6 +49,11 @@ struct control_server;
  * socket calls: -ENAMETOOLONG (path too long for sun_path), -EINVAL (unknown group,
  * logged), -EEXIST (path exists and is not a socket), -EADDRINUSE (a live daemon
  * answers on path). The protocol is described in control_proto.h.
+ *
+ * At most CONTROL_CLIENTS_MAX clients are served at once. When all slots are taken, a
+ * newcomer takes the slot of the client that has waited longest without sending a whole
+ * request (that one gets "error busy"), so idle connections cannot lock ctl out; only when
+ * every client is being answered is the newcomer told "error busy".
  *
  * The ops are called from the loop while a client waits; they must not destroy the
  * server (defer that, e.g. with an ev_idle, when a reload moves the socket).

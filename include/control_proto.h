@@ -23,6 +23,9 @@
  *                            ALERT_TEST_TIMEOUT_MS); body: one "NAME: RESULT" line each,
  *                            e.g. "ops: HTTP 200", "pager: failed: HTTP 500"
  *
+ * "error busy" means the server closed the connection without reading the request (no
+ * free slot, see control_server_create()): nothing was done, and asking again is safe.
+ *
  * A client may also end its request with EOF instead of LF. Mutating requests need
  * uid 0, the daemon's uid, or membership of the control group; anything else may be
  * asked by whoever can connect. The body is UTF-8 text and ends at EOF.

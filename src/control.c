@@ -14,18 +14,20 @@
 #include <unistd.h>
 
 #include "control_proto.h"
+#include "list.h"
 #include "log.h"
 #include "status_format.h"
 
 #define ACCEPT_BATCH	  64  /* accepts per wakeup, so a flood cannot starve tunnels */
 #define ACCEPT_RETRY_SEC  1.0 /* pause after EMFILE instead of spinning on the listener */
 #define DRAIN_MAX	  (256 << 10)
+#define FULL_LOG_SEC	  1.0 /* evictions and refusals: one log line at most this often */
 #define NO_PEER_UID	  ((uid_t)-1)
 #define PEER_GROUPS_FIRST 64
 
 struct control_client {
 	struct control_server *server;
-	struct control_client *prev, *next;
+	struct list link; /* in server->reading until the request is complete, then answering */
 	int fd;
 	ev_io io;
 	ev_timer timeout;
@@ -48,8 +50,12 @@ struct control_server {
 	ino_t ino;
 	gid_t control_gid;
 	ev_tstamp timeout;
-	struct control_client *clients;
+	struct list reading;   /* clients still sending their request, oldest first */
+	struct list answering; /* clients being sent a reply or waiting for a deferred one */
 	size_t n_clients;
+	ev_timer full_log;
+	size_t n_evicted, n_refused; /* since the last log line */
+	uid_t evicted_uid;	     /* of the last client evicted */
 };
 
 /* A reply being built: the header text and the body stream. */
@@ -88,12 +94,7 @@ static void client_destroy(struct control_client *c)
 	ev_timer_stop(s->loop, &c->timeout);
 	if (c->fd >= 0)
 		close(c->fd);
-	if (c->prev)
-		c->prev->next = c->next;
-	else
-		s->clients = c->next;
-	if (c->next)
-		c->next->prev = c->prev;
+	list_remove(&c->link);
 	s->n_clients--;
 	free(c->out);
 	free(c);
@@ -516,30 +517,49 @@ static void client_handle(struct control_client *c, const char *line, size_t len
 	free(body);
 }
 
-static void client_read(struct control_client *c)
+/* The request is complete (or refused): from now on the client is never evicted. */
+static void client_set_answering(struct control_client *c)
+{
+	list_remove(&c->link);
+	list_insert_tail(&c->server->answering, &c->link);
+}
+
+/*
+ * Reads what the client sent, at most one buffer's worth per call so that a client
+ * streaming bytes cannot hold the loop. Returns true while the client is still sending
+ * its request; false once it is being answered or has gone (then `c` may be freed).
+ */
+static bool client_read(struct control_client *c)
 {
 	ssize_t n, line_len;
 
 	n = recv(c->fd, c->in + c->in_len, sizeof(c->in) - c->in_len, MSG_DONTWAIT);
 	if (n < 0) {
-		if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)
-			client_destroy(c);
-		return;
+		if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)
+			return true;
+		client_destroy(c);
+		return false;
 	}
 	if (n == 0) {
 		/* EOF ends the request too (printf status | socat - UNIX:...); none: just go. */
-		if (c->in_len == 0)
+		if (c->in_len == 0) {
 			client_destroy(c);
-		else
+		} else {
+			client_set_answering(c);
 			client_handle(c, c->in, c->in_len);
-		return;
+		}
+		return false;
 	}
 	c->in_len += (size_t)n;
 	line_len = control_request_scan(c->in, c->in_len);
+	if (line_len == -EAGAIN)
+		return true;
+	client_set_answering(c);
 	if (line_len == -EMSGSIZE)
 		client_reply_error(c, "request too long");
-	else if (line_len >= 0)
+	else
 		client_handle(c, c->in, (size_t)line_len);
+	return false;
 }
 
 static void client_io_cb(struct ev_loop *loop, ev_io *w, int revents)
@@ -549,7 +569,7 @@ static void client_io_cb(struct ev_loop *loop, ev_io *w, int revents)
 	if (c->out)
 		client_write(c);
 	else
-		client_read(c);
+		(void)client_read(c);
 }
 
 static void client_timeout_cb(struct ev_loop *loop, ev_timer *w, int revents)
@@ -575,10 +595,7 @@ static int client_create(struct control_server *s, int fd)
 	c->fd = fd;
 	if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &c->peer, &len) < 0)
 		c->peer.uid = NO_PEER_UID;
-	c->next = s->clients;
-	if (s->clients)
-		s->clients->prev = c;
-	s->clients = c;
+	list_insert_tail(&s->reading, &c->link);
 	s->n_clients++;
 	ev_io_init(&c->io, client_io_cb, fd, EV_READ);
 	c->io.data = c;
@@ -587,6 +604,70 @@ static int client_create(struct control_server *s, int fd)
 	c->timeout.data = c;
 	ev_timer_start(s->loop, &c->timeout);
 	return 0;
+}
+
+static void server_log_full(struct control_server *s)
+{
+	char last[48] = "";
+
+	if (s->n_evicted > 0)
+		snprintf(last, sizeof(last), " (the last from uid %d)", (int)s->evicted_uid);
+	log_notice("control: all %d client slots taken: %zu idle client%s closed to make room%s, "
+		   "%zu turned away as busy",
+		   CONTROL_CLIENTS_MAX, s->n_evicted, s->n_evicted == 1 ? "" : "s", last,
+		   s->n_refused);
+	s->n_evicted = 0;
+	s->n_refused = 0;
+}
+
+/*
+ * Counts an eviction (of a client of uid `evicted_uid`) or, when `evicted` is false, a
+ * refusal. A flood of connections must not flood the log: the first is told, the rest
+ * summed up once a second.
+ */
+static void server_note_full(struct control_server *s, bool evicted, uid_t evicted_uid)
+{
+	if (evicted) {
+		s->n_evicted++;
+		s->evicted_uid = evicted_uid;
+	} else {
+		s->n_refused++;
+	}
+	if (ev_is_active(&s->full_log))
+		return;
+	server_log_full(s);
+	ev_timer_again(s->loop, &s->full_log);
+}
+
+static void full_log_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+	struct control_server *s = w->data;
+
+	if (s->n_evicted == 0 && s->n_refused == 0)
+		ev_timer_stop(loop, w);
+	else
+		server_log_full(s);
+}
+
+/*
+ * Frees a slot when all are taken, as sshd's MaxStartups drops unauthenticated
+ * connections: the client that has gone longest without sending a complete request is
+ * closed. A candidate's socket is read first, so a request already sent (moletun ctl
+ * writes it right after connecting) is answered rather than thrown away. Clients being
+ * answered are never closed. Returns false when every slot is busy answering.
+ */
+static bool server_make_room(struct control_server *s)
+{
+	while (s->n_clients >= CONTROL_CLIENTS_MAX && !list_empty(&s->reading)) {
+		struct control_client *c = list_entry(s->reading.next, struct control_client, link);
+
+		if (!client_read(c))
+			continue;
+		send(c->fd, "error busy\n", strlen("error busy\n"), MSG_NOSIGNAL | MSG_DONTWAIT);
+		server_note_full(s, true, c->peer.uid);
+		client_destroy(c);
+	}
+	return s->n_clients < CONTROL_CLIENTS_MAX;
 }
 
 static void accept_cb(struct ev_loop *loop, ev_io *w, int revents)
@@ -609,10 +690,11 @@ static void accept_cb(struct ev_loop *loop, ev_io *w, int revents)
 		}
 		if (fd < 0)
 			return;
-		if (s->n_clients >= CONTROL_CLIENTS_MAX) {
+		if (!server_make_room(s)) {
 			send(fd, "error busy\n", strlen("error busy\n"),
 			     MSG_NOSIGNAL | MSG_DONTWAIT);
 			close(fd);
+			server_note_full(s, false, NO_PEER_UID);
 			continue;
 		}
 		if (client_create(s, fd) < 0)
@@ -733,6 +815,10 @@ int control_server_create(struct ev_loop *loop, const char *path, const char *gr
 	s->fd = -1;
 	s->control_gid = gid;
 	s->timeout = CONTROL_TIMEOUT_SEC;
+	list_init(&s->reading);
+	list_init(&s->answering);
+	ev_timer_init(&s->full_log, full_log_cb, 0., FULL_LOG_SEC);
+	s->full_log.data = s;
 	ev_io_init(&s->accept_io, accept_cb, -1, EV_READ);
 	s->accept_io.data = s;
 	ev_timer_init(&s->accept_retry, accept_retry_cb, ACCEPT_RETRY_SEC, 0.);
@@ -754,10 +840,13 @@ void control_server_destroy(struct control_server *s)
 
 	if (!s)
 		return;
-	while (s->clients)
-		client_destroy(s->clients);
+	while (!list_empty(&s->reading))
+		client_destroy(list_entry(s->reading.next, struct control_client, link));
+	while (!list_empty(&s->answering))
+		client_destroy(list_entry(s->answering.next, struct control_client, link));
 	ev_io_stop(s->loop, &s->accept_io);
 	ev_timer_stop(s->loop, &s->accept_retry);
+	ev_timer_stop(s->loop, &s->full_log);
 	if (s->fd >= 0)
 		close(s->fd);
 	/* Only our own socket: a newer daemon may have replaced it already. */

@@ -16,6 +16,9 @@
 #include "control_proto.h"
 
 #define CTL_TIMEOUT_MS 5000
+/* "error busy" is asked again this many times, after 10, 20, 40 and 80 ms */
+#define CTL_BUSY_RETRIES  4
+#define CTL_BUSY_PAUSE_MS 10
 /* alert-test waits for webhooks: longer than the daemon's own bound on it */
 #define CTL_ALERT_TEST_TIMEOUT_MS 30000
 
@@ -215,6 +218,35 @@ static int ctl_report_error(const struct control_request *req, const struct cont
 	return CTL_EXIT_ERROR;
 }
 
+/* One connection: sends `line`, reads the reply until EOF. Returns 0 or -errno (reported). */
+static int ctl_exchange(const char *path, const char *line, int64_t deadline, char **ret,
+			size_t *ret_len)
+{
+	int fd = -1, r;
+
+	r = ctl_connect(path, &fd);
+	if (r < 0)
+		return r;
+	/* A busy daemon answers and closes at once: EPIPE here, its reply still to read. */
+	r = ctl_send(fd, line);
+	if (r < 0 && r != -EPIPE && r != -ECONNRESET) {
+		fprintf(stderr, "moletun ctl: sending to %s: %s\n", path,
+			r == -EAGAIN ? "timed out" : strerror(-r));
+		close(fd);
+		return r;
+	}
+	r = ctl_receive(fd, path, deadline, ret, ret_len);
+	close(fd);
+	return r;
+}
+
+static bool reply_is_busy(const char *reply, size_t len)
+{
+	static const char busy[] = "error busy\n";
+
+	return len >= sizeof(busy) - 1 && memcmp(reply, busy, sizeof(busy) - 1) == 0;
+}
+
 static int ctl_run(const char *path, const struct control_request *req)
 {
 	char line[CONTROL_REQUEST_MAX];
@@ -224,21 +256,25 @@ static int ctl_run(const char *path, const struct control_request *req)
 	    (req->command == CONTROL_ALERT_TEST ? CTL_ALERT_TEST_TIMEOUT_MS : CTL_TIMEOUT_MS);
 	char *reply = NULL, *lf;
 	size_t reply_len = 0, header_len, body_len;
-	int fd = -1, status = CTL_EXIT_ERROR, r;
+	int status = CTL_EXIT_ERROR, pause_ms = CTL_BUSY_PAUSE_MS;
 
 	if (control_request_format(req, line, sizeof(line)) < 0)
 		return ctl_usage("request too long");
-	if (ctl_connect(path, &fd) < 0)
-		return CTL_EXIT_ERROR;
-	/* A busy daemon answers and closes at once: EPIPE here, its reply still to read. */
-	r = ctl_send(fd, line);
-	if (r < 0 && r != -EPIPE && r != -ECONNRESET) {
-		fprintf(stderr, "moletun ctl: sending to %s: %s\n", path,
-			r == -EAGAIN ? "timed out" : strerror(-r));
-		goto out;
+	/*
+	 * "busy" means the daemon closed the connection without reading the request: all its
+	 * slots were answering, or a flood of idle connections pushed this one out before it
+	 * had sent. Nothing was done, so asking again is safe, even for reload.
+	 */
+	for (int attempt = 0;; attempt++, pause_ms *= 2) {
+		if (ctl_exchange(path, line, deadline, &reply, &reply_len) < 0)
+			return CTL_EXIT_ERROR;
+		if (attempt == CTL_BUSY_RETRIES || !reply_is_busy(reply, reply_len) ||
+		    now_ms() + pause_ms >= deadline)
+			break;
+		free(reply);
+		reply = NULL;
+		usleep((useconds_t)pause_ms * 1000);
 	}
-	if (ctl_receive(fd, path, deadline, &reply, &reply_len) < 0)
-		goto out;
 	lf = memchr(reply, '\n', reply_len);
 	if (!lf) {
 		fprintf(stderr, "moletun ctl: %s closed the connection without a %s\n", path,
@@ -266,8 +302,6 @@ static int ctl_run(const char *path, const struct control_request *req)
 		status = CTL_EXIT_ERROR;
 out:
 	free(reply);
-	if (fd >= 0)
-		close(fd);
 	return status;
 }
 

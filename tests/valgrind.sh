@@ -15,7 +15,8 @@ build=${1:-build}
 shift || true
 tests=("$@")
 [ ${#tests[@]} -gt 0 ] ||
-	tests=(forward reconnect shutdown hostkey_auth agent control_plane alerts limits hostile secrets)
+	tests=(forward reconnect shutdown hostkey_auth agent control_plane control_eviction alerts
+		limits hostile secrets)
 
 if [ ! -x "$build/moletun" ]; then
 	echo "valgrind: $build/moletun not built" >&2

@@ -387,17 +387,12 @@ class ControlPlaneTest(harness.TunnelTest):
             before = rounds[0]
             time.sleep(1.0)
             self.assertGreater(rounds[0], before + 10, "tunnel stalled under 500 idle clients")
+            # Idle connections make way: ctl is answered while they hold every slot.
             r = ctl(m, "status", "t1")
-            self.assertEqual(r.returncode, 1)
-            self.assertIn("busy", r.stderr)
+            self.assertEqual(r.returncode, 0, r.stderr)
             for c in idle:
                 c.close()
-            deadline = time.monotonic() + 7
-            while time.monotonic() < deadline:
-                r = ctl(m, "status", "t1")
-                if r.returncode == 0:
-                    break
-                time.sleep(0.2)
+            r = ctl(m, "status", "t1")
             self.assertEqual(r.returncode, 0, r.stderr)
         finally:
             stop.set()

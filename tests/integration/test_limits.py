@@ -1,8 +1,9 @@
 """Resource limits: max_connections per forward, running out of file descriptors, and 50
 sidecar restarts in which no memory, heap block or descriptor is left behind.
 
-Bounded control connections (500 idle control clients get "busy" while the tunnel keeps
-carrying data) are tested in test_control_plane.py, test_hostile_control_clients.
+Bounded control connections (500 idle control clients neither lock `ctl` out nor slow the
+tunnel) are tested in test_control_plane.py, test_hostile_control_clients, and in
+test_control_eviction.py.
 """
 
 import json

@@ -30,6 +30,8 @@
 #define TEST_TIMEOUT_SEC 1.0 /* the server's per-client timeout in these tests */
 #define OTHER_UID	 4242
 #define OTHER_GID	 4242
+#define PARKED_MAX	 (CONTROL_CLIENTS_MAX + 8)
+#define ALERT_REPLY	 "ok alerts=1 failed=0\nops: HTTP 200\n"
 
 /* The daemon side: a fake ops table over a configurable set of tunnels. */
 struct fake_daemon {
@@ -39,6 +41,9 @@ struct fake_daemon {
 	int reloads;
 	int reconnects;
 	char reconnected[CONTROL_NAME_MAX]; /* "--all" for all */
+	/* alert-test replies taken and not finished yet: clients waiting on a deferred reply */
+	struct control_deferred *parked[PARKED_MAX];
+	size_t n_parked;
 };
 
 struct fixture {
@@ -141,6 +146,41 @@ static int fake_reload(void *userdata, struct diag *errors)
 	return r;
 }
 
+static int fake_alert_test(void *userdata, const char *name, struct control_deferred *reply)
+{
+	struct fake_daemon *d = userdata;
+	int r = 0;
+
+	pthread_mutex_lock(&d->lock);
+	if (d->n_parked == PARKED_MAX)
+		r = -ENOBUFS;
+	else
+		d->parked[d->n_parked++] = reply;
+	pthread_mutex_unlock(&d->lock);
+	return r;
+}
+
+/* Answers every parked alert-test; only while the loop is not running in its thread. */
+static void fake_finish_parked(struct fake_daemon *d)
+{
+	pthread_mutex_lock(&d->lock);
+	for (size_t i = 0; i < d->n_parked; i++)
+		control_deferred_finish(d->parked[i], "ok alerts=1 failed=0", "ops: HTTP 200\n",
+					strlen("ops: HTTP 200\n"));
+	d->n_parked = 0;
+	pthread_mutex_unlock(&d->lock);
+}
+
+static size_t fake_parked(struct fake_daemon *d)
+{
+	size_t n;
+
+	pthread_mutex_lock(&d->lock);
+	n = d->n_parked;
+	pthread_mutex_unlock(&d->lock);
+	return n;
+}
+
 static void stop_cb(struct ev_loop *loop, ev_async *w, int revents)
 {
 	ev_break(loop, EVBREAK_ALL);
@@ -198,6 +238,7 @@ static struct fixture *fixture_new(void)
 	    .snapshot = fake_snapshot,
 	    .reconnect = fake_reconnect,
 	    .reload = fake_reload,
+	    .alert_test = fake_alert_test,
 	};
 	f->loop = ev_loop_new(EVFLAG_AUTO);
 	assert_non_null(f->loop);
@@ -213,6 +254,7 @@ static void fixture_free(struct fixture *f)
 {
 	stop_loop(f);
 	control_server_destroy(f->server);
+	fake_finish_parked(&f->fake); /* their clients are gone: this only frees */
 	ev_timer_stop(f->loop, &f->heartbeat);
 	ev_async_stop(f->loop, &f->stop);
 	ev_loop_destroy(f->loop);
@@ -229,6 +271,18 @@ static int setup(void **state)
 	assert_int_equal(control_server_create(f->loop, f->path, NULL, &f->ops, &f->server), 0);
 	control_server_set_timeout(f->server, TEST_TIMEOUT_SEC);
 	start_loop(f);
+	*state = f;
+	return 0;
+}
+
+/* The server without its loop thread: the test steps the loop itself (pump()). */
+static int setup_manual(void **state)
+{
+	struct fixture *f = fixture_new();
+
+	assert_int_equal(control_server_create(f->loop, f->path, NULL, &f->ops, &f->server), 0);
+	/* Nobody times out while the test takes its time between steps. */
+	control_server_set_timeout(f->server, 30.0);
 	*state = f;
 	return 0;
 }
@@ -305,20 +359,6 @@ static void send_all(int fd, const char *data, size_t len)
 		data += n;
 		len -= (size_t)n;
 	}
-}
-
-/* A busy server answers and closes without reading: sending may fail, reading may not. */
-static void expect_busy(struct fixture *f)
-{
-	int fd = client_connect(f->path);
-	char *reply;
-
-	assert_true(fd >= 0);
-	(void)send(fd, "status\n", 7, MSG_NOSIGNAL);
-	reply = read_all(fd, NULL);
-	assert_string_equal(reply, "error busy\n");
-	free(reply);
-	close(fd);
 }
 
 /* One whole exchange: connect, send `request` bytes, return the reply. */
@@ -533,10 +573,23 @@ static void test_huge_line(void **state)
 	expect_reply(f, "reload\n", "ok\n");
 }
 
-/* Opens n connections that never speak; returns how many were turned away as busy. */
-static size_t open_idle(struct fixture *f, int *fds, size_t n)
+/* Reads until the server closes and checks all it sent that was not read yet. */
+static void expect_closed(int fd, const char *expected)
 {
-	size_t busy = 0;
+	char *reply = read_all(fd, NULL);
+
+	assert_string_equal(reply, expected);
+	free(reply);
+}
+
+/*
+ * Opens n connections that never speak. Once the slots are full each newcomer takes the
+ * place of the oldest idle client: checks that exactly the first n - CONTROL_CLIENTS_MAX
+ * were told "error busy", and that the others are still open.
+ */
+static void open_idle(struct fixture *f, int *fds, size_t n)
+{
+	size_t evicted = n > CONTROL_CLIENTS_MAX ? n - CONTROL_CLIENTS_MAX : 0;
 
 	for (size_t i = 0; i < n; i++) {
 		fds[i] = client_connect(f->path);
@@ -547,35 +600,34 @@ static size_t open_idle(struct fixture *f, int *fds, size_t n)
 		char buf[64];
 		ssize_t len;
 
-		if (poll(&pfd, 1, i < CONTROL_CLIENTS_MAX ? 0 : 500) != 1)
+		if (i >= evicted) {
+			assert_int_equal(poll(&pfd, 1, 0), 0);
 			continue;
+		}
+		assert_int_equal(poll(&pfd, 1, 5000), 1);
 		len = recv(fds[i], buf, sizeof(buf) - 1, 0);
 		assert_true(len >= 0);
 		buf[len] = '\0';
 		assert_string_equal(buf, "error busy\n");
-		busy++;
 	}
-	return busy;
 }
 
 static void test_idle_clients_bounded(void **state)
 {
 	struct fixture *f = *state;
 	int fds[CONTROL_CLIENTS_MAX + 8];
-	size_t n = sizeof(fds) / sizeof(fds[0]);
+	size_t n = sizeof(fds) / sizeof(fds[0]), first = n - CONTROL_CLIENTS_MAX;
 	int beats;
 
 	beats = atomic_load(&f->beats);
-	assert_int_equal(open_idle(f, fds, n), n - CONTROL_CLIENTS_MAX);
-	/* While every slot is taken, a newcomer is told so at once instead of hanging. */
-	expect_busy(f);
-	/* The first ones are dropped with a word after the timeout... */
-	for (size_t i = 0; i < CONTROL_CLIENTS_MAX; i++) {
-		char *reply = read_all(fds[i], NULL);
-
-		assert_string_equal(reply, "error timeout\n");
-		free(reply);
-	}
+	open_idle(f, fds, n);
+	/* While idle clients hold every slot, a newcomer is served at once... */
+	expect_reply(f, "reload\n", "ok\n");
+	/* ...in the place of the oldest of them. */
+	expect_closed(fds[first], "error busy\n");
+	/* The others are dropped with a word after the timeout... */
+	for (size_t i = first + 1; i < n; i++)
+		expect_closed(fds[i], "error timeout\n");
 	for (size_t i = 0; i < n; i++)
 		close(fds[i]);
 	/* ...and the server serves again; the loop never stalled. */
@@ -604,9 +656,11 @@ static void test_500_idle_clients(void **state)
 		skip();
 	}
 	beats = atomic_load(&f->beats);
-	assert_int_equal(open_idle(f, fds, n), n - CONTROL_CLIENTS_MAX);
+	open_idle(f, fds, n);
 	usleep(100000);
 	assert_true(atomic_load(&f->beats) > beats);
+	/* Served while the last 32 of them still hold the slots. */
+	expect_reply(f, "reload\n", "ok\n");
 	for (size_t i = 0; i < n; i++)
 		close(fds[i]);
 	free(fds);
@@ -646,6 +700,227 @@ static void test_client_that_never_reads(void **state)
 	reply = exchange(f, "reload\n", 7);
 	assert_string_equal(reply, "ok\n");
 	free(reply);
+}
+
+static double now_sec(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* Steps a fixture's loop (no thread) until what is ready now has been handled. */
+static void pump(struct fixture *f)
+{
+	for (int i = 0; i < 8; i++)
+		ev_run(f->loop, EVRUN_NOWAIT);
+}
+
+/* read_all() for a loop stepped by hand: pumps while waiting (at most 5 s). */
+static char *pump_read_all(struct fixture *f, int fd, size_t *ret_len)
+{
+	size_t cap = 65536, len = 0;
+	char *buf = malloc(cap);
+	double deadline = now_sec() + 5.0;
+
+	assert_non_null(buf);
+	for (;;) {
+		ssize_t n;
+
+		if (len + 1 == cap) {
+			cap *= 2;
+			buf = realloc(buf, cap);
+			assert_non_null(buf);
+		}
+		pump(f);
+		n = recv(fd, buf + len, cap - len - 1, MSG_DONTWAIT);
+		if (n == 0 || (n < 0 && errno == ECONNRESET))
+			break;
+		if (n < 0 && (errno == EAGAIN || errno == EINTR)) {
+			if (now_sec() > deadline)
+				fail_msg("no EOF within 5 s (%zu bytes so far)", len);
+			continue;
+		}
+		if (n < 0)
+			fail_msg("recv: %s", strerror(errno));
+		len += (size_t)n;
+	}
+	buf[len] = '\0';
+	if (ret_len)
+		*ret_len = len;
+	return buf;
+}
+
+static void expect_pumped(struct fixture *f, int fd, const char *expected)
+{
+	char *reply = pump_read_all(f, fd, NULL);
+
+	assert_string_equal(reply, expected);
+	free(reply);
+	close(fd);
+}
+
+/* The server has neither written to fd nor closed it. */
+static void expect_silent(int fd)
+{
+	struct pollfd pfd = {.fd = fd, .events = POLLIN};
+
+	assert_int_equal(poll(&pfd, 1, 0), 0);
+}
+
+#define N_IDLE	 (CONTROL_CLIENTS_MAX - 1)
+#define N_PARKED (CONTROL_CLIENTS_MAX - 2)
+
+/*
+ * With every slot taken, a newcomer closes the client that has waited longest without
+ * sending a whole request. A request already sent but not read yet counts as sent, and
+ * clients being answered (a reply being written, a deferred reply) are never closed. The
+ * loop is stepped by hand, so the order of accepts and reads is known.
+ */
+static void test_eviction_order(void **state)
+{
+	struct fixture *f = *state;
+	int waiting, sent, newcomer, writer, idle[N_IDLE], parked[N_PARKED];
+	char *expected, *reply;
+	size_t len;
+
+	/*
+	 * One batch of 33 accepts: an alert-test and a status request, both unread when the
+	 * 33rd makes the server look for room, then 31 silent clients.
+	 */
+	waiting = client_connect(f->path);
+	send_all(waiting, "alert-test\n", 11);
+	sent = client_connect(f->path);
+	send_all(sent, "status\n", 7);
+	for (size_t i = 0; i < N_IDLE; i++)
+		idle[i] = client_connect(f->path);
+	send_all(idle[0], "stat", 4); /* half a request is no request */
+	pump(f);
+	/* Both requests were read and handled instead of their senders being closed. */
+	reply = pump_read_all(f, sent, NULL);
+	assert_true(strncmp(reply, "ok tunnels=2 up=1\n", 18) == 0);
+	free(reply);
+	close(sent);
+	assert_int_equal(fake_parked(&f->fake), 1);
+	assert_int_equal(control_server_clients(f->server), CONTROL_CLIENTS_MAX);
+	expect_silent(waiting);
+	for (size_t i = 0; i < N_IDLE; i++)
+		expect_silent(idle[i]);
+
+	/* A newcomer takes the place of the oldest idle client. */
+	newcomer = client_connect(f->path);
+	send_all(newcomer, "reload\n", 7);
+	expect_pumped(f, newcomer, "ok\n");
+	expect_pumped(f, idle[0], "error busy\n");
+	for (size_t i = 1; i < N_IDLE; i++)
+		expect_silent(idle[i]);
+	expect_silent(waiting);
+
+	/*
+	 * Fill the server with clients being answered: one sits on a 2.4 MB reply it does
+	 * not read, 30 wait for alert-test. Each pushes out one idle client, oldest first.
+	 */
+	f->fake.n_tunnels = 8000;
+	expected = expected_status(f, true, NULL);
+	writer = client_connect(f->path);
+	send_all(writer, "status --json\n", 14);
+	for (size_t i = 0; i < N_PARKED; i++) {
+		parked[i] = client_connect(f->path);
+		send_all(parked[i], "alert-test\n", 11);
+	}
+	pump(f);
+	for (size_t i = 1; i < N_IDLE; i++)
+		expect_pumped(f, idle[i], "error busy\n");
+	assert_int_equal(fake_parked(&f->fake), 1 + N_PARKED);
+	assert_int_equal(control_server_clients(f->server), CONTROL_CLIENTS_MAX);
+
+	/* Now a newcomer is turned away, and nobody else is closed. */
+	newcomer = client_connect(f->path);
+	send_all(newcomer, "status\n", 7);
+	expect_pumped(f, newcomer, "error busy\n");
+	expect_silent(waiting);
+	for (size_t i = 0; i < N_PARKED; i++)
+		expect_silent(parked[i]);
+	assert_int_equal(control_server_clients(f->server), CONTROL_CLIENTS_MAX);
+
+	/* Every answer arrives in full. */
+	fake_finish_parked(&f->fake);
+	expect_pumped(f, waiting, ALERT_REPLY);
+	for (size_t i = 0; i < N_PARKED; i++)
+		expect_pumped(f, parked[i], ALERT_REPLY);
+	reply = pump_read_all(f, writer, &len);
+	assert_int_equal(len, strlen(expected));
+	assert_true(memcmp(reply, expected, len) == 0);
+	free(reply);
+	free(expected);
+	close(writer);
+	pump(f);
+	assert_int_equal(control_server_clients(f->server), 0);
+}
+
+/*
+ * Sends `block` again and again (pausing `pause_us` between sends) until the server
+ * hangs up, for at most 5 s. Returns the reply; *ret_seconds: how long it took.
+ */
+static char *stream_until_closed(struct fixture *f, const char *block, size_t len,
+				 useconds_t pause_us, double *ret_seconds)
+{
+	int fd = client_connect(f->path);
+	double t0 = now_sec();
+	char *reply;
+
+	assert_true(fd >= 0);
+	fcntl(fd, F_SETFL, O_NONBLOCK);
+	while (now_sec() - t0 < 5.0) {
+		struct pollfd pfd = {.fd = fd, .events = POLLOUT | POLLIN};
+
+		poll(&pfd, 1, 20);
+		if (pfd.revents & (POLLIN | POLLHUP | POLLERR))
+			break;
+		if (send(fd, block, len, MSG_NOSIGNAL) < 0 && errno != EAGAIN)
+			break;
+		if (pause_us)
+			usleep(pause_us);
+	}
+	fcntl(fd, F_SETFL, 0);
+	reply = read_all(fd, NULL);
+	*ret_seconds = now_sec() - t0;
+	close(fd);
+	return reply;
+}
+
+/* A client streaming garbage is answered and hung up on; it never holds the loop. */
+static void test_garbage_streams(void **state)
+{
+	struct fixture *f = *state;
+	static const char lines[] = "frobnicate\nfrobnicate\nfrobnicate\nfrobnicate\n";
+	char junk[4096], *reply;
+	double seconds;
+	int beats = atomic_load(&f->beats);
+
+	/* Endless invalid lines: the first is refused, then the server hangs up. */
+	reply = stream_until_closed(f, lines, sizeof(lines) - 1, 0, &seconds);
+	assert_string_equal(reply, "error unknown command\n");
+	assert_true(seconds < TEST_TIMEOUT_SEC);
+	free(reply);
+
+	/* Bytes with no newline: cut off at CONTROL_REQUEST_MAX, not at the timeout. */
+	memset(junk, 0xfe, sizeof(junk));
+	reply = stream_until_closed(f, junk, sizeof(junk), 0, &seconds);
+	assert_string_equal(reply, "error request too long\n");
+	assert_true(seconds < TEST_TIMEOUT_SEC);
+	free(reply);
+
+	/* A byte now and then does not stretch the timeout: it counts from the connect. */
+	reply = stream_until_closed(f, "x", 1, 50000, &seconds);
+	assert_string_equal(reply, "error timeout\n");
+	assert_true(seconds > 0.9 * TEST_TIMEOUT_SEC);
+	assert_true(seconds < TEST_TIMEOUT_SEC + 0.5);
+	free(reply);
+
+	assert_true(atomic_load(&f->beats) > beats + 20);
+	expect_reply(f, "reload\n", "ok\n");
 }
 
 static void test_socket_file(void **state)
@@ -1017,19 +1292,76 @@ static void test_ctl_no_daemon(void **state)
 	unlink(stale);
 }
 
+/* A daemon that says "busy" to its first client and answers the second. */
+struct busy_once {
+	int listen_fd;
+	char second_request[64];
+};
+
+static void *busy_once_thread(void *arg)
+{
+	struct busy_once *b = arg;
+	ssize_t n;
+	int fd;
+
+	fd = accept(b->listen_fd, NULL, NULL);
+	send(fd, "error busy\n", 11, MSG_NOSIGNAL);
+	close(fd);
+	fd = accept(b->listen_fd, NULL, NULL);
+	n = recv(fd, b->second_request, sizeof(b->second_request) - 1, 0);
+	b->second_request[n > 0 ? n : 0] = '\0';
+	send(fd, "ok\n", 3, MSG_NOSIGNAL);
+	close(fd);
+	return NULL;
+}
+
 static void test_ctl_busy_and_mute_daemon(void **state)
 {
 	struct fixture *f = *state;
 	struct sockaddr_un addr = {.sun_family = AF_UNIX};
 	int fds[CONTROL_CLIENTS_MAX], mute;
 	char path[96], msg[512];
+	struct busy_once busy = {0};
 	struct timespec t0, t1;
+	pthread_t thread;
 
-	assert_int_equal(open_idle(f, fds, CONTROL_CLIENTS_MAX), 0);
-	expect_ctl(run_ctl("-s", f->path, "status", NULL), 1, "",
-		   "moletun ctl: the daemon is busy (too many control clients); try again\n");
+	/* Idle clients make way for ctl: the oldest of them is closed. */
+	open_idle(f, fds, CONTROL_CLIENTS_MAX);
+	expect_ctl(run_ctl("-s", f->path, "status", "t0", NULL), 0, NULL, "");
+	expect_closed(fds[0], "error busy\n");
 	for (size_t i = 0; i < CONTROL_CLIENTS_MAX; i++)
 		close(fds[i]);
+
+	/* Only when every client is being answered is ctl turned away. */
+	for (size_t i = 0; i < CONTROL_CLIENTS_MAX; i++) {
+		fds[i] = client_connect(f->path);
+		send_all(fds[i], "alert-test\n", 11);
+	}
+	for (int spins = 0; fake_parked(&f->fake) < CONTROL_CLIENTS_MAX && spins < 500; spins++)
+		usleep(10000);
+	assert_int_equal(fake_parked(&f->fake), CONTROL_CLIENTS_MAX);
+	expect_ctl(run_ctl("-s", f->path, "status", NULL), 1, "",
+		   "moletun ctl: the daemon is busy (too many control clients); try again\n");
+	stop_loop(f);
+	fake_finish_parked(&f->fake);
+	start_loop(f);
+	for (size_t i = 0; i < CONTROL_CLIENTS_MAX; i++) {
+		expect_closed(fds[i], ALERT_REPLY);
+		close(fds[i]);
+	}
+
+	/* "busy" means the request was not read: ctl asks again, even to reload. */
+	snprintf(path, sizeof(path), "%s/busy-once.sock", f->dir);
+	snprintf(addr.sun_path, sizeof(addr.sun_path), "%s", path);
+	busy.listen_fd = socket(AF_UNIX, SOCK_STREAM, 0);
+	assert_int_equal(bind(busy.listen_fd, (struct sockaddr *)&addr, sizeof(addr)), 0);
+	assert_int_equal(listen(busy.listen_fd, 4), 0);
+	assert_int_equal(pthread_create(&thread, NULL, busy_once_thread, &busy), 0);
+	expect_ctl(run_ctl("-s", path, "reload", NULL), 0, "", "");
+	assert_int_equal(pthread_join(thread, NULL), 0);
+	assert_string_equal(busy.second_request, "reload\n");
+	close(busy.listen_fd);
+	unlink(path);
 
 	/* A daemon that accepts (in the backlog) but never answers: 5 s, then a clear error. */
 	snprintf(path, sizeof(path), "%s/mute.sock", f->dir);
@@ -1058,6 +1390,8 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_idle_clients_bounded, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_500_idle_clients, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_client_that_never_reads, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_eviction_order, setup_manual, teardown),
+	    cmocka_unit_test_setup_teardown(test_garbage_streams, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_socket_file, setup, teardown),
 	    cmocka_unit_test(test_group),
 	    cmocka_unit_test(test_stale_socket),
