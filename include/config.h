@@ -5,6 +5,7 @@
 #include <stdio.h>
 
 #include "diag.h"
+#include "filedigest.h"
 #include "fwdspec.h"
 
 #define CONFIG_DEFAULT_PATH "/etc/moletun/moletun.conf"
@@ -43,6 +44,11 @@ struct tunnel_config {
 	uint64_t auth_retry_interval_ms;
 	uint64_t down_hold_ms;
 	unsigned max_connections;       /* per forward */
+	/* Contents of the files above when loaded, so that a reload notices a file rewritten
+	 * in place (zero when not recorded: unset, or see check_known_hosts in config.c). */
+	struct file_digest identity_file_digest;
+	struct file_digest identity_passphrase_file_digest;
+	struct file_digest known_hosts_file_digest;
 	char *file;                     /* where the section starts */
 	unsigned line;
 };
@@ -94,6 +100,13 @@ const struct tunnel_config *config_find_tunnel(const struct config *c, const cha
 
 /* True when two tunnel sections would produce the same session and forwards. */
 bool tunnel_config_equal(const struct tunnel_config *a, const struct tunnel_config *b);
+
+/*
+ * Why they would not: the name of the first key that differs ("keepalive_interval"), with
+ * *ret_contents set when only the contents of the file it names differ; NULL when equal.
+ */
+const char *tunnel_config_diff(const struct tunnel_config *a, const struct tunnel_config *b,
+			       bool *ret_contents);
 
 /* Prints the one-line-per-tunnel summary `moletun check` shows on success. */
 void config_print_summary(const struct config *c, FILE *out);

@@ -39,6 +39,7 @@ enum config_type {
 #define CONFIG_KEY_REQUIRED   0x1u /* must be set in every section of its kind */
 #define CONFIG_KEY_REPEATABLE 0x2u /* may appear more than once; each adds an item */
 #define CONFIG_KEY_SECRET     0x4u /* value never echoed in messages or summaries */
+#define CONFIG_KEY_CONTENTS   0x8u /* PATH: reload also compares the file's digest_offset */
 
 struct config_choice {
 	const char *name;
@@ -57,6 +58,7 @@ struct config_key {
 	int forward_kind;		     /* FORWARD: enum forward_kind */
 	size_t offset;			     /* of the field in the section's struct */
 	size_t count_offset;		     /* lists: of the size_t item count */
+	size_t digest_offset;		     /* CONTENTS: of the struct file_digest */
 	const char *placeholder;	     /* in the man page: "DURATION", "PATH" ... */
 	const char *help;
 };
@@ -102,5 +104,8 @@ void config_key_format(const struct config_key *key, const void *object, char *b
 /* True when the field still holds the key's default (false for keys without one). */
 bool config_key_is_default(const struct config_key *key, const void *object);
 
-/* True when the field holds the same value in both objects. */
+/* True when the field holds the same value in both objects (a path, not what it names). */
 bool config_key_equal(const struct config_key *key, const void *a, const void *b);
+
+/* False only for a CONTENTS key whose file digests differ between the objects. */
+bool config_key_contents_equal(const struct config_key *key, const void *a, const void *b);

@@ -817,14 +817,25 @@ static int key_kind_read(int fd, enum key_kind *ret)
 	return 0;
 }
 
+/* Records the digest of the open `fd` for reload, or reports why it cannot be read. */
+static void record_digest(struct loader *l, const char *what, const char *path, struct where at,
+			  int fd, struct file_digest *ret)
+{
+	int r = file_digest_read(fd, ret);
+
+	if (r < 0)
+		loader_error(l, at, "%s %s: %s", what, path, strerror(-r));
+}
+
 /*
  * OpenSSH's rule for private keys: a regular file that only its owner may access. For an
  * identity file (`is_key`), what kind of key it holds is reported first: a public key is
- * usually mode 0644, and "use the private key" is the more useful message.
+ * usually mode 0644, and "use the private key" is the more useful message. A file that
+ * passes gets its digest recorded in *ret_digest.
  */
 static void check_private_file(struct loader *l, const char *what, const char *path,
 			       struct where at, const char *refused, bool is_key,
-			       bool has_passphrase)
+			       bool has_passphrase, struct file_digest *ret_digest)
 {
 	enum key_kind kind = KEY_PLAIN;
 	struct stat st;
@@ -859,21 +870,43 @@ static void check_private_file(struct loader *l, const char *what, const char *p
 			     (unsigned)(st.st_mode & 07777), refused);
 	else if (kind == KEY_ENCRYPTED && !has_passphrase)
 		loader_error(l, at, "%s %s is encrypted: set identity_passphrase_file", what, path);
+	else
+		record_digest(l, what, path, at, fd, ret_digest);
 out:
 	close(fd);
 }
 
-static void check_known_hosts(struct loader *l, const struct tunnel_config *t, struct where at)
+/*
+ * A reload compares the contents of known_hosts_file only under strict_host_key_checking =
+ * yes. Under accept-new moletun appends to the file itself, so every tunnel naming it would
+ * restart at the next reload after any of them learned a host key, and such a restart
+ * would re-check little: the file is read again at every connection anyway, and a host
+ * missing from it is trusted anew. After correcting a learned key by hand, use moletun ctl
+ * reconnect. Under no, the file decides nothing.
+ */
+static void check_known_hosts(struct loader *l, struct tunnel_config *t, struct where at)
 {
 	const char *path = t->known_hosts_file;
 	struct stat st;
 	char *copy, *dir;
+	int fd;
 
 	if (stat(path, &st) == 0) {
-		if (!S_ISREG(st.st_mode))
+		if (!S_ISREG(st.st_mode)) {
 			loader_error(l, at, "known_hosts file %s: not a regular file", path);
-		else if (access(path, R_OK) < 0)
+		} else if (access(path, R_OK) < 0) {
 			loader_error(l, at, "known_hosts file %s: %s", path, strerror(errno));
+		} else if (t->strict_host_key_checking == HOST_KEY_STRICT) {
+			fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
+			if (fd < 0) {
+				loader_error(l, at, "known_hosts file %s: %s", path,
+					     strerror(errno));
+				return;
+			}
+			record_digest(l, "known_hosts file", path, at, fd,
+				      &t->known_hosts_file_digest);
+			close(fd);
+		}
 		return;
 	}
 	if (errno != ENOENT || t->strict_host_key_checking != HOST_KEY_ACCEPT_NEW) {
@@ -900,7 +933,7 @@ static void validate_tunnel(struct loader *l, size_t i)
 {
 	const enum config_section sec = CONFIG_SECTION_TUNNEL;
 	const struct config_section_info *info = &config_sections[sec];
-	const struct tunnel_config *t = &l->config->tunnels[i];
+	struct tunnel_config *t = &l->config->tunnels[i];
 	const struct section_state *s = &l->tunnel_states[i];
 
 	for (size_t k = 0; k < info->n_keys; k++)
@@ -925,11 +958,11 @@ static void validate_tunnel(struct loader *l, size_t i)
 	if (t->identity_file)
 		check_private_file(l, "identity file", t->identity_file,
 				   key_where(s, sec, "identity_file"), "private keys", true,
-				   t->identity_passphrase_file != NULL);
+				   t->identity_passphrase_file != NULL, &t->identity_file_digest);
 	if (t->identity_passphrase_file)
 		check_private_file(l, "identity passphrase file", t->identity_passphrase_file,
 				   key_where(s, sec, "identity_passphrase_file"), "key passphrases",
-				   false, false);
+				   false, false, &t->identity_passphrase_file_digest);
 	if (!key_bad(s, sec, "strict_host_key_checking") &&
 	    t->strict_host_key_checking != HOST_KEY_NO) {
 		if (!key_given(s, sec, "known_hosts_file"))
@@ -1193,16 +1226,32 @@ const struct tunnel_config *config_find_tunnel(const struct config *c, const cha
 	return NULL;
 }
 
-bool tunnel_config_equal(const struct tunnel_config *a, const struct tunnel_config *b)
+const char *tunnel_config_diff(const struct tunnel_config *a, const struct tunnel_config *b,
+			       bool *ret_contents)
 {
 	const struct config_section_info *info = &config_sections[CONFIG_SECTION_TUNNEL];
 
+	*ret_contents = false;
 	if (strcmp(a->name, b->name) != 0)
-		return false;
-	for (size_t k = 0; k < info->n_keys; k++)
-		if (!config_key_equal(&info->keys[k], a, b))
-			return false;
-	return true;
+		return "name";
+	for (size_t k = 0; k < info->n_keys; k++) {
+		const struct config_key *key = &info->keys[k];
+
+		if (!config_key_equal(key, a, b))
+			return key->name;
+		if (!config_key_contents_equal(key, a, b)) {
+			*ret_contents = true;
+			return key->name;
+		}
+	}
+	return NULL;
+}
+
+bool tunnel_config_equal(const struct tunnel_config *a, const struct tunnel_config *b)
+{
+	bool contents;
+
+	return tunnel_config_diff(a, b, &contents) == NULL;
 }
 
 /* "https://hooks.example.com/..." without credentials, path or query, which may be secret. */

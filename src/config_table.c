@@ -45,6 +45,7 @@ static const char *const log_level_names[] = {"debug", "info", "notice", "warnin
 #define MOLETUN_FIELD(f) .offset = offsetof(struct config, f)
 #define TUNNEL_FIELD(f)	 .offset = offsetof(struct tunnel_config, f)
 #define ALERT_FIELD(f)	 .offset = offsetof(struct alert_config, f)
+#define TUNNEL_DIGEST(f) .digest_offset = offsetof(struct tunnel_config, f)
 
 static const struct config_key moletun_keys[] = {
     {
@@ -122,7 +123,9 @@ static const struct config_key tunnel_keys[] = {
     {
 	.name = "identity_file",
 	.type = CONFIG_TYPE_PATH,
+	.flags = CONFIG_KEY_CONTENTS,
 	TUNNEL_FIELD(identity_file),
+	TUNNEL_DIGEST(identity_file_digest),
 	.placeholder = "PATH",
 	.help = "Private key in OpenSSH format (Ed25519 or ECDSA: RSA user keys are "
 		"refused by OpenSSH 8.8 and later with this libssh2). Like OpenSSH, "
@@ -132,7 +135,9 @@ static const struct config_key tunnel_keys[] = {
     {
 	.name = "identity_passphrase_file",
 	.type = CONFIG_TYPE_PATH,
+	.flags = CONFIG_KEY_CONTENTS,
 	TUNNEL_FIELD(identity_passphrase_file),
+	TUNNEL_DIGEST(identity_passphrase_file_digest),
 	.placeholder = "PATH",
 	.help = "File whose first line is the passphrase of identity_file, with the same "
 		"permission rules as the key.",
@@ -157,7 +162,9 @@ static const struct config_key tunnel_keys[] = {
     {
 	.name = "known_hosts_file",
 	.type = CONFIG_TYPE_PATH,
+	.flags = CONFIG_KEY_CONTENTS,
 	TUNNEL_FIELD(known_hosts_file),
+	TUNNEL_DIGEST(known_hosts_file_digest),
 	.placeholder = "PATH",
 	.help = "OpenSSH known_hosts file holding the server's host key. Required unless "
 		"strict_host_key_checking = no; must exist unless it is accept-new.",
@@ -460,6 +467,11 @@ static size_t *count_of(const struct config_key *k, void *object)
 static size_t const_count_of(const struct config_key *k, const void *object)
 {
 	return *(const size_t *)(const void *)((const char *)object + k->count_offset);
+}
+
+static const struct file_digest *const_digest_of(const struct config_key *k, const void *object)
+{
+	return (const struct file_digest *)(const void *)((const char *)object + k->digest_offset);
 }
 
 static bool has_space(const char *s)
@@ -1040,6 +1052,13 @@ bool config_key_equal(const struct config_key *k, const void *a, const void *b)
 		break;
 	}
 	return true;
+}
+
+bool config_key_contents_equal(const struct config_key *k, const void *a, const void *b)
+{
+	if (!(k->flags & CONFIG_KEY_CONTENTS))
+		return true;
+	return file_digest_equal(const_digest_of(k, a), const_digest_of(k, b));
 }
 
 bool config_key_is_default(const struct config_key *k, const void *object)

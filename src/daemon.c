@@ -145,7 +145,9 @@ static int daemon_add_tunnel(struct daemon *d, const struct tunnel_config *tc)
 /*
  * Applies a new configuration: unchanged tunnels keep their sessions and clients (they
  * are re-pointed at the new config), changed ones restart, removed ones close, new ones
- * start. The new config is parsed completely before anything is touched.
+ * start. The new config is parsed completely before anything is touched. Its file digests
+ * are taken before tunnel_create() reads the key again, so a key replaced in between is
+ * never missed: at worst it restarts its tunnel once more at the next reload.
  */
 static int daemon_reload(void *userdata, struct diag *errors)
 {
@@ -176,12 +178,20 @@ static int daemon_reload(void *userdata, struct diag *errors)
 	/* Keep unchanged tunnels; close the rest first so their addresses are free. */
 	for (size_t i = 0; i < n_old; i++) {
 		const struct tunnel_config *tc = config_find_tunnel(next, old[i]->cfg->name);
+		const char *changed = NULL;
+		bool contents = false;
 
-		if (tc && tunnel_config_equal(tc, old[i]->cfg)) {
+		if (tc)
+			changed = tunnel_config_diff(old[i]->cfg, tc, &contents);
+		if (tc && !changed) {
 			old[i]->cfg = tc;
 			continue;
 		}
-		log_info("tunnel %s: %s", old[i]->cfg->name, tc ? "changed, restarting" : "removed");
+		if (changed)
+			log_info("tunnel %s: %s%s changed, restarting", old[i]->cfg->name, changed,
+				 contents ? " contents" : "");
+		else
+			log_info("tunnel %s: removed", old[i]->cfg->name);
 		tunnel_destroy(old[i]);
 		old[i] = NULL;
 	}

@@ -402,5 +402,147 @@ class ControlPlaneTest(harness.TunnelTest):
         print("%d echo rounds through the tunnel during the abuse" % rounds[0])
 
 
+
+def write_in_place(path, data):
+    """Rewrites a file's contents as `cp new old` does: same path, inode and mode."""
+    with open(path, "wb") as f:
+        f.write(data)
+
+
+def closed_within(sock, timeout):
+    """True when the peer closes the connection (EOF or reset) within timeout."""
+    sock.settimeout(timeout)
+    try:
+        return sock.recv(64) == b""
+    except ConnectionResetError:
+        return True
+    except socket.timeout:
+        return False
+
+
+def roundtrip(sock, payload):
+    sock.sendall(payload)
+    got = b""
+    while len(got) < len(payload):
+        b = sock.recv(64)
+        if not b:
+            break
+        got += b
+    return got
+
+
+class ReloadFileContentsTest(harness.TunnelTest):
+    """A reload compares what identity_file and known_hosts_file hold, not only their
+    paths: a key rotated in place restarts its tunnel, a file rewritten with the same bytes
+    does not, and a file that cannot be read fails the reload without touching anything."""
+
+    # valgrind slows the daemon's start and handshakes down many times
+    SLOW = 4 if harness.under_wrapper() else 1
+
+    def setUp(self):
+        super().setUp()
+        self.echo = self.server(EchoServer)
+        self.sc = self.sidecar(permit_open=[self.echo.addr])
+        self.lp1, self.lp2 = harness.free_port(), harness.free_port()
+        # t1 has a key of its own, so that rotating it concerns t1 only
+        self.key1 = harness.keygen(os.path.join(self.tmp, "id_t1"), comment="t1")
+        self.authorize([self.sc.user_key, self.key1])
+
+    def authorize(self, keys):
+        """authorized_keys on the sidecar holds exactly these keys (sshd reads it at each
+        authentication, so the change applies to the next connection)."""
+        with open(self.sc.authorized_keys, "w") as f:
+            for k in keys:
+                f.write(harness.read_pubkey(k + ".pub") + "\n")
+
+    def start_daemon(self, **t1_keys):
+        kh = self.known_hosts(self.sc)
+        t1 = dict(known_hosts_file=kh, identity_file=self.key1)
+        t1.update(t1_keys)
+        m = self.moletun([
+            tunnel_section("t1", self.sc, local_forward=[
+                "127.0.0.1:%d %s" % (self.lp1, self.echo.addr)], **t1),
+            tunnel_section("t2", self.sc, known_hosts_file=kh, local_forward=[
+                "127.0.0.1:%d %s" % (self.lp2, self.echo.addr)]),
+        ])
+        self.assertUp(m, "t1", 10 * self.SLOW)
+        self.assertUp(m, "t2", 10 * self.SLOW)
+        return m, kh
+
+    def test_reload_restarts_tunnel_whose_key_was_rotated_in_place(self):
+        m, _ = self.start_daemon()
+        new = harness.keygen(os.path.join(self.tmp, "id_new"), comment="t1-rotated")
+        with connect(self.lp1, timeout=5) as s1, connect(self.lp2, timeout=5) as s2:
+            for s in (s1, s2):
+                self.assertEqual(roundtrip(s, b"before\n"), b"before\n")
+            # The old key no longer opens the server: only the new one can bring t1 back.
+            self.authorize([self.sc.user_key, new])
+            with open(new, "rb") as f:
+                write_in_place(self.key1, f.read())
+            self.assertEqual(stat.S_IMODE(os.stat(self.key1).st_mode), 0o600)
+            mark, sshd_mark = m.mark(), self.sc.log_size()
+            r = ctl(m, "reload")
+            self.assertEqual(r.returncode, 0, r.stderr)
+            self.assertIsNotNone(
+                m.wait_for(r"tunnel t1: identity_file contents changed, restarting", 5,
+                           since=mark), "t1 was not restarted")
+            # The held connection belonged to the old session.
+            self.assertTrue(closed_within(s1, 5 * self.SLOW),
+                            "client connection of the old session still open")
+            # t2 shares nothing that changed: its connection and session carry on.
+            self.assertEqual(roundtrip(s2, b"t2 still here\n"), b"t2 still here\n")
+        self.assertIsNotNone(m.wait_transition("t1", mark, new="up", timeout=10 * self.SLOW),
+                             "t1 did not come back up with the new key")
+        self.assertEqual(echo_once(self.lp1, b"new key\n", 5 * self.SLOW), b"new key\n")
+        fp = harness.run([harness.SSH_KEYGEN, "-lf", new + ".pub"]).stdout.split()[1]
+        self.assertIn("ssh2: ED25519 " + fp, self.sc.log_text(sshd_mark))
+        self.assertEqual(m.transitions("t2", mark), [])
+
+    def test_reload_keeps_tunnels_whose_files_did_not_change(self):
+        m, kh = self.start_daemon()
+        with connect(self.lp1, timeout=5) as s1:
+            self.assertEqual(roundtrip(s1, b"before\n"), b"before\n")
+            # Same bytes written again, and newer times: nothing to restart for.
+            later = time.time() + 60
+            for path in (self.key1, kh):
+                with open(path, "rb") as f:
+                    write_in_place(path, f.read())
+                os.utime(path, (later, later))
+            mark = m.mark()
+            r = ctl(m, "reload")
+            self.assertEqual(r.returncode, 0, r.stderr)
+            self.assertIsNotNone(m.wait_for(r"reloaded: 2 tunnels", 5, since=mark))
+            self.assertEqual(m.grep(r"restarting|removed", mark), [])
+            self.assertEqual(m.transitions(None, mark), [])
+            self.assertEqual(roundtrip(s1, b"kept\n"), b"kept\n")
+
+            # A key file that cannot be read fails the reload; the tunnel keeps running.
+            os.rename(self.key1, self.key1 + ".away")
+            mark = m.mark()
+            r = ctl(m, "reload")
+            self.assertEqual(r.returncode, 1)
+            self.assertIn("identity file %s: No such file or directory" % self.key1, r.stderr)
+            self.assertIsNotNone(m.wait_for(r"reload failed: keeping the running configuration",
+                                            5, since=mark))
+            self.assertEqual(m.transitions(None, mark), [])
+            self.assertEqual(roundtrip(s1, b"still kept\n"), b"still kept\n")
+
+    def test_reload_after_accept_new_learned_a_key_keeps_tunnel(self):
+        # moletun writes the file itself under accept-new: that must not count as a change.
+        kh_new = self.known_hosts(self.sc, name="known_hosts_learned", lines=[])
+        m, _ = self.start_daemon(known_hosts_file=kh_new,
+                                 strict_host_key_checking="accept-new")
+        self.assertIsNotNone(m.wait_for(r"tunnel t1: added host key", 5))
+        self.assertGreater(os.path.getsize(kh_new), 0)
+        with connect(self.lp1, timeout=5) as s1:
+            self.assertEqual(roundtrip(s1, b"before\n"), b"before\n")
+            mark = m.mark()
+            r = ctl(m, "reload")
+            self.assertEqual(r.returncode, 0, r.stderr)
+            self.assertIsNotNone(m.wait_for(r"reloaded: 2 tunnels", 5, since=mark))
+            self.assertEqual(m.transitions(None, mark), [])
+            self.assertEqual(roundtrip(s1, b"kept\n"), b"kept\n")
+
+
 if __name__ == "__main__":
     harness.main()

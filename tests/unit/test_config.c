@@ -24,6 +24,12 @@ static char dir[PATH_MAX];
 	"-----BEGIN OPENSSH PRIVATE KEY-----\n"                                                    \
 	"b3BlbnNzaC1rZXktdjEAAAAABG5vbmUAAAAEbm9uZQAAAAAAAAABAAAAMwAAAAtzc2gtZW\n"                 \
 	"-----END OPENSSH PRIVATE KEY-----\n"
+/* KEY_TEXT with its last base64 character changed: same size, other contents. */
+#define ROTATED_KEY_TEXT                                                                           \
+	"-----BEGIN OPENSSH PRIVATE KEY-----\n"                                                    \
+	"b3BlbnNzaC1rZXktdjEAAAAABG5vbmUAAAAEbm9uZQAAAAAAAAABAAAAMwAAAAtzc2gtZX\n"                 \
+	"-----END OPENSSH PRIVATE KEY-----\n"
+#define KNOWN_HOSTS_TEXT "db.example.com ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIG\n"
 #define ENCRYPTED_KEY_TEXT                                                                         \
 	"-----BEGIN OPENSSH PRIVATE KEY-----\n"                                                    \
 	"b3BlbnNzaC1rZXktdjEAAAAACmFlczI1Ni1jdHIAAAAGYmNyeXB0AAAAGAAAABATogKIhg\n"                 \
@@ -76,7 +82,7 @@ static int setup(void **state)
 	write_file("not_a_key", 0600, "hello\n");
 	write_file("pass", 0600, "secret\n");
 	write_file("pass_open", 0640, "secret\n");
-	write_file("known_hosts", 0644, "db.example.com ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIG\n");
+	write_file("known_hosts", 0644, KNOWN_HOSTS_TEXT);
 	write_file("hook", 0755, "#!/bin/sh\nexit 0\n");
 	write_file("not_executable", 0644, "#!/bin/sh\nexit 0\n");
 	return 0;
@@ -1074,6 +1080,97 @@ static void test_tunnel_config_equal(void **state)
 	config_free(base);
 }
 
+/* [tunnel:a] naming a key, a passphrase file and a known_hosts file. */
+#define CONTENTS_TUNNEL                                                                            \
+	"[tunnel:a]\n" TUNNEL_BODY "identity_passphrase_file = pass\n"                             \
+	"local_forward = 5001 db:5432\n"
+
+/* Loads `text` and checks what tunnel_config_diff() says against `base`. */
+static void expect_diff(const struct config *base, const char *text, const char *key, bool contents)
+{
+	struct config *other = load_text(text);
+	bool got_contents = !contents;
+	const char *changed;
+
+	changed = tunnel_config_diff(&base->tunnels[0], &other->tunnels[0], &got_contents);
+	if (!key) {
+		if (changed)
+			fail_msg("unexpected change: %s%s", changed,
+				 got_contents ? " contents" : "");
+		assert_true(tunnel_config_equal(&base->tunnels[0], &other->tunnels[0]));
+		assert_true(tunnel_config_equal(&other->tunnels[0], &base->tunnels[0]));
+	} else {
+		if (!changed)
+			fail_msg("change not noticed: %s", key);
+		assert_string_equal(changed, key);
+		assert_int_equal(got_contents, contents);
+		assert_false(tunnel_config_equal(&base->tunnels[0], &other->tunnels[0]));
+		assert_false(tunnel_config_equal(&other->tunnels[0], &base->tunnels[0]));
+	}
+	config_free(other);
+}
+
+/* A file rewritten in place under the same path is a change; the same bytes are not. */
+static void test_tunnel_config_file_contents(void **state)
+{
+	static const struct {
+		const char *file, *key, *original, *changed;
+		mode_t mode;
+	} files[] = {
+	    {"id", "identity_file", KEY_TEXT, ROTATED_KEY_TEXT, 0600},
+	    {"id", "identity_file", KEY_TEXT, KEY_TEXT "\n", 0600},
+	    {"pass", "identity_passphrase_file", "secret\n", "secreT\n", 0600},
+	    {"pass", "identity_passphrase_file", "secret\n", "", 0600},
+	    {"known_hosts", "known_hosts_file", KNOWN_HOSTS_TEXT,
+	     KNOWN_HOSTS_TEXT "other.example.com ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIG\n", 0644},
+	};
+	const struct tunnel_config *t;
+	struct config *base;
+
+	(void)state;
+	base = load_text(CONTENTS_TUNNEL);
+	t = &base->tunnels[0];
+	assert_int_equal(t->identity_file_digest.size, strlen(KEY_TEXT));
+	assert_int_equal(t->identity_passphrase_file_digest.size, strlen("secret\n"));
+	assert_int_equal(t->known_hosts_file_digest.size, strlen(KNOWN_HOSTS_TEXT));
+	/* The same bytes written again, with other modes (which the loader checks apart). */
+	write_file("id", 0400, KEY_TEXT);
+	write_file("pass", 0400, "secret\n");
+	write_file("known_hosts", 0600, KNOWN_HOSTS_TEXT);
+	expect_diff(base, CONTENTS_TUNNEL, NULL, false);
+	for (size_t i = 0; i < sizeof(files) / sizeof(files[0]); i++) {
+		write_file(files[i].file, files[i].mode, files[i].changed);
+		expect_diff(base, CONTENTS_TUNNEL, files[i].key, true);
+		write_file(files[i].file, files[i].mode, files[i].original);
+		expect_diff(base, CONTENTS_TUNNEL, NULL, false);
+	}
+	/* Another path is a change of the value, even to a file with the same bytes. */
+	write_file("id2", 0600, KEY_TEXT);
+	expect_diff(base,
+		    "[tunnel:a]\nhost = db.example.com\nuser = tunnel\nidentity_file = id2\n"
+		    "known_hosts_file = known_hosts\nidentity_passphrase_file = pass\n"
+		    "local_forward = 5001 db:5432\n",
+		    "identity_file", false);
+	config_free(base);
+}
+
+/* moletun appends to known_hosts_file itself under accept-new: no restart for that. */
+static void test_tunnel_config_known_hosts_accept_new(void **state)
+{
+	static const char text[] = CONTENTS_TUNNEL "strict_host_key_checking = accept-new\n";
+	struct config *base;
+
+	(void)state;
+	base = load_text(text);
+	write_file("known_hosts", 0600,
+		   KNOWN_HOSTS_TEXT "[127.0.0.1]:2222 ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIG\n");
+	expect_diff(base, text, NULL, false);
+	/* the key and passphrase files are still compared */
+	write_file("pass", 0600, "other\n");
+	expect_diff(base, text, "identity_passphrase_file", true);
+	config_free(base);
+}
+
 static void test_find_tunnel(void **state)
 {
 	struct config *c;
@@ -1186,6 +1283,12 @@ static void test_table(void **state)
 			assert_ptr_equal(config_key_find((enum config_section)s, k->name), k);
 			if (k->default_value)
 				assert_false(k->flags & CONFIG_KEY_REQUIRED);
+			if (k->flags & CONFIG_KEY_CONTENTS) {
+				assert_int_equal(k->type, CONFIG_TYPE_PATH);
+				assert_true(k->digest_offset > 0);
+				assert_true(k->digest_offset + sizeof(struct file_digest) <=
+					    sec->object_size);
+			}
 		}
 		if (object) {
 			assert_int_equal(config_section_defaults((enum config_section)s, object),
@@ -1259,6 +1362,9 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_alerts, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_many_errors_all_reported, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_tunnel_config_equal, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_tunnel_config_file_contents, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_tunnel_config_known_hosts_accept_new, setup,
+					    teardown),
 	    cmocka_unit_test_setup_teardown(test_find_tunnel, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_summary, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_warnings, setup, teardown),
