@@ -13,6 +13,19 @@ enum tunnel_state {
 /* "connecting", "up", "backoff": the stable names used in logs, JSON and metrics. */
 const char *tunnel_state_str(enum tunnel_state s);
 
+/*
+ * Why a forward closed a client without serving it. Counted per forward whatever its kind,
+ * so a remote forward counts its rejections the same way once it has limits.
+ */
+enum reject_reason {
+	REJECT_MAX_CONNECTIONS, /* the forward already had max_connections clients */
+	REJECT_DOWN, /* the tunnel was not up: closed at once, or when down_hold ran out */
+	N_REJECT_REASONS,
+};
+
+/* "max_connections", "down": the stable names used in JSON and metrics. */
+const char *reject_reason_str(enum reject_reason r);
+
 /* Snapshots copied out of live state for the control socket; never pointers into it. */
 struct status_forward {
 	enum forward_kind kind;
@@ -23,6 +36,7 @@ struct status_forward {
 	uint64_t bytes_in;  /* towards the client / local side */
 	uint64_t bytes_out; /* towards the SSH peer */
 	uint64_t open_failures;
+	uint64_t rejected[N_REJECT_REASONS];
 };
 
 struct status_tunnel {

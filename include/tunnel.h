@@ -22,7 +22,7 @@ struct forward_stats {
 	uint64_t bytes_in;  /* from the SSH peer towards the local side */
 	uint64_t bytes_out; /* from the local side towards the SSH peer */
 	uint64_t open_failures;
-	uint64_t rejected; /* over max_connections or while down */
+	uint64_t rejected[N_REJECT_REASONS]; /* clients closed unserved, by reason */
 };
 
 /* A local_forward listener, bound for the tunnel's whole life. */

@@ -107,11 +107,19 @@ static void conn_close(struct conn *c)
 	}
 }
 
+/* Counts a client the forward closed without serving it. */
+static void forward_count_rejected(struct tunnel *t, size_t forward, enum reject_reason why)
+{
+	t->stats[forward].rejected[why]++;
+}
+
+/* A held client whose down_hold ran out was turned away because the tunnel is down, as it
+ * would have been at once with down_hold 0. */
 static void conn_hold_expired(struct ev_loop *loop, ev_timer *w, int revents)
 {
 	struct conn *c = w->data;
 
-	c->tunnel->stats[c->forward].rejected++;
+	forward_count_rejected(c->tunnel, c->forward, REJECT_DOWN);
 	log_info("tunnel %s: closing held client: tunnel still %s after down_hold",
 		 c->tunnel->cfg->name, tunnel_state_str(c->tunnel->state));
 	conn_destroy(c);
@@ -125,7 +133,7 @@ static void accept_one(struct listener *li, int fd, const struct sockaddr_storag
 	struct conn *c;
 
 	if (st->active >= cfg->max_connections) {
-		st->rejected++;
+		forward_count_rejected(t, li->forward, REJECT_MAX_CONNECTIONS);
 		log_warn("tunnel %s: max_connections (%u) reached on %s:%u; closing new client",
 			 cfg->name, cfg->max_connections, cfg->forwards[li->forward].listen_host,
 			 cfg->forwards[li->forward].listen_port);
@@ -134,7 +142,7 @@ static void accept_one(struct listener *li, int fd, const struct sockaddr_storag
 	}
 	if (t->state != TUNNEL_UP && cfg->down_hold_ms == 0) {
 		/* Fail fast: the application sees EOF now instead of hanging in connect. */
-		st->rejected++;
+		forward_count_rejected(t, li->forward, REJECT_DOWN);
 		log_debug("tunnel %s: client closed: tunnel is %s", cfg->name,
 			  tunnel_state_str(t->state));
 		close(fd);

@@ -15,6 +15,18 @@ const char *tunnel_state_str(enum tunnel_state s)
 	return tunnel_state_names[s];
 }
 
+static const char *const reject_reason_names[] = {
+    [REJECT_MAX_CONNECTIONS] = "max_connections",
+    [REJECT_DOWN] = "down",
+};
+
+const char *reject_reason_str(enum reject_reason r)
+{
+	if ((unsigned)r >= sizeof(reject_reason_names) / sizeof(reject_reason_names[0]))
+		return "unknown";
+	return reject_reason_names[r];
+}
+
 void status_free(struct status *s)
 {
 	if (!s)

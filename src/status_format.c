@@ -85,6 +85,15 @@ size_t status_count_up(const struct status *s)
 	return up;
 }
 
+static uint64_t forward_rejected_total(const struct status_forward *f)
+{
+	uint64_t total = 0;
+
+	for (size_t r = 0; r < N_REJECT_REASONS; r++)
+		total += f->rejected[r];
+	return total;
+}
+
 static void put_json_forward(FILE *out, const struct status_forward *f)
 {
 	fprintf(out, "{\"type\":\"%s\",\"listen\":", forward_kind_str(f->kind));
@@ -93,8 +102,14 @@ static void put_json_forward(FILE *out, const struct status_forward *f)
 	put_json_string(out, f->target, sizeof(f->target));
 	fprintf(out,
 		",\"active\":%" PRIu64 ",\"connections_total\":%" PRIu64 ",\"bytes_in\":%" PRIu64
-		",\"bytes_out\":%" PRIu64 ",\"open_failures\":%" PRIu64 "}",
-		f->active, f->connections_total, f->bytes_in, f->bytes_out, f->open_failures);
+		",\"bytes_out\":%" PRIu64 ",\"open_failures\":%" PRIu64 ",\"rejected\":%" PRIu64
+		",\"rejected_by_reason\":{",
+		f->active, f->connections_total, f->bytes_in, f->bytes_out, f->open_failures,
+		forward_rejected_total(f));
+	for (size_t r = 0; r < N_REJECT_REASONS; r++)
+		fprintf(out, "%s\"%s\":%" PRIu64, r > 0 ? "," : "", reject_reason_str(r),
+			f->rejected[r]);
+	fputs("}}", out);
 }
 
 static void put_json_tunnel(FILE *out, const struct status_tunnel *t)
@@ -218,7 +233,10 @@ static void put_forward_line(FILE *out, const struct status_forward *f, size_t l
 	cell_set(&target, f->target, sizeof(f->target));
 	fprintf(out, "  %-6s  ", forward_kind_str(f->kind));
 	put_cell(out, &listen, listen_width, false);
-	fprintf(out, "-> %s  %" PRIu64 " active\n", target.text, f->active);
+	fprintf(out, "-> %s  %" PRIu64 " active", target.text, f->active);
+	if (forward_rejected_total(f) > 0)
+		fprintf(out, ", %" PRIu64 " rejected", forward_rejected_total(f));
+	fputc('\n', out);
 }
 
 int status_format_table(const struct status *s, time_t now, FILE *out)
@@ -287,17 +305,17 @@ static void put_tunnel_sample(FILE *out, const char *name, const struct status_t
 	fprintf(out, "} %" PRIu64 "\n", value);
 }
 
-/* `direction` is NULL except for the bytes family. */
+/* `label` is NULL, or a family's own label after the forward's ("direction", "reason"). */
 static void put_forward_sample(FILE *out, const char *name, const struct status_tunnel *t,
-			       const struct status_forward *f, const char *direction,
-			       uint64_t value)
+			       const struct status_forward *f, const char *label,
+			       const char *label_value, uint64_t value)
 {
 	fprintf(out, "%s{", name);
 	put_label(out, "tunnel", t->name, sizeof(t->name), true);
 	put_label(out, "type", forward_kind_str(f->kind), SIZE_MAX, false);
 	put_label(out, "forward", f->listen, sizeof(f->listen), false);
-	if (direction)
-		put_label(out, "direction", direction, SIZE_MAX, false);
+	if (label)
+		put_label(out, label, label_value, SIZE_MAX, false);
 	fprintf(out, "} %" PRIu64 "\n", value);
 }
 
@@ -336,6 +354,7 @@ enum forward_metric {
 	FORWARD_METRIC_CONNECTIONS,
 	FORWARD_METRIC_BYTES,
 	FORWARD_METRIC_OPEN_FAILURES,
+	FORWARD_METRIC_REJECTED,
 };
 
 static const struct {
@@ -350,6 +369,10 @@ static const struct {
 			      "connecting client, \"out\" towards the SSH peer."},
     [FORWARD_METRIC_OPEN_FAILURES] = {"moletun_forward_open_failures_total", "counter",
 				      "SSH channels the forward failed to open."},
+    [FORWARD_METRIC_REJECTED] = {"moletun_forward_rejected_total", "counter",
+				 "Clients the forward closed without serving them; "
+				 "reason=\"max_connections\" when it was full, \"down\" when the "
+				 "tunnel was not up (at once, or when down_hold ran out)."},
 };
 
 static void put_forward_family(FILE *out, enum forward_metric m, const struct status *s)
@@ -365,17 +388,24 @@ static void put_forward_family(FILE *out, enum forward_metric m, const struct st
 
 			switch (m) {
 			case FORWARD_METRIC_ACTIVE:
-				put_forward_sample(out, name, t, f, NULL, f->active);
+				put_forward_sample(out, name, t, f, NULL, NULL, f->active);
 				break;
 			case FORWARD_METRIC_CONNECTIONS:
-				put_forward_sample(out, name, t, f, NULL, f->connections_total);
+				put_forward_sample(out, name, t, f, NULL, NULL,
+						   f->connections_total);
 				break;
 			case FORWARD_METRIC_BYTES:
-				put_forward_sample(out, name, t, f, "in", f->bytes_in);
-				put_forward_sample(out, name, t, f, "out", f->bytes_out);
+				put_forward_sample(out, name, t, f, "direction", "in", f->bytes_in);
+				put_forward_sample(out, name, t, f, "direction", "out",
+						   f->bytes_out);
 				break;
 			case FORWARD_METRIC_OPEN_FAILURES:
-				put_forward_sample(out, name, t, f, NULL, f->open_failures);
+				put_forward_sample(out, name, t, f, NULL, NULL, f->open_failures);
+				break;
+			case FORWARD_METRIC_REJECTED:
+				for (size_t r = 0; r < N_REJECT_REASONS; r++)
+					put_forward_sample(out, name, t, f, "reason",
+							   reject_reason_str(r), f->rejected[r]);
 				break;
 			}
 		}

@@ -394,6 +394,7 @@ int tunnel_snapshot(const struct tunnel *t, struct status_tunnel *out)
 		sf->bytes_in = st->bytes_in;
 		sf->bytes_out = st->bytes_out;
 		sf->open_failures = st->open_failures;
+		memcpy(sf->rejected, st->rejected, sizeof(sf->rejected));
 	}
 	return 0;
 }

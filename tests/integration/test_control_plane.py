@@ -19,7 +19,8 @@ RFC3339_UTC = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$")
 TUNNEL_KEYS = {"name", "state", "since", "host", "port", "user", "reconnects", "last_error",
                "forwards"}
 FORWARD_KEYS = {"type", "listen", "target", "active", "connections_total", "bytes_in",
-                "bytes_out", "open_failures"}
+                "bytes_out", "open_failures", "rejected", "rejected_by_reason"}
+REJECT_REASONS = {"max_connections", "down"}
 
 
 def ctl(m, *args, env=None, timeout=15):
@@ -221,8 +222,10 @@ class ControlPlaneTest(harness.TunnelTest):
             for f in t["forwards"]:
                 self.assertEqual(set(f), FORWARD_KEYS)
                 self.assertIn(f["type"], ("local", "remote"))
-                for k in FORWARD_KEYS - {"type", "listen", "target"}:
+                for k in FORWARD_KEYS - {"type", "listen", "target", "rejected_by_reason"}:
                     self.assertIsInstance(f[k], int)
+                self.assertEqual(set(f["rejected_by_reason"]), REJECT_REASONS)
+                self.assertEqual(sum(f["rejected_by_reason"].values()), f["rejected"])
         t1 = next(t for t in doc["tunnels"] if t["name"] == "t1")
         self.assertEqual((t1["state"], t1["host"], t1["port"], t1["last_error"]),
                          ("up", "127.0.0.1", self.sc.port, None))

@@ -7,21 +7,14 @@ test_control_eviction.py.
 """
 
 import json
-import os
 import re
 import select
 import socket
 import subprocess
 import time
-import unittest
 
 import harness
 from harness import EchoServer, closed_promptly, connect, echo_once, wait_echo
-
-
-# MOLETUN_BUGS_FIXED=1 runs the tests of known bugs as plain tests (to check a fix).
-EXPECTED_FAILURE = ((lambda f: f) if os.environ.get("MOLETUN_BUGS_FIXED")
-                    else unittest.expectedFailure)
 
 
 def valgrind_leak_summary(pid):
@@ -133,12 +126,20 @@ class LimitsTest(harness.TunnelTest):
         print("3 clients over max_connections = 4 closed at once; the 4 others kept "
               "echoing")
 
-    # FINDING (reported to the lead): clients closed over max_connections (and while
-    # down) are counted in forward_stats.rejected, but the counter reaches neither
-    # `ctl status --json` nor `ctl metrics` (tunnel_snapshot does not copy it), so
-    # "closed and counted" is only visible as log lines. Remove expectedFailure once a
-    # forward's JSON has a "rejected" count and the metrics a *rejected* counter.
-    @EXPECTED_FAILURE
+    def assert_rejected(self, m, tunnel, listen_port, max_connections, down):
+        """The forward's rejection counters, by reason, in `status --json` and metrics."""
+        forward = tunnel_status(m, tunnel)["forwards"][0]
+        self.assertEqual(forward["rejected"], max_connections + down, forward)
+        self.assertEqual(forward["rejected_by_reason"],
+                         {"max_connections": max_connections, "down": down}, forward)
+        r = harness.run([harness.moletun_bin(), "ctl", "-s", m.control_socket, "metrics"],
+                        check=False)
+        self.assertIn("# TYPE moletun_forward_rejected_total counter\n", r.stdout)
+        for reason, n in (("max_connections", max_connections), ("down", down)):
+            self.assertRegex(r.stdout, r'(?m)^moletun_forward_rejected_total\{tunnel="%s",'
+                             r'type="local",forward="127\.0\.0\.1:%d",reason="%s"\} %d$' % (
+                                 tunnel, listen_port, reason, n))
+
     def test_rejections_are_counted(self):
         m = self.start(max_connections="1")
         keep = connect(self.lp)
@@ -146,11 +147,35 @@ class LimitsTest(harness.TunnelTest):
         self.assertEqual(len(echo_all([keep], b"in\n", 5)), 1)
         for _ in range(3):
             self.assertTrue(closed_promptly(self.lp, timeout=3)[0])
-        forward = tunnel_status(m)["forwards"][0]
-        self.assertEqual(forward.get("rejected"), 3, forward)
-        r = harness.run([harness.moletun_bin(), "ctl", "-s", m.control_socket, "metrics"],
-                        check=False)
-        self.assertRegex(r.stdout, r"(?m)^moletun_forward_\w*rejected\w*\{[^}]*\} 3$")
+        self.assert_rejected(m, "t1", self.lp, max_connections=3, down=0)
+
+    def test_rejections_while_down_are_counted(self):
+        """Both ways a client is turned away because the tunnel is not up count as
+        reason "down": closed at once (down_hold 0, t1), and held until down_hold ran out
+        (t2)."""
+        lp2 = harness.free_port()
+        self.sc = self.sidecar(permit_open=[self.echo.addr])
+        kh = self.known_hosts(self.sc)
+        self.m = m = self.moletun([harness.tunnel_section(
+            name, self.sc, known_hosts_file=kh, down_hold=hold,
+            local_forward=["127.0.0.1:%d %s" % (port, self.echo.addr)])
+            for name, port, hold in (("t1", self.lp, "0"), ("t2", lp2, "300ms"))])
+        self.assertUp(m, "t1", timeout=20)
+        self.assertUp(m, "t2", timeout=20)
+        self.assertEqual(echo_once(self.lp, b"up\n"), b"up\n")
+        mark = m.mark()
+        self.sc.kill()
+        for name in ("t1", "t2"):
+            self.assertIsNotNone(m.wait_transition(name, mark, old="up", timeout=5))
+        for _ in range(2):
+            closed, dt, got = closed_promptly(self.lp, timeout=3)
+            self.assertTrue(closed and got == b"", "client not closed while down")
+        closed, dt, got = closed_promptly(lp2, timeout=5)
+        self.assertTrue(closed and got == b"", "held client not closed")
+        print("held client closed after %.3fs (down_hold 300ms)" % dt)
+        self.assertGreater(dt, 0.25, "closed before down_hold ran out")
+        self.assert_rejected(m, "t1", self.lp, max_connections=0, down=2)
+        self.assert_rejected(m, "t2", lp2, max_connections=0, down=1)
 
     def exhaust_descriptors(self):
         """Starts moletun under `ulimit -n 64` and opens 100 clients: those accepted are

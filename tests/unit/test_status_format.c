@@ -47,6 +47,8 @@ static void add_forward(struct status_tunnel *t, enum forward_kind kind, const c
 	f->bytes_in = base + 2;
 	f->bytes_out = base + 3;
 	f->open_failures = base + 4;
+	f->rejected[REJECT_MAX_CONNECTIONS] = base + 5;
+	f->rejected[REJECT_DOWN] = base + 6;
 }
 
 /* primary (up, one local forward) and replica (backoff, a remote forward, an error). */
@@ -94,6 +96,9 @@ static void test_state_names(void **state)
 	assert_string_equal(tunnel_state_str(TUNNEL_UP), "up");
 	assert_string_equal(tunnel_state_str(TUNNEL_BACKOFF), "backoff");
 	assert_string_equal(tunnel_state_str((enum tunnel_state)42), "unknown");
+	assert_string_equal(reject_reason_str(REJECT_MAX_CONNECTIONS), "max_connections");
+	assert_string_equal(reject_reason_str(REJECT_DOWN), "down");
+	assert_string_equal(reject_reason_str(N_REJECT_REASONS), "unknown");
 }
 
 static void test_status_free(void **state)
@@ -123,12 +128,14 @@ static void test_json_exact(void **state)
 	    "\"host\":\"db.example.com\",\"port\":22,\"user\":\"deploy\",\"reconnects\":0,"
 	    "\"last_error\":null,\"forwards\":[{\"type\":\"local\",\"listen\":\"127.0.0.1:5433\","
 	    "\"target\":\"pg_main:5432\",\"active\":0,\"connections_total\":1,\"bytes_in\":2,"
-	    "\"bytes_out\":3,\"open_failures\":4}]},"
+	    "\"bytes_out\":3,\"open_failures\":4,\"rejected\":11,"
+	    "\"rejected_by_reason\":{\"max_connections\":5,\"down\":6}}]},"
 	    "{\"name\":\"replica\",\"state\":\"backoff\",\"since\":\"2024-05-01T13:00:00Z\","
 	    "\"host\":\"fd00::5\",\"port\":2222,\"user\":\"deploy\",\"reconnects\":7,"
 	    "\"last_error\":\"connection refused\",\"forwards\":[{\"type\":\"remote\","
 	    "\"listen\":\"0.0.0.0:8080\",\"target\":\"localhost:80\",\"active\":10,"
-	    "\"connections_total\":11,\"bytes_in\":12,\"bytes_out\":13,\"open_failures\":14}]}"
+	    "\"connections_total\":11,\"bytes_in\":12,\"bytes_out\":13,\"open_failures\":14,"
+	    "\"rejected\":31,\"rejected_by_reason\":{\"max_connections\":15,\"down\":16}}]}"
 	    "]}\n");
 	free(json);
 	status_free(&s);
@@ -212,6 +219,8 @@ static void test_table_exact(void **state)
 	char *table;
 
 	make_sample(&s);
+	/* rejections are shown only when there were some */
+	memset(s.tunnels[0].forwards[0].rejected, 0, sizeof(s.tunnels[0].forwards[0].rejected));
 	table = render(&s, render_table_at_t0_plus_192);
 	assert_string_equal(
 	    table,
@@ -219,7 +228,7 @@ static void test_table_exact(void **state)
 	    "primary  up       1h03m  deploy@db.example.com:22  0           -\n"
 	    "  local   127.0.0.1:5433  -> pg_main:5432  0 active\n"
 	    "replica  backoff  3m12s  deploy@[fd00::5]:2222     7           connection refused\n"
-	    "  remote  0.0.0.0:8080    -> localhost:80  10 active\n");
+	    "  remote  0.0.0.0:8080    -> localhost:80  10 active, 31 rejected\n");
 	free(table);
 	status_free(&s);
 }
@@ -327,7 +336,19 @@ static void test_metrics_exact(void **state)
 	    "moletun_forward_open_failures_total{tunnel=\"primary\",type=\"local\","
 	    "forward=\"127.0.0.1:5433\"} 4\n"
 	    "moletun_forward_open_failures_total{tunnel=\"replica\",type=\"remote\","
-	    "forward=\"0.0.0.0:8080\"} 14\n");
+	    "forward=\"0.0.0.0:8080\"} 14\n"
+	    "# HELP moletun_forward_rejected_total Clients the forward closed without serving "
+	    "them; reason=\"max_connections\" when it was full, \"down\" when the tunnel was not "
+	    "up (at once, or when down_hold ran out).\n"
+	    "# TYPE moletun_forward_rejected_total counter\n"
+	    "moletun_forward_rejected_total{tunnel=\"primary\",type=\"local\","
+	    "forward=\"127.0.0.1:5433\",reason=\"max_connections\"} 5\n"
+	    "moletun_forward_rejected_total{tunnel=\"primary\",type=\"local\","
+	    "forward=\"127.0.0.1:5433\",reason=\"down\"} 6\n"
+	    "moletun_forward_rejected_total{tunnel=\"replica\",type=\"remote\","
+	    "forward=\"0.0.0.0:8080\",reason=\"max_connections\"} 15\n"
+	    "moletun_forward_rejected_total{tunnel=\"replica\",type=\"remote\","
+	    "forward=\"0.0.0.0:8080\",reason=\"down\"} 16\n");
 	free(text);
 	status_free(&s);
 }
