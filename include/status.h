@@ -1,5 +1,6 @@
 #pragma once
 #include <stdint.h>
+#include <sys/types.h>
 #include <time.h>
 
 #include "fwdspec.h"
@@ -61,7 +62,14 @@ struct status_alert {
 	uint64_t failed; /* given up, refused, or dropped from a full queue */
 };
 
+/* The daemon process itself. */
+struct status_daemon {
+	pid_t pid;
+	uint64_t nofile_limit; /* soft RLIMIT_NOFILE: the most descriptors it may hold */
+};
+
 struct status {
+	struct status_daemon daemon;
 	struct status_tunnel *tunnels;
 	size_t n_tunnels;
 	struct status_alert *alerts; /* filled for the whole daemon only (no NAME asked) */

@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -18,6 +19,7 @@
 #include "backoff.h"
 #include "build_config.h"
 #include "duration.h"
+#include "fd.h"
 #include "list.h"
 #include "log.h"
 #include "tunnel.h"
@@ -367,6 +369,13 @@ static size_t discard_cb(char *ptr, size_t size, size_t nmemb, void *userdata)
 	return size * nmemb;
 }
 
+/* libcurl 7.88 opens its connections without SOCK_CLOEXEC; it sets O_NONBLOCK itself. */
+static curl_socket_t curl_open_socket_cb(void *userdata, curlsocktype purpose,
+					 struct curl_sockaddr *addr)
+{
+	return socket(addr->family, addr->socktype | SOCK_CLOEXEC, addr->protocol);
+}
+
 static bool header_named(const char *header, const char *name)
 {
 	size_t n = strlen(name);
@@ -431,6 +440,7 @@ static int http_prepare(struct alert_delivery *d)
 	/* removing a handle must not wait for a resolver thread (curl >= 7.87) */
 	curl_easy_setopt(e, CURLOPT_QUICK_EXIT, 1L);
 	curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, discard_cb);
+	curl_easy_setopt(e, CURLOPT_OPENSOCKETFUNCTION, curl_open_socket_cb);
 	curl_easy_setopt(e, CURLOPT_ERRORBUFFER, d->errbuf);
 	curl_easy_setopt(e, CURLOPT_PRIVATE, d);
 	if (curl_multi_add_handle(d->target->alerter->multi, e) != CURLM_OK)
@@ -923,6 +933,13 @@ static int curl_socket_cb(CURL *easy, curl_socket_t fd, int what, void *userp, v
 		return 0;
 	}
 	if (!s) {
+		/*
+		 * Not one of curl_open_socket_cb's: the read end of the socketpair curl's
+		 * threaded resolver (7.88) makes without SOCK_CLOEXEC for each lookup. Both
+		 * ends exist now, and the write end is never reported: mark every descriptor.
+		 */
+		if (!(fcntl(fd, F_GETFD) & FD_CLOEXEC))
+			fd_cloexec_from(3);
 		s = calloc(1, sizeof(*s));
 		if (!s)
 			return -1;
@@ -993,6 +1010,8 @@ int alerter_create(struct ev_loop *loop, struct alerter **ret)
 		alerter_destroy(a);
 		return -ENOMEM;
 	}
+	/* its wake-up socketpair (curl 7.88) has no close-on-exec */
+	fd_cloexec_from(3);
 	curl_multi_setopt(a->multi, CURLMOPT_SOCKETFUNCTION, curl_socket_cb);
 	curl_multi_setopt(a->multi, CURLMOPT_SOCKETDATA, a);
 	curl_multi_setopt(a->multi, CURLMOPT_TIMERFUNCTION, curl_timer_set_cb);

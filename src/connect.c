@@ -3,6 +3,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "fd.h"
 #include "hostkey.h"
 #include "log.h"
 #include "tunnel.h"
@@ -180,6 +181,8 @@ static int step_auth_agent(struct tunnel *t)
 			fail_auth(t, "cannot connect to ssh-agent");
 			return -1;
 		}
+		/* libssh2 1.10 opens the agent's socket without SOCK_CLOEXEC */
+		fd_cloexec_from(3);
 		if (libssh2_agent_list_identities(l->agent) != 0) {
 			fail_auth(t, "cannot list ssh-agent identities");
 			return -1;

@@ -1,14 +1,17 @@
 #include "daemon.h"
 
 #include <errno.h>
+#include <inttypes.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "alert.h"
 #include "config.h"
 #include "control.h"
+#include "fd.h"
 #include "log.h"
 #include "notify.h"
 #include "status_format.h"
@@ -30,6 +33,8 @@ static int daemon_snapshot(void *userdata, const char *name, struct status *ret)
 	struct daemon *d = userdata;
 	struct status s = {0};
 
+	s.daemon.pid = getpid();
+	fd_limit(&s.daemon.nofile_limit); /* stays 0 if it cannot be read */
 	s.tunnels = calloc(d->n_tunnels ? d->n_tunnels : 1, sizeof(*s.tunnels));
 	if (!s.tunnels)
 		return -ENOMEM;
@@ -248,6 +253,24 @@ static void on_stop(struct ev_loop *loop, ev_signal *w, int revents)
 	ev_break(loop, EVBREAK_ALL);
 }
 
+/* Raises the descriptor limit as far as the hard limit allows, and logs it once. */
+static void daemon_raise_fd_limit(void)
+{
+	uint64_t limit, before;
+	int r = fd_raise_limit(&limit, &before);
+
+	if (r < 0) {
+		if (fd_limit(&limit) == 0)
+			log_warn("cannot raise descriptor limit %" PRIu64 ": %s", limit,
+				 strerror(-r));
+		return;
+	}
+	if (limit > before)
+		log_info("descriptor limit %" PRIu64 " (raised from %" PRIu64 ")", limit, before);
+	else
+		log_info("descriptor limit %" PRIu64, limit);
+}
+
 static void daemon_finish(struct daemon *d)
 {
 	for (size_t i = 0; i < d->n_tunnels; i++)
@@ -291,6 +314,7 @@ static int daemon_run(const char *config_path)
 	}
 	log_set_level(d.cfg->log_level);
 	warn_config(d.cfg);
+	daemon_raise_fd_limit();
 	if (libssh2_init(0) != 0) {
 		log_err("cannot initialize libssh2");
 		config_free(d.cfg);

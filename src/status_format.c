@@ -146,7 +146,8 @@ int status_format_json(const struct status *s, FILE *out)
 			fputc(',', out);
 		put_json_tunnel(out, &s->tunnels[i]);
 	}
-	fputs("]}\n", out);
+	fprintf(out, "],\"daemon\":{\"pid\":%ld,\"nofile_limit\":%" PRIu64 "}}\n",
+		(long)s->daemon.pid, s->daemon.nofile_limit);
 	return stream_result(out);
 }
 
@@ -455,6 +456,10 @@ int status_format_metrics(const struct status *s, FILE *out)
 	}
 	for (size_t m = 0; m < sizeof(forward_metrics) / sizeof(forward_metrics[0]); m++)
 		put_forward_family(out, m, s);
+	put_metric_family(out, "moletun_daemon_nofile_limit", "gauge",
+			  "Most descriptors the daemon may hold (soft RLIMIT_NOFILE, raised to the "
+			  "hard limit at start).");
+	fprintf(out, "moletun_daemon_nofile_limit %" PRIu64 "\n", s->daemon.nofile_limit);
 	put_alert_families(out, s);
 	return stream_result(out);
 }

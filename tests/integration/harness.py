@@ -820,7 +820,8 @@ class Moletun:
             _live_objects.append(self)
 
     def start(self, env=None, nofile=None):
-        """nofile: RLIMIT_NOFILE for the daemon (soft and hard), like `ulimit -n`."""
+        """nofile: RLIMIT_NOFILE for the daemon, like `ulimit -n`: N sets soft and hard to
+        N, (soft, hard) sets them apart, as a login shell does (soft 1024, hard higher)."""
         e = dict(os.environ)
         e.pop("JOURNAL_STREAM", None)
         e.pop("NOTIFY_SOCKET", None)
@@ -828,8 +829,10 @@ class Moletun:
             e.update(env)
         preexec = None
         if nofile is not None:
+            limits = tuple(nofile) if isinstance(nofile, (tuple, list)) else (nofile, nofile)
+
             def preexec():
-                resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, nofile))
+                resource.setrlimit(resource.RLIMIT_NOFILE, limits)
         self.start_time = time.monotonic()
         self.proc = subprocess.Popen(wrapper_command(self.dir) +
                                      [moletun_bin(), "run", "-c", self.config_path],

@@ -210,7 +210,9 @@ class ControlPlaneTest(harness.TunnelTest):
         r = ctl(m, "status", "--json")
         self.assertEqual(r.returncode, 3, r.stderr)
         doc = json.loads(r.stdout)
-        self.assertEqual(set(doc), {"tunnels"})
+        self.assertEqual(set(doc), {"tunnels", "daemon"})
+        self.assertEqual(doc["daemon"]["pid"], m.proc.pid)
+        self.assertIsInstance(doc["daemon"]["nofile_limit"], int)
         names = [t["name"] for t in doc["tunnels"]]
         self.assertEqual(sorted(names), ["down", "t1", "t2"])
         for t in doc["tunnels"]:
@@ -243,7 +245,7 @@ class ControlPlaneTest(harness.TunnelTest):
         r = ctl(m, "status", "--json", "t1")
         self.assertEqual(r.returncode, 0)
         self.assertEqual(json.loads(r.stdout)["tunnels"][0]["name"], "t1")
-        self.assertEqual(set(json.loads(body)), {"tunnels"})
+        self.assertEqual(set(json.loads(body)), {"tunnels", "daemon"})
 
     def test_notify_sequence(self):
         notify = NotifySocket(os.path.join(self.tmp, "notify.sock"))

@@ -54,6 +54,8 @@ static void add_forward(struct status_tunnel *t, enum forward_kind kind, const c
 /* primary (up, one local forward) and replica (backoff, a remote forward, an error). */
 static void make_sample(struct status *s)
 {
+	s->daemon.pid = 4242;
+	s->daemon.nofile_limit = 524288;
 	s->n_tunnels = 2;
 	s->tunnels = calloc(2, sizeof(*s->tunnels));
 	assert_non_null(s->tunnels);
@@ -136,7 +138,7 @@ static void test_json_exact(void **state)
 	    "\"listen\":\"0.0.0.0:8080\",\"target\":\"localhost:80\",\"active\":10,"
 	    "\"connections_total\":11,\"bytes_in\":12,\"bytes_out\":13,\"open_failures\":14,"
 	    "\"rejected\":31,\"rejected_by_reason\":{\"max_connections\":15,\"down\":16}}]}"
-	    "]}\n");
+	    "],\"daemon\":{\"pid\":4242,\"nofile_limit\":524288}}\n");
 	free(json);
 	status_free(&s);
 }
@@ -146,13 +148,15 @@ static void test_json_empty_and_big_numbers(void **state)
 	struct status s = {0};
 	char *json = render(&s, status_format_json);
 
-	assert_string_equal(json, "{\"tunnels\":[]}\n");
+	assert_string_equal(json, "{\"tunnels\":[],\"daemon\":{\"pid\":0,\"nofile_limit\":0}}\n");
 	free(json);
 	make_sample(&s);
+	s.daemon.nofile_limit = UINT64_MAX;
 	s.tunnels[0].forwards[0].bytes_out = UINT64_MAX;
 	s.tunnels[0].port = 65535;
 	json = render(&s, status_format_json);
 	assert_non_null(strstr(json, "\"bytes_out\":18446744073709551615,"));
+	assert_non_null(strstr(json, "\"nofile_limit\":18446744073709551615}"));
 	assert_non_null(strstr(json, "\"port\":65535,"));
 	free(json);
 	status_free(&s);
@@ -348,7 +352,11 @@ static void test_metrics_exact(void **state)
 	    "moletun_forward_rejected_total{tunnel=\"replica\",type=\"remote\","
 	    "forward=\"0.0.0.0:8080\",reason=\"max_connections\"} 15\n"
 	    "moletun_forward_rejected_total{tunnel=\"replica\",type=\"remote\","
-	    "forward=\"0.0.0.0:8080\",reason=\"down\"} 16\n");
+	    "forward=\"0.0.0.0:8080\",reason=\"down\"} 16\n"
+	    "# HELP moletun_daemon_nofile_limit Most descriptors the daemon may hold (soft "
+	    "RLIMIT_NOFILE, raised to the hard limit at start).\n"
+	    "# TYPE moletun_daemon_nofile_limit gauge\n"
+	    "moletun_daemon_nofile_limit 524288\n");
 	free(text);
 	status_free(&s);
 }
@@ -357,6 +365,7 @@ static void test_metrics_exact(void **state)
  * The checks `promtool check metrics` makes, for machines without promtool: metric and
  * label names, one HELP then one TYPE per family before its samples, families not split,
  * counters named *_total, label values escaped (only \\ \" \n), no duplicate series.
+ * A sample has labels in braces, or none and no braces.
  * Returns NULL or a description of the first problem.
  */
 static const char *lint_metrics(const char *text, char *why, size_t why_size)
@@ -411,61 +420,68 @@ static const char *lint_metrics(const char *text, char *why, size_t why_size)
 		} else if (buf[0] == '#') {
 			snprintf(why, why_size, "unexpected comment %.200s", buf);
 		} else {
-			const char *p = strchr(buf, '{');
+			size_t name_len = strlen(family), key_len;
+			const char *p = buf + name_len, *value;
 			char *value_end;
 
-			if (!p || strncmp(buf, family, strlen(family)) ||
-			    p != buf + strlen(family)) {
+			if (strncmp(buf, family, name_len) || (*p != '{' && *p != ' ')) {
 				snprintf(why, why_size, "sample outside its family: %.200s", buf);
 				break;
 			}
 			if (!type[0])
 				snprintf(why, why_size, "sample before TYPE: %.200s", buf);
-			p++;
-			while (*p && *p != '}' && !why[0]) {
-				const char *eq = strchr(p, '=');
-				char label[64];
-
-				if (!eq || eq[1] != '"' || eq - p >= (long)sizeof(label)) {
-					snprintf(why, why_size, "bad label in %.200s", buf);
-					break;
-				}
-				snprintf(label, sizeof(label), "%.*s", (int)(eq - p), p);
-				if (regexec(&label_re, label, 0, NULL, 0) != 0)
-					snprintf(why, why_size, "bad label name %s", label);
-				for (p = eq + 2; *p && *p != '"'; p++) {
-					if (*p == '\\' && !strchr("\\\"n", *++p))
-						snprintf(why, why_size, "bad escape in %.200s",
-							 buf);
-					if (*p == '\n')
-						snprintf(why, why_size, "raw newline in %.200s",
-							 buf);
-				}
-				if (*p != '"') {
-					snprintf(why, why_size, "unterminated value in %.200s",
-						 buf);
-					break;
-				}
+			if (*p == '{') {
 				p++;
-				if (*p == ',')
+				while (*p && *p != '}' && !why[0]) {
+					const char *eq = strchr(p, '=');
+					char label[64];
+
+					if (!eq || eq[1] != '"' || eq - p >= (long)sizeof(label)) {
+						snprintf(why, why_size, "bad label in %.200s", buf);
+						break;
+					}
+					snprintf(label, sizeof(label), "%.*s", (int)(eq - p), p);
+					if (regexec(&label_re, label, 0, NULL, 0) != 0)
+						snprintf(why, why_size, "bad label name %s", label);
+					for (p = eq + 2; *p && *p != '"'; p++) {
+						if (*p == '\\' && !strchr("\\\"n", *++p))
+							snprintf(why, why_size,
+								 "bad escape in %.200s", buf);
+						if (*p == '\n')
+							snprintf(why, why_size,
+								 "raw newline in %.200s", buf);
+					}
+					if (*p != '"') {
+						snprintf(why, why_size,
+							 "unterminated value in %.200s", buf);
+						break;
+					}
+					p++;
+					if (*p == ',')
+						p++;
+				}
+				if (why[0])
+					break;
+				if (*p == '}')
 					p++;
 			}
-			if (why[0])
-				break;
-			if (*p != '}' || p[1] != ' ') {
+			/* p is just past the series: name, or name{labels} */
+			if (*p != ' ') {
 				snprintf(why, why_size, "no value in %.200s", buf);
 				break;
 			}
-			strtod(p + 2, &value_end);
-			if (value_end == p + 2 || *value_end)
+			value = p + 1;
+			strtod(value, &value_end);
+			if (value_end == value || *value_end)
 				snprintf(why, why_size, "bad value in %.200s", buf);
+			key_len = (size_t)(p - buf);
 			for (size_t i = 0; i < n_series; i++)
-				if (strncmp(series[i], buf, (size_t)(p + 1 - buf)) == 0 &&
-				    series[i][p + 1 - buf] == '\0')
+				if (strncmp(series[i], buf, key_len) == 0 &&
+				    series[i][key_len] == '\0')
 					snprintf(why, why_size, "duplicate series %.200s", buf);
 			if (n_series < 256)
 				snprintf(series[n_series++], sizeof(series[0]), "%.*s",
-					 (int)(p + 1 - buf), buf);
+					 (int)key_len, buf);
 		}
 	}
 	regfree(&name_re);
@@ -498,6 +514,11 @@ static void test_metrics_lint(void **state)
 	assert_non_null(lint_metrics("# HELP x h\n# TYPE x gauge\n# HELP y h\n# TYPE y gauge\n"
 				     "# HELP x h\n# TYPE x gauge\n",
 				     why, sizeof(why)));
+	/* a sample without labels has no braces */
+	assert_null(lint_metrics("# HELP x h\n# TYPE x gauge\nx 1\n", why, sizeof(why)));
+	assert_non_null(lint_metrics("# HELP x h\n# TYPE x gauge\nx 1\nx 2\n", why, sizeof(why)));
+	assert_non_null(lint_metrics("# HELP x h\n# TYPE x gauge\nx\n", why, sizeof(why)));
+	assert_non_null(lint_metrics("# HELP x h\n# TYPE x gauge\nxy 1\n", why, sizeof(why)));
 	free(text);
 	status_free(&s);
 
