@@ -814,6 +814,8 @@ class Moletun:
         self.lines = []  # (monotonic time, line)
         self.cv = threading.Condition()
         self.reader = None
+        self.reading = threading.Event()  # cleared: stop reading stderr (a stalled journal)
+        self.reading.set()
         self.exit_time = None
         self.needed_kill = False
         with _live_lock:
@@ -845,7 +847,7 @@ class Moletun:
 
     def _read(self):
         with open(self.log_path, "ab") as log:
-            for raw in iter(self.proc.stdout.readline, b""):
+            for raw in iter(self.read_line, b""):
                 now = time.monotonic()
                 log.write(raw)
                 log.flush()
@@ -856,6 +858,17 @@ class Moletun:
         with self.cv:
             self.exit_time = time.monotonic()
             self.cv.notify_all()
+
+    def read_line(self):
+        self.reading.wait()
+        return self.proc.stdout.readline()
+
+    def pause_reading(self):
+        """Stops reading the daemon's output after the current line: its pipe fills up."""
+        self.reading.clear()
+
+    def resume_reading(self):
+        self.reading.set()
 
     def running(self):
         return self.proc is not None and self.proc.poll() is None
@@ -942,6 +955,7 @@ class Moletun:
         """Sends sig and waits; returns (exit code or None on timeout, seconds until exit)."""
         if self.proc is None:
             return None, 0.0
+        self.resume_reading()
         t0 = time.monotonic()
         _signal(self.proc.pid, sig)
         try:
@@ -966,6 +980,7 @@ class Moletun:
         return out
 
     def cleanup(self):
+        self.resume_reading()
         try:
             if self.proc is not None and self.proc.poll() is None:
                 # A clean exit first, so every test also runs the shutdown path (and, in a
