@@ -532,6 +532,17 @@ static int pump_remote_accepts(struct tunnel *t)
 					break;
 				return rc;
 			}
+			/* The server's listener is as open as ours: the same cap on what it
+			 * can make us hold (a conn, a descriptor, buffers). */
+			if (t->stats[i].active >= t->cfg->max_connections) {
+				forward_count_rejected(t, i, REJECT_MAX_CONNECTIONS);
+				log_warn("tunnel %s: max_connections (%u) reached on remote %s:%u; "
+					 "closing new channel",
+					 t->cfg->name, t->cfg->max_connections, f->listen_host,
+					 f->listen_port);
+				libssh2_channel_free(ch);
+				continue;
+			}
 			rc = net_resolve_numeric(f->target_host, f->target_port, &ss, &len);
 			if (rc == 0)
 				rc = net_connect_start((struct sockaddr *)&ss, len, &fd);

@@ -177,6 +177,40 @@ class LimitsTest(harness.TunnelTest):
         self.assert_rejected(m, "t1", self.lp, max_connections=0, down=2)
         self.assert_rejected(m, "t2", lp2, max_connections=0, down=1)
 
+    def test_remote_max_connections(self):
+        """The sidecar's remote listener is capped like a local one: each channel it opens
+        beyond max_connections is closed and counted, never connected to the target."""
+        rport = harness.free_port()
+        sc = self.sidecar(permit_open=[self.echo.addr],
+                          permit_listen=["127.0.0.1:%d" % rport])
+        m = self.moletun(harness.tunnel_section(
+            "t1", sc, known_hosts_file=self.known_hosts(sc), max_connections="3",
+            remote_forward=["127.0.0.1:%d %s" % (rport, self.echo.addr)]))
+        self.assertUp(m, timeout=20)
+        self.assertIsNotNone(wait_echo(rport, 5.0), "remote forward not working")
+        deadline = time.monotonic() + 5
+        while self.echo.active:
+            self.assertLess(time.monotonic(), deadline, "probe connection still open")
+            time.sleep(0.05)
+
+        clients = [connect(rport) for _ in range(3)]
+        self.addCleanup(lambda: [c.close() for c in clients])
+        self.assertEqual(len(echo_all(clients, b"in\n", 5)), 3)
+        # One at a time: a burst would also meet libssh2's own queue of 16 unaccepted
+        # channels, which refuses the rest before moletun sees (and counts) them.
+        for _ in range(20):
+            with connect(rport) as c:
+                c.sendall(b"over\n")
+                # sshd closes each client whose channel moletun closed.
+                self.assertEqual(collect([c], b"over\n", 3), set())
+        self.assertLessEqual(self.echo.peak_active, 3)
+        self.assertEqual(len(echo_all(clients, b"still\n", 5)), 3)
+        forward = tunnel_status(m)["forwards"][0]
+        self.assertEqual(forward["active"], 3, forward)
+        self.assertEqual(forward["rejected_by_reason"]["max_connections"], 20, forward)
+        print("20 remote clients over max_connections = 3: none reached the target "
+              "(peak %d there)" % self.echo.peak_active)
+
     def exhaust_descriptors(self):
         """Starts moletun under `ulimit -n 64` and opens 100 clients: those accepted are
         served, the rest wait in the listen backlog. Returns (served, waiting, fds at
