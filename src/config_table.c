@@ -293,8 +293,9 @@ static const struct config_key tunnel_keys[] = {
 	.max = 65535,
 	TUNNEL_FIELD(max_connections),
 	.placeholder = "N",
-	.help = "Most client connections open at once on each forward; further ones are "
-		"closed at once.",
+	.help = "Most client connections open at once on each forward, local or remote "
+		"(channels the server opens on a remote_forward count too); further ones are "
+		"closed at once and counted as rejected.",
     },
 };
 
