@@ -88,6 +88,19 @@ struct config {
 int config_load(const char *path, struct config **ret, struct diag *diags);
 
 /*
+ * Checks a tunnel's key beyond what config_load() looks at (moletun check decrypts it with
+ * its passphrase): 0, or -errno with a message in err ("identity file PATH: why").
+ */
+typedef int (*config_key_verifier)(const struct tunnel_config *t, char *err, size_t err_size);
+
+/*
+ * config_load() that also runs `verify_key` for every tunnel whose identity_file (and
+ * passphrase file) passed the other checks; a failure is reported at identity_file's line.
+ */
+int config_load_verified(const char *path, config_key_verifier verify_key, struct config **ret,
+			 struct diag *diags);
+
+/*
  * config_load() of `len` bytes of text (NUL bytes allowed) named `name` in diagnostics;
  * relative paths in it are taken from dirname(name). With !allow_includes an [include]
  * files key is an error instead of reading files. Used by tests and the fuzzer.

@@ -8,16 +8,24 @@
  * file system (the key stays usable under ProtectSystem even if the file goes away).
  */
 struct identity {
-	char *private_key; /* file contents: secret, zeroed on free */
+	char *private_key; /* the key, unencrypted if it was OpenSSH's format: secret, on
+			    * pages of its own left out of core dumps (secret_pages_alloc) */
 	size_t private_len;
 	char *public_key; /* "ssh-ed25519 AAAA...", read from the key's public section */
 	size_t public_len;
 	char key_type[32]; /* "ssh-ed25519", "ecdsa-sha2-nistp256", "ssh-rsa", "" if unknown */
-	char *passphrase;  /* NULL when the key is not encrypted */
+	char *passphrase;  /* a PEM key's (libssh2 decrypts those): NULL for OpenSSH keys */
 	size_t passphrase_len;
 };
 
-/* Loads identity_file and identity_passphrase_file of `cfg`. 0 or -errno with `err` set. */
+/*
+ * Loads identity_file and identity_passphrase_file of `cfg`, each opened once with
+ * privfile_open() (no symlink, owner root or us, mode 0600 or stricter, checked on the
+ * descriptor that is read), and decrypts an OpenSSH key. 0 or -errno with `err` set to
+ * "identity file PATH: why".
+ */
 int identity_load(const struct tunnel_config *cfg, struct identity *ret, char *err,
 		  size_t err_size);
+/* Why sshkey_decrypt_openssh() failed, in words: "wrong passphrase", ... */
+const char *identity_decrypt_error(int r);
 void identity_finish(struct identity *id);

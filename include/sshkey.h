@@ -2,6 +2,15 @@
 #include <stddef.h>
 
 /*
+ * The most bcrypt rounds an encrypted key may ask for. The KDF runs in the event loop at
+ * start and at reload, and the rounds are whatever the key file says: 2^32 would hang the
+ * daemon for years. ssh-keygen's default is 16 and `-a` values of 100 or a few hundred are
+ * in use; one round costs about 6 ms here (2026-12, 2-core box, two 32-byte bcrypt blocks
+ * as aes256-ctr needs), so the cap bounds a key's decryption to about 3 s.
+ */
+#define SSHKEY_BCRYPT_ROUNDS_MAX 500
+
+/*
  * Decrypts an OpenSSH private key ("-----BEGIN OPENSSH PRIVATE KEY-----", openssh-key-v1)
  * with `passphrase`, so the slow bcrypt KDF runs once at load instead of inside libssh2 on
  * every authentication. On success *ret is a new NUL-terminated heap buffer (*ret_len bytes
@@ -10,7 +19,8 @@
  * is returned as an exact copy, with any passphrase ignored.
  *
  * Returns 0, or -EINVAL (not openssh-key-v1, or malformed), -EACCES (encrypted and the
- * passphrase is wrong or empty), -ENOTSUP (cipher or KDF we do not know), -ENOMEM, or -EIO
+ * passphrase is wrong or empty), -ERANGE (more than SSHKEY_BCRYPT_ROUNDS_MAX bcrypt rounds;
+ * refused before any work), -ENOTSUP (cipher or KDF we do not know), -ENOMEM, or -EIO
  * (libcrypto failure). *ret and *ret_len are untouched on failure.
  *
  * Ciphers: aes128/192/256-ctr (ssh-keygen's default is aes256-ctr), aes128/192/256-cbc,

@@ -12,5 +12,12 @@ void base64_encode(const unsigned char *in, size_t len, char *out, size_t out_si
 int read_file(const char *path, size_t max, char **ret, size_t *ret_len);
 /* Zeroes and frees a secret. */
 void free_secret(char *p, size_t len);
+/*
+ * `size` bytes (zeroed) on pages of their own that a core dump leaves out (MADV_DONTDUMP),
+ * for a secret that must stay in memory, such as a decrypted key. NULL with errno set on
+ * failure. Release with secret_pages_free() and the same size: it zeroes them first.
+ */
+char *secret_pages_alloc(size_t size);
+void secret_pages_free(char *p, size_t size);
 /* Decodes base64 (whitespace skipped); returns decoded length or -EINVAL. */
 ssize_t base64_decode(const char *in, size_t len, unsigned char *out, size_t out_size);

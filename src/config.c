@@ -14,6 +14,7 @@
 
 #include "config_table.h"
 #include "duration.h"
+#include "privfile.h"
 
 #define INCLUDE_DEPTH_MAX 8
 #define INCLUDE_FILES_MAX 1024
@@ -53,6 +54,7 @@ struct loader {
 	bool out_of_memory;
 	bool keep_config; /* handed to the caller: loader_finish leaves it alone */
 	bool no_includes; /* [include] is an error (config_load_buffer) */
+	config_key_verifier verify_key; /* config_load_verified */
 	struct section_state moletun_state;
 	struct section_state include_state;
 	struct section_state *tunnel_states; /* parallel to config->tunnels */
@@ -814,6 +816,8 @@ static int key_kind_read(int fd, enum key_kind *ret)
 			   : KEY_PLAIN;
 	else
 		*ret = strstr(head, "ENCRYPTED") ? KEY_ENCRYPTED : KEY_PLAIN;
+	/* the start of an unencrypted key is the key */
+	explicit_bzero(head, sizeof(head));
 	return 0;
 }
 
@@ -828,27 +832,29 @@ static void record_digest(struct loader *l, const char *what, const char *path, 
 }
 
 /*
- * OpenSSH's rule for private keys: a regular file that only its owner may access. For an
- * identity file (`is_key`), what kind of key it holds is reported first: a public key is
- * usually mode 0644, and "use the private key" is the more useful message. A file that
- * passes gets its digest recorded in *ret_digest.
+ * OpenSSH's rule for private keys: a regular file that only its owner may access; and
+ * ours: not through a symbolic link, owned by root or the daemon's user, checked on the
+ * descriptor that is read (privfile_open). For an identity file (`is_key`), what kind of
+ * key it holds is reported first: a public key is usually mode 0644, and "use the private
+ * key" is the more useful message. A file that passes gets its digest recorded in
+ * *ret_digest. Returns true when it passed.
  */
-static void check_private_file(struct loader *l, const char *what, const char *path,
+static bool check_private_file(struct loader *l, const char *what, const char *path,
 			       struct where at, const char *refused, bool is_key,
 			       bool has_passphrase, struct file_digest *ret_digest)
 {
 	enum key_kind kind = KEY_PLAIN;
-	struct stat st;
-	int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
+	struct privfile_result res;
+	/* the mode is checked below, after the kind of key */
+	int fd = privfile_open(path, O_RDONLY, 0, &res);
+	size_t errors = l->errors;
+	char why[200];
 	int r;
 
 	if (fd < 0) {
-		loader_error(l, at, "%s %s: %s", what, path, strerror(errno));
-		return;
-	}
-	if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
-		loader_error(l, at, "%s %s: not a regular file", what, path);
-		goto out;
+		privfile_describe(&res, why, sizeof(why));
+		loader_error(l, at, "%s %s: %s", what, path, why);
+		return false;
 	}
 	if (is_key) {
 		r = key_kind_read(fd, &kind);
@@ -862,18 +868,19 @@ static void check_private_file(struct loader *l, const char *what, const char *p
 	else if (kind == KEY_UNKNOWN)
 		loader_error(l, at, "%s %s is not a private key (expected OpenSSH format)", what,
 			     path);
-	else if (st.st_mode & 077)
+	else if (res.st.st_mode & PRIVFILE_MODE_SECRET)
 		loader_error(l, at,
 			     "%s %s is %s by group or others (mode %04o): like OpenSSH, moletun "
 			     "refuses unprotected %s",
-			     what, path, (st.st_mode & 044) ? "readable" : "accessible",
-			     (unsigned)(st.st_mode & 07777), refused);
+			     what, path, (res.st.st_mode & 044) ? "readable" : "accessible",
+			     (unsigned)(res.st.st_mode & 07777), refused);
 	else if (kind == KEY_ENCRYPTED && !has_passphrase)
 		loader_error(l, at, "%s %s is encrypted: set identity_passphrase_file", what, path);
 	else
 		record_digest(l, what, path, at, fd, ret_digest);
 out:
 	close(fd);
+	return l->errors == errors;
 }
 
 /*
@@ -882,35 +889,29 @@ out:
  * restart at the next reload after any of them learned a host key, and such a restart
  * would re-check little: the file is read again at every connection anyway, and a host
  * missing from it is trusted anew. After correcting a learned key by hand, use moletun ctl
- * reconnect. Under no, the file decides nothing.
+ * reconnect. Under no, the file decides nothing. The file is held to the rule hostkey.c
+ * reads it under: no symbolic link, owner root or the daemon's user, not writable by group
+ * or others.
  */
 static void check_known_hosts(struct loader *l, struct tunnel_config *t, struct where at)
 {
 	const char *path = t->known_hosts_file;
+	struct privfile_result res;
 	struct stat st;
-	char *copy, *dir;
-	int fd;
+	char *copy, *dir, why[200];
+	int fd = privfile_open(path, O_RDONLY, PRIVFILE_MODE_TRUSTED, &res);
 
-	if (stat(path, &st) == 0) {
-		if (!S_ISREG(st.st_mode)) {
-			loader_error(l, at, "known_hosts file %s: not a regular file", path);
-		} else if (access(path, R_OK) < 0) {
-			loader_error(l, at, "known_hosts file %s: %s", path, strerror(errno));
-		} else if (t->strict_host_key_checking == HOST_KEY_STRICT) {
-			fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
-			if (fd < 0) {
-				loader_error(l, at, "known_hosts file %s: %s", path,
-					     strerror(errno));
-				return;
-			}
+	if (fd >= 0) {
+		if (t->strict_host_key_checking == HOST_KEY_STRICT)
 			record_digest(l, "known_hosts file", path, at, fd,
 				      &t->known_hosts_file_digest);
-			close(fd);
-		}
+		close(fd);
 		return;
 	}
-	if (errno != ENOENT || t->strict_host_key_checking != HOST_KEY_ACCEPT_NEW) {
-		loader_error(l, at, "known_hosts file %s: %s", path, strerror(errno));
+	if (res.problem != PRIVFILE_ERRNO || res.error != ENOENT ||
+	    t->strict_host_key_checking != HOST_KEY_ACCEPT_NEW) {
+		privfile_describe(&res, why, sizeof(why));
+		loader_error(l, at, "known_hosts file %s: %s", path, why);
 		return;
 	}
 	/* accept-new creates the file, but not its directory. */
@@ -935,6 +936,7 @@ static void validate_tunnel(struct loader *l, size_t i)
 	const struct config_section_info *info = &config_sections[sec];
 	struct tunnel_config *t = &l->config->tunnels[i];
 	const struct section_state *s = &l->tunnel_states[i];
+	bool key_ok = false;
 
 	for (size_t k = 0; k < info->n_keys; k++)
 		if ((info->keys[k].flags & CONFIG_KEY_REQUIRED) && !s->key_at[k].line)
@@ -956,13 +958,24 @@ static void validate_tunnel(struct loader *l, size_t i)
 		loader_error(l, key_where(s, sec, "agent_socket"),
 			     "agent_socket needs use_agent = yes");
 	if (t->identity_file)
-		check_private_file(l, "identity file", t->identity_file,
-				   key_where(s, sec, "identity_file"), "private keys", true,
-				   t->identity_passphrase_file != NULL, &t->identity_file_digest);
+		key_ok = check_private_file(l, "identity file", t->identity_file,
+					    key_where(s, sec, "identity_file"), "private keys", true,
+					    t->identity_passphrase_file != NULL,
+					    &t->identity_file_digest);
 	if (t->identity_passphrase_file)
-		check_private_file(l, "identity passphrase file", t->identity_passphrase_file,
-				   key_where(s, sec, "identity_passphrase_file"), "key passphrases",
-				   false, false, &t->identity_passphrase_file_digest);
+		key_ok = check_private_file(l, "identity passphrase file",
+					    t->identity_passphrase_file,
+					    key_where(s, sec, "identity_passphrase_file"),
+					    "key passphrases", false, false,
+					    &t->identity_passphrase_file_digest) &&
+			 key_ok;
+	/* moletun check: does the passphrase open the key? (the daemon finds out anyway) */
+	if (t->identity_file && key_ok && l->verify_key) {
+		char err[512];
+
+		if (l->verify_key(t, err, sizeof(err)) < 0)
+			loader_error(l, key_where(s, sec, "identity_file"), "%s", err);
+	}
 	if (!key_bad(s, sec, "strict_host_key_checking") &&
 	    t->strict_host_key_checking != HOST_KEY_NO) {
 		if (!key_given(s, sec, "known_hosts_file"))
@@ -1171,13 +1184,14 @@ static void loader_finish(struct loader *l)
 
 /* config_load() of `path`, or of `len` bytes at `text` named `path` when text is set. */
 static int load(const char *path, const char *text, size_t len, bool allow_includes,
-		struct config **ret, struct diag *diags)
+		config_key_verifier verify_key, struct config **ret, struct diag *diags)
 {
 	struct loader l;
 	int r;
 
 	memset(&l, 0, sizeof(l));
 	l.no_includes = !allow_includes;
+	l.verify_key = verify_key;
 	l.config = calloc(1, sizeof(*l.config));
 	if (!l.config || !(l.config->path = strdup(path)) ||
 	    config_section_defaults(CONFIG_SECTION_MOLETUN, l.config) < 0 ||
@@ -1209,13 +1223,19 @@ static int load(const char *path, const char *text, size_t len, bool allow_inclu
 
 int config_load(const char *path, struct config **ret, struct diag *diags)
 {
-	return load(path, NULL, 0, true, ret, diags);
+	return load(path, NULL, 0, true, NULL, ret, diags);
+}
+
+int config_load_verified(const char *path, config_key_verifier verify_key, struct config **ret,
+			 struct diag *diags)
+{
+	return load(path, NULL, 0, true, verify_key, ret, diags);
 }
 
 int config_load_buffer(const char *name, const char *text, size_t len, bool allow_includes,
 		       struct config **ret, struct diag *diags)
 {
-	return load(name, text ? text : "", len, allow_includes, ret, diags);
+	return load(name, text ? text : "", len, allow_includes, NULL, ret, diags);
 }
 
 const struct tunnel_config *config_find_tunnel(const struct config *c, const char *name)

@@ -1,15 +1,22 @@
 #include "identity.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
+#include "privfile.h"
 #include "sshkey.h"
 #include "util.h"
 
 #define KEY_FILE_MAX (64 * 1024)
+#define PASSPHRASE_FILE_MAX 4096
+#define STRINGIFY(x) #x
+#define TEXT_OF(x) STRINGIFY(x)
+#define ROUNDS_MAX_TEXT TEXT_OF(SSHKEY_BCRYPT_ROUNDS_MAX)
 #define OPENSSH_BEGIN "-----BEGIN OPENSSH PRIVATE KEY-----"
 #define OPENSSH_END "-----END OPENSSH PRIVATE KEY-----"
 #define OPENSSH_MAGIC "openssh-key-v1"
@@ -79,7 +86,7 @@ static int public_from_openssh(struct identity *id)
 	}
 	memcpy(id->key_type, type, type_len);
 	id->key_type[type_len] = '\0';
-	id->public_len = type_len + 1 + (blob_len + 2) / 3 * 4;
+	id->public_len = type_len + 1 + ((size_t)blob_len + 2) / 3 * 4;
 	id->public_key = malloc(id->public_len + 1);
 	if (!id->public_key) {
 		rc = -ENOMEM;
@@ -90,72 +97,147 @@ static int public_from_openssh(struct identity *id)
 	base64_encode(blob, blob_len, id->public_key + type_len + 1, id->public_len - type_len, true);
 	rc = 0;
 out:
-	free(raw);
+	/* the decoded blob of an unencrypted key is the private key itself */
+	free_secret((char *)raw, (size_t)(end - begin));
 	return rc;
+}
+
+const char *identity_decrypt_error(int r)
+{
+	switch (r) {
+	case -EACCES:
+		return "wrong passphrase";
+	case -ERANGE:
+		return "encrypted with more bcrypt rounds than moletun's limit of " ROUNDS_MAX_TEXT
+		       " (re-encrypt it: ssh-keygen -p -a 100 -f FILE)";
+	case -ENOTSUP:
+		return "cipher or key derivation not supported";
+	case -EINVAL:
+		return "malformed OpenSSH private key";
+	default:
+		return strerror(-r);
+	}
+}
+
+/* Reads a key or passphrase file through privfile_open(): checked on the descriptor read. */
+static int read_private(const char *what, const char *path, size_t max, char **ret,
+			size_t *ret_len, char *err, size_t err_size)
+{
+	struct privfile_result res;
+	char why[160];
+	int fd = privfile_open(path, O_RDONLY, PRIVFILE_MODE_SECRET, &res);
+	int r;
+
+	if (fd < 0) {
+		privfile_describe(&res, why, sizeof(why));
+		snprintf(err, err_size, "%s %s: %s", what, path, why);
+		return res.problem == PRIVFILE_ERRNO ? -res.error : -EPERM;
+	}
+	r = privfile_read(fd, max, ret, ret_len);
+	close(fd);
+	if (r < 0)
+		snprintf(err, err_size, "%s %s: %s", what, path, strerror(-r));
+	return r;
+}
+
+/* Moves a secret from the heap onto pages left out of core dumps. */
+static int to_secret_pages(char **p, size_t len)
+{
+	char *pages = secret_pages_alloc(len + 1);
+
+	if (!pages)
+		return -ENOMEM;
+	memcpy(pages, *p, len);
+	free_secret(*p, len);
+	*p = pages;
+	return 0;
 }
 
 int identity_load(const struct tunnel_config *cfg, struct identity *ret, char *err,
 		  size_t err_size)
 {
 	struct identity id = {0};
+	char *key = NULL, *passphrase = NULL;
+	size_t key_len = 0, passphrase_len = 0;
 	int r;
 
 	if (!cfg->identity_file) {
 		*ret = id;
 		return 0;
 	}
-	r = read_file(cfg->identity_file, KEY_FILE_MAX, &id.private_key, &id.private_len);
-	if (r < 0) {
-		snprintf(err, err_size, "identity file %s: %s", cfg->identity_file, strerror(-r));
+	r = read_private("identity file", cfg->identity_file, KEY_FILE_MAX, &key, &key_len, err,
+			 err_size);
+	if (r < 0)
 		return r;
-	}
-	r = public_from_openssh(&id);
-	if (r == -ENOMEM) {
-		identity_finish(&id);
-		snprintf(err, err_size, "out of memory");
-		return r;
-	}
 	if (cfg->identity_passphrase_file) {
-		r = read_file(cfg->identity_passphrase_file, 4096, &id.passphrase,
-			      &id.passphrase_len);
-		if (r < 0) {
-			snprintf(err, err_size, "identity passphrase file %s: %s",
-				 cfg->identity_passphrase_file, strerror(-r));
-			identity_finish(&id);
-			return r;
+		r = read_private("identity passphrase file", cfg->identity_passphrase_file,
+				 PASSPHRASE_FILE_MAX, &passphrase, &passphrase_len, err, err_size);
+		if (r < 0)
+			goto fail;
+		{
+			/* its first line */
+			size_t line = strcspn(passphrase, "\r\n");
+
+			explicit_bzero(passphrase + line, passphrase_len - line);
+			passphrase_len = line;
 		}
-		while (id.passphrase_len > 0 && (id.passphrase[id.passphrase_len - 1] == '\n' ||
-						 id.passphrase[id.passphrase_len - 1] == '\r'))
-			id.passphrase[--id.passphrase_len] = '\0';
 	}
-	if (strstr(id.private_key, OPENSSH_BEGIN)) {
+	if (strstr(key, OPENSSH_BEGIN)) {
 		char *plain;
 		size_t plain_len;
 
 		/* the bcrypt KDF runs once here, never per reconnect */
-		r = sshkey_decrypt_openssh(id.private_key, id.private_len, id.passphrase,
-					   id.passphrase_len, &plain, &plain_len);
-		if (r < 0) {
+		r = sshkey_decrypt_openssh(key, key_len, passphrase, passphrase_len, &plain,
+					   &plain_len);
+		if (r == -EACCES && passphrase_len == 0)
+			snprintf(err, err_size, "identity file %s: encrypted, and %s", cfg->identity_file,
+				 passphrase ? "the passphrase file is empty"
+					    : "no identity_passphrase_file is set");
+		else if (r < 0)
 			snprintf(err, err_size, "identity file %s: %s", cfg->identity_file,
-				 r == -EACCES ? "wrong or missing passphrase" : strerror(-r));
-			identity_finish(&id);
-			return r;
-		}
-		free_secret(id.private_key, id.private_len);
-		id.private_key = plain;
-		id.private_len = plain_len;
-		free_secret(id.passphrase, id.passphrase_len);
-		id.passphrase = NULL;
-		id.passphrase_len = 0;
+				 identity_decrypt_error(r));
+		if (r < 0)
+			goto fail;
+		free_secret(key, key_len);
+		key = plain;
+		key_len = plain_len;
+		free_secret(passphrase, passphrase_len);
+		passphrase = NULL;
+		passphrase_len = 0;
 	}
+	/* from here on the key (and a PEM key's passphrase) live where core dumps skip them */
+	r = to_secret_pages(&key, key_len);
+	if (r < 0)
+		goto out_of_memory;
+	id.private_key = key;
+	id.private_len = key_len;
+	key = NULL;
+	if (passphrase) {
+		r = to_secret_pages(&passphrase, passphrase_len);
+		if (r < 0)
+			goto out_of_memory;
+		id.passphrase = passphrase;
+		id.passphrase_len = passphrase_len;
+		passphrase = NULL;
+	}
+	r = public_from_openssh(&id);
+	if (r == -ENOMEM)
+		goto out_of_memory;
 	*ret = id;
 	return 0;
+out_of_memory:
+	snprintf(err, err_size, "out of memory");
+fail:
+	identity_finish(&id);
+	free_secret(key, key_len);
+	free_secret(passphrase, passphrase_len);
+	return r;
 }
 
 void identity_finish(struct identity *id)
 {
-	free_secret(id->private_key, id->private_len);
+	secret_pages_free(id->private_key, id->private_len + 1);
 	free(id->public_key);
-	free_secret(id->passphrase, id->passphrase_len);
+	secret_pages_free(id->passphrase, id->passphrase_len + 1);
 	memset(id, 0, sizeof(*id));
 }

@@ -6,6 +6,7 @@
 
 #include "build_config.h"
 #include "config.h"
+#include "identity.h"
 #include "log.h"
 
 static const char usage_text[] =
@@ -88,6 +89,17 @@ static int parse_config_arg(int argc, char **argv, const char **ret_path)
 	return 0;
 }
 
+/* The daemon would fail to start on a key its passphrase does not open: so does check. */
+static int key_opens(const struct tunnel_config *t, char *err, size_t err_size)
+{
+	struct identity id;
+	int r = identity_load(t, &id, err, err_size);
+
+	if (r == 0)
+		identity_finish(&id);
+	return r;
+}
+
 static int cmd_check(int argc, char **argv)
 {
 	const char *path = CONFIG_DEFAULT_PATH;
@@ -99,7 +111,7 @@ static int cmd_check(int argc, char **argv)
 	if (r)
 		return r;
 	diag_init(&diags);
-	r = config_load(path, &c, &diags);
+	r = config_load_verified(path, key_opens, &c, &diags);
 	for (size_t i = 0; i < diags.count; i++)
 		fprintf(stderr, "%s\n", diags.messages[i]);
 	diag_finish(&diags);

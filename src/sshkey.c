@@ -307,6 +307,8 @@ static int decrypt_section(const struct key_blob *blob, const struct cipher_spec
 	if (read_string(&options, &salt, &salt_len) < 0 || read_u32(&options, &rounds) < 0 ||
 	    options.left != 0 || salt_len == 0 || rounds == 0)
 		return -EINVAL;
+	if (rounds > SSHKEY_BCRYPT_ROUNDS_MAX)
+		return -ERANGE;
 	if (blob->private_section_len < spec->block_size ||
 	    blob->private_section_len % spec->block_size != 0 || blob->trailer_len != spec->tag_len)
 		return -EINVAL;

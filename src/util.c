@@ -4,6 +4,7 @@
 #include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -101,6 +102,43 @@ void free_secret(char *p, size_t len)
 		return;
 	explicit_bzero(p, len);
 	free(p);
+}
+
+static size_t page_rounded(size_t size)
+{
+	size_t page = (size_t)sysconf(_SC_PAGESIZE);
+
+	return (size + page - 1) / page * page;
+}
+
+char *secret_pages_alloc(size_t size)
+{
+	size_t len = page_rounded(size ? size : 1);
+	void *p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+
+	if (p == MAP_FAILED)
+		return NULL;
+	/*
+	 * Not in a core dump, whatever LimitCORE says; and not in a child after fork() (the
+	 * alert exec path forks). madvise on anonymous private pages fails only for a kernel
+	 * older than 3.4 (DONTDUMP) or 4.14 (WIPEONFORK): refuse then rather than dump the key.
+	 */
+	if (madvise(p, len, MADV_DONTDUMP) < 0 || madvise(p, len, MADV_WIPEONFORK) < 0) {
+		int e = errno;
+
+		munmap(p, len);
+		errno = e;
+		return NULL;
+	}
+	return p;
+}
+
+void secret_pages_free(char *p, size_t size)
+{
+	if (!p)
+		return;
+	explicit_bzero(p, size);
+	munmap(p, page_rounded(size ? size : 1));
 }
 
 static int b64_value(char c)

@@ -13,6 +13,7 @@ output (then read the diff before committing it).
 
 Needs MOLETUN_BIN (meson sets it). Python standard library only.
 """
+import base64
 import os
 import re
 import shutil
@@ -36,6 +37,22 @@ def write(path, text, mode):
     with open(path, "w", encoding="utf-8") as f:
         f.write(text)
     os.chmod(path, mode)
+
+
+def with_rounds(pem, rounds):
+    """The OpenSSH key `pem` with its bcrypt rounds (stored in the clear) set to `rounds`:
+    ssh-keygen itself would take forever to write a key with 2^32 rounds."""
+    lines = pem.strip().splitlines()
+    blob = bytearray(base64.b64decode("".join(lines[1:-1])))
+    p = len(b"openssh-key-v1\0")
+    for _ in range(2):  # cipher name, kdf name
+        p += 4 + int.from_bytes(blob[p:p + 4], "big")
+    p += 4  # the kdf options string's length, then the salt string, then the rounds
+    p += 4 + int.from_bytes(blob[p:p + 4], "big")
+    blob[p:p + 4] = rounds.to_bytes(4, "big")
+    text = base64.b64encode(bytes(blob)).decode()
+    body = [text[i:i + 70] for i in range(0, len(text), 70)]
+    return "\n".join([lines[0]] + body + [lines[-1]]) + "\n"
 
 
 def make_keys(keys):
@@ -63,6 +80,14 @@ def make_keys(keys):
     write(os.path.join(keys, "known_hosts"),
           "db.example.com,db2.example.com %s %s\n" % (public[0], public[1]), 0o644)
     write(os.path.join(keys, "passphrase"), "secret\n", 0o600)
+    write(os.path.join(keys, "wrong_passphrase"), "not-the-secret\n", 0o600)
+    with open(os.path.join(keys, "id_encrypted"), encoding="utf-8") as f:
+        write(os.path.join(keys, "id_rounds"), with_rounds(f.read(), 0xffffffff), 0o600)
+    os.symlink("id_ed25519", os.path.join(keys, "id_link"))
+    os.symlink("passphrase", os.path.join(keys, "passphrase_link"))
+    os.symlink("known_hosts", os.path.join(keys, "known_hosts_link"))
+    with open(os.path.join(keys, "known_hosts"), encoding="utf-8") as f:
+        write(os.path.join(keys, "known_hosts_writable"), f.read(), 0o664)
     write(os.path.join(keys, "passphrase_open"), "secret\n", 0o644)
     write(os.path.join(keys, "hook"), "#!/bin/sh\nexit 0\n", 0o755)
     write(os.path.join(keys, "not_executable"), "#!/bin/sh\nexit 0\n", 0o644)
@@ -151,6 +176,31 @@ class CheckTest(unittest.TestCase):
         r = check(os.path.join(self.dir, "good", "full.conf"))
         self.assertNotIn("0123456789", r.stdout)
         self.assertNotIn("XXXX", r.stdout)
+
+    @unittest.skipUnless(os.geteuid() == 0, "needs root to give a file to another user")
+    def test_key_files_of_another_user(self):
+        """A key, passphrase or known_hosts file owned by neither root nor the daemon's
+        user is refused, whatever its mode: that user could swap it for their own."""
+        keys = os.path.join(self.dir, "keys")
+        other = os.path.join(self.dir, "other")
+        os.makedirs(other)
+        for name in ("id_ed25519", "passphrase", "known_hosts"):
+            shutil.copy(os.path.join(keys, name), os.path.join(other, name))
+            os.chown(os.path.join(other, name), 65534, 65534)
+        os.chmod(os.path.join(other, "id_ed25519"), 0o600)
+        path = os.path.join(self.dir, "other.conf")
+        write(path, "[tunnel:t]\nhost = db.example.com\nuser = tunnel\n"
+              "identity_file = %s/id_ed25519\nidentity_passphrase_file = %s/passphrase\n"
+              "known_hosts_file = %s/known_hosts\nlocal_forward = 127.0.0.1:5433 x:1\n" % (
+                  other, other, other), 0o644)
+        r = check(path)
+        self.assertEqual(r.returncode, 1, r.stderr)
+        self.assertEqual(self.templated(r.stderr), "".join(
+            "@DIR@/other.conf:%d: %s @DIR@/other/%s: is owned by uid 65534 (must be root or "
+            "uid 0, moletun's user)\n" % (line, what, name) for line, what, name in (
+                (4, "identity file", "id_ed25519"),
+                (5, "identity passphrase file", "passphrase"),
+                (6, "known_hosts file", "known_hosts"))))
 
     def test_relative_path_from_working_directory(self):
         r = check("minimal.conf", cwd=os.path.join(self.dir, "good"))

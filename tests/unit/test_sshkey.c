@@ -505,6 +505,38 @@ static void test_structure_checks(void **state)
 			 -EACCES);
 }
 
+/*
+ * The rounds come from the key file: a key asking for 2^32 rounds must be refused at once,
+ * not run for years; the cap itself and one round above it are told apart.
+ */
+static void test_rounds_capped(void **state)
+{
+	static const uint8_t huge_rounds[] = "\0\0\0\x10"
+					     "0123456789abcdef"
+					     "\xff\xff\xff\xff";
+	static const uint8_t above_cap[] = "\0\0\0\x10"
+					   "0123456789abcdef"
+					   "\0\0\x01\xf5"; /* 501 */
+	const uint32_t options_len = sizeof(huge_rounds) - 1;
+	struct timespec start, end;
+	double seconds;
+
+	(void)state;
+	assert_int_equal(SSHKEY_BCRYPT_ROUNDS_MAX, 500);
+	clock_gettime(CLOCK_MONOTONIC, &start);
+	assert_int_equal(
+	    decrypt_built("aes256-ctr", "bcrypt", huge_rounds, options_len, 1, 16, 0), -ERANGE);
+	assert_int_equal(
+	    decrypt_built("aes256-ctr", "bcrypt", above_cap, options_len, 1, 16, 0), -ERANGE);
+	assert_int_equal(decrypt_built("chacha20-poly1305@openssh.com", "bcrypt", huge_rounds,
+				       options_len, 1, 16, 16),
+			 -ERANGE);
+	clock_gettime(CLOCK_MONOTONIC, &end);
+	seconds = (double)(end.tv_sec - start.tv_sec) + (double)(end.tv_nsec - start.tv_nsec) / 1e9;
+	/* refused before the KDF: 501 rounds alone would take about 3 s */
+	assert_true(seconds < 0.5);
+}
+
 /* Not an assertion: how long one decryption takes at ssh-keygen's default 16 rounds. */
 static void test_report_decrypt_time(void **state)
 {
@@ -552,6 +584,7 @@ int main(void)
 	    cmocka_unit_test(test_corrupted_bytes),
 	    cmocka_unit_test(test_garbage),
 	    cmocka_unit_test(test_structure_checks),
+	    cmocka_unit_test(test_rounds_capped),
 	    cmocka_unit_test(test_report_decrypt_time),
 	};
 
