@@ -81,8 +81,9 @@ static bool step_hostkey(struct tunnel *t)
 			 cfg->name, desc);
 		return true;
 	}
-	v = hostkey_check(t->link.session, cfg->known_hosts_file, cfg->host, cfg->port, err,
-			  sizeof(err));
+	v = hostkey_check(t->link.session, cfg->known_hosts_file,
+			  cfg->strict_host_key_checking == HOST_KEY_ACCEPT_NEW, cfg->host, cfg->port,
+			  err, sizeof(err));
 	switch (v) {
 	case HOSTKEY_MATCH:
 		log_debug("tunnel %s: host key verified: %s", cfg->name, desc);
@@ -97,10 +98,10 @@ static bool step_hostkey(struct tunnel *t)
 	case HOSTKEY_NOT_FOUND:
 		if (cfg->strict_host_key_checking == HOST_KEY_ACCEPT_NEW) {
 			int r = hostkey_append(t->link.session, cfg->known_hosts_file, cfg->host,
-					       cfg->port);
+					       cfg->port, err, sizeof(err));
 			if (r < 0) {
 				tunnel_fail(t, true, "cannot add host key to %s: %s",
-					    cfg->known_hosts_file, strerror(-r));
+					    cfg->known_hosts_file, err);
 				return false;
 			}
 			log_notice("tunnel %s: added host key %s for %s:%u to %s", cfg->name, desc,

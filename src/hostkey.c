@@ -2,11 +2,17 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <libgen.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
+#include "privfile.h"
 #include "util.h"
+
+/* Read at every connection: a file this size is far beyond any real one. */
+#define KNOWN_HOSTS_MAX (4 * 1024 * 1024)
 
 struct key_type {
 	int hostkey_type;  /* LIBSSH2_HOSTKEY_TYPE_* */
@@ -31,25 +37,55 @@ static const struct key_type *key_type_of(int hostkey_type)
 	return NULL;
 }
 
-static LIBSSH2_KNOWNHOSTS *load(LIBSSH2_SESSION *session, const char *file, char *err,
-				size_t err_size)
+/*
+ * Reads the file ourselves (privfile_open: no symbolic link, owner root or us, not writable
+ * by group or others) and hands libssh2 one line at a time: libssh2_knownhost_readfile()
+ * would open it again by path. A missing file is an empty one when `missing_ok`.
+ */
+static LIBSSH2_KNOWNHOSTS *load(LIBSSH2_SESSION *session, const char *file, bool missing_ok,
+				char *err, size_t err_size)
 {
 	LIBSSH2_KNOWNHOSTS *hosts = libssh2_knownhost_init(session);
+	struct privfile_result res;
+	char *text = NULL, why[200];
+	size_t len = 0, line_no = 0;
+	int fd, r;
 
 	if (!hosts) {
 		snprintf(err, err_size, "out of memory");
 		return NULL;
 	}
-	if (access(file, R_OK) < 0) {
-		snprintf(err, err_size, "known_hosts file %s: %s", file, strerror(errno));
+	fd = privfile_open(file, O_RDONLY, PRIVFILE_MODE_TRUSTED, &res);
+	if (fd < 0) {
+		if (missing_ok && res.problem == PRIVFILE_ERRNO && res.error == ENOENT)
+			return hosts;
+		privfile_describe(&res, why, sizeof(why));
+		snprintf(err, err_size, "known_hosts file %s: %s", file, why);
 		libssh2_knownhost_free(hosts);
 		return NULL;
 	}
-	if (libssh2_knownhost_readfile(hosts, file, LIBSSH2_KNOWNHOST_FILE_OPENSSH) < 0) {
-		snprintf(err, err_size, "known_hosts file %s: cannot parse", file);
+	r = privfile_read(fd, KNOWN_HOSTS_MAX, &text, &len);
+	close(fd);
+	if (r < 0) {
+		snprintf(err, err_size, "known_hosts file %s: %s", file, strerror(-r));
 		libssh2_knownhost_free(hosts);
 		return NULL;
 	}
+	for (const char *line = text; line < text + len;) {
+		const char *nl = memchr(line, '\n', (size_t)(text + len - line));
+		size_t n = nl ? (size_t)(nl - line) + 1 : (size_t)(text + len - line);
+
+		line_no++;
+		if (libssh2_knownhost_readline(hosts, line, n, LIBSSH2_KNOWNHOST_FILE_OPENSSH) < 0) {
+			snprintf(err, err_size, "known_hosts file %s: cannot parse line %zu", file,
+				 line_no);
+			libssh2_knownhost_free(hosts);
+			free(text);
+			return NULL;
+		}
+		line += n;
+	}
+	free(text);
 	return hosts;
 }
 
@@ -63,7 +99,7 @@ void hostkey_known_methods(LIBSSH2_SESSION *session, const char *known_hosts_fil
 	buf[0] = '\0';
 	if (!known_hosts_file)
 		return;
-	hosts = load(session, known_hosts_file, err, sizeof(err));
+	hosts = load(session, known_hosts_file, true, err, sizeof(err));
 	if (!hosts)
 		return;
 	for (size_t i = 0; i < sizeof(key_types) / sizeof(key_types[0]); i++) {
@@ -84,7 +120,8 @@ void hostkey_known_methods(LIBSSH2_SESSION *session, const char *known_hosts_fil
 }
 
 enum hostkey_verdict hostkey_check(LIBSSH2_SESSION *session, const char *known_hosts_file,
-				   const char *host, uint16_t port, char *err, size_t err_size)
+				   bool missing_ok, const char *host, uint16_t port, char *err,
+				   size_t err_size)
 {
 	LIBSSH2_KNOWNHOSTS *hosts;
 	const struct key_type *kt;
@@ -98,7 +135,7 @@ enum hostkey_verdict hostkey_check(LIBSSH2_SESSION *session, const char *known_h
 		snprintf(err, err_size, "server host key of unsupported type");
 		return HOSTKEY_ERROR;
 	}
-	hosts = load(session, known_hosts_file, err, err_size);
+	hosts = load(session, known_hosts_file, missing_ok, err, err_size);
 	if (!hosts)
 		return HOSTKEY_ERROR;
 	r = libssh2_knownhost_checkp(hosts, host, port, key, len,
@@ -119,8 +156,67 @@ enum hostkey_verdict hostkey_check(LIBSSH2_SESSION *session, const char *known_h
 	}
 }
 
+/* fsync() of the directory holding `path`, so that a file just created there survives a crash. */
+static int sync_directory_of(const char *path)
+{
+	char *copy = strdup(path);
+	int fd, r = 0;
+
+	if (!copy)
+		return -ENOMEM;
+	fd = open(dirname(copy), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	free(copy);
+	if (fd < 0)
+		return -errno;
+	if (fsync(fd) < 0)
+		r = -errno;
+	close(fd);
+	return r;
+}
+
+/*
+ * Appends `line` to the file, creating it (0600, O_EXCL) when it does not exist; neither
+ * follows a symbolic link, and an existing file must pass the rule load() reads it under.
+ * The line is on disk (fsync of the file, and of its directory when created) on success:
+ * a host key learned once must not be learned anew after a crash.
+ */
+static int append_line(const char *file, const char *line, size_t len, char *err,
+		       size_t err_size)
+{
+	struct privfile_result res;
+	bool created = false;
+	char why[200];
+	int fd = -1, r = 0;
+
+	/* twice: someone else may create the file between our two opens */
+	for (int attempt = 0; attempt < 2 && fd < 0; attempt++) {
+		fd = privfile_open(file, O_WRONLY | O_APPEND, PRIVFILE_MODE_TRUSTED, &res);
+		if (fd >= 0 || res.problem != PRIVFILE_ERRNO || res.error != ENOENT)
+			break;
+		fd = privfile_open(file, O_WRONLY | O_APPEND | O_CREAT | O_EXCL,
+				   PRIVFILE_MODE_TRUSTED, &res);
+		created = fd >= 0;
+		if (fd < 0 && (res.problem != PRIVFILE_ERRNO || res.error != EEXIST))
+			break;
+	}
+	if (fd < 0) {
+		privfile_describe(&res, why, sizeof(why));
+		snprintf(err, err_size, "%s", why);
+		return res.problem == PRIVFILE_ERRNO ? -res.error : -EPERM;
+	}
+	if (write_all(fd, line, len) < 0 || fsync(fd) < 0)
+		r = -errno;
+	if (close(fd) < 0 && r == 0)
+		r = -errno;
+	if (r == 0 && created)
+		r = sync_directory_of(file);
+	if (r < 0)
+		snprintf(err, err_size, "%s", strerror(-r));
+	return r;
+}
+
 int hostkey_append(LIBSSH2_SESSION *session, const char *known_hosts_file, const char *host,
-		   uint16_t port)
+		   uint16_t port, char *err, size_t err_size)
 {
 	LIBSSH2_KNOWNHOSTS *hosts = libssh2_knownhost_init(session);
 	struct libssh2_knownhost *entry;
@@ -128,12 +224,13 @@ int hostkey_append(LIBSSH2_SESSION *session, const char *known_hosts_file, const
 	char pattern[300], line[4096];
 	const char *key;
 	size_t len, out_len;
-	int type, fd, r = 0;
+	int type;
 
 	key = libssh2_session_hostkey(session, &len, &type);
 	kt = key ? key_type_of(type) : NULL;
 	if (!hosts || !kt) {
 		libssh2_knownhost_free(hosts);
+		snprintf(err, err_size, "server host key of unsupported type");
 		return -EINVAL;
 	}
 	/* OpenSSH writes "[host]:port" for any port but 22. */
@@ -148,17 +245,11 @@ int hostkey_append(LIBSSH2_SESSION *session, const char *known_hosts_file, const
 	    libssh2_knownhost_writeline(hosts, entry, line, sizeof(line), &out_len,
 					LIBSSH2_KNOWNHOST_FILE_OPENSSH) < 0) {
 		libssh2_knownhost_free(hosts);
+		snprintf(err, err_size, "cannot format the host key");
 		return -EINVAL;
 	}
 	libssh2_knownhost_free(hosts);
-	fd = open(known_hosts_file, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0600);
-	if (fd < 0)
-		return -errno;
-	if (write_all(fd, line, out_len) < 0)
-		r = -errno;
-	if (close(fd) < 0 && r == 0)
-		r = -errno;
-	return r;
+	return append_line(known_hosts_file, line, out_len, err, err_size);
 }
 
 void hostkey_describe(LIBSSH2_SESSION *session, char *buf, size_t size)

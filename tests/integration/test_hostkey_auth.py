@@ -129,6 +129,54 @@ class HostKeyTest(harness.TunnelTest):
         with open(kh) as f:
             self.assertEqual(f.read(), text, "strict mode modified known_hosts")
 
+    def test_accept_new_creates_missing_file(self):
+        """The documented promise: accept-new creates a known_hosts file that does not
+        exist yet (0600), instead of failing to read it at every connection."""
+        sc = self.sidecar(permit_open=[self.echo.addr])
+        kh = os.path.join(self.tmp, "state", "known_hosts")
+        os.makedirs(os.path.dirname(kh))
+        m = self.simple_tunnel(sc, local_forward=self.fwd, known_hosts=kh,
+                               strict_host_key_checking="accept-new")
+        self.assertWorks(m)
+        st = os.lstat(kh)
+        self.assertEqual(st.st_mode & 0o7777, 0o600)
+        with open(kh) as f:
+            self.assertEqual(f.read().split()[1:3], sc.host_pubkey().split())
+        self.assertIsNotNone(m.wait_for(r"added host key .* to %s" % kh, 1))
+
+    def test_missing_file_under_strict_checking(self):
+        """Under strict_host_key_checking = yes a known_hosts file that went away is an
+        error that names the file and the reason, not a silent "host not found"."""
+        sc = self.sidecar(permit_open=[self.echo.addr])
+        kh = self.known_hosts(sc)
+        m = self.simple_tunnel(sc, local_forward=self.fwd, known_hosts=kh)
+        self.assertWorks(m)
+        os.unlink(kh)
+        sc.kill()
+        sc.restart()
+        self.assertIsNotNone(m.wait_for(
+            r"known_hosts file %s: No such file or directory" % kh, 10))
+        self.assertFalse(os.path.exists(kh))
+
+    def test_accept_new_does_not_follow_symlink(self):
+        """A symbolic link planted where accept-new will create known_hosts is refused: the
+        host key is not appended to the file it points at."""
+        sc = self.sidecar(start=False, permit_open=[self.echo.addr])
+        kh = os.path.join(self.tmp, "known_hosts_new")
+        victim = os.path.join(self.tmp, "victim")
+        with open(victim, "w") as f:
+            f.write("# not moletun's\n")
+        m = self.simple_tunnel(sc, local_forward=self.fwd, known_hosts=kh,
+                               strict_host_key_checking="accept-new",
+                               backoff_initial="100ms", backoff_max="300ms")
+        self.assertIsNotNone(m.wait_state("t1", "backoff", 5))
+        os.symlink(victim, kh)
+        sc.start()
+        self.assertIsNotNone(m.wait_for(r"known_hosts file %s: is a symbolic link" % kh, 10))
+        self.assertNeverUp(m, sc, 1.0)
+        with open(victim) as f:
+            self.assertEqual(f.read(), "# not moletun's\n")
+
     def test_accept_new_still_rejects_changed_key(self):
         sc = self.sidecar(permit_open=[self.echo.addr])
         m = self.run_with_known_hosts(sc, [sc.known_hosts_line(wrong=True)],

@@ -215,7 +215,7 @@ class SecretsTest(harness.TunnelTest):
             log_level="debug")
         m.proc.wait(10)
         m.reader.join(2)
-        self.assertRegex(m.log_text(), r"id_ed25519: wrong passphrase")
+        self.assertRegex(m.log_text(), r"identity file \S+: wrong passphrase")
         self.assertNoSecret(m.log_text().replace("not-" + PASSPHRASE, ""),
                             "the daemon's log with a wrong passphrase")
         self.assertNotIn("not-" + PASSPHRASE, m.log_text())
