@@ -134,11 +134,13 @@ struct tunnel {
 };
 
 /*
- * Creates a tunnel and binds its local listeners (loads the identity once). Does not
- * connect yet. Returns 0 or -errno with a message in err.
+ * Creates a tunnel and binds its local listeners. Does not connect yet. Takes over
+ * `identity` (loaded by the caller with identity_load(), so that a reload can find a bad key
+ * before it stops the running tunnel), also on failure: it is zeroed. Returns 0 or -errno
+ * with a message in err.
  */
-int tunnel_create(struct ev_loop *loop, const struct tunnel_config *cfg, struct tunnel **ret,
-		  char *err, size_t err_size);
+int tunnel_create(struct ev_loop *loop, const struct tunnel_config *cfg,
+		  struct identity *identity, struct tunnel **ret, char *err, size_t err_size);
 void tunnel_start(struct tunnel *t);
 /* Drops the session now (if any) and connects again without waiting for backoff. */
 void tunnel_reconnect(struct tunnel *t, const char *why);

@@ -12,6 +12,7 @@
 #include "config.h"
 #include "control.h"
 #include "fd.h"
+#include "identity.h"
 #include "log.h"
 #include "notify.h"
 #include "status_format.h"
@@ -130,13 +131,15 @@ static void warn_config(const struct config *c)
 	diag_finish(&warnings);
 }
 
-static int daemon_add_tunnel(struct daemon *d, const struct tunnel_config *tc)
+/* Starts a tunnel with its identity already loaded (taken over, also on failure). */
+static int daemon_add_tunnel(struct daemon *d, const struct tunnel_config *tc,
+			     struct identity *id)
 {
 	struct tunnel *t;
 	char err[512];
 	int r;
 
-	r = tunnel_create(d->loop, tc, &t, err, sizeof(err));
+	r = tunnel_create(d->loop, tc, id, &t, err, sizeof(err));
 	if (r < 0) {
 		log_err("tunnel %s: %s", tc->name, err);
 		return r;
@@ -147,18 +150,60 @@ static int daemon_add_tunnel(struct daemon *d, const struct tunnel_config *tc)
 	return 0;
 }
 
+/* The running tunnel that `tc` (of a new configuration) leaves as it is, if any. */
+static struct tunnel *daemon_unchanged(struct daemon *d, const struct tunnel_config *tc)
+{
+	struct tunnel *t = daemon_find(d, tc->name);
+	bool contents;
+
+	return t && !tunnel_config_diff(t->cfg, tc, &contents) ? t : NULL;
+}
+
+/*
+ * Loads (decrypts) the identity of every tunnel of `next` that will be created: a new key
+ * that does not open must fail the reload while the running tunnel still works. Returns
+ * 0, or -errno with every failure in `errors` (and nothing left loaded).
+ */
+static int daemon_load_identities(struct daemon *d, const struct config *next,
+				  struct identity *ids, struct diag *errors)
+{
+	int failed = 0;
+
+	for (size_t i = 0; i < next->n_tunnels; i++) {
+		const struct tunnel_config *tc = &next->tunnels[i];
+		char err[512];
+		int r;
+
+		if (daemon_unchanged(d, tc))
+			continue;
+		r = identity_load(tc, &ids[i], err, sizeof(err));
+		if (r < 0) {
+			log_err("reload: tunnel %s: %s", tc->name, err);
+			diag_add(errors, tc->file, tc->line, "tunnel %s: %s", tc->name, err);
+			failed = r;
+		}
+	}
+	if (failed)
+		for (size_t i = 0; i < next->n_tunnels; i++)
+			identity_finish(&ids[i]);
+	return failed;
+}
+
 /*
  * Applies a new configuration: unchanged tunnels keep their sessions and clients (they
  * are re-pointed at the new config), changed ones restart, removed ones close, new ones
- * start. The new config is parsed completely before anything is touched. Its file digests
- * are taken before tunnel_create() reads the key again, so a key replaced in between is
- * never missed: at worst it restarts its tunnel once more at the next reload.
+ * start. The new config is parsed completely, and the keys of the tunnels to (re)start are
+ * loaded and decrypted, before anything is touched: a rotated key that does not open fails
+ * the reload and the running tunnel carries on. The file digests are taken before the key
+ * is read again, so a key replaced in between is never missed: at worst it restarts its
+ * tunnel once more at the next reload.
  */
 static int daemon_reload(void *userdata, struct diag *errors)
 {
 	struct daemon *d = userdata;
 	struct config *next = NULL;
 	struct tunnel **tunnels;
+	struct identity *ids;
 	size_t n_old = d->n_tunnels;
 	struct tunnel **old = d->tunnels;
 	int r, failed = 0;
@@ -175,10 +220,22 @@ static int daemon_reload(void *userdata, struct diag *errors)
 	}
 	notify_reloading();
 	tunnels = calloc(next->n_tunnels ? next->n_tunnels : 1, sizeof(*tunnels));
-	if (!tunnels) {
+	ids = calloc(next->n_tunnels ? next->n_tunnels : 1, sizeof(*ids));
+	if (!tunnels || !ids) {
+		free(tunnels);
+		free(ids);
 		config_free(next);
 		notify_ready();
 		return -ENOMEM;
+	}
+	r = daemon_load_identities(d, next, ids, errors);
+	if (r < 0) {
+		log_err("reload failed: keeping the running configuration");
+		free(tunnels);
+		free(ids);
+		config_free(next);
+		notify_ready();
+		return -EINVAL;
 	}
 	/* Keep unchanged tunnels; close the rest first so their addresses are free. */
 	for (size_t i = 0; i < n_old; i++) {
@@ -212,7 +269,7 @@ static int daemon_reload(void *userdata, struct diag *errors)
 			d->tunnels[d->n_tunnels++] = kept;
 			continue;
 		}
-		if (daemon_add_tunnel(d, &next->tunnels[i]) < 0) {
+		if (daemon_add_tunnel(d, &next->tunnels[i], &ids[i]) < 0) {
 			diag_add(errors, next->tunnels[i].file, next->tunnels[i].line,
 				 "tunnel %s could not start (see log)", next->tunnels[i].name);
 			failed = 1;
@@ -221,6 +278,7 @@ static int daemon_reload(void *userdata, struct diag *errors)
 		tunnel_start(d->tunnels[d->n_tunnels - 1]);
 	}
 	free(old);
+	free(ids);
 	if (strcmp(next->control_socket, d->cfg->control_socket) != 0)
 		log_notice("control_socket changed: takes effect at the next restart");
 	/* alert targets may have changed too; before the old config goes */
@@ -328,7 +386,16 @@ static int daemon_run(const char *config_path)
 		return 1;
 	}
 	for (size_t i = 0; i < d.cfg->n_tunnels; i++) {
-		if (daemon_add_tunnel(&d, &d.cfg->tunnels[i]) < 0) {
+		const struct tunnel_config *tc = &d.cfg->tunnels[i];
+		struct identity id;
+		char err[512];
+
+		if (identity_load(tc, &id, err, sizeof(err)) < 0) {
+			log_err("tunnel %s: %s", tc->name, err);
+			daemon_finish(&d);
+			return 1;
+		}
+		if (daemon_add_tunnel(&d, tc, &id) < 0) {
 			daemon_finish(&d);
 			return 1;
 		}

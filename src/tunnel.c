@@ -251,16 +251,19 @@ static void flush_cb(struct ev_loop *loop, ev_prepare *w, int revents)
 	ev_prepare_stop(loop, w);
 }
 
-int tunnel_create(struct ev_loop *loop, const struct tunnel_config *cfg, struct tunnel **ret,
-		  char *err, size_t err_size)
+int tunnel_create(struct ev_loop *loop, const struct tunnel_config *cfg,
+		  struct identity *identity, struct tunnel **ret, char *err, size_t err_size)
 {
 	struct tunnel *t = calloc(1, sizeof(*t));
 	int r;
 
 	if (!t) {
+		identity_finish(identity);
 		snprintf(err, err_size, "out of memory");
 		return -ENOMEM;
 	}
+	t->identity = *identity;
+	memset(identity, 0, sizeof(*identity));
 	t->loop = loop;
 	t->cfg = cfg;
 	t->state = TUNNEL_CONNECTING;
@@ -285,11 +288,6 @@ int tunnel_create(struct ev_loop *loop, const struct tunnel_config *cfg, struct 
 	}
 	for (size_t i = 0; i < cfg->n_forwards; i++)
 		t->listeners[i].fd = -1;
-	r = identity_load(cfg, &t->identity, err, err_size);
-	if (r < 0) {
-		tunnel_destroy(t);
-		return r;
-	}
 	for (size_t i = 0; i < cfg->n_forwards; i++) {
 		const struct forward_spec *f = &cfg->forwards[i];
 		struct listener *li = &t->listeners[i];

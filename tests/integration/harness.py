@@ -245,6 +245,58 @@ class CpuMeter:
         return "%.2fs CPU in %.1fs (%.1f%%)" % (self.cpu, self.wall, 100 * self.share)
 
 
+def openssh_key_blob(pem):
+    """The openssh-key-v1 blob inside an OpenSSH private key file's armour."""
+    lines = [l.strip() for l in pem.strip().splitlines()]
+    return base64.b64decode("".join(lines[1:-1]))
+
+
+def openssh_key_fields(blob):
+    """(kdf options offset, fields): splits an openssh-key-v1 blob into its SSH strings
+    (cipher, kdf, kdf options, then after the key count the public key and the private
+    section)."""
+    p = len(b"openssh-key-v1\0")
+    fields, offsets = [], []
+    for i in range(5):
+        if i == 3:
+            p += 4  # the key count
+        n = int.from_bytes(blob[p:p + 4], "big")
+        offsets.append(p + 4)
+        fields.append(blob[p + 4:p + 4 + n])
+        p += 4 + n
+    return offsets, fields
+
+
+def with_bcrypt_rounds(pem, rounds):
+    """The encrypted OpenSSH key `pem` with its bcrypt rounds (stored in the clear) set to
+    `rounds`: ssh-keygen would take forever to write a key with 2^32 rounds."""
+    blob = bytearray(openssh_key_blob(pem))
+    offsets, fields = openssh_key_fields(blob)
+    salt_len = int.from_bytes(fields[2][:4], "big")
+    at = offsets[2] + 4 + salt_len
+    blob[at:at + 4] = rounds.to_bytes(4, "big")
+    lines = pem.strip().splitlines()
+    text = base64.b64encode(bytes(blob)).decode()
+    return "\n".join([lines[0]] + [text[i:i + 70] for i in range(0, len(text), 70)] +
+                     [lines[-1]]) + "\n"
+
+
+def ed25519_private_bytes(pem):
+    """The secret of an unencrypted ed25519 OpenSSH key: its 64-byte private key (the 32-byte
+    seed, then the public key), as found in the private section."""
+    _, fields = openssh_key_fields(openssh_key_blob(pem))
+    section = fields[4]
+    p = 8  # the two check ints
+    parts = []
+    for _ in range(3):  # key type, public key, private key
+        n = int.from_bytes(section[p:p + 4], "big")
+        parts.append(section[p + 4:p + 4 + n])
+        p += 4 + n
+    if parts[0] != b"ssh-ed25519" or len(parts[2]) != 64:
+        raise ValueError("not an unencrypted ed25519 key")
+    return parts[2]
+
+
 def keygen(path, key_type="ed25519", passphrase="", comment="moletun-test"):
     """Generates an OpenSSH-format key pair; returns the path of the private key (mode 0600)."""
     args = [SSH_KEYGEN, "-q", "-t", key_type, "-N", passphrase, "-C", comment, "-f", path]

@@ -81,8 +81,13 @@ class SecretsTest(harness.TunnelTest):
         os.chmod(plain, 0o600)
         harness.run([harness.SSH_KEYGEN, "-q", "-p", "-P", PASSPHRASE, "-N", "", "-f", plain])
         with open(plain) as f:
-            self.key_lines += [l.strip() for l in f if len(l.strip()) >= 16 and
-                               "PRIVATE KEY" not in l]
+            self.plain_pem = f.read()
+        # the lines of the decrypted key that hold its private section (the first two
+        # hold the header and the public key)
+        self.plain_private_lines = [l.strip() for l in self.plain_pem.splitlines()[3:-1]
+                                    if len(l.strip()) >= 16]
+        self.key_lines += [l.strip() for l in self.plain_pem.splitlines()
+                           if len(l.strip()) >= 16 and "PRIVATE KEY" not in l]
         os.unlink(plain)
 
     def secrets(self):
@@ -252,6 +257,94 @@ class SecretsTest(harness.TunnelTest):
         # and the webhook header is sent with every alert: only the passphrase can go.
         self.assertTrue(m.running())
 
+
+    def running_core(self):
+        """A gcore of a daemon whose tunnel authenticated twice (start and a reconnect)."""
+        gcore = shutil.which("gcore")
+        if not gcore:
+            self.skipTest("gcore (gdb) is not installed: cannot dump the daemon's memory")
+        if harness.under_wrapper():
+            self.skipTest("the core of valgrind is not the daemon's")
+        m = self.moletun([self.tunnel()])
+        self.assertUp(m, timeout=20)
+        self.assertEqual(echo_once(self.lp, b"hi\n"), b"hi\n")
+        mark = m.mark()
+        self.ctl(m, "reconnect", "t1", rc=0)
+        self.assertIsNotNone(m.wait_transition("t1", mark, new="up", timeout=10))
+        data = self.core_of(m)
+        # sanity: the public half, kept on the ordinary heap, is found
+        with open(self.sc.user_key + ".pub") as f:
+            self.assertTrue(f.read().split()[1].encode() in data)
+        self.assertTrue(m.running())
+        return data
+
+    def test_decrypted_key_not_in_core_dump(self):
+        """The decrypted key must stay in memory (reconnects never read the file again), but
+        on pages a core dump leaves out (MADV_DONTDUMP): the text of the unencrypted key,
+        which moletun hands libssh2 at every authentication, is not in a gcore."""
+        data = self.running_core()
+        self.assertGreater(len(self.plain_private_lines), 2)
+        # (assertFalse: assertNotIn would print the whole core)
+        for line in self.plain_private_lines:
+            self.assertFalse(line.encode() in data, "the decrypted key file is in the core")
+
+    # FINDING (for the engine, src/link.c + sessmem.c): libssh2 1.10 decodes the key text
+    # at every authentication (_libssh2_openssh_pem_parse_memory) into buffers it frees
+    # without zeroing, through the session's allocator: one copy of the raw private key per
+    # authentication stays in the freed heap. Checked: a session allocator that zeroes a
+    # block before free() (and a realloc that copies, then zeroes and frees the old block)
+    # makes this test pass. Remove expectedFailure once the allocator does.
+    @EXPECTED_FAILURE
+    def test_raw_private_key_not_in_core_dump(self):
+        """Nor are the raw ed25519 private key bytes anywhere in the daemon's memory."""
+        secret = harness.ed25519_private_bytes(self.plain_pem)
+        data = self.running_core()
+        self.assertFalse(secret[:32] in data, "the ed25519 private key is in the core")
+
+    def test_key_with_absurd_rounds_is_refused_at_start(self):
+        """A key file asking for 2^32 bcrypt rounds would hang the daemon's start for years:
+        it is refused at once, naming the file and the limit."""
+        with open(self.sc.user_key) as f:
+            pem = f.read()
+        key = os.path.join(self.tmp, "id_rounds")
+        with open(key, "w") as f:
+            f.write(harness.with_bcrypt_rounds(pem, 0xffffffff))
+        os.chmod(key, 0o600)
+        m = self.moletun(tunnel_section(
+            "t1", self.sc, known_hosts_file=self.kh, identity_file=key,
+            identity_passphrase_file=self.pass_file,
+            local_forward=["127.0.0.1:%d %s" % (self.lp, self.echo.addr)]))
+        try:
+            m.proc.wait(60 if harness.under_wrapper() else 10)
+        except subprocess.TimeoutExpired:
+            self.fail("moletun still running 10 s after start: the KDF is running")
+        m.reader.join(2)
+        self.assertNotEqual(m.proc.returncode, 0)
+        self.assertRegex(m.log_text(), r"identity file %s: encrypted with more bcrypt rounds "
+                         r"than moletun's limit of 500" % key)
+
+    def test_reload_with_key_that_does_not_open_keeps_tunnel(self):
+        """A rotated passphrase that does not open the key fails the reload before the
+        running tunnel is touched: it stays up on its session, and ctl reload says why."""
+        m = self.moletun([self.tunnel()])
+        self.assertUp(m, timeout=20)
+        self.assertEqual(echo_once(self.lp, b"hi\n"), b"hi\n")
+        mark = m.mark()
+        with open(self.pass_file, "w") as f:
+            f.write("not-" + PASSPHRASE + "\n")
+        out = self.ctl(m, "reload")
+        self.assertRegex(out, r"identity file \S+: wrong passphrase")
+        self.assertNoSecret(out, "ctl reload with a wrong passphrase")
+        self.assertIsNotNone(m.wait_for(r"reload failed: keeping the running configuration",
+                                        5, since=mark))
+        self.assertEqual(echo_once(self.lp, b"still\n"), b"still\n")
+        self.assertEqual(m.transitions("t1", mark), [], "the tunnel was restarted")
+        self.assertEqual(m.state("t1"), "up")
+        # the right passphrase again: the reload goes through (its contents changed back,
+        # so the tunnel is compared with what it was started with and left alone)
+        self.sc.write_passphrase_file(self.pass_file)
+        self.ctl(m, "reload", rc=0)
+        self.assertEqual(echo_once(self.lp, b"again\n"), b"again\n")
 
     # FINDING (reported to the lead): identity_load() decrypts only OpenSSH-format keys
     # itself; for a passphrase-protected PEM key (ssh-keygen -m PEM) it keeps the
