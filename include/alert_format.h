@@ -62,12 +62,6 @@ int alert_format_body(enum alert_format format, const struct alert_event *e, cha
 		      size_t *ret_len);
 
 /*
- * The url as it may be logged: scheme and host[:port] only, "/..." when a path or query
- * followed ("https://hooks.slack.com/..."), user:password@ dropped. Pure.
- */
-void alert_url_redact(const char *url, char *buf, size_t size);
-
-/*
  * The environment of an exec target: `base` (NULL-terminated, e.g. environ) without
  * systemd's NOTIFY_SOCKET, WATCHDOG_*, LISTEN_* and without any MOLETUN_* variables, then
  * MOLETUN_EVENT, MOLETUN_TUNNEL, MOLETUN_REASON, MOLETUN_ALERT, MOLETUN_NODE, MOLETUN_HOST,

@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include "alert_format.h"
+#include "redact.h"
 #include "backoff.h"
 #include "build_config.h"
 #include "duration.h"
@@ -203,7 +204,7 @@ static const char *target_kind(const struct alert_target *t)
 static void target_where(const struct alert_target *t, char *buf, size_t size)
 {
 	if (t->cfg->url)
-		alert_url_redact(t->cfg->url, buf, size);
+		url_redact(t->cfg->url, buf, size);
 	else
 		snprintf(buf, size, "%s", t->cfg->exec);
 }

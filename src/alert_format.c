@@ -201,25 +201,6 @@ int alert_format_body(enum alert_format format, const struct alert_event *e, cha
 	return 0;
 }
 
-void alert_url_redact(const char *url, char *buf, size_t size)
-{
-	const char *scheme_end = strstr(url, "://"), *host, *end, *at;
-
-	if (!scheme_end) {
-		snprintf(buf, size, "(url)");
-		return;
-	}
-	host = scheme_end + 3;
-	end = host + strcspn(host, "/?#");
-	/* the last '@' before the path: a password may contain '@' too */
-	for (at = end; at > host && at[-1] != '@'; at--)
-		;
-	if (at > host)
-		host = at;
-	snprintf(buf, size, "%.*s%.*s%s", (int)(scheme_end + 3 - url), url, (int)(end - host), host,
-		 *end ? "/..." : "");
-}
-
 static bool env_dropped(const char *entry)
 {
 	static const char *const prefixes[] = {

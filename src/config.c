@@ -15,6 +15,7 @@
 #include "config_table.h"
 #include "duration.h"
 #include "privfile.h"
+#include "redact.h"
 
 #define INCLUDE_DEPTH_MAX 8
 #define INCLUDE_FILES_MAX 1024
@@ -1274,24 +1275,6 @@ bool tunnel_config_equal(const struct tunnel_config *a, const struct tunnel_conf
 	return tunnel_config_diff(a, b, &contents) == NULL;
 }
 
-/* "https://hooks.example.com/..." without credentials, path or query, which may be secret. */
-static void url_redacted(const char *url, char *buf, size_t size)
-{
-	const char *host = strstr(url, "://"), *end, *at;
-
-	if (!host) {
-		snprintf(buf, size, "(url)");
-		return;
-	}
-	host += 3;
-	end = host + strcspn(host, "/?#");
-	at = memchr(host, '@', (size_t)(end - host));
-	if (at)
-		host = at + 1;
-	snprintf(buf, size, "%.*s%.*s%s", (int)(strstr(url, "://") + 3 - url), url,
-		 (int)(end - host), host, *end ? "/..." : "");
-}
-
 /* "  key=value" for every key that has a default and is not at it. */
 static void print_non_defaults(enum config_section section, const void *object, const char *skip,
 			       FILE *out)
@@ -1346,7 +1329,7 @@ void config_print_summary(const struct config *c, FILE *out)
 		char target[300];
 
 		if (a->url)
-			url_redacted(a->url, target, sizeof(target));
+			url_redact(a->url, target, sizeof(target));
 		fprintf(out, "alert:%-*s  %s %s", alert_width, a->name,
 			a->url ? alert_format_str(a->format) : "exec", a->url ? target : a->exec);
 		print_non_defaults(CONFIG_SECTION_ALERT, a, "format", out);

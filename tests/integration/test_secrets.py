@@ -193,6 +193,9 @@ class SecretsTest(harness.TunnelTest):
                 URL_PASSWORD, URL_TOKEN, URL_TOKEN),
             # a valid one: check prints the URL redacted
             "good-url.conf": self.tunnel() + self.alert_section(9),
+            # '@' in the password: everything up to the last '@' is dropped
+            "at-url.conf": self.tunnel() + "[alert:a]\nurl = http://hook:pw@%s@127.0.0.1:9/h\n"
+            % URL_PASSWORD,
             # a secret where a key name should be
             "unknown-key.conf": self.tunnel() + "identity_passphrase = %s\n" % PASSPHRASE,
             "garbage-line.conf": self.tunnel() + "%s\n" % PASSPHRASE,
@@ -202,7 +205,10 @@ class SecretsTest(harness.TunnelTest):
         for name, text in cases.items():
             rc, out = self.check(self.write(name, text))
             self.assertNoSecret(out, "moletun check of %s" % name)
-            self.assertEqual(rc, 0 if name == "good-url.conf" else 1, "%s: %s" % (name, out))
+            self.assertEqual(rc, 0 if name in ("good-url.conf", "at-url.conf") else 1,
+                             "%s: %s" % (name, out))
+            if name == "at-url.conf":
+                self.assertIn("alert:a  json http://127.0.0.1:9/...", out)
 
         # A world-readable passphrase file is refused by name; a wrong passphrase is
         # reported without it.

@@ -169,25 +169,6 @@ static void test_alertmanager(void **state)
 		    "\"endsAt\":\"2024-05-01T12:05:12Z\"}]");
 }
 
-static void assert_redacted(const char *url, const char *want)
-{
-	char buf[128];
-
-	alert_url_redact(url, buf, sizeof(buf));
-	assert_string_equal(buf, want);
-}
-
-static void test_url_redact(void **state)
-{
-	assert_redacted("https://hooks.slack.com/services/T0/B0/SECRET",
-			"https://hooks.slack.com/...");
-	assert_redacted("http://user:p@ss@127.0.0.1:8080/hook?token=SECRET",
-			"http://127.0.0.1:8080/...");
-	assert_redacted("http://[::1]:9093?x=1", "http://[::1]:9093/...");
-	assert_redacted("https://am.example.com", "https://am.example.com");
-	assert_redacted("no scheme", "(url)");
-}
-
 static const char *env_get(char **env, const char *name)
 {
 	size_t n = strlen(name);
@@ -242,7 +223,6 @@ int main(void)
 	    cmocka_unit_test(test_json_escaping),
 	    cmocka_unit_test(test_slack),
 	    cmocka_unit_test(test_alertmanager),
-	    cmocka_unit_test(test_url_redact),
 	    cmocka_unit_test(test_env),
 	};
 
