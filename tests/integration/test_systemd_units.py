@@ -3,7 +3,8 @@
 
 - `systemd-analyze verify` accepts moletun.service without a word about it;
 - `systemd-analyze security --offline=true` rates it "OK" with exposure <= 2.0;
-- the settings the daemon relies on (Type=notify, watchdog, restart policy) are there;
+- the settings the daemon relies on (Type=notify, watchdog, restart policy) are there,
+  and the ones that bound it (MemoryHigh= below MemoryMax=, LimitCORE=0);
 - systemd-sysusers and systemd-tmpfiles accept moletun.sysusers / moletun.tmpfiles in a
   scratch root.
 
@@ -36,6 +37,8 @@ REQUIRED = [
     "CapabilityBoundingSet=",
     "RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6",
     "SystemCallFilter=@system-service",
+    # the decrypted key lives in the daemon's memory: no core files (SECURITY.md)
+    "LimitCORE=0",
 ]
 
 failures = []
@@ -75,6 +78,12 @@ def test_unit(workdir):
     for required in REQUIRED:
         check(required in lines, f"unit has {required}")
     check(not re.search(r"@[a-z_]+@", text), "no unsubstituted @var@")
+    # a bounded daemon gets a bounded cgroup: MemoryHigh= below MemoryMax=
+    high = re.search(r"^MemoryHigh=([0-9]+)M$", text, re.M)
+    high_max = re.search(r"^MemoryMax=([0-9]+)M$", text, re.M)
+    check(high is not None and high_max is not None and
+          0 < int(high.group(1)) < int(high_max.group(1)),
+          "unit has MemoryHigh= below MemoryMax= (in M)")
     match = re.search(r"^ExecStart=(\S+)/moletun run$", text, re.M)
     check(match is not None and match.group(1).startswith("/"), "ExecStart is absolute")
 
