@@ -26,6 +26,12 @@ struct identity {
  */
 int identity_load(const struct tunnel_config *cfg, struct identity *ret, char *err,
 		  size_t err_size);
+/*
+ * Fills public_key, public_len and key_type from the public section of the OpenSSH key
+ * text in id->private_key (stored unencrypted even in an encrypted key). 0, -ENOTSUP (not
+ * OpenSSH's format), -EINVAL (malformed) or -ENOMEM.
+ */
+int identity_read_public(struct identity *id);
 /* Why sshkey_decrypt_openssh() failed, in words: "wrong passphrase", ... */
 const char *identity_decrypt_error(int r);
 void identity_finish(struct identity *id);

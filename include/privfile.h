@@ -26,8 +26,8 @@ enum privfile_problem {
 
 struct privfile_result {
 	enum privfile_problem problem;
-	int error;	 /* errno, for PRIVFILE_ERRNO */
-	struct stat st;	 /* valid from PRIVFILE_NOT_REGULAR on */
+	int error;	  /* errno, for PRIVFILE_ERRNO */
+	struct stat st;	  /* valid from PRIVFILE_NOT_REGULAR on */
 	mode_t forbidden; /* the mode bits that were asked about */
 };
 

@@ -8,7 +8,9 @@
  * in use; one round costs about 6 ms here (2026-12, 2-core box, two 32-byte bcrypt blocks
  * as aes256-ctr needs), so the cap bounds a key's decryption to about 3 s.
  */
+#ifndef SSHKEY_BCRYPT_ROUNDS_MAX /* the fuzzer lowers it to stay fast */
 #define SSHKEY_BCRYPT_ROUNDS_MAX 500
+#endif
 
 /*
  * Decrypts an OpenSSH private key ("-----BEGIN OPENSSH PRIVATE KEY-----", openssh-key-v1)
@@ -18,10 +20,11 @@
  * armour ssh-keygen writes; it is secret: release it with free_secret(). An unencrypted input
  * is returned as an exact copy, with any passphrase ignored.
  *
- * Returns 0, or -EINVAL (not openssh-key-v1, or malformed), -EACCES (encrypted and the
- * passphrase is wrong or empty), -ERANGE (more than SSHKEY_BCRYPT_ROUNDS_MAX bcrypt rounds;
- * refused before any work), -ENOTSUP (cipher or KDF we do not know), -ENOMEM, or -EIO
- * (libcrypto failure). *ret and *ret_len are untouched on failure.
+ * Returns 0, or -EINVAL (not openssh-key-v1, malformed, or a NUL byte in `pem`), -EACCES
+ * (encrypted and the passphrase is wrong or empty), -ERANGE (more than
+ * SSHKEY_BCRYPT_ROUNDS_MAX bcrypt rounds; refused before any work), -ENOTSUP (cipher or KDF
+ * we do not know), -ENOMEM, or -EIO (libcrypto failure). *ret and *ret_len are untouched
+ * on failure.
  *
  * Ciphers: aes128/192/256-ctr (ssh-keygen's default is aes256-ctr), aes128/192/256-cbc,
  * aes128/256-gcm@openssh.com, chacha20-poly1305@openssh.com and 3des-cbc; KDF: bcrypt.

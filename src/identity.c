@@ -46,10 +46,11 @@ static int read_string(struct reader *r, const unsigned char **ret, uint32_t *re
  * The public half of an openssh-key-v1 file is stored unencrypted, so we can hand libssh2
  * the public key without decrypting (the bcrypt KDF is deliberately slow).
  */
-static int public_from_openssh(struct identity *id)
+int identity_read_public(struct identity *id)
 {
 	const char *begin = strstr(id->private_key, OPENSSH_BEGIN);
-	const char *end = begin ? strstr(begin, OPENSSH_END) : NULL;
+	/* after the whole BEGIN line: "-----BEGIN ...-----END ...-----" overlaps the two */
+	const char *end = begin ? strstr(begin + strlen(OPENSSH_BEGIN), OPENSSH_END) : NULL;
 	const unsigned char *field, *blob, *type;
 	uint32_t len, blob_len, type_len;
 	unsigned char *raw;
@@ -220,7 +221,7 @@ int identity_load(const struct tunnel_config *cfg, struct identity *ret, char *e
 		id.passphrase_len = passphrase_len;
 		passphrase = NULL;
 	}
-	r = public_from_openssh(&id);
+	r = identity_read_public(&id);
 	if (r == -ENOMEM)
 		goto out_of_memory;
 	*ret = id;

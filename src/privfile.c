@@ -52,8 +52,9 @@ void privfile_describe(const struct privfile_result *res, char *buf, size_t size
 		snprintf(buf, size, "%s", strerror(res->error));
 		break;
 	case PRIVFILE_SYMLINK:
-		snprintf(buf, size, "is a symbolic link (moletun does not follow links to secrets "
-				    "or known_hosts: name the file itself)");
+		snprintf(buf, size,
+			 "is a symbolic link (moletun does not follow links to secrets "
+			 "or known_hosts: name the file itself)");
 		break;
 	case PRIVFILE_NOT_REGULAR:
 		snprintf(buf, size, "not a regular file");

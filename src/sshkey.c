@@ -222,7 +222,8 @@ static int pem_decode(const char *pem, size_t pem_len, uint8_t **ret, size_t *re
 	uint8_t *raw;
 	ssize_t n;
 
-	if (!begin)
+	/* a key file is text: a NUL byte would make C string functions see another file */
+	if (!begin || memchr(pem, '\0', pem_len))
 		return -EINVAL;
 	begin += strlen(PEM_BEGIN);
 	end = memmem(begin, pem_len - (size_t)(begin - pem), PEM_END, strlen(PEM_END));

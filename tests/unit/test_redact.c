@@ -48,8 +48,7 @@ static void test_at_in_path_or_query(void **state)
 {
 	(void)state;
 	assert_redacted("https://host.example/p@th/SECRET", "https://host.example/...");
-	assert_redacted("https://host.example?to=a@b.example&t=SECRET",
-			"https://host.example/...");
+	assert_redacted("https://host.example?to=a@b.example&t=SECRET", "https://host.example/...");
 	assert_redacted("https://u:SECRET@host.example/a@b?c=d@e", "https://host.example/...");
 	assert_redacted("https://host.example#x@y", "https://host.example/...");
 }
@@ -93,9 +92,9 @@ static void test_truncates(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-	    cmocka_unit_test(test_no_userinfo),	  cmocka_unit_test(test_at_in_userinfo),
+	    cmocka_unit_test(test_no_userinfo),		cmocka_unit_test(test_at_in_userinfo),
 	    cmocka_unit_test(test_at_in_path_or_query), cmocka_unit_test(test_ipv6),
-	    cmocka_unit_test(test_not_a_host),	  cmocka_unit_test(test_truncates),
+	    cmocka_unit_test(test_not_a_host),		cmocka_unit_test(test_truncates),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
