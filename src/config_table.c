@@ -130,7 +130,9 @@ static const struct config_key tunnel_keys[] = {
 	.help = "Private key in OpenSSH format (Ed25519 or ECDSA: RSA user keys are "
 		"refused by OpenSSH 8.8 and later with this libssh2). Like OpenSSH, "
 		"moletun refuses a key that group or others may access: use mode 0600 or "
-		"0400. Needed unless use_agent = yes.",
+		"0400, owned by root or moletun's user, named directly (a symbolic link is "
+		"refused). An encrypted key may use at most 500 bcrypt rounds (ssh-keygen "
+		"-a). Needed unless use_agent = yes.",
     },
     {
 	.name = "identity_passphrase_file",
@@ -167,7 +169,9 @@ static const struct config_key tunnel_keys[] = {
 	TUNNEL_DIGEST(known_hosts_file_digest),
 	.placeholder = "PATH",
 	.help = "OpenSSH known_hosts file holding the server's host key. Required unless "
-		"strict_host_key_checking = no; must exist unless it is accept-new.",
+		"strict_host_key_checking = no; must exist unless it is accept-new. Owned by "
+		"root or moletun's user, not writable by group or others, named directly (a "
+		"symbolic link is refused).",
     },
     {
 	.name = "strict_host_key_checking",
