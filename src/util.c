@@ -119,17 +119,19 @@ char *secret_pages_alloc(size_t size)
 	if (p == MAP_FAILED)
 		return NULL;
 	/*
-	 * Not in a core dump, whatever LimitCORE says; and not in a child after fork() (the
-	 * alert exec path forks). madvise on anonymous private pages fails only for a kernel
-	 * older than 3.4 (DONTDUMP) or 4.14 (WIPEONFORK): refuse then rather than dump the key.
+	 * Not in a core dump, whatever LimitCORE says (Linux >= 3.4: a failure means something
+	 * is badly wrong, so refuse rather than hold the key where dumps see it). Not in a
+	 * child after fork() either (the alert exec path forks): Linux >= 4.14, and only a
+	 * nicety, as that child executes another program at once.
 	 */
-	if (madvise(p, len, MADV_DONTDUMP) < 0 || madvise(p, len, MADV_WIPEONFORK) < 0) {
+	if (madvise(p, len, MADV_DONTDUMP) < 0) {
 		int e = errno;
 
 		munmap(p, len);
 		errno = e;
 		return NULL;
 	}
+	(void)madvise(p, len, MADV_WIPEONFORK);
 	return p;
 }
 
