@@ -44,6 +44,7 @@ struct tunnel_config {
 	uint64_t auth_retry_interval_ms;
 	uint64_t down_hold_ms;
 	unsigned max_connections;       /* per forward */
+	uint64_t session_memory_max;    /* bytes */
 	/* Contents of the files above when loaded, so that a reload notices a file rewritten
 	 * in place (zero when not recorded: unset, or see check_known_hosts in config.c). */
 	struct file_digest identity_file_digest;

@@ -28,6 +28,7 @@ enum config_type {
 	CONFIG_TYPE_UINT,      /* unsigned, min..max */
 	CONFIG_TYPE_BOOL,      /* bool, yes|no */
 	CONFIG_TYPE_DURATION,  /* uint64_t milliseconds, min..max */
+	CONFIG_TYPE_SIZE,      /* uint64_t bytes, min..max; written N, NK, NM or NG (binary) */
 	CONFIG_TYPE_ENUM,      /* int-sized enum, one of `choices` */
 	CONFIG_TYPE_LOG_LEVEL, /* int syslog priority */
 	CONFIG_TYPE_FORWARD,   /* appended to a forward_spec array (kind in `forward_kind`) */

@@ -11,9 +11,19 @@
 #include "config.h"
 #include "identity.h"
 #include "list.h"
+#include "sessmem.h"
 #include "status.h"
 
 struct tunnel;
+
+/* Most bytes one link reads from its socket per loop iteration: a peer that streams
+ * without pause cannot keep the loop from its timers and the other tunnels. */
+#define LINK_READ_BUDGET (256 * 1024)
+/* The out-buffer's hard limit: past it the server is not reading and the link fails. */
+#define LINK_OUT_MAX (16 * 1024 * 1024)
+/* Receive window of a local_forward channel: what a client that reads nothing can make
+ * the session hold for it (libssh2's default, 2 MiB, stays for remote_forward channels). */
+#define FORWARD_WINDOW (256 * 1024)
 
 /* Counters per forward, kept across reconnects. */
 struct forward_stats {
@@ -106,6 +116,11 @@ struct link {
 	bool dead;         /* no more socket I/O: sends are dropped, recvs fail */
 	int unread_seen;   /* FIONREAD when nothing can drain the socket (no channels) */
 	ev_tstamp last_rx;
+	ev_tstamp last_tx;   /* the socket last took bytes, or bytes started waiting */
+	bool out_overflow;   /* the out-buffer passed LINK_OUT_MAX */
+	unsigned rx_iteration; /* loop iteration rx_budget belongs to */
+	size_t rx_budget;      /* bytes recv may still read in that iteration */
+	struct sessmem mem;    /* what libssh2 holds for this session */
 };
 
 struct tunnel {
@@ -165,6 +180,8 @@ bool ssh_error_fatal(int rc);
 /* What a connecting link is waiting for, for error messages. */
 const char *link_step_str(enum link_step step);
 const char *ssh_last_error(struct tunnel *t);
+/* The session's memory limit now: session_memory_max plus what open channels are owed. */
+size_t link_memory_cap(const struct tunnel *t);
 int link_flush(struct tunnel *t);
 
 void tunnel_link_ready(struct tunnel *t);

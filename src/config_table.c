@@ -17,6 +17,9 @@ static_assert(sizeof(enum alert_format) == sizeof(int), "enum fields are set as 
 #define SECOND (1000ull)
 #define MINUTE (60 * SECOND)
 #define HOUR   (60 * MINUTE)
+#define KIB    (1024ull)
+#define MIB    (1024 * KIB)
+#define GIB    (1024 * MIB)
 
 /* sun_path holds 108 bytes including the terminating NUL. */
 #define SOCKET_PATH_MAX	  107
@@ -301,6 +304,20 @@ static const struct config_key tunnel_keys[] = {
 		"(channels the server opens on a remote_forward count too); further ones are "
 		"closed at once and counted as rejected.",
     },
+    {
+	.name = "session_memory_max",
+	.type = CONFIG_TYPE_SIZE,
+	.default_value = "32M",
+	.min = 4 * MIB,
+	.max = 4 * GIB,
+	TUNNEL_FIELD(session_memory_max),
+	.placeholder = "SIZE",
+	.help = "Most memory the SSH session may hold besides what its forwarded connections "
+		"are owed (2 x 256K per open local_forward connection, 2 x 2M per "
+		"remote_forward one, for data their clients have not read yet). Packets the "
+		"server sends and nobody asked for are held here; over the limit the session "
+		"is dropped and the tunnel backs off. K, M or G multiply by 1024.",
+    },
 };
 
 static const struct config_key alert_keys[] = {
@@ -563,6 +580,22 @@ static int parse_number(const char *s, uint64_t *ret)
 	return 0;
 }
 
+/* 33554432 -> "32M": the largest binary unit that divides the size exactly. */
+static void size_format(uint64_t bytes, char *buf, size_t size)
+{
+	static const char suffixes[] = "KMG";
+	int i = -1;
+
+	while (i < 2 && bytes >= KIB && bytes % KIB == 0) {
+		bytes /= KIB;
+		i++;
+	}
+	if (i < 0)
+		snprintf(buf, size, "%llu", (unsigned long long)bytes);
+	else
+		snprintf(buf, size, "%llu%c", (unsigned long long)bytes, suffixes[i]);
+}
+
 static int set_string(char **field, const char *value)
 {
 	char *copy = strdup(value);
@@ -653,6 +686,50 @@ static int set_uint(const struct config_key *k, void *field, const char *value, 
 		*(uint16_t *)field = (uint16_t)v;
 	else
 		*(unsigned *)field = (unsigned)v;
+	return 0;
+}
+
+/* "32M" -> 33554432: a number with an optional binary K, M or G suffix. */
+static int set_size(const struct config_key *k, void *field, const char *value, char *err,
+		    size_t err_size)
+{
+	static const struct {
+		char suffix;
+		uint64_t unit;
+	} units[] = {{'K', KIB}, {'M', MIB}, {'G', GIB}};
+	char digits[32];
+	size_t len = strlen(value);
+	uint64_t unit = 1, v;
+	int r;
+
+	if (len == 0 || len >= sizeof(digits)) {
+		snprintf(err, err_size, "invalid size '%s' for %s", value, k->name);
+		return -EINVAL;
+	}
+	memcpy(digits, value, len + 1);
+	for (size_t i = 0; i < sizeof(units) / sizeof(units[0]); i++) {
+		if (digits[len - 1] == units[i].suffix ||
+		    digits[len - 1] == units[i].suffix - 'A' + 'a') {
+			unit = units[i].unit;
+			digits[--len] = '\0';
+		}
+	}
+	r = parse_number(digits, &v);
+	if (r == -EINVAL) {
+		snprintf(err, err_size, "invalid size '%s' for %s (expected e.g. 32M)", value,
+			 k->name);
+		return r;
+	}
+	if (r < 0 || v > UINT64_MAX / unit || v * unit < k->min || v * unit > k->max) {
+		char lo[32], hi[32];
+
+		size_format(k->min, lo, sizeof(lo));
+		size_format(k->max, hi, sizeof(hi));
+		snprintf(err, err_size, "%s must be between %s and %s (got %s)", k->name, lo, hi,
+			 value);
+		return -ERANGE;
+	}
+	*(uint64_t *)field = v * unit;
 	return 0;
 }
 
@@ -842,6 +919,8 @@ int config_key_set(const struct config_key *k, void *object, const char *value,
 		return -EINVAL;
 	case CONFIG_TYPE_DURATION:
 		return set_duration(k, field, value, err, err_size);
+	case CONFIG_TYPE_SIZE:
+		return set_size(k, field, value, err, err_size);
 	case CONFIG_TYPE_ENUM:
 		return set_enum(k, field, value, err, err_size);
 	case CONFIG_TYPE_LOG_LEVEL:
@@ -962,6 +1041,9 @@ void config_key_format(const struct config_key *k, const void *object, char *buf
 	case CONFIG_TYPE_DURATION:
 		duration_format(*(const uint64_t *)field, buf, size);
 		break;
+	case CONFIG_TYPE_SIZE:
+		size_format(*(const uint64_t *)field, buf, size);
+		break;
 	case CONFIG_TYPE_ENUM:
 		for (const struct config_choice *c = k->choices; c->name; c++)
 			if (c->value == *(const int *)field)
@@ -1024,6 +1106,7 @@ bool config_key_equal(const struct config_key *k, const void *a, const void *b)
 	case CONFIG_TYPE_BOOL:
 		return *(const bool *)fa == *(const bool *)fb;
 	case CONFIG_TYPE_DURATION:
+	case CONFIG_TYPE_SIZE:
 		return *(const uint64_t *)fa == *(const uint64_t *)fb;
 	case CONFIG_TYPE_ENUM:
 	case CONFIG_TYPE_LOG_LEVEL:
@@ -1128,6 +1211,11 @@ static void man_key(FILE *out, const struct config_key *k)
 	} else if (k->type == CONFIG_TYPE_UINT) {
 		fprintf(out, "From %llu to %llu.\n", (unsigned long long)k->min,
 			(unsigned long long)k->max);
+	} else if (k->type == CONFIG_TYPE_SIZE) {
+		size_format(k->min, limit, sizeof(limit));
+		fprintf(out, "From %s", limit);
+		size_format(k->max, limit, sizeof(limit));
+		fprintf(out, " to %s.\n", limit);
 	}
 	if (k->default_value) {
 		fputs("Default: \\fB", out);

@@ -32,6 +32,8 @@ const char *ssh_last_error(struct tunnel *t)
 {
 	char *msg = NULL;
 
+	if (t->link.out_overflow)
+		return "server is not reading: send buffer over its limit (16 MiB)";
 	if (t->link.io_error)
 		return t->link.io_error == ECONNRESET ? "connection closed by server"
 						      : strerror(t->link.io_error);

@@ -266,6 +266,7 @@ void forward_resume_clients(struct tunnel *t)
 				ev_io_start(t->loop, &c->rio);
 		}
 	}
+	tunnel_want_pump(t); /* for conns whose pending bytes waited */
 }
 
 /* Both directions finished: release the conn. */
@@ -462,6 +463,37 @@ static void conn_client_writable(struct ev_loop *loop, ev_io *w, int revents)
 		tunnel_fail(t, false, "%s", ssh_last_error(t));
 }
 
+/*
+ * libssh2_channel_direct_tcpip_ex() with a receive window of FORWARD_WINDOW instead of
+ * libssh2's 2 MiB: a client that reads nothing makes the session hold up to one window
+ * for it. The open message is RFC 4254 7.2's: host, port, originator host and port.
+ */
+static LIBSSH2_CHANNEL *open_direct_tcpip(LIBSSH2_SESSION *session, const char *host,
+					  unsigned port, const char *shost, unsigned sport)
+{
+	unsigned char msg[2 * (4 + 255) + 8], *p = msg;
+	size_t host_len = strlen(host), shost_len = strlen(shost);
+	const struct {
+		const char *s;
+		size_t len;
+		unsigned port;
+	} parts[] = {{host, host_len, port}, {shost, shost_len, sport}};
+
+	if (host_len > 255 || shost_len > 255)
+		return NULL;
+	for (size_t i = 0; i < 2; i++) {
+		uint32_t n = htonl((uint32_t)parts[i].len), pn = htonl(parts[i].port);
+
+		memcpy(p, &n, 4);
+		memcpy(p + 4, parts[i].s, parts[i].len);
+		memcpy(p + 4 + parts[i].len, &pn, 4);
+		p += 8 + parts[i].len;
+	}
+	return libssh2_channel_open_ex(session, "direct-tcpip", sizeof("direct-tcpip") - 1,
+				       FORWARD_WINDOW, LIBSSH2_CHANNEL_PACKET_DEFAULT,
+				       (const char *)msg, (unsigned)(p - msg));
+}
+
 /* Opens channels for queued clients, one at a time (libssh2 keeps open state per
  * session). Returns 0 or a fatal rc. */
 static int pump_opens(struct tunnel *t)
@@ -472,8 +504,8 @@ static int pump_opens(struct tunnel *t)
 		LIBSSH2_CHANNEL *ch;
 		int rc;
 
-		ch = libssh2_channel_direct_tcpip_ex(t->link.session, f->target_host,
-						     f->target_port, c->peer_host, c->peer_port);
+		ch = open_direct_tcpip(t->link.session, f->target_host, f->target_port,
+				       c->peer_host, c->peer_port);
 		if (!ch) {
 			char label[600];
 
@@ -621,7 +653,9 @@ int forward_pump(struct tunnel *t)
 		}
 		if (c->state != CONN_OPEN)
 			continue;
-		if (buffer_len(&c->up) > 0 || (c->client_eof && !c->eof_sent)) {
+		if (buffer_len(&c->up) > 0 && tunnel_out_full(t)) {
+			c->hwm_blocked = true; /* forward_resume_clients pumps again */
+		} else if (buffer_len(&c->up) > 0 || (c->client_eof && !c->eof_sent)) {
 			rc = buffer_len(&c->up) > 0 ? conn_flush_up(c) : conn_forward_client_eof(c);
 			if (rc < -1)
 				return rc;

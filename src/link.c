@@ -31,6 +31,16 @@ static ssize_t link_send(libssh2_socket_t fd, const void *buf, size_t len, int f
 	}
 	if (l->dead || l->io_error)
 		return (ssize_t)len;
+	if (buffer_len(&l->out) + len > LINK_OUT_MAX) {
+		/* The high-water mark stops clients; what still grows is libssh2's own traffic
+		 * (replies, window adjusts) towards a server that takes nothing. */
+		l->out_overflow = true;
+		l->io_error = ENOBUFS;
+		tunnel_want_pump(t);
+		return (ssize_t)len;
+	}
+	if (buffer_len(&l->out) == 0)
+		l->last_tx = ev_now(t->loop);
 	if (buffer_append(&l->out, buf, len) < 0)
 		return -ENOMEM;
 	ev_prepare_start(t->loop, &t->flush);
@@ -54,10 +64,22 @@ static ssize_t link_recv(libssh2_socket_t fd, void *buf, size_t len, int flags, 
 	/* The socket is level-triggered: a fake EAGAIN only defers bytes to the next event. */
 	if (l->rx_drained)
 		return -EAGAIN;
+	/* libssh2 reads for as long as bytes come (a handshake or libssh2_poll would never
+	 * return to the loop against a peer that streams): a budget per loop iteration ends
+	 * that with a fake EAGAIN, and the still readable socket resumes it next iteration. */
+	if (l->rx_iteration != ev_iteration(t->loop)) {
+		l->rx_iteration = ev_iteration(t->loop);
+		l->rx_budget = LINK_READ_BUDGET;
+	}
+	if (l->rx_budget == 0)
+		return -EAGAIN;
+	if (len > l->rx_budget)
+		len = l->rx_budget;
 	do
 		n = recv(fd, buf, len, flags);
 	while (n < 0 && errno == EINTR);
 	if (n > 0) {
+		l->rx_budget -= (size_t)n;
 		/*
 		 * sshd does not set TCP_NODELAY on its socket, so a small reply (a channel open
 		 * confirmation) queued behind unacknowledged data waits for our ACK, which Linux
@@ -102,6 +124,8 @@ int link_flush(struct tunnel *t)
 		l->io_error = (int)-n;
 		return (int)n;
 	}
+	if (n > 0)
+		l->last_tx = ev_now(t->loop);
 	if (buffer_len(&l->out) > 0) {
 		ev_io_start(t->loop, &l->wio);
 	} else {
@@ -131,6 +155,60 @@ static void *recv_ptr(recv_fn fn)
 
 	memcpy(&p, &fn, sizeof(p));
 	return p;
+}
+
+/*
+ * libssh2 allocates through these, so that a session's memory is counted and capped: a
+ * server may otherwise make libssh2 1.10 keep every unsolicited packet, or reserve
+ * whatever an exit-signal's name length says. A refused allocation fails the libssh2 call
+ * that made it; the pump then sees sessmem_over_cap() and names the cause.
+ */
+size_t link_memory_cap(const struct tunnel *t)
+{
+	uint64_t cap = t->cfg->session_memory_max;
+
+	for (size_t i = 0; i < t->n_forwards; i++) {
+		uint64_t window = t->cfg->forwards[i].kind == FORWARD_LOCAL
+					  ? FORWARD_WINDOW
+					  : LIBSSH2_CHANNEL_WINDOW_DEFAULT;
+
+		/* twice the window: libssh2 keeps each packet whole, with its headers */
+		cap += t->stats[i].active * 2 * window;
+	}
+	return cap > SIZE_MAX ? SIZE_MAX : (size_t)cap;
+}
+
+static void link_fit_cap(struct tunnel *t, size_t size)
+{
+	struct sessmem *m = &t->link.mem;
+
+	/* the sum over forwards only matters near the base limit */
+	if (m->used + size > t->cfg->session_memory_max || m->cap > t->cfg->session_memory_max)
+		m->cap = link_memory_cap(t);
+}
+
+static void *link_alloc(size_t size, void **abstract)
+{
+	struct tunnel *t = *abstract;
+
+	link_fit_cap(t, size);
+	return sessmem_alloc(&t->link.mem, size);
+}
+
+static void *link_realloc(void *p, size_t size, void **abstract)
+{
+	struct tunnel *t = *abstract;
+
+	link_fit_cap(t, size);
+	return sessmem_realloc(&t->link.mem, p, size);
+}
+
+static void link_free(void *p, void **abstract)
+{
+	struct tunnel *t = *abstract;
+
+	/* read before the block goes: libssh2 frees the session through here last */
+	sessmem_free(&t->link.mem, p);
 }
 
 static void link_readable(struct ev_loop *loop, ev_io *w, int revents)
@@ -277,7 +355,8 @@ static void link_start_session(struct tunnel *t)
 	net_set_nodelay(l->fd);
 	net_set_liveness(l->fd, interval_s, t->cfg->keepalive_count_max,
 			 dead_ms > 0xffffffffu ? 0xffffffffu : (unsigned)dead_ms);
-	l->session = libssh2_session_init_ex(NULL, NULL, NULL, t);
+	sessmem_init(&l->mem, t->cfg->session_memory_max);
+	l->session = libssh2_session_init_ex(link_alloc, link_free, link_realloc, t);
 	if (!l->session) {
 		tunnel_fail(t, false, "cannot create SSH session: out of memory");
 		return;
@@ -324,6 +403,8 @@ void link_close(struct tunnel *t, bool goodbye)
 			buffer_write_fd(&l->out, l->fd);
 		}
 		l->dead = true;
+		log_debug("tunnel %s: session memory: %zu bytes at close, peak %zu", t->cfg->name,
+			  l->mem.used, l->mem.peak);
 		libssh2_session_free(l->session);
 	}
 	if (l->fd >= 0)

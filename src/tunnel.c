@@ -71,6 +71,15 @@ void tunnel_fail(struct tunnel *t, bool needs_human, const char *fmt, ...)
 	va_start(ap, fmt);
 	vsnprintf(reason, sizeof(reason), fmt, ap);
 	va_end(ap);
+	if (t->link.active && sessmem_over_cap(&t->link.mem)) {
+		/* whatever libssh2 call failed, the refused allocation is why */
+		const struct sessmem *m = &t->link.mem;
+
+		snprintf(reason, sizeof(reason),
+			 "server sent too much unsolicited data: session memory over "
+			 "session_memory_max (%.1f MiB in use, a request for %zu bytes refused)",
+			 (double)m->used / (1 << 20), m->refused);
+	}
 	snprintf(t->last_error, sizeof(t->last_error), "%s", reason);
 	if (t->state == TUNNEL_UP && ev_now(t->loop) - t->since_mono >= STABLE_AFTER)
 		backoff_reset(&t->backoff);
@@ -121,7 +130,7 @@ static void keepalive_tick(struct tunnel *t)
 	double interval = (double)t->cfg->keepalive_interval_ms / 1000.0;
 	double dead_after = interval * t->cfg->keepalive_count_max;
 	double probe_after = dead_after - interval / 2 < interval ? interval / 2 : interval;
-	double idle, due;
+	double idle, due, stalled = 0;
 
 	if (!ev_is_active(&l->rio)) {
 		/* No channel can drain the socket (the server refused a session channel):
@@ -137,6 +146,17 @@ static void keepalive_tick(struct tunnel *t)
 		tunnel_fail(t, false, "no answer from server for %.1fs (keepalive timeout)", idle);
 		return;
 	}
+	/* A server that sends but does not read looks alive by the test above. */
+	if (buffer_len(&l->out) > 0) {
+		stalled = now - l->last_tx;
+		if (stalled >= dead_after) {
+			tunnel_fail(t, false,
+				    "server stopped reading: %zu bytes waiting, none taken for "
+				    "%.1fs",
+				    buffer_len(&l->out), stalled);
+			return;
+		}
+	}
 	if (idle >= probe_after && !l->keepalive_pending &&
 	    now - l->keepalive_sent >= probe_after) {
 		send_keepalive(t);
@@ -148,7 +168,11 @@ static void keepalive_tick(struct tunnel *t)
 		due = l->keepalive_sent + probe_after;
 	if (due <= now) /* a probe is still unanswered: look again soon */
 		due = now + probe_after / 2;
-	arm_timer(t, (due < l->last_rx + dead_after ? due : l->last_rx + dead_after) - now);
+	if (due > l->last_rx + dead_after)
+		due = l->last_rx + dead_after;
+	if (buffer_len(&l->out) > 0 && due > now + dead_after - stalled)
+		due = now + dead_after - stalled;
+	arm_timer(t, due - now);
 }
 
 static void timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
@@ -210,6 +234,10 @@ void tunnel_pump(struct tunnel *t)
 				tunnel_fail(t, false, "%s", ssh_last_error(t));
 				return;
 			}
+		}
+		if (l->active && sessmem_over_cap(&l->mem)) {
+			tunnel_fail(t, false, "session memory over session_memory_max");
+			return;
 		}
 		if (!l->active || !l->rx_progress)
 			break;
