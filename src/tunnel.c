@@ -118,8 +118,9 @@ static void send_keepalive(struct tunnel *t)
 
 /*
  * Liveness: a probe goes out after `probe_after` of silence and again every `probe_after`
- * while the silence lasts; the peer is dead after keepalive_interval * keepalive_count_max
- * without a single byte. probe_after is keepalive_interval, except that with a single
+ * while the silence lasts (every `probe_after` regardless when the probes' answers can be
+ * seen); the peer is dead after keepalive_interval * keepalive_count_max without a single
+ * byte, or with a probe unanswered, or with bytes waiting that the socket does not take. probe_after is keepalive_interval, except that with a single
  * allowed interval (count_max 1) probes go out at half of it, so an answer can arrive
  * before the deadline.
  */
@@ -130,7 +131,9 @@ static void keepalive_tick(struct tunnel *t)
 	double interval = (double)t->cfg->keepalive_interval_ms / 1000.0;
 	double dead_after = interval * t->cfg->keepalive_count_max;
 	double probe_after = dead_after - interval / 2 < interval ? interval / 2 : interval;
-	double idle, due, stalled = 0;
+	/* replies to probes on our session channel are seen (global ones are not) */
+	bool answers = l->keepalive_channel != NULL;
+	double idle, due;
 
 	if (!ev_is_active(&l->rio)) {
 		/* No channel can drain the socket (the server refused a session channel):
@@ -146,32 +149,40 @@ static void keepalive_tick(struct tunnel *t)
 		tunnel_fail(t, false, "no answer from server for %.1fs (keepalive timeout)", idle);
 		return;
 	}
-	/* A server that sends but does not read looks alive by the test above. */
-	if (buffer_len(&l->out) > 0) {
-		stalled = now - l->last_tx;
-		if (stalled >= dead_after) {
-			tunnel_fail(t, false,
-				    "server stopped reading: %zu bytes waiting, none taken for "
-				    "%.1fs",
-				    buffer_len(&l->out), stalled);
-			return;
-		}
+	/* A server that keeps sending but stopped reading passes the test above; it does
+	 * not answer probes, and what we send for it waits. */
+	if (answers && l->keepalive_pending && now - l->keepalive_sent >= dead_after) {
+		tunnel_fail(t, false,
+			    "server stopped reading: keepalive unanswered for %.1fs while it "
+			    "kept sending",
+			    now - l->keepalive_sent);
+		return;
 	}
-	if (idle >= probe_after && !l->keepalive_pending &&
+	if (buffer_len(&l->out) > 0 && now - l->last_tx >= dead_after) {
+		tunnel_fail(t, false,
+			    "server stopped reading: %zu bytes waiting, none taken for %.1fs",
+			    buffer_len(&l->out), now - l->last_tx);
+		return;
+	}
+	/* With answers to look at, a probe goes out every probe_after even while bytes
+	 * arrive; otherwise only after probe_after of silence. */
+	if ((idle >= probe_after || answers) && !l->keepalive_pending &&
 	    now - l->keepalive_sent >= probe_after) {
 		send_keepalive(t);
 		if (t->state != TUNNEL_UP)
 			return;
 	}
-	due = l->last_rx + probe_after;
+	due = answers ? l->keepalive_sent + probe_after : l->last_rx + probe_after;
 	if (due < l->keepalive_sent + probe_after)
 		due = l->keepalive_sent + probe_after;
 	if (due <= now) /* a probe is still unanswered: look again soon */
 		due = now + probe_after / 2;
 	if (due > l->last_rx + dead_after)
 		due = l->last_rx + dead_after;
-	if (buffer_len(&l->out) > 0 && due > now + dead_after - stalled)
-		due = now + dead_after - stalled;
+	if (answers && l->keepalive_pending && due > l->keepalive_sent + dead_after)
+		due = l->keepalive_sent + dead_after;
+	if (buffer_len(&l->out) > 0 && due > l->last_tx + dead_after)
+		due = l->last_tx + dead_after;
 	arm_timer(t, due - now);
 }
 
