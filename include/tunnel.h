@@ -23,7 +23,7 @@ struct tunnel;
 #define LINK_OUT_MAX (16 * 1024 * 1024)
 /* Receive window of a local_forward channel: what a client that reads nothing can make
  * the session hold for it (libssh2's default, 2 MiB, stays for remote_forward channels). */
-#define FORWARD_WINDOW (256 * 1024)
+#define FORWARD_WINDOW (512 * 1024)
 
 /* Counters per forward, kept across reconnects. */
 struct forward_stats {

@@ -313,7 +313,7 @@ static const struct config_key tunnel_keys[] = {
 	TUNNEL_FIELD(session_memory_max),
 	.placeholder = "SIZE",
 	.help = "Most memory the SSH session may hold besides what its forwarded connections "
-		"are owed (2 x 256K per open local_forward connection, 2 x 2M per "
+		"are owed (2 x 512K per open local_forward connection, 2 x 2M per "
 		"remote_forward one, for data their clients have not read yet). Packets the "
 		"server sends and nobody asked for are held here; over the limit the session "
 		"is dropped and the tunnel backs off. K, M or G multiply by 1024.",
