@@ -4,6 +4,7 @@
 #include <stdint.h>
 #include <stddef.h>
 #include <stdlib.h>
+#include <string.h>
 
 /* Keeps the block behind the header aligned as malloc's own blocks are. */
 struct header {
@@ -49,26 +50,27 @@ void *sessmem_alloc(struct sessmem *m, size_t size)
 	return h + 1;
 }
 
+/*
+ * A copy, never realloc(): libssh2 decodes the private key into session memory at every
+ * authentication, so no block may go back to the heap with its old bytes in it.
+ */
 void *sessmem_realloc(struct sessmem *m, void *p, size_t size)
 {
-	struct header *h, *grown;
-	size_t old;
+	struct header *h;
+	void *copy;
 
 	if (!p)
 		return sessmem_alloc(m, size);
 	h = (struct header *)p - 1;
-	old = h->size;
-	if (size > old && !admit(m, size, size - old))
+	copy = sessmem_alloc(m, size);
+	if (!copy)
 		return NULL;
-	grown = realloc(h, sizeof(*h) + size);
-	if (!grown)
-		return NULL;
-	grown->size = size;
-	m->used -= old;
-	account(m, size);
-	return grown + 1;
+	memcpy(copy, p, h->size < size ? h->size : size);
+	sessmem_free(m, p);
+	return copy;
 }
 
+/* Wiped before it is freed (see sessmem_realloc). */
 void sessmem_free(struct sessmem *m, void *p)
 {
 	struct header *h;
@@ -77,5 +79,6 @@ void sessmem_free(struct sessmem *m, void *p)
 		return;
 	h = (struct header *)p - 1;
 	m->used -= sizeof(*h) + h->size;
+	explicit_bzero(p, h->size);
 	free(h);
 }

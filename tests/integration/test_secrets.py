@@ -294,13 +294,8 @@ class SecretsTest(harness.TunnelTest):
         for line in self.plain_private_lines:
             self.assertFalse(line.encode() in data, "the decrypted key file is in the core")
 
-    # FINDING (for the engine, src/link.c + sessmem.c): libssh2 1.10 decodes the key text
-    # at every authentication (_libssh2_openssh_pem_parse_memory) into buffers it frees
-    # without zeroing, through the session's allocator: one copy of the raw private key per
-    # authentication stays in the freed heap. Checked: a session allocator that zeroes a
-    # block before free() (and a realloc that copies, then zeroes and frees the old block)
-    # makes this test pass. Remove expectedFailure once the allocator does.
-    @EXPECTED_FAILURE
+    # libssh2 1.10 decodes the key text at every authentication into session memory it
+    # frees without zeroing: sessmem.c wipes every block it frees or moves.
     def test_raw_private_key_not_in_core_dump(self):
         """Nor are the raw ed25519 private key bytes anywhere in the daemon's memory."""
         secret = harness.ed25519_private_bytes(self.plain_pem)
