@@ -17,6 +17,13 @@ enum host_key_policy {
 	HOST_KEY_NO,         /* "no": loud warning */
 };
 
+/* How the targets of local forwards are probed through the live session. */
+enum probe_mode {
+	PROBE_TCP,	/* a direct-tcpip channel opens: the target accepted a connection */
+	PROBE_POSTGRES, /* and answers PostgreSQL's SSLRequest with 'S' or 'N' */
+	PROBE_NONE,
+};
+
 enum alert_format {
 	ALERT_FORMAT_JSON,
 	ALERT_FORMAT_SLACK,
@@ -45,6 +52,10 @@ struct tunnel_config {
 	uint64_t down_hold_ms;
 	unsigned max_connections;       /* per forward */
 	uint64_t session_memory_max;    /* bytes */
+	enum probe_mode probe;
+	uint64_t probe_interval_ms;     /* 0: no probes */
+	uint64_t probe_timeout_ms;
+	uint64_t degraded_rtt_ms;       /* 0: never degraded */
 	/* Contents of the files above when loaded, so that a reload notices a file rewritten
 	 * in place (zero when not recorded: unset, or see check_known_hosts in config.c). */
 	struct file_digest identity_file_digest;

@@ -29,6 +29,13 @@ static_assert(sizeof(enum alert_format) == sizeof(int), "enum fields are set as 
 #define HEADERS_MAX	  32
 #define FILTER_MAX	  1024
 
+static const struct config_choice probe_choices[] = {
+    {"tcp", PROBE_TCP},
+    {"postgres", PROBE_POSTGRES},
+    {"none", PROBE_NONE},
+    {NULL, 0},
+};
+
 static const struct config_choice host_key_choices[] = {
     {"yes", HOST_KEY_STRICT},
     {"accept-new", HOST_KEY_ACCEPT_NEW},
@@ -317,6 +324,53 @@ static const struct config_key tunnel_keys[] = {
 		"remote_forward one, for data their clients have not read yet). Packets the "
 		"server sends and nobody asked for are held here; over the limit the session "
 		"is dropped and the tunnel backs off. K, M or G multiply by 1024.",
+    },
+    {
+	.name = "probe",
+	.type = CONFIG_TYPE_ENUM,
+	.default_value = "tcp",
+	.choices = probe_choices,
+	TUNNEL_FIELD(probe),
+	.placeholder = "tcp|postgres|none",
+	.help = "How each local_forward's target is checked through the live session every "
+		"probe_interval. tcp: a direct-tcpip channel to the target opens (the server "
+		"connected to it). postgres: also sends PostgreSQL's SSLRequest and needs its "
+		"one-byte answer, which catches a wrong or dead service without credentials "
+		"and leaves no line in PostgreSQL's log. none: no probes. The sidecar must "
+		"permit the target (PermitOpen), as for clients.",
+    },
+    {
+	.name = "probe_interval",
+	.type = CONFIG_TYPE_DURATION,
+	.default_value = "10s",
+	.min = 0,
+	.max = HOUR,
+	TUNNEL_FIELD(probe_interval_ms),
+	.placeholder = "DURATION",
+	.help = "Time between two probes of each target; 0 disables probes. A client's "
+		"channel open failing with \"connect failed\" marks the target unreachable "
+		"at once, and a later success reachable, whatever this is.",
+    },
+    {
+	.name = "probe_timeout",
+	.type = CONFIG_TYPE_DURATION,
+	.default_value = "3s",
+	.min = 100,
+	.max = MINUTE,
+	TUNNEL_FIELD(probe_timeout_ms),
+	.placeholder = "DURATION",
+	.help = "A probe with no answer after this long marks its target unreachable.",
+    },
+    {
+	.name = "degraded_rtt",
+	.type = CONFIG_TYPE_DURATION,
+	.default_value = "1s",
+	.min = 0,
+	.max = MINUTE,
+	TUNNEL_FIELD(degraded_rtt_ms),
+	.placeholder = "DURATION",
+	.help = "The tunnel's health is degraded while its smoothed keepalive round-trip "
+		"time is above this (and ok again below 80 % of it); 0 disables.",
     },
 };
 

@@ -237,7 +237,7 @@ class CheckTest(unittest.TestCase):
         self.assertEqual(r.returncode, 0)
         self.assertEqual(r.stdout,
                          "primary  tunnel@db.example.com:22  L 127.0.0.1:5433 -> pg_main:5432"
-                         "  R 127.0.0.1:9000 -> 127.0.0.1:9000\n"
+                         "  R 127.0.0.1:9000 -> 127.0.0.1:9000  probe=postgres\n"
                          "alert:ops  json https://hooks.example.com/...\n")
 
     def test_example_documents_every_key(self):

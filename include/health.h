@@ -1,0 +1,55 @@
+#pragma once
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "status.h"
+
+/*
+ * What "up" is worth: pure decisions on a tunnel's recent samples, no I/O. The engine
+ * feeds round-trip samples (keepalive request to reply) and each forward's target
+ * evidence (probes, clients' channel opens); status, STATUS= and alerts read the result.
+ */
+
+/* Round-trip time as TCP estimates it (RFC 6298): SRTT and RTTVAR, in seconds. */
+struct rtt_estimator {
+	bool measured; /* false until the first sample */
+	double last;
+	double srtt;
+	double rttvar;
+};
+
+void rtt_init(struct rtt_estimator *e);
+void rtt_sample(struct rtt_estimator *e, double seconds);
+
+enum target_state {
+	TARGET_UNKNOWN, /* no probe or client open has told yet (or not probed: remote) */
+	TARGET_REACHABLE,
+	TARGET_UNREACHABLE,
+};
+
+/* "unknown", "reachable", "unreachable": stable names for JSON and logs. */
+const char *target_state_str(enum target_state s);
+
+enum tunnel_health {
+	HEALTH_OK,
+	HEALTH_DEGRADED,    /* smoothed RTT above degraded_rtt */
+	HEALTH_TARGET_DOWN, /* a forward's target is unreachable (wins over degraded) */
+	HEALTH_DOWN,	    /* the tunnel is not up */
+};
+
+/* "ok", "degraded", "target_down", "down": stable names for JSON, metrics and alerts. */
+const char *tunnel_health_str(enum tunnel_health h);
+
+/*
+ * Leaving `degraded` takes a smoothed RTT below this share of degraded_rtt, so an RTT
+ * hovering at the threshold does not flap the health (and its alerts) on every sample.
+ */
+#define HEALTH_RECOVER_SHARE 0.8
+
+/*
+ * The tunnel's health now. `previous` is the last health decided (for the degraded
+ * hysteresis); degraded_rtt 0 disables `degraded`; targets holds one state per forward.
+ */
+enum tunnel_health health_decide(enum tunnel_health previous, enum tunnel_state state,
+				 const struct rtt_estimator *rtt, double degraded_rtt,
+				 const enum target_state *targets, size_t n_targets);

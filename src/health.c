@@ -1,0 +1,79 @@
+#include "health.h"
+
+
+void rtt_init(struct rtt_estimator *e)
+{
+	*e = (struct rtt_estimator){0};
+}
+
+/* RFC 6298 2.2 and 2.3: alpha 1/8, beta 1/4. */
+void rtt_sample(struct rtt_estimator *e, double seconds)
+{
+	double deviation;
+
+	if (seconds < 0)
+		seconds = 0;
+	e->last = seconds;
+	if (!e->measured) {
+		e->measured = true;
+		e->srtt = seconds;
+		e->rttvar = seconds / 2;
+		return;
+	}
+	deviation = e->srtt > seconds ? e->srtt - seconds : seconds - e->srtt;
+	e->rttvar = 0.75 * e->rttvar + 0.25 * deviation;
+	e->srtt = 0.875 * e->srtt + 0.125 * seconds;
+}
+
+const char *target_state_str(enum target_state s)
+{
+	switch (s) {
+	case TARGET_REACHABLE:
+		return "reachable";
+	case TARGET_UNREACHABLE:
+		return "unreachable";
+	case TARGET_UNKNOWN:
+		break;
+	}
+	return "unknown";
+}
+
+const char *tunnel_health_str(enum tunnel_health h)
+{
+	switch (h) {
+	case HEALTH_OK:
+		return "ok";
+	case HEALTH_DEGRADED:
+		return "degraded";
+	case HEALTH_TARGET_DOWN:
+		return "target_down";
+	case HEALTH_DOWN:
+		break;
+	}
+	return "down";
+}
+
+static bool rtt_degraded(enum tunnel_health previous, const struct rtt_estimator *rtt,
+			 double degraded_rtt)
+{
+	if (degraded_rtt <= 0 || !rtt || !rtt->measured)
+		return false;
+	if (previous == HEALTH_DEGRADED)
+		return rtt->srtt >= degraded_rtt * HEALTH_RECOVER_SHARE;
+	return rtt->srtt > degraded_rtt;
+}
+
+enum tunnel_health health_decide(enum tunnel_health previous, enum tunnel_state state,
+				 const struct rtt_estimator *rtt, double degraded_rtt,
+				 const enum target_state *targets, size_t n_targets)
+{
+	if (state != TUNNEL_UP)
+		return HEALTH_DOWN;
+	for (size_t i = 0; i < n_targets; i++)
+		if (targets[i] == TARGET_UNREACHABLE)
+			return HEALTH_TARGET_DOWN;
+	/* Coming back from target_down or down, degraded is judged afresh. */
+	if (rtt_degraded(previous, rtt, degraded_rtt))
+		return HEALTH_DEGRADED;
+	return HEALTH_OK;
+}
