@@ -78,6 +78,7 @@ struct control_reply_header {
 	char message[CONTROL_REQUEST_MAX]; /* the error message ("" when ok) */
 	long tunnels;			   /* "tunnels=" of a status reply; -1 when absent */
 	long up;			   /* "up=" of a status reply; -1 when absent */
+	long healthy;			   /* "healthy=": up with health ok; -1 when absent */
 	long alerts;			   /* "alerts=" of an alert-test reply; -1 when absent */
 	long failed;			   /* "failed=" of an alert-test reply; -1 when absent */
 };

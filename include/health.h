@@ -21,25 +21,6 @@ struct rtt_estimator {
 void rtt_init(struct rtt_estimator *e);
 void rtt_sample(struct rtt_estimator *e, double seconds);
 
-enum target_state {
-	TARGET_UNKNOWN, /* no probe or client open has told yet (or not probed: remote) */
-	TARGET_REACHABLE,
-	TARGET_UNREACHABLE,
-};
-
-/* "unknown", "reachable", "unreachable": stable names for JSON and logs. */
-const char *target_state_str(enum target_state s);
-
-enum tunnel_health {
-	HEALTH_OK,
-	HEALTH_DEGRADED,    /* smoothed RTT above degraded_rtt */
-	HEALTH_TARGET_DOWN, /* a forward's target is unreachable (wins over degraded) */
-	HEALTH_DOWN,	    /* the tunnel is not up */
-};
-
-/* "ok", "degraded", "target_down", "down": stable names for JSON, metrics and alerts. */
-const char *tunnel_health_str(enum tunnel_health h);
-
 /*
  * Leaving `degraded` takes a smoothed RTT below this share of degraded_rtt, so an RTT
  * hovering at the threshold does not flap the health (and its alerts) on every sample.

@@ -1,4 +1,5 @@
 #pragma once
+#include <stdbool.h>
 #include <stdint.h>
 #include <sys/types.h>
 #include <time.h>
@@ -13,6 +14,25 @@ enum tunnel_state {
 
 /* "connecting", "up", "backoff": the stable names used in logs, JSON and metrics. */
 const char *tunnel_state_str(enum tunnel_state s);
+
+enum target_state {
+	TARGET_UNKNOWN, /* no probe or client open has told yet (or not probed: remote) */
+	TARGET_REACHABLE,
+	TARGET_UNREACHABLE,
+};
+
+/* "unknown", "reachable", "unreachable": stable names for JSON and logs. */
+const char *target_state_str(enum target_state s);
+
+enum tunnel_health {
+	HEALTH_OK,
+	HEALTH_DEGRADED,    /* smoothed RTT above degraded_rtt */
+	HEALTH_TARGET_DOWN, /* a forward's target is unreachable (wins over degraded) */
+	HEALTH_DOWN,	    /* the tunnel is not up */
+};
+
+/* "ok", "degraded", "target_down", "down": stable names for JSON, metrics and alerts. */
+const char *tunnel_health_str(enum tunnel_health h);
 
 /*
  * Why a forward closed a client without serving it. Counted per forward whatever its kind,
@@ -38,11 +58,20 @@ struct status_forward {
 	uint64_t bytes_out; /* towards the SSH peer */
 	uint64_t open_failures;
 	uint64_t rejected[N_REJECT_REASONS];
+	enum target_state target_state; /* TARGET_UNKNOWN for remote forwards */
+	char target_error[256];		/* why unreachable ("" when none) */
+	bool probe_rtt_measured;
+	double probe_rtt; /* seconds, the last successful probe's open (+ hello) */
+	uint64_t probe_failures;
 };
 
 struct status_tunnel {
 	char name[128];
 	enum tunnel_state state;
+	enum tunnel_health health;
+	bool rtt_measured;
+	double rtt;	       /* smoothed keepalive round trip, seconds */
+	double rtt_last;       /* the last one */
 	struct timespec since; /* CLOCK_REALTIME of the last state change */
 	char host[256];
 	uint16_t port;

@@ -37,3 +37,5 @@ void status_format_summary(const struct status *s, char *buf, size_t size);
 
 /* Number of tunnels in state TUNNEL_UP. */
 size_t status_count_up(const struct status *s);
+/* Number of tunnels up with health ok. */
+size_t status_count_healthy(const struct status *s);

@@ -223,8 +223,8 @@ static void handle_status(struct control_server *s, const struct control_request
 
 	if (take_snapshot(s, req, r, &st) < 0)
 		return;
-	snprintf(r->header, sizeof(r->header), "ok tunnels=%zu up=%zu", st.n_tunnels,
-		 status_count_up(&st));
+	snprintf(r->header, sizeof(r->header), "ok tunnels=%zu up=%zu healthy=%zu", st.n_tunnels,
+		 status_count_up(&st), status_count_healthy(&st));
 	if (req->json)
 		status_format_json(&st, r->body);
 	else

@@ -186,7 +186,15 @@ static long parse_count(const char *s, size_t len)
 
 int control_reply_header_parse(const char *line, size_t len, struct control_reply_header *ret)
 {
-	struct control_reply_header h = {.tunnels = -1, .up = -1, .alerts = -1, .failed = -1};
+	struct control_reply_header h = {
+	    .tunnels = -1, .up = -1, .healthy = -1, .alerts = -1, .failed = -1};
+	const struct {
+		const char *name;
+		long *value;
+	} counts[] = {
+	    {"tunnels", &h.tunnels}, {"up", &h.up},	    {"healthy", &h.healthy},
+	    {"alerts", &h.alerts},   {"failed", &h.failed},
+	};
 
 	if (len > 0 && line[len - 1] == '\r')
 		len--;
@@ -215,18 +223,10 @@ int control_reply_header_parse(const char *line, size_t len, struct control_repl
 		eq = memchr(line + start, '=', i - start);
 		if (!eq)
 			continue;
-		if ((size_t)(eq - line - start) == strlen("tunnels") &&
-		    memcmp(line + start, "tunnels", strlen("tunnels")) == 0)
-			h.tunnels = parse_count(eq + 1, line + i - eq - 1);
-		else if ((size_t)(eq - line - start) == strlen("up") &&
-			 memcmp(line + start, "up", strlen("up")) == 0)
-			h.up = parse_count(eq + 1, line + i - eq - 1);
-		else if ((size_t)(eq - line - start) == strlen("alerts") &&
-			 memcmp(line + start, "alerts", strlen("alerts")) == 0)
-			h.alerts = parse_count(eq + 1, line + i - eq - 1);
-		else if ((size_t)(eq - line - start) == strlen("failed") &&
-			 memcmp(line + start, "failed", strlen("failed")) == 0)
-			h.failed = parse_count(eq + 1, line + i - eq - 1);
+		for (size_t k = 0; k < sizeof(counts) / sizeof(counts[0]); k++)
+			if ((size_t)(eq - line - start) == strlen(counts[k].name) &&
+			    memcmp(line + start, counts[k].name, strlen(counts[k].name)) == 0)
+				*counts[k].value = parse_count(eq + 1, line + i - eq - 1);
 	}
 	*ret = h;
 	return 0;

@@ -28,13 +28,15 @@ enum {
 	CTL_EXIT_ERROR = 1,
 	CTL_EXIT_USAGE = 2,
 	CTL_EXIT_NOT_UP = 3,
+	CTL_EXIT_UNHEALTHY = 4,
 };
 
 int ctl_main(int argc, char **argv);
 
 static const char ctl_usage_text[] =
     "usage: moletun ctl [-s SOCKET] COMMAND [ARGS]\n"
-    "  status [--json] [NAME]   tunnel table; exit 0 all up, 3 some not up, 1 error\n"
+    "  status [--json] [NAME]   tunnel table; exit 0 all up and ok, 3 some not up,\n"
+    "                           4 all up but some not ok (target down, degraded), 1 error\n"
     "  reconnect NAME|--all     drop and re-establish now, skipping backoff\n"
     "  reload                   re-read the configuration (same as SIGHUP)\n"
     "  metrics                  Prometheus text exposition\n"
@@ -298,6 +300,9 @@ static int ctl_run(const char *path, const struct control_request *req)
 	status = CTL_EXIT_OK;
 	if (req->command == CONTROL_STATUS && h.tunnels >= 0 && h.up >= 0 && h.up < h.tunnels)
 		status = CTL_EXIT_NOT_UP;
+	else if (req->command == CONTROL_STATUS && h.tunnels >= 0 && h.healthy >= 0 &&
+		 h.healthy < h.tunnels)
+		status = CTL_EXIT_UNHEALTHY;
 	if (req->command == CONTROL_ALERT_TEST && h.failed > 0)
 		status = CTL_EXIT_ERROR;
 out:

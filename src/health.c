@@ -1,6 +1,5 @@
 #include "health.h"
 
-
 void rtt_init(struct rtt_estimator *e)
 {
 	*e = (struct rtt_estimator){0};
@@ -23,34 +22,6 @@ void rtt_sample(struct rtt_estimator *e, double seconds)
 	deviation = e->srtt > seconds ? e->srtt - seconds : seconds - e->srtt;
 	e->rttvar = 0.75 * e->rttvar + 0.25 * deviation;
 	e->srtt = 0.875 * e->srtt + 0.125 * seconds;
-}
-
-const char *target_state_str(enum target_state s)
-{
-	switch (s) {
-	case TARGET_REACHABLE:
-		return "reachable";
-	case TARGET_UNREACHABLE:
-		return "unreachable";
-	case TARGET_UNKNOWN:
-		break;
-	}
-	return "unknown";
-}
-
-const char *tunnel_health_str(enum tunnel_health h)
-{
-	switch (h) {
-	case HEALTH_OK:
-		return "ok";
-	case HEALTH_DEGRADED:
-		return "degraded";
-	case HEALTH_TARGET_DOWN:
-		return "target_down";
-	case HEALTH_DOWN:
-		break;
-	}
-	return "down";
 }
 
 static bool rtt_degraded(enum tunnel_health previous, const struct rtt_estimator *rtt,

@@ -27,6 +27,34 @@ const char *reject_reason_str(enum reject_reason r)
 	return reject_reason_names[r];
 }
 
+const char *target_state_str(enum target_state s)
+{
+	switch (s) {
+	case TARGET_REACHABLE:
+		return "reachable";
+	case TARGET_UNREACHABLE:
+		return "unreachable";
+	case TARGET_UNKNOWN:
+		break;
+	}
+	return "unknown";
+}
+
+const char *tunnel_health_str(enum tunnel_health h)
+{
+	switch (h) {
+	case HEALTH_OK:
+		return "ok";
+	case HEALTH_DEGRADED:
+		return "degraded";
+	case HEALTH_TARGET_DOWN:
+		return "target_down";
+	case HEALTH_DOWN:
+		break;
+	}
+	return "down";
+}
+
 void status_free(struct status *s)
 {
 	if (!s)

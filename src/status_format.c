@@ -85,6 +85,15 @@ size_t status_count_up(const struct status *s)
 	return up;
 }
 
+size_t status_count_healthy(const struct status *s)
+{
+	size_t n = 0;
+
+	for (size_t i = 0; i < s->n_tunnels; i++)
+		n += s->tunnels[i].state == TUNNEL_UP && s->tunnels[i].health == HEALTH_OK;
+	return n;
+}
+
 static uint64_t forward_rejected_total(const struct status_forward *f)
 {
 	uint64_t total = 0;
@@ -92,6 +101,15 @@ static uint64_t forward_rejected_total(const struct status_forward *f)
 	for (size_t r = 0; r < N_REJECT_REASONS; r++)
 		total += f->rejected[r];
 	return total;
+}
+
+/* Milliseconds with 0.1 ms resolution, or null when not measured. */
+static void put_json_ms(FILE *out, bool measured, double seconds)
+{
+	if (measured)
+		fprintf(out, "%.1f", seconds * 1000.0);
+	else
+		fputs("null", out);
 }
 
 static void put_json_forward(FILE *out, const struct status_forward *f)
@@ -109,7 +127,15 @@ static void put_json_forward(FILE *out, const struct status_forward *f)
 	for (size_t r = 0; r < N_REJECT_REASONS; r++)
 		fprintf(out, "%s\"%s\":%" PRIu64, r > 0 ? "," : "", reject_reason_str(r),
 			f->rejected[r]);
-	fputs("}}", out);
+	fprintf(out,
+		"},\"target_state\":\"%s\",\"target_error\":", target_state_str(f->target_state));
+	if (f->target_error[0])
+		put_json_string(out, f->target_error, sizeof(f->target_error));
+	else
+		fputs("null", out);
+	fputs(",\"probe_rtt_ms\":", out);
+	put_json_ms(out, f->probe_rtt_measured, f->probe_rtt);
+	fprintf(out, ",\"probe_failures\":%" PRIu64 "}", f->probe_failures);
 }
 
 static void put_json_tunnel(FILE *out, const struct status_tunnel *t)
@@ -119,8 +145,12 @@ static void put_json_tunnel(FILE *out, const struct status_tunnel *t)
 	format_rfc3339(t->since.tv_sec, since, sizeof(since));
 	fputs("{\"name\":", out);
 	put_json_string(out, t->name, sizeof(t->name));
-	fprintf(out, ",\"state\":\"%s\",\"since\":\"%s\",\"host\":", tunnel_state_str(t->state),
-		since);
+	fprintf(out, ",\"state\":\"%s\",\"health\":\"%s\",\"rtt_ms\":", tunnel_state_str(t->state),
+		tunnel_health_str(t->health));
+	put_json_ms(out, t->rtt_measured, t->rtt);
+	fputs(",\"rtt_last_ms\":", out);
+	put_json_ms(out, t->rtt_measured, t->rtt_last);
+	fprintf(out, ",\"since\":\"%s\",\"host\":", since);
 	put_json_string(out, t->host, sizeof(t->host));
 	fprintf(out, ",\"port\":%u,\"user\":", (unsigned)t->port);
 	put_json_string(out, t->user, sizeof(t->user));
@@ -174,6 +204,8 @@ struct cell {
 enum table_column {
 	COLUMN_TUNNEL,
 	COLUMN_STATE,
+	COLUMN_HEALTH,
+	COLUMN_RTT,
 	COLUMN_SINCE,
 	COLUMN_ENDPOINT,
 	COLUMN_RECONNECTS,
@@ -182,7 +214,7 @@ enum table_column {
 };
 
 static const char *const table_headers[N_COLUMNS] = {
-    "TUNNEL", "STATE", "SINCE", "ENDPOINT", "RECONNECTS", "LAST ERROR",
+    "TUNNEL", "STATE", "HEALTH", "RTT", "SINCE", "ENDPOINT", "RECONNECTS", "LAST ERROR",
 };
 
 static void cell_set(struct cell *c, const char *text, size_t max)
@@ -198,6 +230,12 @@ static void table_row_fill(struct cell row[N_COLUMNS], const struct status_tunne
 
 	cell_set(&row[COLUMN_TUNNEL], t->name, sizeof(t->name));
 	cell_set(&row[COLUMN_STATE], tunnel_state_str(t->state), SIZE_MAX);
+	cell_set(&row[COLUMN_HEALTH], tunnel_health_str(t->health), SIZE_MAX);
+	if (t->rtt_measured)
+		snprintf(buf, sizeof(buf), "%.0fms", t->rtt * 1000.0);
+	else
+		snprintf(buf, sizeof(buf), "-");
+	cell_set(&row[COLUMN_RTT], buf, sizeof(buf));
 	if (t->since.tv_sec <= 0)
 		snprintf(buf, sizeof(buf), "-");
 	else
@@ -237,6 +275,13 @@ static void put_forward_line(FILE *out, const struct status_forward *f, size_t l
 	fprintf(out, "-> %s  %" PRIu64 " active", target.text, f->active);
 	if (forward_rejected_total(f) > 0)
 		fprintf(out, ", %" PRIu64 " rejected", forward_rejected_total(f));
+	if (f->target_state == TARGET_UNREACHABLE) {
+		struct cell why;
+
+		cell_set(&why, f->target_error[0] ? f->target_error : "no answer",
+			 sizeof(f->target_error));
+		fprintf(out, ", target unreachable (%s)", why.text);
+	}
 	fputc('\n', out);
 }
 
@@ -413,6 +458,59 @@ static void put_forward_family(FILE *out, enum forward_metric m, const struct st
 	}
 }
 
+/* Health: RTT (measured tunnels only), health as a state set, targets of local forwards. */
+static void put_health_families(FILE *out, const struct status *s)
+{
+	put_metric_family(out, "moletun_tunnel_rtt_seconds", "gauge",
+			  "Smoothed round-trip time of the tunnel's SSH keepalives (RFC 6298 "
+			  "SRTT); absent until measured.");
+	for (size_t i = 0; i < s->n_tunnels; i++) {
+		const struct status_tunnel *t = &s->tunnels[i];
+
+		if (!t->rtt_measured)
+			continue;
+		fputs("moletun_tunnel_rtt_seconds{", out);
+		put_label(out, "tunnel", t->name, sizeof(t->name), true);
+		fprintf(out, "} %.6f\n", t->rtt);
+	}
+	put_metric_family(out, "moletun_tunnel_health", "gauge",
+			  "1 for the tunnel's current health (ok, degraded, target_down, down), "
+			  "0 for the others.");
+	for (size_t i = 0; i < s->n_tunnels; i++) {
+		const struct status_tunnel *t = &s->tunnels[i];
+
+		for (int h = HEALTH_OK; h <= HEALTH_DOWN; h++) {
+			fputs("moletun_tunnel_health{", out);
+			put_label(out, "tunnel", t->name, sizeof(t->name), true);
+			put_label(out, "health", tunnel_health_str(h), SIZE_MAX, false);
+			fprintf(out, "} %d\n", t->health == (enum tunnel_health)h);
+		}
+	}
+	put_metric_family(out, "moletun_forward_target_up", "gauge",
+			  "Whether a local forward's target answered the last probe or client "
+			  "(1) or not (0); absent while unknown.");
+	for (size_t i = 0; i < s->n_tunnels; i++)
+		for (size_t j = 0; j < s->tunnels[i].n_forwards; j++) {
+			const struct status_forward *f = &s->tunnels[i].forwards[j];
+
+			if (f->target_state != TARGET_UNKNOWN)
+				put_forward_sample(out, "moletun_forward_target_up", &s->tunnels[i],
+						   f, NULL, NULL,
+						   f->target_state == TARGET_REACHABLE);
+		}
+	put_metric_family(out, "moletun_forward_probe_failures_total", "counter",
+			  "Probes of a local forward's target that failed or timed out.");
+	for (size_t i = 0; i < s->n_tunnels; i++)
+		for (size_t j = 0; j < s->tunnels[i].n_forwards; j++) {
+			const struct status_forward *f = &s->tunnels[i].forwards[j];
+
+			if (f->kind == FORWARD_LOCAL)
+				put_forward_sample(out, "moletun_forward_probe_failures_total",
+						   &s->tunnels[i], f, NULL, NULL,
+						   f->probe_failures);
+		}
+}
+
 /* Only when alerts are configured, so a daemon without any shows nothing new. */
 static void put_alert_families(FILE *out, const struct status *s)
 {
@@ -460,8 +558,34 @@ int status_format_metrics(const struct status *s, FILE *out)
 			  "Most descriptors the daemon may hold (soft RLIMIT_NOFILE, raised to the "
 			  "hard limit at start).");
 	fprintf(out, "moletun_daemon_nofile_limit %" PRIu64 "\n", s->daemon.nofile_limit);
+	put_health_families(out, s);
 	put_alert_families(out, s);
 	return stream_result(out);
+}
+
+/* "; primary: target pg_main:5432 unreachable (connect failed: ...)" or "; primary:
+ * degraded (rtt 1200 ms)" for a tunnel that is up but not ok. */
+static void summary_health(const struct status_tunnel *t, char *raw, size_t size)
+{
+	if (t->health == HEALTH_DEGRADED) {
+		snprintf(raw, size, "; %.*s: degraded (rtt %.0f ms)", (int)sizeof(t->name) - 1,
+			 t->name, t->rtt * 1000.0);
+		return;
+	}
+	for (size_t j = 0; j < t->n_forwards; j++) {
+		const struct status_forward *f = &t->forwards[j];
+
+		if (f->target_state != TARGET_UNREACHABLE)
+			continue;
+		/* cut if need be: STATUS= is one short line anyway */
+		if (snprintf(raw, size, "; %.*s: target %.*s unreachable (%.*s)",
+			     (int)sizeof(t->name) - 1, t->name, 100, f->target, 200,
+			     f->target_error[0] ? f->target_error : "no answer") >= (int)size)
+			raw[size - 1] = '\0';
+		return;
+	}
+	snprintf(raw, size, "; %.*s: %s", (int)sizeof(t->name) - 1, t->name,
+		 tunnel_health_str(t->health));
 }
 
 void status_format_summary(const struct status *s, char *buf, size_t size)
@@ -484,9 +608,11 @@ void status_format_summary(const struct status *s, char *buf, size_t size)
 		char piece[sizeof(raw) * 3];
 		size_t len;
 
-		if (t->state == TUNNEL_UP)
+		if (t->state == TUNNEL_UP && t->health == HEALTH_OK)
 			continue;
-		if (t->last_error[0])
+		if (t->state == TUNNEL_UP)
+			summary_health(t, raw, sizeof(raw));
+		else if (t->last_error[0])
 			snprintf(raw, sizeof(raw), "; %.*s: %s (%.*s)", (int)sizeof(t->name) - 1,
 				 t->name, tunnel_state_str(t->state),
 				 (int)sizeof(t->last_error) - 1, t->last_error);

@@ -241,7 +241,7 @@ class ControlPlaneTest(harness.TunnelTest):
         # `status --json NAME` prints exactly the daemon's reply body.
         raw = control_exchange(m.control_socket, b"status --json t1\n").decode()
         header, body = raw.split("\n", 1)
-        self.assertEqual(header, "ok tunnels=1 up=1")
+        self.assertEqual(header, "ok tunnels=1 up=1 healthy=1")
         r = ctl(m, "status", "--json", "t1")
         self.assertEqual(r.returncode, 0)
         self.assertEqual(json.loads(r.stdout)["tunnels"][0]["name"], "t1")

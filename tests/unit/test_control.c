@@ -397,8 +397,8 @@ static char *expected_status(struct fixture *f, bool json, const char *name)
 	else
 		status_format_table(&st, time(NULL), out);
 	fclose(out);
-	assert_true(asprintf(&reply, "ok tunnels=%zu up=%zu\n%s", st.n_tunnels,
-			     status_count_up(&st), body) > 0);
+	assert_true(asprintf(&reply, "ok tunnels=%zu up=%zu healthy=%zu\n%s", st.n_tunnels,
+			     status_count_up(&st), status_count_healthy(&st), body) > 0);
 	status_free(&st);
 	free(body);
 	return reply;
@@ -411,19 +411,19 @@ static void test_status(void **state)
 
 	expected = expected_status(f, true, NULL);
 	expect_reply(f, "status --json\n", expected);
-	assert_true(strncmp(expected, "ok tunnels=2 up=1\n{\"tunnels\":[{\"name\":\"t0\"", 40) ==
-		    0);
+	assert_true(strncmp(expected, "ok tunnels=2 up=1 healthy=1\n{\"tunnels\":[{\"name\":\"t0\"",
+			    52) == 0);
 	free(expected);
 
 	expected = expected_status(f, true, "t0");
 	expect_reply(f, "status --json t0\n", expected);
-	assert_true(strncmp(expected, "ok tunnels=1 up=1\n", 18) == 0);
+	assert_true(strncmp(expected, "ok tunnels=1 up=1 healthy=1\n", 28) == 0);
 	free(expected);
 
 	/* The table has an age in it: allow for a second ticking over. */
 	expected = expected_status(f, false, NULL);
 	reply = exchange(f, "status\n", 7);
-	assert_true(strncmp(reply, "ok tunnels=2 up=1\nTUNNEL ", 25) == 0);
+	assert_true(strncmp(reply, "ok tunnels=2 up=1 healthy=1\nTUNNEL ", 35) == 0);
 	assert_int_equal(strlen(reply), strlen(expected));
 	free(reply);
 	free(expected);
@@ -799,7 +799,7 @@ static void test_eviction_order(void **state)
 	pump(f);
 	/* Both requests were read and handled instead of their senders being closed. */
 	reply = pump_read_all(f, sent, NULL);
-	assert_true(strncmp(reply, "ok tunnels=2 up=1\n", 18) == 0);
+	assert_true(strncmp(reply, "ok tunnels=2 up=1 healthy=1\n", 28) == 0);
 	free(reply);
 	close(sent);
 	assert_int_equal(fake_parked(&f->fake), 1);

@@ -179,6 +179,10 @@ static void test_reply_header(void **state)
 	assert_true(h.ok);
 	assert_int_equal(h.tunnels, 3);
 	assert_int_equal(h.up, 2);
+	assert_int_equal(h.healthy, -1); /* a daemon that does not say */
+	assert_int_equal(header("ok tunnels=3 up=3 healthy=2", &h), 0);
+	assert_int_equal(h.up, 3);
+	assert_int_equal(h.healthy, 2);
 
 	/* Unknown keys are ignored; malformed values read as absent. */
 	assert_int_equal(header("ok  future=x up=1 tunnels=-4 noeq\r", &h), 0);

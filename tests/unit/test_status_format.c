@@ -60,8 +60,17 @@ static void make_sample(struct status *s)
 	s->tunnels = calloc(2, sizeof(*s->tunnels));
 	assert_non_null(s->tunnels);
 	set_tunnel(&s->tunnels[0], "primary", TUNNEL_UP, "db.example.com", "");
+	s->tunnels[0].health = HEALTH_OK;
+	s->tunnels[0].rtt_measured = true;
+	s->tunnels[0].rtt = 0.01234;
+	s->tunnels[0].rtt_last = 0.0151;
 	add_forward(&s->tunnels[0], FORWARD_LOCAL, "127.0.0.1:5433", "pg_main:5432", 0);
+	s->tunnels[0].forwards[0].target_state = TARGET_REACHABLE;
+	s->tunnels[0].forwards[0].probe_rtt_measured = true;
+	s->tunnels[0].forwards[0].probe_rtt = 0.0021;
+	s->tunnels[0].forwards[0].probe_failures = 2;
 	set_tunnel(&s->tunnels[1], "replica", TUNNEL_BACKOFF, "fd00::5", "connection refused");
+	s->tunnels[1].health = HEALTH_DOWN;
 	s->tunnels[1].port = 2222;
 	s->tunnels[1].reconnects = 7;
 	s->tunnels[1].since.tv_sec = T0 + 3600;
@@ -126,18 +135,24 @@ static void test_json_exact(void **state)
 	assert_string_equal(
 	    json,
 	    "{\"tunnels\":["
-	    "{\"name\":\"primary\",\"state\":\"up\",\"since\":\"2024-05-01T12:00:00Z\","
+	    "{\"name\":\"primary\",\"state\":\"up\",\"health\":\"ok\",\"rtt_ms\":12.3,"
+	    "\"rtt_last_ms\":15.1,\"since\":\"2024-05-01T12:00:00Z\","
 	    "\"host\":\"db.example.com\",\"port\":22,\"user\":\"deploy\",\"reconnects\":0,"
 	    "\"last_error\":null,\"forwards\":[{\"type\":\"local\",\"listen\":\"127.0.0.1:5433\","
 	    "\"target\":\"pg_main:5432\",\"active\":0,\"connections_total\":1,\"bytes_in\":2,"
 	    "\"bytes_out\":3,\"open_failures\":4,\"rejected\":11,"
-	    "\"rejected_by_reason\":{\"max_connections\":5,\"down\":6}}]},"
-	    "{\"name\":\"replica\",\"state\":\"backoff\",\"since\":\"2024-05-01T13:00:00Z\","
+	    "\"rejected_by_reason\":{\"max_connections\":5,\"down\":6},"
+	    "\"target_state\":\"reachable\",\"target_error\":null,\"probe_rtt_ms\":2.1,"
+	    "\"probe_failures\":2}]},"
+	    "{\"name\":\"replica\",\"state\":\"backoff\",\"health\":\"down\",\"rtt_ms\":null,"
+	    "\"rtt_last_ms\":null,\"since\":\"2024-05-01T13:00:00Z\","
 	    "\"host\":\"fd00::5\",\"port\":2222,\"user\":\"deploy\",\"reconnects\":7,"
 	    "\"last_error\":\"connection refused\",\"forwards\":[{\"type\":\"remote\","
 	    "\"listen\":\"0.0.0.0:8080\",\"target\":\"localhost:80\",\"active\":10,"
 	    "\"connections_total\":11,\"bytes_in\":12,\"bytes_out\":13,\"open_failures\":14,"
-	    "\"rejected\":31,\"rejected_by_reason\":{\"max_connections\":15,\"down\":16}}]}"
+	    "\"rejected\":31,\"rejected_by_reason\":{\"max_connections\":15,\"down\":16},"
+	    "\"target_state\":\"unknown\",\"target_error\":null,\"probe_rtt_ms\":null,"
+	    "\"probe_failures\":0}]}"
 	    "],\"daemon\":{\"pid\":4242,\"nofile_limit\":524288}}\n");
 	free(json);
 	status_free(&s);
@@ -228,11 +243,25 @@ static void test_table_exact(void **state)
 	table = render(&s, render_table_at_t0_plus_192);
 	assert_string_equal(
 	    table,
-	    "TUNNEL   STATE    SINCE  ENDPOINT                  RECONNECTS  LAST ERROR\n"
-	    "primary  up       1h03m  deploy@db.example.com:22  0           -\n"
+	    "TUNNEL   STATE    HEALTH  RTT   SINCE  ENDPOINT                  RECONNECTS  "
+	    "LAST ERROR\n"
+	    "primary  up       ok      12ms  1h03m  deploy@db.example.com:22  0           -\n"
 	    "  local   127.0.0.1:5433  -> pg_main:5432  0 active\n"
-	    "replica  backoff  3m12s  deploy@[fd00::5]:2222     7           connection refused\n"
+	    "replica  backoff  down    -     3m12s  deploy@[fd00::5]:2222     7           "
+	    "connection refused\n"
 	    "  remote  0.0.0.0:8080    -> localhost:80  10 active, 31 rejected\n");
+	free(table);
+
+	/* An unreachable target says so, with the server's reason. */
+	s.tunnels[0].health = HEALTH_TARGET_DOWN;
+	s.tunnels[0].forwards[0].target_state = TARGET_UNREACHABLE;
+	snprintf(s.tunnels[0].forwards[0].target_error,
+		 sizeof(s.tunnels[0].forwards[0].target_error),
+		 "connect failed: Connection refused");
+	table = render(&s, render_table_at_t0_plus_192);
+	assert_non_null(strstr(table, "primary  up       target_down  12ms  1h03m  "));
+	assert_non_null(strstr(table, "  local   127.0.0.1:5433  -> pg_main:5432  0 active, target "
+				      "unreachable (connect failed: Connection refused)\n"));
 	free(table);
 	status_free(&s);
 }
@@ -265,7 +294,7 @@ static void test_table_empty_and_future(void **state)
 	make_sample(&s);
 	/* A clock that went backwards shows 0s, not a huge age. */
 	table = render(&s, render_table_before_t0);
-	assert_non_null(strstr(table, "primary  up       0s     "));
+	assert_non_null(strstr(table, "primary  up       ok      12ms  0s     "));
 	free(table);
 	status_free(&s);
 }
@@ -293,70 +322,111 @@ static void test_metrics_exact(void **state)
 
 	make_sample(&s);
 	text = render(&s, status_format_metrics);
-	assert_string_equal(
-	    text,
-	    "# HELP moletun_tunnel_up Whether the tunnel's SSH session is established (1) or "
-	    "not (0).\n"
-	    "# TYPE moletun_tunnel_up gauge\n"
-	    "moletun_tunnel_up{tunnel=\"primary\"} 1\n"
-	    "moletun_tunnel_up{tunnel=\"replica\"} 0\n"
-	    "# HELP moletun_tunnel_reconnects_total SSH sessions re-established after the "
-	    "first one.\n"
-	    "# TYPE moletun_tunnel_reconnects_total counter\n"
-	    "moletun_tunnel_reconnects_total{tunnel=\"primary\"} 0\n"
-	    "moletun_tunnel_reconnects_total{tunnel=\"replica\"} 7\n"
-	    "# HELP moletun_tunnel_state_since_seconds Unix time of the tunnel's last state "
-	    "change.\n"
-	    "# TYPE moletun_tunnel_state_since_seconds gauge\n"
-	    "moletun_tunnel_state_since_seconds{tunnel=\"primary\"} 1714564800\n"
-	    "moletun_tunnel_state_since_seconds{tunnel=\"replica\"} 1714568400\n"
-	    "# HELP moletun_forward_active_connections Connections currently open through the "
-	    "forward.\n"
-	    "# TYPE moletun_forward_active_connections gauge\n"
-	    "moletun_forward_active_connections{tunnel=\"primary\",type=\"local\","
-	    "forward=\"127.0.0.1:5433\"} 0\n"
-	    "moletun_forward_active_connections{tunnel=\"replica\",type=\"remote\","
-	    "forward=\"0.0.0.0:8080\"} 10\n"
-	    "# HELP moletun_forward_connections_total Connections accepted by the forward.\n"
-	    "# TYPE moletun_forward_connections_total counter\n"
-	    "moletun_forward_connections_total{tunnel=\"primary\",type=\"local\","
-	    "forward=\"127.0.0.1:5433\"} 1\n"
-	    "moletun_forward_connections_total{tunnel=\"replica\",type=\"remote\","
-	    "forward=\"0.0.0.0:8080\"} 11\n"
-	    "# HELP moletun_forward_bytes_total Bytes carried by the forward; direction=\"in\" "
-	    "towards the connecting client, \"out\" towards the SSH peer.\n"
-	    "# TYPE moletun_forward_bytes_total counter\n"
-	    "moletun_forward_bytes_total{tunnel=\"primary\",type=\"local\","
-	    "forward=\"127.0.0.1:5433\",direction=\"in\"} 2\n"
-	    "moletun_forward_bytes_total{tunnel=\"primary\",type=\"local\","
-	    "forward=\"127.0.0.1:5433\",direction=\"out\"} 3\n"
-	    "moletun_forward_bytes_total{tunnel=\"replica\",type=\"remote\","
-	    "forward=\"0.0.0.0:8080\",direction=\"in\"} 12\n"
-	    "moletun_forward_bytes_total{tunnel=\"replica\",type=\"remote\","
-	    "forward=\"0.0.0.0:8080\",direction=\"out\"} 13\n"
-	    "# HELP moletun_forward_open_failures_total SSH channels the forward failed to "
-	    "open.\n"
-	    "# TYPE moletun_forward_open_failures_total counter\n"
-	    "moletun_forward_open_failures_total{tunnel=\"primary\",type=\"local\","
-	    "forward=\"127.0.0.1:5433\"} 4\n"
-	    "moletun_forward_open_failures_total{tunnel=\"replica\",type=\"remote\","
-	    "forward=\"0.0.0.0:8080\"} 14\n"
-	    "# HELP moletun_forward_rejected_total Clients the forward closed without serving "
-	    "them; reason=\"max_connections\" when it was full, \"down\" when the tunnel was not "
-	    "up (at once, or when down_hold ran out).\n"
-	    "# TYPE moletun_forward_rejected_total counter\n"
-	    "moletun_forward_rejected_total{tunnel=\"primary\",type=\"local\","
-	    "forward=\"127.0.0.1:5433\",reason=\"max_connections\"} 5\n"
-	    "moletun_forward_rejected_total{tunnel=\"primary\",type=\"local\","
-	    "forward=\"127.0.0.1:5433\",reason=\"down\"} 6\n"
-	    "moletun_forward_rejected_total{tunnel=\"replica\",type=\"remote\","
-	    "forward=\"0.0.0.0:8080\",reason=\"max_connections\"} 15\n"
-	    "moletun_forward_rejected_total{tunnel=\"replica\",type=\"remote\","
-	    "forward=\"0.0.0.0:8080\",reason=\"down\"} 16\n"
-	    "# HELP moletun_daemon_nofile_limit Most descriptors the daemon may hold (soft "
-	    "RLIMIT_NOFILE, raised to the hard limit at start).\n"
-	    "# TYPE moletun_daemon_nofile_limit gauge\n"
-	    "moletun_daemon_nofile_limit 524288\n");
+	/* the families before the health ones, then the health ones */
+	{
+		static const char before[] =
+		    "# HELP moletun_tunnel_up Whether the tunnel's SSH session is established (1) "
+		    "or "
+		    "not (0).\n"
+		    "# TYPE moletun_tunnel_up gauge\n"
+		    "moletun_tunnel_up{tunnel=\"primary\"} 1\n"
+		    "moletun_tunnel_up{tunnel=\"replica\"} 0\n"
+		    "# HELP moletun_tunnel_reconnects_total SSH sessions re-established after the "
+		    "first one.\n"
+		    "# TYPE moletun_tunnel_reconnects_total counter\n"
+		    "moletun_tunnel_reconnects_total{tunnel=\"primary\"} 0\n"
+		    "moletun_tunnel_reconnects_total{tunnel=\"replica\"} 7\n"
+		    "# HELP moletun_tunnel_state_since_seconds Unix time of the tunnel's last "
+		    "state "
+		    "change.\n"
+		    "# TYPE moletun_tunnel_state_since_seconds gauge\n"
+		    "moletun_tunnel_state_since_seconds{tunnel=\"primary\"} 1714564800\n"
+		    "moletun_tunnel_state_since_seconds{tunnel=\"replica\"} 1714568400\n"
+		    "# HELP moletun_forward_active_connections Connections currently open through "
+		    "the "
+		    "forward.\n"
+		    "# TYPE moletun_forward_active_connections gauge\n"
+		    "moletun_forward_active_connections{tunnel=\"primary\",type=\"local\","
+		    "forward=\"127.0.0.1:5433\"} 0\n"
+		    "moletun_forward_active_connections{tunnel=\"replica\",type=\"remote\","
+		    "forward=\"0.0.0.0:8080\"} 10\n"
+		    "# HELP moletun_forward_connections_total Connections accepted by the "
+		    "forward.\n"
+		    "# TYPE moletun_forward_connections_total counter\n"
+		    "moletun_forward_connections_total{tunnel=\"primary\",type=\"local\","
+		    "forward=\"127.0.0.1:5433\"} 1\n"
+		    "moletun_forward_connections_total{tunnel=\"replica\",type=\"remote\","
+		    "forward=\"0.0.0.0:8080\"} 11\n"
+		    "# HELP moletun_forward_bytes_total Bytes carried by the forward; "
+		    "direction=\"in\" "
+		    "towards the connecting client, \"out\" towards the SSH peer.\n"
+		    "# TYPE moletun_forward_bytes_total counter\n"
+		    "moletun_forward_bytes_total{tunnel=\"primary\",type=\"local\","
+		    "forward=\"127.0.0.1:5433\",direction=\"in\"} 2\n"
+		    "moletun_forward_bytes_total{tunnel=\"primary\",type=\"local\","
+		    "forward=\"127.0.0.1:5433\",direction=\"out\"} 3\n"
+		    "moletun_forward_bytes_total{tunnel=\"replica\",type=\"remote\","
+		    "forward=\"0.0.0.0:8080\",direction=\"in\"} 12\n"
+		    "moletun_forward_bytes_total{tunnel=\"replica\",type=\"remote\","
+		    "forward=\"0.0.0.0:8080\",direction=\"out\"} 13\n"
+		    "# HELP moletun_forward_open_failures_total SSH channels the forward failed to "
+		    "open.\n"
+		    "# TYPE moletun_forward_open_failures_total counter\n"
+		    "moletun_forward_open_failures_total{tunnel=\"primary\",type=\"local\","
+		    "forward=\"127.0.0.1:5433\"} 4\n"
+		    "moletun_forward_open_failures_total{tunnel=\"replica\",type=\"remote\","
+		    "forward=\"0.0.0.0:8080\"} 14\n"
+		    "# HELP moletun_forward_rejected_total Clients the forward closed without "
+		    "serving "
+		    "them; reason=\"max_connections\" when it was full, \"down\" when the tunnel "
+		    "was not "
+		    "up (at once, or when down_hold ran out).\n"
+		    "# TYPE moletun_forward_rejected_total counter\n"
+		    "moletun_forward_rejected_total{tunnel=\"primary\",type=\"local\","
+		    "forward=\"127.0.0.1:5433\",reason=\"max_connections\"} 5\n"
+		    "moletun_forward_rejected_total{tunnel=\"primary\",type=\"local\","
+		    "forward=\"127.0.0.1:5433\",reason=\"down\"} 6\n"
+		    "moletun_forward_rejected_total{tunnel=\"replica\",type=\"remote\","
+		    "forward=\"0.0.0.0:8080\",reason=\"max_connections\"} 15\n"
+		    "moletun_forward_rejected_total{tunnel=\"replica\",type=\"remote\","
+		    "forward=\"0.0.0.0:8080\",reason=\"down\"} 16\n"
+		    "# HELP moletun_daemon_nofile_limit Most descriptors the daemon may hold (soft "
+		    "RLIMIT_NOFILE, raised to the hard limit at start).\n"
+		    "# TYPE moletun_daemon_nofile_limit gauge\n"
+		    "moletun_daemon_nofile_limit 524288\n";
+		static const char health[] =
+		    "# HELP moletun_tunnel_rtt_seconds Smoothed round-trip time of the tunnel's "
+		    "SSH "
+		    "keepalives (RFC 6298 SRTT); absent until measured.\n"
+		    "# TYPE moletun_tunnel_rtt_seconds gauge\n"
+		    "moletun_tunnel_rtt_seconds{tunnel=\"primary\"} 0.012340\n"
+		    "# HELP moletun_tunnel_health 1 for the tunnel's current health (ok, degraded, "
+		    "target_down, down), 0 for the others.\n"
+		    "# TYPE moletun_tunnel_health gauge\n"
+		    "moletun_tunnel_health{tunnel=\"primary\",health=\"ok\"} 1\n"
+		    "moletun_tunnel_health{tunnel=\"primary\",health=\"degraded\"} 0\n"
+		    "moletun_tunnel_health{tunnel=\"primary\",health=\"target_down\"} 0\n"
+		    "moletun_tunnel_health{tunnel=\"primary\",health=\"down\"} 0\n"
+		    "moletun_tunnel_health{tunnel=\"replica\",health=\"ok\"} 0\n"
+		    "moletun_tunnel_health{tunnel=\"replica\",health=\"degraded\"} 0\n"
+		    "moletun_tunnel_health{tunnel=\"replica\",health=\"target_down\"} 0\n"
+		    "moletun_tunnel_health{tunnel=\"replica\",health=\"down\"} 1\n"
+		    "# HELP moletun_forward_target_up Whether a local forward's target answered "
+		    "the last "
+		    "probe or client (1) or not (0); absent while unknown.\n"
+		    "# TYPE moletun_forward_target_up gauge\n"
+		    "moletun_forward_target_up{tunnel=\"primary\",type=\"local\","
+		    "forward=\"127.0.0.1:5433\"} 1\n"
+		    "# HELP moletun_forward_probe_failures_total Probes of a local forward's "
+		    "target that "
+		    "failed or timed out.\n"
+		    "# TYPE moletun_forward_probe_failures_total counter\n"
+		    "moletun_forward_probe_failures_total{tunnel=\"primary\",type=\"local\","
+		    "forward=\"127.0.0.1:5433\"} 2\n";
+
+		assert_int_equal(strncmp(text, before, strlen(before)), 0);
+		assert_string_equal(text + strlen(before), health);
+	}
 	free(text);
 	status_free(&s);
 }
@@ -616,8 +686,21 @@ static void test_summary(void **state)
 	status_format_summary(&s, small, sizeof(small));
 	assert_string_equal(small, "0/2 tunnels up; primary: connecting; ...");
 	s.tunnels[0].state = s.tunnels[1].state = TUNNEL_UP;
+	s.tunnels[1].health = HEALTH_OK;
 	status_format_summary(&s, buf, sizeof(buf));
 	assert_string_equal(buf, "2/2 tunnels up");
+	/* Up is not all: a tunnel whose target or RTT is not ok says so. */
+	s.tunnels[0].health = HEALTH_TARGET_DOWN;
+	s.tunnels[0].forwards[0].target_state = TARGET_UNREACHABLE;
+	snprintf(s.tunnels[0].forwards[0].target_error,
+		 sizeof(s.tunnels[0].forwards[0].target_error),
+		 "connect failed: Connection refused");
+	s.tunnels[1].health = HEALTH_DEGRADED;
+	s.tunnels[1].rtt = 1.234;
+	status_format_summary(&s, buf, sizeof(buf));
+	assert_string_equal(
+	    buf, "2/2 tunnels up; primary: target pg_main:5432 unreachable "
+		 "(connect failed: Connection refused); replica: degraded (rtt 1234 ms)");
 	status_format_summary(&s, buf, 0);
 	status_free(&s);
 }
