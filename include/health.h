@@ -29,8 +29,9 @@ void rtt_sample(struct rtt_estimator *e, double seconds);
 
 /*
  * The tunnel's health now. `previous` is the last health decided (for the degraded
- * hysteresis); degraded_rtt 0 disables `degraded`; targets holds one state per forward.
+ * hysteresis); degraded_rtt 0 disables `degraded`; target_down: some forward's target is
+ * unreachable.
  */
 enum tunnel_health health_decide(enum tunnel_health previous, enum tunnel_state state,
 				 const struct rtt_estimator *rtt, double degraded_rtt,
-				 const enum target_state *targets, size_t n_targets);
+				 bool target_down);

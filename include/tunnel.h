@@ -9,6 +9,7 @@
 #include "backoff.h"
 #include "buffer.h"
 #include "config.h"
+#include "health.h"
 #include "identity.h"
 #include "list.h"
 #include "sessmem.h"
@@ -33,6 +34,12 @@ struct forward_stats {
 	uint64_t bytes_out; /* from the local side towards the SSH peer */
 	uint64_t open_failures;
 	uint64_t rejected[N_REJECT_REASONS]; /* clients closed unserved, by reason */
+	/* What probes and clients' channel opens say of the target (local forwards). */
+	enum target_state target_state;
+	char target_error[256];
+	bool probe_rtt_measured;
+	double probe_rtt;
+	uint64_t probe_failures;
 };
 
 /* A local_forward listener, bound for the tunnel's whole life. */
@@ -53,8 +60,8 @@ struct remote_listener {
 };
 
 enum conn_state {
-	CONN_HELD,       /* accepted while down, waiting up to down_hold */
-	CONN_OPENING,    /* queued for / in channel open */
+	CONN_HELD,	 /* accepted while down, waiting up to down_hold */
+	CONN_OPENING,	 /* queued for / in channel open */
 	CONN_CONNECTING, /* remote forward: connecting to the local target */
 	CONN_OPEN,
 	CONN_CLOSING, /* client side gone; channel close in progress */
@@ -76,7 +83,10 @@ struct conn {
 	bool client_eof;  /* client sent FIN: EOF forwarded to the channel */
 	bool channel_eof; /* channel EOF seen: FIN sent to the client */
 	bool hwm_blocked; /* client reads paused while the SSH out-buffer is full */
-	bool eof_sent;    /* EOF sent on the channel */
+	bool eof_sent;	  /* EOF sent on the channel */
+	bool probe;	  /* a target probe: no client, never counted as a connection */
+	bool probe_done;  /* its outcome is recorded: the rest is cleanup */
+	ev_tstamp probe_started;
 	struct buffer up;   /* client -> channel bytes the window did not take yet */
 	struct buffer down; /* channel -> client bytes the client did not take yet */
 };
@@ -112,8 +122,8 @@ struct link {
 	struct buffer out; /* bytes libssh2 sent that the socket did not take yet */
 	bool rx_drained;   /* recv saw EAGAIN since the socket was last readable */
 	bool rx_progress;  /* recv returned data during the current pump */
-	int io_error;      /* errno of a socket failure, 0 while healthy */
-	bool dead;         /* no more socket I/O: sends are dropped, recvs fail */
+	int io_error;	   /* errno of a socket failure, 0 while healthy */
+	bool dead;	   /* no more socket I/O: sends are dropped, recvs fail */
 	int unread_seen;   /* FIONREAD when nothing can drain the socket (no channels) */
 	ev_tstamp last_rx;
 	ev_tstamp last_tx;   /* the socket last took bytes, or bytes started waiting */
@@ -135,7 +145,7 @@ struct tunnel {
 	uint64_t reconnects;
 	bool ever_up;
 	struct backoff backoff;
-	ev_timer timer;   /* backoff wait, connect deadline or keepalive tick */
+	ev_timer timer;	  /* backoff wait, connect deadline or keepalive tick */
 	ev_prepare flush; /* flush the out-buffer and pump once per loop iteration */
 	bool pump_wanted;
 	struct link link;
@@ -144,6 +154,9 @@ struct tunnel {
 	size_t n_forwards;
 	struct list conns;
 	struct list open_queue;
+	struct rtt_estimator rtt; /* keepalive round trips of the current session */
+	enum tunnel_health health;
+	ev_timer probe_timer; /* every probe_interval while up */
 	void (*on_state)(struct tunnel *t, void *userdata);
 	void *userdata;
 };
@@ -165,7 +178,7 @@ int tunnel_snapshot(const struct tunnel *t, struct status_tunnel *out);
 
 /* Internal to the engine: tunnel.c <-> link.c <-> forward.c. */
 void tunnel_fail(struct tunnel *t, bool needs_human, const char *fmt, ...)
-	__attribute__((format(printf, 3, 4)));
+    __attribute__((format(printf, 3, 4)));
 void tunnel_pump(struct tunnel *t);
 void tunnel_want_pump(struct tunnel *t);
 bool tunnel_out_full(const struct tunnel *t);
@@ -194,3 +207,20 @@ int forward_pump(struct tunnel *t);
 bool forward_drain(struct tunnel *t);
 void forward_resume_clients(struct tunnel *t);
 void conn_destroy(struct conn *c);
+/* A conn on t's list; one with a client or target fd (>= 0) counts as a connection. */
+struct conn *conn_new(struct tunnel *t, size_t forward, int fd, enum conn_state state);
+/* Closes the client side and releases the channel without waiting on the network. */
+void conn_close(struct conn *c);
+
+/* Target probes (probe.c): started when the tunnel is up, stopped when it goes down. */
+void probe_start(struct tunnel *t);
+void probe_stop(struct tunnel *t);
+/* The probe's channel opened: send the protocol hello or finish. 0, -1 (conn gone) or
+ * a fatal rc. */
+int probe_opened(struct conn *c);
+/* Reads the probe's answer when one is expected. 0, -1 (conn gone) or a fatal rc. */
+int probe_pump(struct conn *c);
+/* A forward's target answered (a probe or a client's channel open) or did not. */
+void tunnel_target_result(struct tunnel *t, size_t forward, bool reachable, const char *why);
+/* Recomputes the health; tells the daemon when it or a target state changed. */
+void tunnel_health_update(struct tunnel *t, bool targets_changed);

@@ -17,7 +17,7 @@
  * connections cost a struct and a libssh2 channel.
  */
 
-#define IO_CHUNK (64 * 1024)
+#define IO_CHUNK     (64 * 1024)
 #define ACCEPT_BATCH 64
 
 static char scratch[IO_CHUNK];
@@ -39,7 +39,7 @@ static const char *conn_label(const struct conn *c, char *buf, size_t size)
 	return buf;
 }
 
-static struct conn *conn_new(struct tunnel *t, size_t forward, int fd, enum conn_state state)
+struct conn *conn_new(struct tunnel *t, size_t forward, int fd, enum conn_state state)
 {
 	struct conn *c = calloc(1, sizeof(*c));
 
@@ -55,8 +55,10 @@ static struct conn *conn_new(struct tunnel *t, size_t forward, int fd, enum conn
 	ev_timer_init(&c->hold, conn_hold_expired, 0.0, 0.0);
 	c->rio.data = c->wio.data = c->hold.data = c;
 	list_insert_tail(&t->conns, &c->link);
-	t->stats[forward].active++;
-	t->stats[forward].connections_total++;
+	if (fd >= 0) {
+		t->stats[forward].active++;
+		t->stats[forward].connections_total++;
+	}
 	return c;
 }
 
@@ -89,7 +91,7 @@ void conn_destroy(struct conn *c)
 
 /* The client side is finished: close it and release the channel without waiting on the
  * network (libssh2 waits for the peer's CLOSE; the pump retries until it is freed). */
-static void conn_close(struct conn *c)
+void conn_close(struct conn *c)
 {
 	struct tunnel *t = c->tunnel;
 
@@ -183,7 +185,8 @@ void forward_accept_cb(struct ev_loop *loop, ev_io *w, int revents)
 	for (int i = 0; i < ACCEPT_BATCH; i++) {
 		struct sockaddr_storage ss;
 		socklen_t len = sizeof(ss);
-		int fd = accept4(li->fd, (struct sockaddr *)&ss, &len, SOCK_NONBLOCK | SOCK_CLOEXEC);
+		int fd =
+		    accept4(li->fd, (struct sockaddr *)&ss, &len, SOCK_NONBLOCK | SOCK_CLOEXEC);
 
 		if (fd >= 0) {
 			accept_one(li, fd, &ss);
@@ -197,9 +200,10 @@ void forward_accept_cb(struct ev_loop *loop, ev_io *w, int revents)
 			ev_tstamp now = ev_now(loop);
 
 			if (now - li->last_warn >= 10.0) {
-				log_warn("tunnel %s: accept: %s; pausing accepts for 100ms (repeats "
-					 "are not logged for 10s)",
-					 li->tunnel->cfg->name, strerror(errno));
+				log_warn(
+				    "tunnel %s: accept: %s; pausing accepts for 100ms (repeats "
+				    "are not logged for 10s)",
+				    li->tunnel->cfg->name, strerror(errno));
 				li->last_warn = now;
 			}
 			ev_io_stop(loop, &li->io);
@@ -333,8 +337,8 @@ static int conn_flush_up(struct conn *c)
 	struct tunnel *t = c->tunnel;
 
 	while (buffer_len(&c->up) > 0) {
-		ssize_t n = libssh2_channel_write(c->channel, c->up.data + c->up.start,
-						  buffer_len(&c->up));
+		ssize_t n =
+		    libssh2_channel_write(c->channel, c->up.data + c->up.start, buffer_len(&c->up));
 		if (n > 0) {
 			buffer_consume(&c->up, (size_t)n);
 			t->stats[c->forward].bytes_out += (uint64_t)n;
@@ -514,15 +518,33 @@ static int pump_opens(struct tunnel *t)
 				return 0;
 			if (t->link.io_error || ssh_error_fatal(rc))
 				return rc ? rc : LIBSSH2_ERROR_SOCKET_RECV;
+			list_remove(&c->open_link);
+			if (c->probe) {
+				if (!c->probe_done) {
+					c->probe_done = true;
+					t->stats[c->forward].probe_failures++;
+					tunnel_target_result(t, c->forward, false,
+							     ssh_last_error(t));
+				}
+				conn_destroy(c);
+				continue;
+			}
 			t->stats[c->forward].open_failures++;
 			log_warn("tunnel %s: %s: channel open failed: %s", t->cfg->name,
 				 conn_label(c, label, sizeof(label)), ssh_last_error(t));
-			list_remove(&c->open_link);
+			/* a client's open is evidence on the target too */
+			tunnel_target_result(t, c->forward, false, ssh_last_error(t));
 			conn_destroy(c);
 			continue;
 		}
 		list_remove(&c->open_link);
 		c->channel = ch;
+		if (c->probe && !c->probe_done) {
+			rc = probe_opened(c);
+			if (rc < -1)
+				return rc;
+			continue;
+		}
 		if (c->fd < 0) {
 			/* the client left while its open was in flight */
 			c->state = CONN_CLOSING;
@@ -534,6 +556,7 @@ static int pump_opens(struct tunnel *t)
 		}
 		c->state = CONN_OPEN;
 		ev_io_start(t->loop, &c->rio);
+		tunnel_target_result(t, c->forward, true, NULL);
 	}
 	return 0;
 }
@@ -653,6 +676,12 @@ int forward_pump(struct tunnel *t)
 		}
 		if (c->state != CONN_OPEN)
 			continue;
+		if (c->probe) {
+			rc = probe_pump(c);
+			if (rc < -1)
+				return rc;
+			continue;
+		}
 		if (buffer_len(&c->up) > 0 && tunnel_out_full(t)) {
 			c->hwm_blocked = true; /* forward_resume_clients pumps again */
 		} else if (buffer_len(&c->up) > 0 || (c->client_eof && !c->eof_sent)) {

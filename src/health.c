@@ -36,13 +36,12 @@ static bool rtt_degraded(enum tunnel_health previous, const struct rtt_estimator
 
 enum tunnel_health health_decide(enum tunnel_health previous, enum tunnel_state state,
 				 const struct rtt_estimator *rtt, double degraded_rtt,
-				 const enum target_state *targets, size_t n_targets)
+				 bool target_down)
 {
 	if (state != TUNNEL_UP)
 		return HEALTH_DOWN;
-	for (size_t i = 0; i < n_targets; i++)
-		if (targets[i] == TARGET_UNREACHABLE)
-			return HEALTH_TARGET_DOWN;
+	if (target_down)
+		return HEALTH_TARGET_DOWN;
 	/* Coming back from target_down or down, degraded is judged afresh. */
 	if (rtt_degraded(previous, rtt, degraded_rtt))
 		return HEALTH_DEGRADED;

@@ -22,9 +22,57 @@ bool tunnel_out_full(const struct tunnel *t)
 	return buffer_len(&t->link.out) >= OUT_HIGH_WATER;
 }
 
+static bool any_target_down(const struct tunnel *t)
+{
+	for (size_t i = 0; i < t->n_forwards; i++)
+		if (t->stats[i].target_state == TARGET_UNREACHABLE)
+			return true;
+	return false;
+}
+
+static enum tunnel_health decide_health(const struct tunnel *t)
+{
+	return health_decide(t->health, t->state, &t->rtt, (double)t->cfg->degraded_rtt_ms / 1000.0,
+			     any_target_down(t));
+}
+
+void tunnel_health_update(struct tunnel *t, bool targets_changed)
+{
+	enum tunnel_health h = decide_health(t);
+
+	if (h != t->health) {
+		log_msg(h == HEALTH_OK ? LOG_NOTICE : LOG_WARNING, "tunnel %s: health %s -> %s%s",
+			t->cfg->name, tunnel_health_str(t->health), tunnel_health_str(h),
+			h == HEALTH_DEGRADED ? " (round trip above degraded_rtt)" : "");
+		t->health = h;
+	} else if (!targets_changed) {
+		return;
+	}
+	if (t->on_state)
+		t->on_state(t, t->userdata);
+}
+
+void tunnel_target_result(struct tunnel *t, size_t forward, bool reachable, const char *why)
+{
+	struct forward_stats *st = &t->stats[forward];
+	const struct forward_spec *f = &t->cfg->forwards[forward];
+	enum target_state s = reachable ? TARGET_REACHABLE : TARGET_UNREACHABLE;
+	bool changed = st->target_state != s;
+
+	if (!reachable && strncmp(st->target_error, why, sizeof(st->target_error) - 1) != 0)
+		changed = true;
+	if (st->target_state != s)
+		log_msg(reachable ? LOG_NOTICE : LOG_WARNING, "tunnel %s: target %s:%u %s%s%s%s",
+			t->cfg->name, f->target_host, f->target_port,
+			reachable ? "reachable" : "unreachable", reachable ? "" : " (",
+			reachable ? "" : why, reachable ? "" : ")");
+	st->target_state = s;
+	snprintf(st->target_error, sizeof(st->target_error), "%s", reachable ? "" : why);
+	tunnel_health_update(t, changed);
+}
+
 /* The one place state changes: records, logs once, and tells the daemon. */
-static void set_state(struct tunnel *t, enum tunnel_state s, const char *reason,
-		      uint64_t retry_ms)
+static void set_state(struct tunnel *t, enum tunnel_state s, const char *reason, uint64_t retry_ms)
 {
 	enum tunnel_state old = t->state;
 	char retry[64] = "";
@@ -36,6 +84,7 @@ static void set_state(struct tunnel *t, enum tunnel_state s, const char *reason,
 		snprintf(retry, sizeof(retry), "; retry in %s", d);
 	}
 	t->state = s;
+	t->health = decide_health(t); /* the state line says it: no line of its own */
 	clock_gettime(CLOCK_REALTIME, &t->since);
 	t->since_mono = ev_now(t->loop);
 	log_msg(s == TUNNEL_UP ? LOG_NOTICE : (old == TUNNEL_UP ? LOG_WARNING : LOG_INFO),
@@ -84,6 +133,7 @@ void tunnel_fail(struct tunnel *t, bool needs_human, const char *fmt, ...)
 	if (t->state == TUNNEL_UP && ev_now(t->loop) - t->since_mono >= STABLE_AFTER)
 		backoff_reset(&t->backoff);
 	t->auth_failure = needs_human;
+	probe_stop(t);
 	forward_tunnel_down(t);
 	link_close(t, false);
 	if (needs_human)
@@ -164,8 +214,8 @@ static void keepalive_tick(struct tunnel *t)
 			    buffer_len(&l->out), now - l->last_tx);
 		return;
 	}
-	/* With answers to look at, a probe goes out every probe_after even while bytes
-	 * arrive; otherwise only after probe_after of silence. */
+	/* With answers to look at (which also time the round trip), a probe goes out every
+	 * probe_after even while bytes arrive; otherwise only after probe_after of silence. */
 	if ((idle >= probe_after || answers) && !l->keepalive_pending &&
 	    now - l->keepalive_sent >= probe_after) {
 		send_keepalive(t);
@@ -213,8 +263,15 @@ void tunnel_link_ready(struct tunnel *t)
 	t->ever_up = true;
 	t->last_error[0] = '\0';
 	t->auth_failure = false;
+	/* A new session: its round trips and its targets are measured afresh. */
+	rtt_init(&t->rtt);
+	for (size_t i = 0; i < t->n_forwards; i++) {
+		t->stats[i].target_state = TARGET_UNKNOWN;
+		t->stats[i].target_error[0] = '\0';
+	}
 	set_state(t, TUNNEL_UP, NULL, UINT64_MAX);
 	forward_tunnel_up(t);
+	probe_start(t);
 	keepalive_tick(t);
 }
 
@@ -235,6 +292,11 @@ void tunnel_pump(struct tunnel *t)
 							       "MOLETUN_KEEPALIVE", 17, "1", 1);
 				if (rc != LIBSSH2_ERROR_EAGAIN)
 					l->keepalive_pending = false;
+				if (rc == 0 || rc == LIBSSH2_ERROR_CHANNEL_REQUEST_DENIED) {
+					/* the answer: one round trip through sshd */
+					rtt_sample(&t->rtt, ev_now(t->loop) - l->keepalive_sent);
+					tunnel_health_update(t, false);
+				}
 				if (rc == LIBSSH2_ERROR_CHANNEL_REQUEST_DENIED ||
 				    rc == LIBSSH2_ERROR_EAGAIN)
 					rc = 0;
@@ -315,6 +377,9 @@ int tunnel_create(struct ev_loop *loop, const struct tunnel_config *cfg,
 	t->timer.data = t;
 	ev_prepare_init(&t->flush, flush_cb);
 	t->flush.data = t;
+	ev_init(&t->probe_timer, NULL);
+	rtt_init(&t->rtt);
+	t->health = HEALTH_DOWN;
 	backoff_init(&t->backoff, cfg->backoff_initial_ms, cfg->backoff_max_ms,
 		     (uint64_t)getpid() * 2654435761u ^ (uint64_t)(uintptr_t)t);
 	t->n_forwards = cfg->n_forwards;
@@ -364,6 +429,7 @@ void tunnel_start(struct tunnel *t)
 
 void tunnel_reconnect(struct tunnel *t, const char *why)
 {
+	probe_stop(t);
 	forward_tunnel_down(t);
 	link_close(t, true);
 	backoff_reset(&t->backoff);
@@ -377,12 +443,13 @@ void tunnel_destroy(struct tunnel *t)
 	if (!t)
 		return;
 	ev_timer_stop(t->loop, &t->timer);
+	probe_stop(t);
 	forward_tunnel_down(t);
 	{
 		struct list *pos, *tmp;
 
 		list_for_each_safe(pos, tmp, &t->conns)
-			conn_destroy(list_entry(pos, struct conn, link));
+		    conn_destroy(list_entry(pos, struct conn, link));
 	}
 	link_close(t, true);
 	for (size_t i = 0; t->listeners && i < t->n_forwards; i++) {
@@ -409,6 +476,10 @@ int tunnel_snapshot(const struct tunnel *t, struct status_tunnel *out)
 	memset(out, 0, sizeof(*out));
 	snprintf(out->name, sizeof(out->name), "%s", cfg->name);
 	out->state = t->state;
+	out->health = t->health;
+	out->rtt_measured = t->rtt.measured;
+	out->rtt = t->rtt.srtt;
+	out->rtt_last = t->rtt.last;
 	out->since = t->since;
 	snprintf(out->host, sizeof(out->host), "%s", cfg->host);
 	out->port = cfg->port;
@@ -432,6 +503,11 @@ int tunnel_snapshot(const struct tunnel *t, struct status_tunnel *out)
 		sf->bytes_out = st->bytes_out;
 		sf->open_failures = st->open_failures;
 		memcpy(sf->rejected, st->rejected, sizeof(sf->rejected));
+		sf->target_state = st->target_state;
+		snprintf(sf->target_error, sizeof(sf->target_error), "%s", st->target_error);
+		sf->probe_rtt_measured = st->probe_rtt_measured;
+		sf->probe_rtt = st->probe_rtt;
+		sf->probe_failures = st->probe_failures;
 	}
 	return 0;
 }

@@ -792,6 +792,9 @@ TEST_TUNNEL_DEFAULTS = {
     "backoff_initial": "50ms",
     "backoff_max": "500ms",
     "auth_retry_interval": "2s",
+    # Probes open channels to the targets, which tests counting target connections would
+    # see; the health tests turn them on.
+    "probe": "none",
 }
 
 

@@ -16,10 +16,13 @@ import harness
 from harness import EchoServer, connect, echo_once, tunnel_section
 
 RFC3339_UTC = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$")
-TUNNEL_KEYS = {"name", "state", "since", "host", "port", "user", "reconnects", "last_error",
-               "forwards"}
+TUNNEL_KEYS = {"name", "state", "health", "rtt_ms", "rtt_last_ms", "since", "host", "port",
+               "user", "reconnects", "last_error", "forwards"}
 FORWARD_KEYS = {"type", "listen", "target", "active", "connections_total", "bytes_in",
-                "bytes_out", "open_failures", "rejected", "rejected_by_reason"}
+                "bytes_out", "open_failures", "rejected", "rejected_by_reason", "target_state",
+                "target_error", "probe_rtt_ms", "probe_failures"}
+NOT_COUNTS = {"type", "listen", "target", "rejected_by_reason", "target_state", "target_error",
+              "probe_rtt_ms"}
 REJECT_REASONS = {"max_connections", "down"}
 
 
@@ -140,8 +143,10 @@ class ControlPlaneTest(harness.TunnelTest):
 
         r = ctl(m, "status")
         self.assertEqual(r.returncode, 3, r.stderr)  # "down" is not up
-        self.assertRegex(r.stdout, r"^TUNNEL +STATE +SINCE +ENDPOINT +RECONNECTS +LAST ERROR\n")
-        self.assertRegex(r.stdout, r"\nt1 +up +\d+s +\S+@127\.0\.0\.1:%d +0 +-\n" % self.sc.port)
+        self.assertRegex(r.stdout,
+                         r"^TUNNEL +STATE +HEALTH +RTT +SINCE +ENDPOINT +RECONNECTS +LAST ERROR\n")
+        self.assertRegex(r.stdout, r"\nt1 +up +ok +([\d.]+ms|-) +\d+s +\S+@127\.0\.0\.1:%d +0 +-\n"
+                         % self.sc.port)
         self.assertRegex(r.stdout, r"\ndown +(backoff|connecting) ")
         self.assertIn("127.0.0.1:%d" % self.lp1, r.stdout)
         print(r.stdout)
@@ -218,14 +223,17 @@ class ControlPlaneTest(harness.TunnelTest):
         for t in doc["tunnels"]:
             self.assertEqual(set(t), TUNNEL_KEYS)
             self.assertIn(t["state"], ("connecting", "up", "backoff"))
+            self.assertIn(t["health"], ("ok", "degraded", "target_down", "down"))
+            self.assertEqual(t["health"] == "down", t["state"] != "up")
             self.assertRegex(t["since"], RFC3339_UTC)
             self.assertIsInstance(t["port"], int)
             self.assertIsInstance(t["reconnects"], int)
             for f in t["forwards"]:
                 self.assertEqual(set(f), FORWARD_KEYS)
                 self.assertIn(f["type"], ("local", "remote"))
-                for k in FORWARD_KEYS - {"type", "listen", "target", "rejected_by_reason"}:
+                for k in FORWARD_KEYS - NOT_COUNTS:
                     self.assertIsInstance(f[k], int)
+                self.assertIn(f["target_state"], ("unknown", "reachable", "unreachable"))
                 self.assertEqual(set(f["rejected_by_reason"]), REJECT_REASONS)
                 self.assertEqual(sum(f["rejected_by_reason"].values()), f["rejected"])
         t1 = next(t for t in doc["tunnels"] if t["name"] == "t1")

@@ -61,31 +61,26 @@ static void test_rtt_smoothing(void **state)
 
 static void test_health_down_wins(void **state)
 {
-	enum target_state targets[] = {TARGET_UNREACHABLE};
 	struct rtt_estimator e;
 
 	rtt_init(&e);
 	rtt_sample(&e, 5);
-	assert_int_equal(health_decide(HEALTH_OK, TUNNEL_CONNECTING, &e, 1, targets, 1),
-			 HEALTH_DOWN);
-	assert_int_equal(health_decide(HEALTH_OK, TUNNEL_BACKOFF, NULL, 0, NULL, 0), HEALTH_DOWN);
+	assert_int_equal(health_decide(HEALTH_OK, TUNNEL_CONNECTING, &e, 1, true), HEALTH_DOWN);
+	assert_int_equal(health_decide(HEALTH_OK, TUNNEL_BACKOFF, NULL, 0, false), HEALTH_DOWN);
 }
 
 static void test_health_target_down_wins_over_degraded(void **state)
 {
-	enum target_state targets[] = {TARGET_REACHABLE, TARGET_UNKNOWN, TARGET_UNREACHABLE};
 	struct rtt_estimator e;
 
 	rtt_init(&e);
 	rtt_sample(&e, 5);
-	assert_int_equal(health_decide(HEALTH_OK, TUNNEL_UP, &e, 1, targets, 3),
+	assert_int_equal(health_decide(HEALTH_OK, TUNNEL_UP, &e, 1, true), HEALTH_TARGET_DOWN);
+	assert_int_equal(health_decide(HEALTH_DEGRADED, TUNNEL_UP, &e, 1, true),
 			 HEALTH_TARGET_DOWN);
-	targets[2] = TARGET_REACHABLE;
-	assert_int_equal(health_decide(HEALTH_TARGET_DOWN, TUNNEL_UP, &e, 1, targets, 3),
+	assert_int_equal(health_decide(HEALTH_TARGET_DOWN, TUNNEL_UP, &e, 1, false),
 			 HEALTH_DEGRADED);
-	/* unknown is not evidence of anything */
-	targets[2] = TARGET_UNKNOWN;
-	assert_int_equal(health_decide(HEALTH_OK, TUNNEL_UP, &e, 0, targets, 3), HEALTH_OK);
+	assert_int_equal(health_decide(HEALTH_TARGET_DOWN, TUNNEL_UP, &e, 0, false), HEALTH_OK);
 }
 
 static void test_health_degraded_hysteresis(void **state)
@@ -94,21 +89,21 @@ static void test_health_degraded_hysteresis(void **state)
 
 	rtt_init(&e);
 	/* Not measured yet: no opinion on the RTT. */
-	assert_int_equal(health_decide(HEALTH_OK, TUNNEL_UP, &e, 0.1, NULL, 0), HEALTH_OK);
+	assert_int_equal(health_decide(HEALTH_OK, TUNNEL_UP, &e, 0.1, false), HEALTH_OK);
 	e.measured = true;
 	e.srtt = 0.1;
-	assert_int_equal(health_decide(HEALTH_OK, TUNNEL_UP, &e, 0.1, NULL, 0), HEALTH_OK);
+	assert_int_equal(health_decide(HEALTH_OK, TUNNEL_UP, &e, 0.1, false), HEALTH_OK);
 	e.srtt = 0.101;
-	assert_int_equal(health_decide(HEALTH_OK, TUNNEL_UP, &e, 0.1, NULL, 0), HEALTH_DEGRADED);
+	assert_int_equal(health_decide(HEALTH_OK, TUNNEL_UP, &e, 0.1, false), HEALTH_DEGRADED);
 	/* Stays degraded until below 80 % of the threshold. */
 	e.srtt = 0.09;
-	assert_int_equal(health_decide(HEALTH_DEGRADED, TUNNEL_UP, &e, 0.1, NULL, 0),
+	assert_int_equal(health_decide(HEALTH_DEGRADED, TUNNEL_UP, &e, 0.1, false),
 			 HEALTH_DEGRADED);
 	e.srtt = 0.079;
-	assert_int_equal(health_decide(HEALTH_DEGRADED, TUNNEL_UP, &e, 0.1, NULL, 0), HEALTH_OK);
+	assert_int_equal(health_decide(HEALTH_DEGRADED, TUNNEL_UP, &e, 0.1, false), HEALTH_OK);
 	/* degraded_rtt 0 disables it. */
 	e.srtt = 100;
-	assert_int_equal(health_decide(HEALTH_DEGRADED, TUNNEL_UP, &e, 0, NULL, 0), HEALTH_OK);
+	assert_int_equal(health_decide(HEALTH_DEGRADED, TUNNEL_UP, &e, 0, false), HEALTH_OK);
 }
 
 static void test_names(void **state)
