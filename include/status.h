@@ -78,17 +78,34 @@ struct status_tunnel {
 	char user[128];
 	uint64_t reconnects;
 	char last_error[256]; /* "" means none */
+	bool auth_failure;    /* the last failure needs a human (host key, authentication) */
 	struct status_forward *forwards;
 	size_t n_forwards;
 };
 
+/* What an alert reports: a firing event, the one that resolves it, or a test. */
+enum alert_event_kind {
+	ALERT_EVENT_DOWN, /* the tunnel stayed down for down_after */
+	ALERT_EVENT_UP,
+	ALERT_EVENT_TARGET_DOWN, /* a local forward's target stayed unreachable */
+	ALERT_EVENT_TARGET_UP,
+	ALERT_EVENT_DEGRADED, /* the tunnel stayed degraded (smoothed RTT above degraded_rtt) */
+	ALERT_EVENT_RECOVERED,
+	ALERT_EVENT_TEST, /* moletun ctl alert-test */
+	ALERT_EVENT_COUNT,
+};
+
+/*
+ * "down", "up", "target_down", "target_up", "degraded", "recovered", "test": the names
+ * used in payloads, env, logs and metrics.
+ */
+const char *alert_event_str(enum alert_event_kind k);
+
 /* Delivery counters of one [alert:NAME] target (kept across reloads). */
 struct status_alert {
 	char name[128];
-	uint64_t sent_down;
-	uint64_t sent_up;
-	uint64_t sent_test;
-	uint64_t failed; /* given up, refused, or dropped from a full queue */
+	uint64_t sent[ALERT_EVENT_COUNT]; /* delivered, by event */
+	uint64_t failed;		  /* given up, refused, or dropped from a full queue */
 };
 
 /* The daemon process itself. */

@@ -15,6 +15,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "alert_debounce.h"
 #include "alert_format.h"
 #include "redact.h"
 #include "backoff.h"
@@ -23,88 +24,21 @@
 #include "fd.h"
 #include "list.h"
 #include "log.h"
-#include "tunnel.h"
 
 extern char **environ;
-
-void alert_debounce_init(struct alert_debounce *d, const struct alert_policy *p, bool up,
-			 double now)
-{
-	d->down = !up;
-	d->fired = false;
-	d->down_since = now;
-	d->due = up ? 0 : now + p->down_after;
-}
-
-static enum alert_action debounce_fire(struct alert_debounce *d, const struct alert_policy *p,
-				       double now)
-{
-	d->fired = true;
-	d->due = p->resend > 0 ? now + p->resend : 0;
-	return ALERT_ACTION_DOWN;
-}
-
-enum alert_action alert_debounce_update(struct alert_debounce *d, const struct alert_policy *p,
-					bool up, bool needs_human, double now)
-{
-	if (up) {
-		bool fired = d->fired;
-
-		if (!d->down)
-			return ALERT_ACTION_NONE;
-		d->down = false;
-		d->fired = false;
-		d->due = 0;
-		return fired && p->send_resolved ? ALERT_ACTION_UP : ALERT_ACTION_NONE;
-	}
-	if (!d->down) {
-		d->down = true;
-		d->fired = false;
-		d->down_since = now;
-		d->due = now + p->down_after;
-	}
-	if (!d->fired && (needs_human || now >= d->due))
-		return debounce_fire(d, p, now);
-	return ALERT_ACTION_NONE;
-}
-
-enum alert_action alert_debounce_expire(struct alert_debounce *d, const struct alert_policy *p,
-					double now)
-{
-	if (!d->down || d->due == 0 || now < d->due)
-		return ALERT_ACTION_NONE;
-	if (!d->fired)
-		return debounce_fire(d, p, now);
-	if (p->resend <= 0) {
-		d->due = 0;
-		return ALERT_ACTION_NONE;
-	}
-	d->due = now + p->resend;
-	return ALERT_ACTION_RESEND;
-}
-
-void alert_debounce_set_policy(struct alert_debounce *d, const struct alert_policy *p, double now)
-{
-	if (!d->down)
-		d->due = 0;
-	else if (!d->fired)
-		d->due = d->down_since + p->down_after;
-	else
-		d->due = p->resend > 0 ? now + p->resend : 0;
-}
 
 struct alerter;
 struct alert_target;
 
-/* One debounce: a target watching a tunnel (by name, so it survives a tunnel restart). */
+/* A target watching a tunnel (by name, so it survives a tunnel restart). */
 struct alert_watch {
 	struct list link; /* in target->watches */
 	struct alert_target *target;
 	char tunnel[128];
 	char host[256];
 	uint16_t port;
-	char reason[256]; /* the latest error of the current (or last) outage */
-	struct alert_debounce debounce;
+	double degraded_rtt; /* seconds, the tunnel's degraded_rtt (for reasons) */
+	struct alert_watch_state state;
 	ev_timer timer;
 	bool seen; /* alerter_sync's mark */
 };
@@ -209,14 +143,17 @@ static void target_where(const struct alert_target *t, char *buf, size_t size)
 		snprintf(buf, size, "%s", t->cfg->exec);
 }
 
-/* "down event for tunnel t1", "test event". */
+/* "down event for tunnel t1", "target_down event for tunnel t1 (pg:5432)", "test event". */
 static void delivery_what(const struct alert_delivery *d, char *buf, size_t size)
 {
-	if (d->event.kind == ALERT_EVENT_TEST)
+	const struct alert_event *e = &d->event;
+
+	if (e->kind == ALERT_EVENT_TEST)
 		snprintf(buf, size, "test event");
 	else
-		snprintf(buf, size, "%s%s event for tunnel %s", d->resend ? "re-sent " : "",
-			 alert_event_str(d->event.kind), d->event.tunnel);
+		snprintf(buf, size, "%s%s event for tunnel %s%s%s%s", d->resend ? "re-sent " : "",
+			 alert_event_str(e->kind), e->tunnel, e->target[0] ? " (" : "", e->target,
+			 e->target[0] ? ")" : "");
 }
 
 static void test_run_free(struct alert_test_run *run)
@@ -318,7 +255,7 @@ static void delivery_attempt_done(struct alert_delivery *d, enum outcome outcome
 {
 	struct alert_target *t = d->target;
 	struct alerter *a = t->alerter;
-	char what[200];
+	char what[640];
 
 	delivery_abort_attempt(d);
 	delivery_what(d, what, sizeof(what));
@@ -577,7 +514,7 @@ static int exec_spawn(struct alert_delivery *d)
 static void delivery_attempt(struct alert_delivery *d)
 {
 	struct alert_target *t = d->target;
-	char where[300], what[200], result[128];
+	char where[300], what[640], result[128];
 
 	d->attempts++;
 	d->timeout_ms = t->cfg->timeout_ms;
@@ -643,12 +580,13 @@ static void target_enqueue(struct alert_target *t, const struct alert_event *e, 
 	struct list *pos, *tmp;
 
 	if (resend) {
-		/* one re-send waiting per tunnel is enough */
+		/* one re-send waiting per alert is enough */
 		list_for_each_safe(pos, tmp, &t->queue)
 		{
 			d = list_entry(pos, struct alert_delivery, link);
-			if (d->event.kind == ALERT_EVENT_DOWN &&
-			    strcmp(d->event.tunnel, e->tunnel) == 0 &&
+			if (d->event.kind == e->kind && strcmp(d->event.tunnel, e->tunnel) == 0 &&
+			    strcmp(d->event.forward, e->forward) == 0 &&
+			    strcmp(d->event.target, e->target) == 0 &&
 			    !(t->busy && pos == t->queue.next))
 				return;
 		}
@@ -657,7 +595,7 @@ static void target_enqueue(struct alert_target *t, const struct alert_event *e, 
 		/* the oldest that is not being delivered right now */
 		struct list *victim = t->busy ? t->queue.next->next : t->queue.next;
 		struct alert_delivery *old = list_entry(victim, struct alert_delivery, link);
-		char what[200];
+		char what[640];
 
 		delivery_what(old, what, sizeof(what));
 		log_warn("alert %s: %d events waiting: dropping the oldest, the %s", t->name,
@@ -679,21 +617,60 @@ static void target_enqueue(struct alert_target *t, const struct alert_event *e, 
 	target_kick(t);
 }
 
-static void watch_event(struct alert_watch *w, enum alert_event_kind kind, struct alert_event *e)
+/* The condition a decision is about. */
+static const struct alert_debounce *watch_condition(const struct alert_watch *w,
+						    const struct alert_decision *dec)
+{
+	switch (dec->kind) {
+	case ALERT_EVENT_TARGET_DOWN:
+	case ALERT_EVENT_TARGET_UP:
+		return &w->state.forwards[dec->forward].debounce;
+	case ALERT_EVENT_DEGRADED:
+	case ALERT_EVENT_RECOVERED:
+		return &w->state.degraded;
+	default:
+		return &w->state.tunnel;
+	}
+}
+
+static void watch_event(struct alert_watch *w, const struct alert_decision *dec, double now,
+			struct alert_event *e)
 {
 	struct alerter *a = w->target->alerter;
-	double now = now_mono(), ago = now - w->debounce.down_since;
+	const struct alert_watch_state *st = &w->state;
+	double ago = now - watch_condition(w, dec)->down_since;
 	struct timespec wall;
 
 	clock_gettime(CLOCK_REALTIME, &wall);
 	memset(e, 0, sizeof(*e));
-	e->kind = kind;
+	e->kind = dec->kind;
 	snprintf(e->tunnel, sizeof(e->tunnel), "%s", w->tunnel);
 	snprintf(e->node, sizeof(e->node), "%s", a->node);
 	snprintf(e->host, sizeof(e->host), "%s", w->host);
 	e->port = w->port;
-	snprintf(e->reason, sizeof(e->reason), "%s",
-		 w->reason[0] ? w->reason : "not connected yet");
+	e->rtt_measured = st->rtt_measured;
+	e->rtt = st->rtt;
+	switch (dec->kind) {
+	case ALERT_EVENT_TARGET_DOWN:
+	case ALERT_EVENT_TARGET_UP: {
+		const struct alert_forward_watch *f = &st->forwards[dec->forward];
+
+		snprintf(e->forward, sizeof(e->forward), "%s", f->listen);
+		snprintf(e->target, sizeof(e->target), "%s", f->target);
+		snprintf(e->reason, sizeof(e->reason), "%s",
+			 f->error[0] ? f->error : "unreachable");
+		break;
+	}
+	case ALERT_EVENT_DEGRADED:
+	case ALERT_EVENT_RECOVERED:
+		alert_format_rtt_reason(st->rtt_peak, w->degraded_rtt, e->reason,
+					sizeof(e->reason));
+		break;
+	default:
+		snprintf(e->reason, sizeof(e->reason), "%s",
+			 st->reason[0] ? st->reason : "not connected yet");
+		break;
+	}
 	e->timestamp = wall;
 	e->down_for_seconds = ago < 0 ? 0 : ago;
 	/* the outage began `ago` seconds before now, on the wall clock */
@@ -706,40 +683,62 @@ static void watch_event(struct alert_watch *w, enum alert_event_kind kind, struc
 	}
 }
 
-static void watch_act(struct alert_watch *w, enum alert_action action)
+static void watch_log(const struct alert_watch *w, const struct alert_event *e)
 {
-	struct alert_target *t = w->target;
-	struct alert_event e;
+	const char *alert = w->target->name;
 
-	switch (action) {
-	case ALERT_ACTION_NONE:
-		return;
-	case ALERT_ACTION_DOWN:
-	case ALERT_ACTION_RESEND:
-		watch_event(w, ALERT_EVENT_DOWN, &e);
-		if (action == ALERT_ACTION_DOWN)
-			log_notice("alert %s: tunnel %s down for %.1fs: %s", t->name, w->tunnel,
-				   e.down_for_seconds, e.reason);
-		target_enqueue(t, &e, action == ALERT_ACTION_RESEND);
-		return;
-	case ALERT_ACTION_UP:
-		watch_event(w, ALERT_EVENT_UP, &e);
-		log_notice("alert %s: tunnel %s up again after %.1fs", t->name, w->tunnel,
-			   e.down_for_seconds);
-		target_enqueue(t, &e, false);
-		return;
+	switch (e->kind) {
+	case ALERT_EVENT_DOWN:
+		log_notice("alert %s: tunnel %s down for %.1fs: %s", alert, w->tunnel,
+			   e->down_for_seconds, e->reason);
+		break;
+	case ALERT_EVENT_UP:
+		log_notice("alert %s: tunnel %s up again after %.1fs", alert, w->tunnel,
+			   e->down_for_seconds);
+		break;
+	case ALERT_EVENT_TARGET_DOWN:
+		log_notice("alert %s: tunnel %s: target %s unreachable for %.1fs: %s", alert,
+			   w->tunnel, e->target, e->down_for_seconds, e->reason);
+		break;
+	case ALERT_EVENT_TARGET_UP:
+		log_notice("alert %s: tunnel %s: target %s reachable again after %.1fs", alert,
+			   w->tunnel, e->target, e->down_for_seconds);
+		break;
+	case ALERT_EVENT_DEGRADED:
+		log_notice("alert %s: tunnel %s degraded for %.1fs: %s", alert, w->tunnel,
+			   e->down_for_seconds, e->reason);
+		break;
+	case ALERT_EVENT_RECOVERED:
+		log_notice("alert %s: tunnel %s recovered after %.1fs degraded", alert, w->tunnel,
+			   e->down_for_seconds);
+		break;
+	default:
+		break;
+	}
+}
+
+static void watch_act(struct alert_watch *w, const struct alert_decision *decisions, size_t n,
+		      double now)
+{
+	for (size_t i = 0; i < n; i++) {
+		struct alert_event e;
+
+		watch_event(w, &decisions[i], now, &e);
+		if (!decisions[i].resend)
+			watch_log(w, &e);
+		target_enqueue(w->target, &e, decisions[i].resend);
 	}
 }
 
 static void watch_arm(struct alert_watch *w)
 {
 	struct ev_loop *loop = w->target->alerter->loop;
-	double left;
+	double due = alert_watch_due(&w->state), left;
 
 	ev_timer_stop(loop, &w->timer);
-	if (w->debounce.due == 0)
+	if (due == 0)
 		return;
-	left = w->debounce.due - now_mono();
+	left = due - now_mono();
 	ev_timer_set(&w->timer, left > 0 ? left : 0., 0.);
 	ev_timer_start(loop, &w->timer);
 }
@@ -748,13 +747,45 @@ static void watch_timer_cb(struct ev_loop *loop, ev_timer *timer, int revents)
 {
 	struct alert_watch *w = timer->data;
 	struct alert_target *t = w->target;
-
-	double now = now_mono();
+	struct alert_decision *decisions;
+	double now = now_mono(), due = alert_watch_due(&w->state);
+	size_t n;
 
 	/* libev measured from its cached time, a hair before ours: the timer is on time */
-	if (now < w->debounce.due)
-		now = w->debounce.due;
-	watch_act(w, alert_debounce_expire(&w->debounce, &t->policy, now));
+	if (now < due)
+		now = due;
+	decisions = calloc(ALERT_DECISIONS_MAX(w->state.n_forwards), sizeof(*decisions));
+	if (!decisions) {
+		log_err("alert %s: out of memory: events for tunnel %s delayed", t->name,
+			w->tunnel);
+		ev_timer_set(&w->timer, 1., 0.);
+		ev_timer_start(loop, &w->timer);
+		return;
+	}
+	n = alert_watch_expire(&w->state, &t->policy, now, decisions);
+	watch_act(w, decisions, n, now);
+	free(decisions);
+	watch_arm(w);
+}
+
+/* Feeds a snapshot to one watch and sends what it decides. */
+static void watch_update(struct alert_watch *w, const struct status_tunnel *snap)
+{
+	struct alert_target *t = w->target;
+	struct alert_decision *decisions;
+	double now = now_mono();
+	size_t n = 0;
+
+	snprintf(w->host, sizeof(w->host), "%s", snap->host);
+	w->port = snap->port;
+	decisions = calloc(ALERT_DECISIONS_MAX(snap->n_forwards), sizeof(*decisions));
+	if (!decisions || alert_watch_update(&w->state, &t->policy, snap, now, decisions, &n) < 0) {
+		log_err("alert %s: out of memory: a change of tunnel %s was missed", t->name,
+			w->tunnel);
+		n = 0;
+	}
+	watch_act(w, decisions, n, now);
+	free(decisions);
 	watch_arm(w);
 }
 
@@ -762,17 +793,8 @@ static void watch_destroy(struct alert_watch *w)
 {
 	ev_timer_stop(w->target->alerter->loop, &w->timer);
 	list_remove(&w->link);
+	alert_watch_finish(&w->state);
 	free(w);
-}
-
-static void watch_copy_tunnel(struct alert_watch *w, const struct tunnel *tun, bool new_outage)
-{
-	snprintf(w->host, sizeof(w->host), "%s", tun->cfg->host);
-	w->port = tun->cfg->port;
-	if (new_outage)
-		w->reason[0] = '\0';
-	if (tun->state != TUNNEL_UP && tun->last_error[0])
-		snprintf(w->reason, sizeof(w->reason), "%s", tun->last_error);
 }
 
 static struct alert_watch *watch_find(struct alert_target *t, const char *tunnel)
@@ -855,43 +877,35 @@ static struct alert_target *target_create(struct alerter *a, const struct alert_
 	return t;
 }
 
-/* Makes sure `t` watches `tun` (when its filter wants it). */
-static int target_sync_watch(struct alert_target *t, const struct tunnel *tun)
+/* Makes sure `t` watches `snap`'s tunnel (when its filter wants it). */
+static int target_sync_watch(struct alert_target *t, const struct status_tunnel *snap,
+			     const struct config *cfg)
 {
-	struct alert_watch *w = watch_find(t, tun->cfg->name);
-	double now = now_mono();
+	const struct tunnel_config *tc = config_find_tunnel(cfg, snap->name);
+	struct alert_watch *w = watch_find(t, snap->name);
 
-	if (!target_wants(t, tun->cfg->name))
+	if (!target_wants(t, snap->name))
 		return 0;
-	if (w) {
-		w->seen = true;
-		alert_debounce_set_policy(&w->debounce, &t->policy, now);
-		/* a restarted tunnel is a new object in its first state: feed it */
-		if (w->debounce.down != (tun->state != TUNNEL_UP)) {
-			bool new_outage = !w->debounce.down;
-
-			watch_copy_tunnel(w, tun, new_outage);
-			watch_act(w, alert_debounce_update(&w->debounce, &t->policy,
-							   tun->state == TUNNEL_UP,
-							   tun->auth_failure, now));
+	if (!w) {
+		w = calloc(1, sizeof(*w));
+		if (!w)
+			return -ENOMEM;
+		if (alert_watch_init(&w->state, &t->policy, snap, now_mono()) < 0) {
+			free(w);
+			return -ENOMEM;
 		}
-		watch_arm(w);
-		return 0;
+		w->target = t;
+		snprintf(w->tunnel, sizeof(w->tunnel), "%s", snap->name);
+		ev_timer_init(&w->timer, watch_timer_cb, 1., 0.);
+		w->timer.data = w;
+		list_insert_tail(&t->watches, &w->link);
+	} else {
+		alert_watch_set_policy(&w->state, &t->policy, now_mono());
 	}
-	w = calloc(1, sizeof(*w));
-	if (!w)
-		return -ENOMEM;
-	w->target = t;
 	w->seen = true;
-	snprintf(w->tunnel, sizeof(w->tunnel), "%s", tun->cfg->name);
-	watch_copy_tunnel(w, tun, true);
-	ev_timer_init(&w->timer, watch_timer_cb, 1., 0.);
-	w->timer.data = w;
-	list_insert_tail(&t->watches, &w->link);
-	alert_debounce_init(&w->debounce, &t->policy, tun->state == TUNNEL_UP, now);
-	if (tun->state != TUNNEL_UP && tun->auth_failure)
-		watch_act(w, alert_debounce_update(&w->debounce, &t->policy, false, true, now));
-	watch_arm(w);
+	w->degraded_rtt = tc ? (double)tc->degraded_rtt_ms / 1000.0 : 0;
+	/* a new watch, or a restarted tunnel: a new object in its first state */
+	watch_update(w, snap);
 	return 0;
 }
 
@@ -1048,7 +1062,7 @@ void alerter_destroy(struct alerter *a)
 		curl_global_cleanup();
 }
 
-int alerter_sync(struct alerter *a, const struct config *cfg, struct tunnel *const *tunnels,
+int alerter_sync(struct alerter *a, const struct config *cfg, const struct status_tunnel *tunnels,
 		 size_t n_tunnels)
 {
 	struct list *pos, *tmp, fresh;
@@ -1092,7 +1106,7 @@ int alerter_sync(struct alerter *a, const struct config *cfg, struct tunnel *con
 		    list_entry(wpos, struct alert_watch, link)
 			->seen = false;
 		for (size_t i = 0; i < n_tunnels; i++)
-			if (tunnels[i] && target_sync_watch(t, tunnels[i]) < 0)
+			if (target_sync_watch(t, &tunnels[i], cfg) < 0)
 				r = -ENOMEM;
 		list_for_each_safe(wpos, wtmp, &t->watches)
 		{
@@ -1105,24 +1119,19 @@ int alerter_sync(struct alerter *a, const struct config *cfg, struct tunnel *con
 	return r;
 }
 
-void alerter_tunnel_state(struct alerter *a, const struct tunnel *tun)
+void alerter_tunnel_update(struct alerter *a, const struct status_tunnel *snap)
 {
 	struct list *pos, *tmp;
-	bool up = tun->state == TUNNEL_UP;
 
 	if (!a)
 		return;
 	list_for_each_safe(pos, tmp, &a->targets)
 	{
 		struct alert_target *t = list_entry(pos, struct alert_target, link);
-		struct alert_watch *w = watch_find(t, tun->cfg->name);
+		struct alert_watch *w = watch_find(t, snap->name);
 
-		if (!w)
-			continue;
-		watch_copy_tunnel(w, tun, !up && !w->debounce.down);
-		watch_act(w, alert_debounce_update(&w->debounce, &t->policy, up, tun->auth_failure,
-						   now_mono()));
-		watch_arm(w);
+		if (w)
+			watch_update(w, snap);
 	}
 }
 
@@ -1203,9 +1212,7 @@ int alerter_snapshot(const struct alerter *a, struct status *s)
 		struct status_alert *sa = &s->alerts[s->n_alerts++];
 
 		snprintf(sa->name, sizeof(sa->name), "%s", t->name);
-		sa->sent_down = t->sent[ALERT_EVENT_DOWN];
-		sa->sent_up = t->sent[ALERT_EVENT_UP];
-		sa->sent_test = t->sent[ALERT_EVENT_TEST];
+		memcpy(sa->sent, t->sent, sizeof(sa->sent));
 		sa->failed = t->failed;
 	}
 	return 0;

@@ -7,16 +7,27 @@
 #include <stdlib.h>
 #include <string.h>
 
-
-static const char *const event_names[ALERT_EVENT_COUNT] = {
-    [ALERT_EVENT_DOWN] = "down",
-    [ALERT_EVENT_UP] = "up",
-    [ALERT_EVENT_TEST] = "test",
-};
-
-const char *alert_event_str(enum alert_event_kind k)
+bool alert_event_firing(enum alert_event_kind k)
 {
-	return (unsigned)k < ALERT_EVENT_COUNT ? event_names[k] : "unknown";
+	return k == ALERT_EVENT_DOWN || k == ALERT_EVENT_TARGET_DOWN || k == ALERT_EVENT_DEGRADED;
+}
+
+/* The events about a forward's target or the tunnel's RTT: they carry forward, target, rtt. */
+static bool health_event(enum alert_event_kind k)
+{
+	return k == ALERT_EVENT_TARGET_DOWN || k == ALERT_EVENT_TARGET_UP ||
+	       k == ALERT_EVENT_DEGRADED || k == ALERT_EVENT_RECOVERED;
+}
+
+static bool target_event(enum alert_event_kind k)
+{
+	return k == ALERT_EVENT_TARGET_DOWN || k == ALERT_EVENT_TARGET_UP;
+}
+
+void alert_format_rtt_reason(double rtt, double degraded_rtt, char *buf, size_t size)
+{
+	snprintf(buf, size, "rtt %.0f ms above degraded_rtt %.0f ms", rtt * 1000.0,
+		 degraded_rtt * 1000.0);
 }
 
 void alert_format_rfc3339(const struct timespec *t, char *buf, size_t size)
@@ -70,16 +81,40 @@ static void duration_text(double seconds, char *buf, size_t size)
 		snprintf(buf, size, "%llud%02lluh", s / 86400, s % 86400 / 3600);
 }
 
+/* A string, or null when empty. */
+static void put_string_or_null(FILE *out, const char *s)
+{
+	if (s[0])
+		put_string(out, s);
+	else
+		fputs("null", out);
+}
+
 static void put_json(FILE *out, const struct alert_event *e)
 {
+	bool health = health_event(e->kind);
+
 	fprintf(out, "{\"event\":\"%s\",\"tunnel\":", alert_event_str(e->kind));
 	put_string(out, e->tunnel);
+	if (health) {
+		fputs(",\"forward\":", out);
+		put_string_or_null(out, e->forward);
+		fputs(",\"target\":", out);
+		put_string_or_null(out, e->target);
+	}
 	fputs(",\"node\":", out);
 	put_string(out, e->node);
 	fputs(",\"host\":", out);
 	put_string(out, e->host);
 	fprintf(out, ",\"port\":%u,\"reason\":", (unsigned)e->port);
 	put_string(out, e->reason);
+	if (health) {
+		fputs(",\"rtt_ms\":", out);
+		if (e->rtt_measured)
+			fprintf(out, "%.1f", e->rtt * 1000.0);
+		else
+			fputs("null", out);
+	}
 	fputs(",\"since\":", out);
 	put_time(out, &e->since);
 	fprintf(out, ",\"down_for_seconds\":%.1f,\"timestamp\":", e->down_for_seconds);
@@ -108,6 +143,31 @@ static void slack_text(const struct alert_event *e, char *buf, size_t size)
 			 "down (was: %s)",
 			 e->node, e->tunnel, where, dur, e->reason);
 		break;
+	case ALERT_EVENT_TARGET_DOWN:
+		snprintf(buf, size,
+			 ":red_circle: moletun on %s: tunnel %s: target %s of forward %s is "
+			 "UNREACHABLE: %s (for %s, since %s)",
+			 e->node, e->tunnel, e->target, e->forward, e->reason, dur, since);
+		break;
+	case ALERT_EVENT_TARGET_UP:
+		snprintf(
+		    buf, size,
+		    ":large_green_circle: moletun on %s: tunnel %s: target %s of forward %s is "
+		    "reachable again after %s (was: %s)",
+		    e->node, e->tunnel, e->target, e->forward, dur, e->reason);
+		break;
+	case ALERT_EVENT_DEGRADED:
+		snprintf(buf, size,
+			 ":large_yellow_circle: moletun on %s: tunnel %s (%s) is DEGRADED: %s (for "
+			 "%s, since %s)",
+			 e->node, e->tunnel, where, e->reason, dur, since);
+		break;
+	case ALERT_EVENT_RECOVERED:
+		snprintf(buf, size,
+			 ":large_green_circle: moletun on %s: tunnel %s (%s) recovered after %s "
+			 "degraded (was: %s)",
+			 e->node, e->tunnel, where, dur, e->reason);
+		break;
 	default:
 		snprintf(buf, size, ":white_circle: moletun on %s: %s", e->node, e->reason);
 		break;
@@ -124,32 +184,77 @@ static void put_slack(FILE *out, const struct alert_event *e)
 	fputs("\"}", out);
 }
 
-static void put_alertmanager(FILE *out, const struct alert_event *e)
+static const char *alertmanager_name(enum alert_event_kind k)
 {
-	char summary[512], description[1024], where[300], dur[32];
-	struct timespec starts = e->since, ends = e->timestamp;
-	bool test = e->kind == ALERT_EVENT_TEST;
+	switch (k) {
+	case ALERT_EVENT_DOWN:
+	case ALERT_EVENT_UP:
+		return "MoletunTunnelDown";
+	case ALERT_EVENT_TARGET_DOWN:
+	case ALERT_EVENT_TARGET_UP:
+		return "MoletunTargetDown";
+	case ALERT_EVENT_DEGRADED:
+	case ALERT_EVENT_RECOVERED:
+		return "MoletunTunnelDegraded";
+	default:
+		return "MoletunTest";
+	}
+}
+
+/* Summary and description of a tunnel event's alert (firing and resolved say the same). */
+static void alertmanager_text(const struct alert_event *e, char *summary, size_t summary_size,
+			      char *description, size_t description_size)
+{
+	char where[300], dur[32];
+	bool firing = alert_event_firing(e->kind);
 
 	endpoint(e, where, sizeof(where));
 	duration_text(e->down_for_seconds, dur, sizeof(dur));
+	if (target_event(e->kind)) {
+		snprintf(summary, summary_size, "Target %s of SSH tunnel %s on %s is unreachable",
+			 e->target, e->tunnel, e->node);
+		snprintf(description, description_size, "forward %s -> %s: %s (%s %s)", e->forward,
+			 e->target, e->reason, firing ? "unreachable for" : "was unreachable for",
+			 dur);
+	} else if (health_event(e->kind)) {
+		snprintf(summary, summary_size, "SSH tunnel %s on %s is degraded", e->tunnel,
+			 e->node);
+		snprintf(description, description_size, "%s: %s (%s %s)", where, e->reason,
+			 firing ? "degraded for" : "was degraded for", dur);
+	} else {
+		snprintf(summary, summary_size, "SSH tunnel %s on %s is down", e->tunnel, e->node);
+		snprintf(description, description_size, "%s: %s (%s %s)", where, e->reason,
+			 firing ? "down for" : "was down for", dur);
+	}
+}
+
+static void put_alertmanager(FILE *out, const struct alert_event *e)
+{
+	char summary[1024], description[1024];
+	struct timespec starts = e->since, ends = e->timestamp;
+	bool test = e->kind == ALERT_EVENT_TEST;
+
 	if (test) {
 		starts = e->timestamp;
 		ends.tv_sec += ALERTMANAGER_TEST_SEC;
 		snprintf(summary, sizeof(summary), "moletun test alert from %s", e->node);
 		snprintf(description, sizeof(description), "%s", e->reason);
 	} else {
-		if (e->kind == ALERT_EVENT_DOWN)
+		if (alert_event_firing(e->kind))
 			ends.tv_sec += ALERTMANAGER_VALID_SEC;
-		snprintf(summary, sizeof(summary), "SSH tunnel %s on %s is down", e->tunnel,
-			 e->node);
-		snprintf(description, sizeof(description), "%s: %s (%s %s)", where, e->reason,
-			 e->kind == ALERT_EVENT_DOWN ? "down for" : "was down for", dur);
+		alertmanager_text(e, summary, sizeof(summary), description, sizeof(description));
 	}
-	fprintf(out, "[{\"labels\":{\"alertname\":\"%s\",",
-		test ? "MoletunTest" : "MoletunTunnelDown");
+	fprintf(out, "[{\"labels\":{\"alertname\":\"%s\",", alertmanager_name(e->kind));
 	if (!test) {
 		fputs("\"tunnel\":", out);
 		put_string(out, e->tunnel);
+		fputc(',', out);
+	}
+	if (target_event(e->kind)) {
+		fputs("\"forward\":", out);
+		put_string(out, e->forward);
+		fputs(",\"target\":", out);
+		put_string(out, e->target);
 		fputc(',', out);
 	}
 	fputs("\"instance\":", out);
@@ -226,7 +331,7 @@ void alert_env_free(char **env)
 int alert_format_env(const struct alert_event *e, const char *alert_name, char *const *base,
 		     char ***ret)
 {
-	char since[32], stamp[32], port[8], down_for[32], *json = NULL;
+	char since[32], stamp[32], port[8], down_for[32], rtt[32] = "", *json = NULL;
 	size_t n_base = 0, n = 0, json_len;
 	char **env;
 	int r = -ENOMEM;
@@ -239,6 +344,8 @@ int alert_format_env(const struct alert_event *e, const char *alert_name, char *
 	alert_format_rfc3339(&e->timestamp, stamp, sizeof(stamp));
 	snprintf(port, sizeof(port), "%u", (unsigned)e->port);
 	snprintf(down_for, sizeof(down_for), "%.1f", e->down_for_seconds);
+	if (e->rtt_measured)
+		snprintf(rtt, sizeof(rtt), "%.1f", e->rtt * 1000.0);
 	{
 		const char *const ours[][2] = {
 		    {"MOLETUN_EVENT", alert_event_str(e->kind)},
@@ -252,8 +359,13 @@ int alert_format_env(const struct alert_event *e, const char *alert_name, char *
 		    {"MOLETUN_TIMESTAMP", stamp},
 		    {"MOLETUN_DOWN_FOR_SECONDS", down_for},
 		    {"MOLETUN_JSON", json},
+		    {"MOLETUN_FORWARD", e->forward},
+		    {"MOLETUN_TARGET", e->target},
+		    {"MOLETUN_RTT_MS", rtt},
 		};
-		const size_t n_ours = sizeof(ours) / sizeof(ours[0]);
+		/* the last three only for the events whose json has them */
+		const size_t n_ours =
+		    sizeof(ours) / sizeof(ours[0]) - (health_event(e->kind) ? 0 : 3);
 
 		env = calloc(n_base + n_ours + 1, sizeof(*env));
 		if (!env)

@@ -72,11 +72,29 @@ static void daemon_update_status(struct daemon *d)
 	notify_status(text);
 }
 
+/* Brings the alert targets in line with cfg and the tunnels' current snapshots. */
+static int daemon_sync_alerts(struct daemon *d, const struct config *cfg)
+{
+	struct status s;
+	int r = daemon_snapshot(d, NULL, &s);
+
+	if (r < 0)
+		return r;
+	r = alerter_sync(d->alerter, cfg, s.tunnels, s.n_tunnels);
+	status_free(&s);
+	return r;
+}
+
 static void on_tunnel_state(struct tunnel *t, void *userdata)
 {
 	struct daemon *d = userdata;
+	struct status_tunnel snap;
 
-	alerter_tunnel_state(d->alerter, t);
+	if (tunnel_snapshot(t, &snap) == 0)
+		alerter_tunnel_update(d->alerter, &snap);
+	else
+		log_err("alerts: out of memory: a change of tunnel %s was missed", t->cfg->name);
+	free(snap.forwards);
 	daemon_update_status(d);
 }
 
@@ -282,7 +300,7 @@ static int daemon_reload(void *userdata, struct diag *errors)
 	if (strcmp(next->control_socket, d->cfg->control_socket) != 0)
 		log_notice("control_socket changed: takes effect at the next restart");
 	/* alert targets may have changed too; before the old config goes */
-	if (alerter_sync(d->alerter, next, d->tunnels, d->n_tunnels) < 0)
+	if (daemon_sync_alerts(d, next) < 0)
 		log_err("alerts: out of memory applying the configuration");
 	config_free(d->cfg);
 	d->cfg = next;
@@ -401,7 +419,7 @@ static int daemon_run(const char *config_path)
 		}
 	}
 	r = alerter_create(d.loop, &d.alerter);
-	if (r < 0 || alerter_sync(d.alerter, d.cfg, d.tunnels, d.n_tunnels) < 0) {
+	if (r < 0 || daemon_sync_alerts(&d, d.cfg) < 0) {
 		log_err("cannot set up alerts: %s", strerror(r < 0 ? -r : ENOMEM));
 		daemon_finish(&d);
 		return 1;

@@ -55,6 +55,23 @@ const char *tunnel_health_str(enum tunnel_health h)
 	return "down";
 }
 
+static const char *const alert_event_names[] = {
+    [ALERT_EVENT_DOWN] = "down",
+    [ALERT_EVENT_UP] = "up",
+    [ALERT_EVENT_TARGET_DOWN] = "target_down",
+    [ALERT_EVENT_TARGET_UP] = "target_up",
+    [ALERT_EVENT_DEGRADED] = "degraded",
+    [ALERT_EVENT_RECOVERED] = "recovered",
+    [ALERT_EVENT_TEST] = "test",
+};
+
+const char *alert_event_str(enum alert_event_kind k)
+{
+	if ((unsigned)k >= sizeof(alert_event_names) / sizeof(alert_event_names[0]))
+		return "unknown";
+	return alert_event_names[k];
+}
+
 void status_free(struct status *s)
 {
 	if (!s)

@@ -518,19 +518,16 @@ static void put_alert_families(FILE *out, const struct status *s)
 		return;
 	put_metric_family(out, "moletun_alerts_sent_total", "counter",
 			  "Alert events delivered (HTTP 2xx, or exit status 0 for exec), by "
-			  "alert target and event (down, up, test).");
+			  "alert target and event (down, up, target_down, target_up, degraded, "
+			  "recovered, test).");
 	for (size_t i = 0; i < s->n_alerts; i++) {
 		const struct status_alert *a = &s->alerts[i];
-		const struct {
-			const char *event;
-			uint64_t value;
-		} samples[] = {{"down", a->sent_down}, {"up", a->sent_up}, {"test", a->sent_test}};
 
-		for (size_t j = 0; j < sizeof(samples) / sizeof(samples[0]); j++) {
+		for (int k = 0; k < ALERT_EVENT_COUNT; k++) {
 			fputs("moletun_alerts_sent_total{", out);
 			put_label(out, "alert", a->name, sizeof(a->name), true);
-			put_label(out, "event", samples[j].event, SIZE_MAX, false);
-			fprintf(out, "} %" PRIu64 "\n", samples[j].value);
+			put_label(out, "event", alert_event_str(k), SIZE_MAX, false);
+			fprintf(out, "} %" PRIu64 "\n", a->sent[k]);
 		}
 	}
 	put_metric_family(out, "moletun_alerts_failed_total", "counter",

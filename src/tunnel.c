@@ -486,6 +486,7 @@ int tunnel_snapshot(const struct tunnel *t, struct status_tunnel *out)
 	snprintf(out->user, sizeof(out->user), "%s", cfg->user);
 	out->reconnects = t->reconnects;
 	snprintf(out->last_error, sizeof(out->last_error), "%s", t->last_error);
+	out->auth_failure = t->auth_failure;
 	out->forwards = calloc(t->n_forwards ? t->n_forwards : 1, sizeof(*out->forwards));
 	if (!out->forwards)
 		return -ENOMEM;

@@ -5,6 +5,7 @@
 #include <arpa/inet.h>
 #include <cmocka.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -13,151 +14,6 @@
 #include <unistd.h>
 
 #include "alert.h"
-#include "tunnel.h"
-
-static const struct alert_policy plain = {.down_after = 5, .resend = 0, .send_resolved = true};
-
-/* A tunnel that was up goes down at 100 and stays down: one down event at 105. */
-static void test_down_after_debounce(void **state)
-{
-	struct alert_debounce d;
-
-	alert_debounce_init(&d, &plain, true, 0);
-	assert_false(d.down);
-	assert_true(d.due == 0);
-	assert_int_equal(alert_debounce_update(&d, &plain, false, false, 100), ALERT_ACTION_NONE);
-	assert_true(d.due == 105);
-	/* connecting <-> backoff cycles while down change nothing */
-	assert_int_equal(alert_debounce_update(&d, &plain, false, false, 101), ALERT_ACTION_NONE);
-	assert_int_equal(alert_debounce_update(&d, &plain, false, false, 103), ALERT_ACTION_NONE);
-	assert_true(d.due == 105);
-	assert_true(d.down_since == 100);
-	assert_int_equal(alert_debounce_expire(&d, &plain, 104.9), ALERT_ACTION_NONE);
-	assert_int_equal(alert_debounce_expire(&d, &plain, 105), ALERT_ACTION_DOWN);
-	assert_true(d.due == 0);
-	assert_int_equal(alert_debounce_expire(&d, &plain, 200), ALERT_ACTION_NONE);
-	assert_int_equal(alert_debounce_update(&d, &plain, false, false, 201), ALERT_ACTION_NONE);
-	/* back: one up event, the outage measured from 100 */
-	assert_int_equal(alert_debounce_update(&d, &plain, true, false, 250), ALERT_ACTION_UP);
-	assert_true(d.down_since == 100);
-	assert_int_equal(alert_debounce_update(&d, &plain, true, false, 251), ALERT_ACTION_NONE);
-	assert_false(d.down);
-}
-
-/* Down and back within down_after, again and again: nothing at all. */
-static void test_flap_sends_nothing(void **state)
-{
-	struct alert_debounce d;
-	double t = 0;
-
-	alert_debounce_init(&d, &plain, true, t);
-	for (int i = 0; i < 10; i++) {
-		assert_int_equal(alert_debounce_update(&d, &plain, false, false, t + 1),
-				 ALERT_ACTION_NONE);
-		assert_int_equal(alert_debounce_expire(&d, &plain, t + 5.9), ALERT_ACTION_NONE);
-		assert_int_equal(alert_debounce_update(&d, &plain, true, false, t + 5.9),
-				 ALERT_ACTION_NONE);
-		/* a stale timer after recovery does nothing */
-		assert_int_equal(alert_debounce_expire(&d, &plain, t + 7), ALERT_ACTION_NONE);
-		t += 10;
-	}
-}
-
-/* Never up since start: down_after counts from the start. */
-static void test_never_up_since_start(void **state)
-{
-	struct alert_debounce d;
-
-	alert_debounce_init(&d, &plain, false, 10);
-	assert_true(d.down);
-	assert_true(d.due == 15);
-	assert_int_equal(alert_debounce_update(&d, &plain, false, false, 12), ALERT_ACTION_NONE);
-	assert_int_equal(alert_debounce_expire(&d, &plain, 15), ALERT_ACTION_DOWN);
-	/* coming up within down_after from start sends nothing */
-	alert_debounce_init(&d, &plain, false, 10);
-	assert_int_equal(alert_debounce_update(&d, &plain, true, false, 11), ALERT_ACTION_NONE);
-	assert_int_equal(alert_debounce_expire(&d, &plain, 15), ALERT_ACTION_NONE);
-}
-
-/* Host key and authentication failures need a human: at once, and only once. */
-static void test_needs_human_fires_at_once(void **state)
-{
-	struct alert_debounce d;
-
-	alert_debounce_init(&d, &plain, true, 0);
-	assert_int_equal(alert_debounce_update(&d, &plain, false, true, 50), ALERT_ACTION_DOWN);
-	assert_int_equal(alert_debounce_update(&d, &plain, false, true, 52), ALERT_ACTION_NONE);
-	assert_int_equal(alert_debounce_expire(&d, &plain, 60), ALERT_ACTION_NONE);
-	assert_int_equal(alert_debounce_update(&d, &plain, true, false, 70), ALERT_ACTION_UP);
-	/* a network failure first, then auth: fires at the auth failure */
-	assert_int_equal(alert_debounce_update(&d, &plain, false, false, 100), ALERT_ACTION_NONE);
-	assert_int_equal(alert_debounce_update(&d, &plain, false, true, 101), ALERT_ACTION_DOWN);
-	/* never up since start, wrong host key: fires at the first failure */
-	alert_debounce_init(&d, &plain, false, 0);
-	assert_int_equal(alert_debounce_update(&d, &plain, false, true, 0.2), ALERT_ACTION_DOWN);
-}
-
-static void test_send_resolved_no(void **state)
-{
-	const struct alert_policy p = {.down_after = 1, .send_resolved = false};
-	struct alert_debounce d;
-
-	alert_debounce_init(&d, &p, true, 0);
-	alert_debounce_update(&d, &p, false, false, 1);
-	assert_int_equal(alert_debounce_expire(&d, &p, 2), ALERT_ACTION_DOWN);
-	assert_int_equal(alert_debounce_update(&d, &p, true, false, 3), ALERT_ACTION_NONE);
-	/* the next outage is a new one */
-	assert_int_equal(alert_debounce_update(&d, &p, false, false, 4), ALERT_ACTION_NONE);
-	assert_int_equal(alert_debounce_expire(&d, &p, 5), ALERT_ACTION_DOWN);
-}
-
-static void test_down_after_zero(void **state)
-{
-	const struct alert_policy p = {.down_after = 0, .send_resolved = true};
-	struct alert_debounce d;
-
-	alert_debounce_init(&d, &p, true, 0);
-	assert_int_equal(alert_debounce_update(&d, &p, false, false, 1), ALERT_ACTION_DOWN);
-	assert_int_equal(alert_debounce_update(&d, &p, true, false, 1.1), ALERT_ACTION_UP);
-}
-
-/* Alertmanager: re-sent every `resend` while down, never after recovery. */
-static void test_resend_while_firing(void **state)
-{
-	const struct alert_policy p = {.down_after = 5, .resend = 60, .send_resolved = true};
-	struct alert_debounce d;
-
-	alert_debounce_init(&d, &p, true, 0);
-	alert_debounce_update(&d, &p, false, false, 0);
-	assert_int_equal(alert_debounce_expire(&d, &p, 5), ALERT_ACTION_DOWN);
-	assert_true(d.due == 65);
-	assert_int_equal(alert_debounce_expire(&d, &p, 64), ALERT_ACTION_NONE);
-	assert_int_equal(alert_debounce_expire(&d, &p, 65), ALERT_ACTION_RESEND);
-	assert_true(d.due == 125);
-	assert_int_equal(alert_debounce_expire(&d, &p, 125.5), ALERT_ACTION_RESEND);
-	assert_int_equal(alert_debounce_update(&d, &p, true, false, 130), ALERT_ACTION_UP);
-	assert_true(d.due == 0);
-	assert_int_equal(alert_debounce_expire(&d, &p, 190), ALERT_ACTION_NONE);
-}
-
-/* A reload that changes down_after re-plans an outage in progress from its start. */
-static void test_set_policy(void **state)
-{
-	const struct alert_policy longer = {.down_after = 30, .send_resolved = true};
-	const struct alert_policy am = {.down_after = 30, .resend = 60, .send_resolved = true};
-	struct alert_debounce d;
-
-	alert_debounce_init(&d, &plain, true, 0);
-	alert_debounce_update(&d, &plain, false, false, 10);
-	alert_debounce_set_policy(&d, &longer, 12);
-	assert_true(d.due == 40);
-	assert_int_equal(alert_debounce_expire(&d, &longer, 40), ALERT_ACTION_DOWN);
-	alert_debounce_set_policy(&d, &am, 41);
-	assert_true(d.due == 101);
-	alert_debounce_update(&d, &am, true, false, 50);
-	alert_debounce_set_policy(&d, &plain, 51);
-	assert_true(d.due == 0);
-}
 
 struct hung_hook {
 	int fd;
@@ -221,12 +77,12 @@ static void test_queue_bounded_and_destroy(void **state)
 	    .tunnels = filter,
 	    .n_tunnels = 1,
 	};
-	struct tunnel_config tc = {.name = "t1", .host = "db.example.com", .port = 22};
-	struct tunnel_config other_tc = {.name = "t2", .host = "other", .port = 22};
 	struct config cfg = {.alerts = &alert, .n_alerts = 1};
-	struct tunnel tun = {.cfg = &tc, .state = TUNNEL_UP};
-	struct tunnel other = {.cfg = &other_tc, .state = TUNNEL_UP};
-	struct tunnel *tunnels[] = {&tun, &other};
+	struct status_tunnel tunnels[2] = {
+	    {.name = "t1", .host = "db.example.com", .port = 22, .state = TUNNEL_UP},
+	    {.name = "t2", .host = "other", .port = 22, .state = TUNNEL_UP},
+	};
+	struct status_tunnel *tun = &tunnels[0], *other = &tunnels[1];
 	struct test_result result = {0};
 	struct status st = {0};
 	struct alerter *a;
@@ -236,20 +92,20 @@ static void test_queue_bounded_and_destroy(void **state)
 	assert_int_equal(alerter_create(loop, &a), 0);
 	assert_int_equal(alerter_sync(a, &cfg, tunnels, 2), 0);
 	for (int i = 0; i < 35; i++) {
-		tun.state = TUNNEL_BACKOFF;
-		snprintf(tun.last_error, sizeof(tun.last_error), "outage %d", i);
-		alerter_tunnel_state(a, &tun);
-		tun.state = TUNNEL_UP;
-		alerter_tunnel_state(a, &tun);
+		tun->state = TUNNEL_BACKOFF;
+		snprintf(tun->last_error, sizeof(tun->last_error), "outage %d", i);
+		alerter_tunnel_update(a, tun);
+		tun->state = TUNNEL_UP;
+		alerter_tunnel_update(a, tun);
 		/* filtered out: no events */
-		other.state = i % 2 ? TUNNEL_UP : TUNNEL_BACKOFF;
-		alerter_tunnel_state(a, &other);
+		other->state = i % 2 ? TUNNEL_UP : TUNNEL_BACKOFF;
+		alerter_tunnel_update(a, other);
 		spin(loop, 1);
 	}
 	assert_int_equal(alerter_snapshot(a, &st), 0);
 	assert_int_equal(st.n_alerts, 1);
 	assert_string_equal(st.alerts[0].name, "hook");
-	assert_int_equal(st.alerts[0].sent_down, 0);
+	assert_int_equal(st.alerts[0].sent[ALERT_EVENT_DOWN], 0);
 	assert_int_equal(st.alerts[0].failed, 70 - ALERT_QUEUE_MAX);
 	status_free(&st);
 
@@ -265,6 +121,149 @@ static void test_queue_bounded_and_destroy(void **state)
 	assert_int_equal(result.failed, 1);
 	assert_string_equal(result.body, "hook: shutting down\n");
 	alerter_destroy(NULL);
+	close(hook.fd);
+	ev_loop_destroy(loop);
+}
+
+/*
+ * Answers the next request to `h` with 200 while the loop runs; returns its body (to be
+ * freed). Fails the test if no whole request arrives within about two seconds.
+ */
+static char *hook_serve_one(struct hung_hook *h, struct ev_loop *loop)
+{
+	char buf[8192];
+	size_t len = 0;
+	int fd = -1;
+	static const char ok[] = "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n";
+
+	fcntl(h->fd, F_SETFL, O_NONBLOCK);
+	for (int i = 0; i < 2000; i++) {
+		char *end;
+		ssize_t r;
+
+		spin(loop, 1);
+		if (fd < 0) {
+			fd = accept(h->fd, NULL, NULL);
+			if (fd >= 0)
+				fcntl(fd, F_SETFL, O_NONBLOCK);
+			continue;
+		}
+		r = read(fd, buf + len, sizeof(buf) - 1 - len);
+		if (r > 0)
+			len += (size_t)r;
+		buf[len] = '\0';
+		end = strstr(buf, "\r\n\r\n");
+		if (end) {
+			const char *cl = strcasestr(buf, "Content-Length:");
+			size_t want = cl ? strtoul(cl + 15, NULL, 10) : 0;
+
+			if (len >= (size_t)(end + 4 - buf) + want) {
+				char *body = strndup(end + 4, want);
+
+				assert_int_equal(write(fd, ok, strlen(ok)), (ssize_t)strlen(ok));
+				close(fd);
+				/* let curl read the answer and the alerter count it */
+				spin(loop, 20);
+				return body;
+			}
+		}
+	}
+	fail_msg("no request within 2s");
+	return NULL;
+}
+
+static void assert_next_event(struct hung_hook *h, struct ev_loop *loop, const char *prefix,
+			      const char *reason)
+{
+	char *body = hook_serve_one(h, loop);
+
+	if (strncmp(body, prefix, strlen(prefix)) != 0)
+		fail_msg("body %s does not start with %s", body, prefix);
+	if (reason && !strstr(body, reason))
+		fail_msg("body %s has no %s", body, reason);
+	free(body);
+}
+
+/*
+ * Health events from snapshots through the queue to a webhook: target_down, then
+ * target_up and degraded, then down, which ends degraded without a recovered event.
+ */
+static void test_health_events_delivered(void **state)
+{
+	struct ev_loop *loop = ev_loop_new(EVFLAG_AUTO);
+	struct hung_hook hook;
+	struct alert_config alert = {
+	    .name = "hook",
+	    .format = ALERT_FORMAT_JSON,
+	    .down_after_ms = 0,
+	    .timeout_ms = 5000,
+	    .send_resolved = true,
+	};
+	struct tunnel_config tc = {.name = "t1", .degraded_rtt_ms = 1000};
+	struct config cfg = {.alerts = &alert, .n_alerts = 1, .tunnels = &tc, .n_tunnels = 1};
+	struct status_forward fwd = {
+	    .kind = FORWARD_LOCAL, .listen = "127.0.0.1:5433", .target = "pg_main:5432"};
+	struct status_tunnel tun = {.name = "t1",
+				    .host = "db.example.com",
+				    .port = 22,
+				    .state = TUNNEL_UP,
+				    .forwards = &fwd,
+				    .n_forwards = 1};
+	struct status st = {0};
+	struct alerter *a;
+
+	hung_hook_open(&hook);
+	alert.url = hook.url;
+	assert_int_equal(alerter_create(loop, &a), 0);
+	assert_int_equal(alerter_sync(a, &cfg, &tun, 1), 0);
+
+	fwd.target_state = TARGET_UNREACHABLE;
+	snprintf(fwd.target_error, sizeof(fwd.target_error), "connect failed: refused");
+	tun.health = HEALTH_TARGET_DOWN;
+	tun.rtt_measured = true;
+	tun.rtt = 1.5;
+	alerter_tunnel_update(a, &tun);
+	assert_next_event(
+	    &hook, loop,
+	    "{\"event\":\"target_down\",\"tunnel\":\"t1\",\"forward\":\"127.0.0.1:5433\","
+	    "\"target\":\"pg_main:5432\",\"node\":",
+	    "\"reason\":\"connect failed: refused\",\"rtt_ms\":1500.0,");
+
+	fwd.target_state = TARGET_REACHABLE;
+	fwd.target_error[0] = '\0';
+	tun.health = HEALTH_DEGRADED;
+	alerter_tunnel_update(a, &tun);
+	assert_next_event(&hook, loop, "{\"event\":\"target_up\",\"tunnel\":\"t1\",",
+			  "\"reason\":\"connect failed: refused\"");
+	assert_next_event(
+	    &hook, loop,
+	    "{\"event\":\"degraded\",\"tunnel\":\"t1\",\"forward\":null,\"target\":null,",
+	    "\"reason\":\"rtt 1500 ms above degraded_rtt 1000 ms\"");
+
+	tun.state = TUNNEL_BACKOFF;
+	tun.health = HEALTH_DOWN;
+	snprintf(tun.last_error, sizeof(tun.last_error), "connection reset");
+	alerter_tunnel_update(a, &tun);
+	assert_next_event(&hook, loop, "{\"event\":\"down\",\"tunnel\":\"t1\",\"node\":",
+			  "\"reason\":\"connection reset\"");
+	tun.state = TUNNEL_UP;
+	tun.health = HEALTH_OK;
+	alerter_tunnel_update(a, &tun);
+	assert_next_event(&hook, loop, "{\"event\":\"up\",\"tunnel\":\"t1\",", NULL);
+	/* and nothing else: no recovered for the degraded alert the down event ended */
+	spin(loop, 50);
+	assert_int_equal(accept(hook.fd, NULL, NULL), -1);
+
+	assert_int_equal(alerter_snapshot(a, &st), 0);
+	assert_int_equal(st.alerts[0].sent[ALERT_EVENT_TARGET_DOWN], 1);
+	assert_int_equal(st.alerts[0].sent[ALERT_EVENT_TARGET_UP], 1);
+	assert_int_equal(st.alerts[0].sent[ALERT_EVENT_DEGRADED], 1);
+	assert_int_equal(st.alerts[0].sent[ALERT_EVENT_RECOVERED], 0);
+	assert_int_equal(st.alerts[0].sent[ALERT_EVENT_DOWN], 1);
+	assert_int_equal(st.alerts[0].sent[ALERT_EVENT_UP], 1);
+	assert_int_equal(st.alerts[0].failed, 0);
+	status_free(&st);
+	alerter_destroy(a);
 	close(hook.fd);
 	ev_loop_destroy(loop);
 }
@@ -304,15 +303,8 @@ static void test_sync_keeps_targets(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-	    cmocka_unit_test(test_down_after_debounce),
-	    cmocka_unit_test(test_flap_sends_nothing),
-	    cmocka_unit_test(test_never_up_since_start),
-	    cmocka_unit_test(test_needs_human_fires_at_once),
-	    cmocka_unit_test(test_send_resolved_no),
-	    cmocka_unit_test(test_down_after_zero),
-	    cmocka_unit_test(test_resend_while_firing),
-	    cmocka_unit_test(test_set_policy),
 	    cmocka_unit_test(test_queue_bounded_and_destroy),
+	    cmocka_unit_test(test_health_events_delivered),
 	    cmocka_unit_test(test_sync_keeps_targets),
 	};
 

@@ -47,7 +47,18 @@ static void test_event_names(void **state)
 {
 	assert_string_equal(alert_event_str(ALERT_EVENT_DOWN), "down");
 	assert_string_equal(alert_event_str(ALERT_EVENT_UP), "up");
+	assert_string_equal(alert_event_str(ALERT_EVENT_TARGET_DOWN), "target_down");
+	assert_string_equal(alert_event_str(ALERT_EVENT_TARGET_UP), "target_up");
+	assert_string_equal(alert_event_str(ALERT_EVENT_DEGRADED), "degraded");
+	assert_string_equal(alert_event_str(ALERT_EVENT_RECOVERED), "recovered");
 	assert_string_equal(alert_event_str(ALERT_EVENT_TEST), "test");
+	assert_true(alert_event_firing(ALERT_EVENT_DOWN));
+	assert_true(alert_event_firing(ALERT_EVENT_TARGET_DOWN));
+	assert_true(alert_event_firing(ALERT_EVENT_DEGRADED));
+	assert_false(alert_event_firing(ALERT_EVENT_UP));
+	assert_false(alert_event_firing(ALERT_EVENT_TARGET_UP));
+	assert_false(alert_event_firing(ALERT_EVENT_RECOVERED));
+	assert_false(alert_event_firing(ALERT_EVENT_TEST));
 	assert_string_equal(alert_event_str(ALERT_EVENT_COUNT), "unknown");
 }
 
@@ -169,6 +180,145 @@ static void test_alertmanager(void **state)
 		    "\"endsAt\":\"2024-05-01T12:05:12Z\"}]");
 }
 
+/* A target event: forward 127.0.0.1:5433 -> pg_main:5432 of tunnel primary. */
+static struct alert_event target_sample(enum alert_event_kind kind)
+{
+	struct alert_event e = sample(kind);
+
+	snprintf(e.forward, sizeof(e.forward), "127.0.0.1:5433");
+	snprintf(e.target, sizeof(e.target), "pg_main:5432");
+	snprintf(e.reason, sizeof(e.reason), "connect failed: Connection refused");
+	e.rtt_measured = true;
+	e.rtt = 0.01234;
+	return e;
+}
+
+static struct alert_event degraded_sample(enum alert_event_kind kind)
+{
+	struct alert_event e = sample(kind);
+
+	alert_format_rtt_reason(1.2344, 1.0, e.reason, sizeof(e.reason));
+	e.rtt_measured = true;
+	e.rtt = kind == ALERT_EVENT_DEGRADED ? 1.5 : 0.25;
+	return e;
+}
+
+static void test_rtt_reason(void **state)
+{
+	char buf[64];
+
+	alert_format_rtt_reason(1.2344, 1.0, buf, sizeof(buf));
+	assert_string_equal(buf, "rtt 1234 ms above degraded_rtt 1000 ms");
+	alert_format_rtt_reason(0.0512, 0.05, buf, sizeof(buf));
+	assert_string_equal(buf, "rtt 51 ms above degraded_rtt 50 ms");
+}
+
+static void test_json_health_events(void **state)
+{
+	struct alert_event e = target_sample(ALERT_EVENT_TARGET_DOWN);
+
+	assert_body(
+	    ALERT_FORMAT_JSON, &e,
+	    "{\"event\":\"target_down\",\"tunnel\":\"primary\",\"forward\":\"127.0.0.1:5433\","
+	    "\"target\":\"pg_main:5432\",\"node\":\"web1\",\"host\":\"db.example.com\","
+	    "\"port\":22,\"reason\":\"connect failed: Connection refused\",\"rtt_ms\":12.3,"
+	    "\"since\":\"2024-05-01T12:00:00Z\",\"down_for_seconds\":12.3,"
+	    "\"timestamp\":\"2024-05-01T12:00:12Z\"}");
+	e = target_sample(ALERT_EVENT_TARGET_UP);
+	e.rtt_measured = false;
+	assert_body(
+	    ALERT_FORMAT_JSON, &e,
+	    "{\"event\":\"target_up\",\"tunnel\":\"primary\",\"forward\":\"127.0.0.1:5433\","
+	    "\"target\":\"pg_main:5432\",\"node\":\"web1\",\"host\":\"db.example.com\","
+	    "\"port\":22,\"reason\":\"connect failed: Connection refused\",\"rtt_ms\":null,"
+	    "\"since\":\"2024-05-01T12:00:00Z\",\"down_for_seconds\":12.3,"
+	    "\"timestamp\":\"2024-05-01T12:00:12Z\"}");
+	e = degraded_sample(ALERT_EVENT_DEGRADED);
+	assert_body(
+	    ALERT_FORMAT_JSON, &e,
+	    "{\"event\":\"degraded\",\"tunnel\":\"primary\",\"forward\":null,\"target\":null,"
+	    "\"node\":\"web1\",\"host\":\"db.example.com\",\"port\":22,"
+	    "\"reason\":\"rtt 1234 ms above degraded_rtt 1000 ms\",\"rtt_ms\":1500.0,"
+	    "\"since\":\"2024-05-01T12:00:00Z\",\"down_for_seconds\":12.3,"
+	    "\"timestamp\":\"2024-05-01T12:00:12Z\"}");
+	e = degraded_sample(ALERT_EVENT_RECOVERED);
+	assert_body(
+	    ALERT_FORMAT_JSON, &e,
+	    "{\"event\":\"recovered\",\"tunnel\":\"primary\",\"forward\":null,\"target\":null,"
+	    "\"node\":\"web1\",\"host\":\"db.example.com\",\"port\":22,"
+	    "\"reason\":\"rtt 1234 ms above degraded_rtt 1000 ms\",\"rtt_ms\":250.0,"
+	    "\"since\":\"2024-05-01T12:00:00Z\",\"down_for_seconds\":12.3,"
+	    "\"timestamp\":\"2024-05-01T12:00:12Z\"}");
+}
+
+static void test_slack_health_events(void **state)
+{
+	struct alert_event e = target_sample(ALERT_EVENT_TARGET_DOWN);
+
+	assert_body(ALERT_FORMAT_SLACK, &e,
+		    "{\"text\":\":red_circle: moletun on web1: tunnel primary: target pg_main:5432 "
+		    "of forward 127.0.0.1:5433 is UNREACHABLE: connect failed: Connection refused "
+		    "(for 12.3s, since 2024-05-01T12:00:00Z)\"}");
+	e = target_sample(ALERT_EVENT_TARGET_UP);
+	e.down_for_seconds = 192.5;
+	assert_body(ALERT_FORMAT_SLACK, &e,
+		    "{\"text\":\":large_green_circle: moletun on web1: tunnel primary: target "
+		    "pg_main:5432 of forward 127.0.0.1:5433 is reachable again after 3m12s (was: "
+		    "connect failed: Connection refused)\"}");
+	e = degraded_sample(ALERT_EVENT_DEGRADED);
+	assert_body(ALERT_FORMAT_SLACK, &e,
+		    "{\"text\":\":large_yellow_circle: moletun on web1: tunnel primary "
+		    "(db.example.com:22) is DEGRADED: rtt 1234 ms above degraded_rtt 1000 ms (for "
+		    "12.3s, since 2024-05-01T12:00:00Z)\"}");
+	e = degraded_sample(ALERT_EVENT_RECOVERED);
+	e.down_for_seconds = 2 * 3600 + 5 * 60;
+	assert_body(ALERT_FORMAT_SLACK, &e,
+		    "{\"text\":\":large_green_circle: moletun on web1: tunnel primary "
+		    "(db.example.com:22) recovered after 2h05m degraded (was: rtt 1234 ms above "
+		    "degraded_rtt 1000 ms)\"}");
+}
+
+static void test_alertmanager_health_events(void **state)
+{
+	struct alert_event e = target_sample(ALERT_EVENT_TARGET_DOWN);
+
+	/* firing: endsAt four re-send intervals ahead; forward and target are labels */
+	assert_body(
+	    ALERT_FORMAT_ALERTMANAGER, &e,
+	    "[{\"labels\":{\"alertname\":\"MoletunTargetDown\",\"tunnel\":\"primary\","
+	    "\"forward\":\"127.0.0.1:5433\",\"target\":\"pg_main:5432\",\"instance\":\"web1\"},"
+	    "\"annotations\":{\"summary\":\"Target pg_main:5432 of SSH tunnel primary on web1 "
+	    "is unreachable\",\"description\":\"forward 127.0.0.1:5433 -> pg_main:5432: "
+	    "connect failed: Connection refused (unreachable for 12.3s)\"},"
+	    "\"startsAt\":\"2024-05-01T12:00:00Z\",\"endsAt\":\"2024-05-01T12:04:12Z\"}]");
+	/* resolved: the same labels, endsAt the moment it answered again */
+	e = target_sample(ALERT_EVENT_TARGET_UP);
+	assert_body(
+	    ALERT_FORMAT_ALERTMANAGER, &e,
+	    "[{\"labels\":{\"alertname\":\"MoletunTargetDown\",\"tunnel\":\"primary\","
+	    "\"forward\":\"127.0.0.1:5433\",\"target\":\"pg_main:5432\",\"instance\":\"web1\"},"
+	    "\"annotations\":{\"summary\":\"Target pg_main:5432 of SSH tunnel primary on web1 "
+	    "is unreachable\",\"description\":\"forward 127.0.0.1:5433 -> pg_main:5432: "
+	    "connect failed: Connection refused (was unreachable for 12.3s)\"},"
+	    "\"startsAt\":\"2024-05-01T12:00:00Z\",\"endsAt\":\"2024-05-01T12:00:12Z\"}]");
+	e = degraded_sample(ALERT_EVENT_DEGRADED);
+	assert_body(
+	    ALERT_FORMAT_ALERTMANAGER, &e,
+	    "[{\"labels\":{\"alertname\":\"MoletunTunnelDegraded\",\"tunnel\":\"primary\","
+	    "\"instance\":\"web1\"},\"annotations\":{\"summary\":\"SSH tunnel primary on web1 "
+	    "is degraded\",\"description\":\"db.example.com:22: rtt 1234 ms above "
+	    "degraded_rtt 1000 ms (degraded for 12.3s)\"},"
+	    "\"startsAt\":\"2024-05-01T12:00:00Z\",\"endsAt\":\"2024-05-01T12:04:12Z\"}]");
+	e = degraded_sample(ALERT_EVENT_RECOVERED);
+	assert_body(
+	    ALERT_FORMAT_ALERTMANAGER, &e,
+	    "[{\"labels\":{\"alertname\":\"MoletunTunnelDegraded\",\"tunnel\":\"primary\","
+	    "\"instance\":\"web1\"},\"annotations\":{\"summary\":\"SSH tunnel primary on web1 "
+	    "is degraded\",\"description\":\"db.example.com:22: rtt 1234 ms above "
+	    "degraded_rtt 1000 ms (was degraded for 12.3s)\"},"
+	    "\"startsAt\":\"2024-05-01T12:00:00Z\",\"endsAt\":\"2024-05-01T12:00:12Z\"}]");
+}
+
 static const char *env_get(char **env, const char *name)
 {
 	size_t n = strlen(name);
@@ -209,8 +359,43 @@ static void test_env(void **state)
 	json = body(ALERT_FORMAT_JSON, &e);
 	assert_string_equal(env_get(env, "MOLETUN_JSON"), json);
 	free(json);
+	/* only the events whose json has them */
+	assert_null(env_get(env, "MOLETUN_FORWARD"));
+	assert_null(env_get(env, "MOLETUN_TARGET"));
+	assert_null(env_get(env, "MOLETUN_RTT_MS"));
 	alert_env_free(env);
 	alert_env_free(NULL);
+}
+
+static void test_env_health_events(void **state)
+{
+	struct alert_event e = target_sample(ALERT_EVENT_TARGET_DOWN);
+	char *base[] = {"PATH=/bin", "MOLETUN_FORWARD=stale", NULL};
+	char **env = NULL, *json;
+	size_t n = 0;
+
+	assert_int_equal(alert_format_env(&e, "ops", base, &env), 0);
+	for (char **p = env; *p; p++)
+		n++;
+	assert_int_equal(n, 1 + 14);
+	assert_string_equal(env_get(env, "MOLETUN_EVENT"), "target_down");
+	assert_string_equal(env_get(env, "MOLETUN_FORWARD"), "127.0.0.1:5433");
+	assert_string_equal(env_get(env, "MOLETUN_TARGET"), "pg_main:5432");
+	assert_string_equal(env_get(env, "MOLETUN_RTT_MS"), "12.3");
+	assert_string_equal(env_get(env, "MOLETUN_REASON"), "connect failed: Connection refused");
+	json = body(ALERT_FORMAT_JSON, &e);
+	assert_string_equal(env_get(env, "MOLETUN_JSON"), json);
+	free(json);
+	alert_env_free(env);
+
+	e = degraded_sample(ALERT_EVENT_RECOVERED);
+	e.rtt_measured = false;
+	assert_int_equal(alert_format_env(&e, "ops", base, &env), 0);
+	assert_string_equal(env_get(env, "MOLETUN_EVENT"), "recovered");
+	assert_string_equal(env_get(env, "MOLETUN_FORWARD"), "");
+	assert_string_equal(env_get(env, "MOLETUN_TARGET"), "");
+	assert_string_equal(env_get(env, "MOLETUN_RTT_MS"), "");
+	alert_env_free(env);
 }
 
 int main(void)
@@ -223,7 +408,12 @@ int main(void)
 	    cmocka_unit_test(test_json_escaping),
 	    cmocka_unit_test(test_slack),
 	    cmocka_unit_test(test_alertmanager),
+	    cmocka_unit_test(test_rtt_reason),
+	    cmocka_unit_test(test_json_health_events),
+	    cmocka_unit_test(test_slack_health_events),
+	    cmocka_unit_test(test_alertmanager_health_events),
 	    cmocka_unit_test(test_env),
+	    cmocka_unit_test(test_env_health_events),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -627,13 +627,22 @@ static void test_metrics_alerts(void **state)
 {
 	static const char families[] =
 	    "# HELP moletun_alerts_sent_total Alert events delivered (HTTP 2xx, or exit status 0 "
-	    "for exec), by alert target and event (down, up, test).\n"
+	    "for exec), by alert target and event (down, up, target_down, target_up, degraded, "
+	    "recovered, test).\n"
 	    "# TYPE moletun_alerts_sent_total counter\n"
 	    "moletun_alerts_sent_total{alert=\"ops\",event=\"down\"} 2\n"
 	    "moletun_alerts_sent_total{alert=\"ops\",event=\"up\"} 1\n"
+	    "moletun_alerts_sent_total{alert=\"ops\",event=\"target_down\"} 5\n"
+	    "moletun_alerts_sent_total{alert=\"ops\",event=\"target_up\"} 4\n"
+	    "moletun_alerts_sent_total{alert=\"ops\",event=\"degraded\"} 7\n"
+	    "moletun_alerts_sent_total{alert=\"ops\",event=\"recovered\"} 6\n"
 	    "moletun_alerts_sent_total{alert=\"ops\",event=\"test\"} 0\n"
 	    "moletun_alerts_sent_total{alert=\"pa\\\"ger\",event=\"down\"} 0\n"
 	    "moletun_alerts_sent_total{alert=\"pa\\\"ger\",event=\"up\"} 0\n"
+	    "moletun_alerts_sent_total{alert=\"pa\\\"ger\",event=\"target_down\"} 0\n"
+	    "moletun_alerts_sent_total{alert=\"pa\\\"ger\",event=\"target_up\"} 0\n"
+	    "moletun_alerts_sent_total{alert=\"pa\\\"ger\",event=\"degraded\"} 0\n"
+	    "moletun_alerts_sent_total{alert=\"pa\\\"ger\",event=\"recovered\"} 0\n"
 	    "moletun_alerts_sent_total{alert=\"pa\\\"ger\",event=\"test\"} 4\n"
 	    "# HELP moletun_alerts_failed_total Alert events not delivered: given up after "
 	    "retries, refused, or dropped from a full queue.\n"
@@ -650,11 +659,15 @@ static void test_metrics_alerts(void **state)
 	assert_non_null(s.alerts);
 	s.n_alerts = 2;
 	snprintf(s.alerts[0].name, sizeof(s.alerts[0].name), "ops");
-	s.alerts[0].sent_down = 2;
-	s.alerts[0].sent_up = 1;
+	s.alerts[0].sent[ALERT_EVENT_DOWN] = 2;
+	s.alerts[0].sent[ALERT_EVENT_UP] = 1;
+	s.alerts[0].sent[ALERT_EVENT_TARGET_DOWN] = 5;
+	s.alerts[0].sent[ALERT_EVENT_TARGET_UP] = 4;
+	s.alerts[0].sent[ALERT_EVENT_DEGRADED] = 7;
+	s.alerts[0].sent[ALERT_EVENT_RECOVERED] = 6;
 	s.alerts[0].failed = 3;
 	snprintf(s.alerts[1].name, sizeof(s.alerts[1].name), "pa\"ger");
-	s.alerts[1].sent_test = 4;
+	s.alerts[1].sent[ALERT_EVENT_TEST] = 4;
 	text = render(&s, status_format_metrics);
 	assert_int_equal(strlen(text), strlen(plain) + strlen(families));
 	assert_memory_equal(text, plain, strlen(plain));
