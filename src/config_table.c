@@ -390,12 +390,15 @@ static const struct config_key alert_keys[] = {
 	.type = CONFIG_TYPE_PATH,
 	ALERT_FIELD(exec),
 	.placeholder = "PATH",
-	.help = "Program run for each event, without a shell, with MOLETUN_EVENT (down, up "
-		"or test), MOLETUN_TUNNEL, MOLETUN_REASON, MOLETUN_ALERT, MOLETUN_NODE, "
-		"MOLETUN_HOST, MOLETUN_PORT, MOLETUN_SINCE, MOLETUN_TIMESTAMP, "
-		"MOLETUN_DOWN_FOR_SECONDS and MOLETUN_JSON (the json payload) in its "
-		"environment. Its process group is killed after timeout. Exactly one of url "
-		"and exec.",
+	.help = "Program run for each event, without a shell, with MOLETUN_EVENT (down, up, "
+		"target_down, target_up, degraded, recovered or test), MOLETUN_TUNNEL, "
+		"MOLETUN_REASON, MOLETUN_ALERT, MOLETUN_NODE, MOLETUN_HOST, MOLETUN_PORT, "
+		"MOLETUN_SINCE, MOLETUN_TIMESTAMP, MOLETUN_DOWN_FOR_SECONDS and MOLETUN_JSON "
+		"(the json payload) in its environment; the target and degraded events add "
+		"MOLETUN_FORWARD and MOLETUN_TARGET (the forward's listen address and target, "
+		"empty for degraded) and MOLETUN_RTT_MS (the smoothed keepalive RTT, empty "
+		"until measured). Its process group is killed after timeout. Exactly one of "
+		"url and exec.",
     },
     {
 	.name = "format",
@@ -406,7 +409,9 @@ static const struct config_key alert_keys[] = {
 	.placeholder = "json|slack|alertmanager",
 	.help = "Body of the POST: moletun's own JSON object, a Slack message, or an "
 		"Alertmanager v2 alert list (point url at /api/v2/alerts; re-sent every 60s "
-		"while firing, with endsAt set on recovery). Only with url.",
+		"while firing, with endsAt set on recovery). Alertmanager alert names: "
+		"MoletunTunnelDown, MoletunTargetDown (labels forward and target too) and "
+		"MoletunTunnelDegraded. Only with url.",
     },
     {
 	.name = "down_after",
@@ -418,7 +423,8 @@ static const struct config_key alert_keys[] = {
 	.placeholder = "DURATION",
 	.help = "A down event is sent only when a tunnel has stayed down this long, so "
 		"short flaps send nothing. Authentication and host key failures are sent at "
-		"once.",
+		"once. The same wait applies to target_down (a local forward's target "
+		"unreachable) and degraded (smoothed RTT above degraded_rtt).",
     },
     {
 	.name = "tunnels",
@@ -459,7 +465,8 @@ static const struct config_key alert_keys[] = {
 	ALERT_FIELD(send_resolved),
 	.placeholder = "yes|no",
 	.help = "Also send an up event, with the outage duration, when a tunnel that raised "
-		"a down event recovers.",
+		"a down event recovers; likewise target_up after target_down and recovered "
+		"after degraded.",
     },
 };
 
