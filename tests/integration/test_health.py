@@ -19,6 +19,7 @@ import time
 
 import harness
 from harness import tunnel_section
+from webhook import WebhookReceiver
 
 PG_BIN = "/usr/lib/postgresql/15/bin"
 
@@ -157,20 +158,33 @@ class HealthTest(harness.TunnelTest):
         self.lp = harness.free_port()
         self.sc = self.sidecar(permit_open=[self.pg.addr])
 
-    def start(self, **keys):
+    def start(self, hook=None, **keys):
         vals = {"probe_interval": "1s", "probe_timeout": "1s"}
         vals.update(keys)
-        m = self.moletun(tunnel_section(
+        sections = [tunnel_section(
             "t1", self.sc, known_hosts_file=self.known_hosts(self.sc),
-            local_forward=["127.0.0.1:%d %s" % (self.lp, self.pg.addr)], **vals))
+            local_forward=["127.0.0.1:%d %s" % (self.lp, self.pg.addr)], **vals)]
+        if hook:
+            sections.append("[alert:ops]\nurl = %s\nformat = json\ndown_after = 1s\n"
+                            "timeout = 3s\n" % hook.url())
+        m = self.moletun(sections)
         self.assertUp(m, timeout=20)
         return m
+
+    def receiver(self):
+        hook = WebhookReceiver()
+        self.addCleanup(hook.cleanup)
+        return hook
+
+    def events(self, hook):
+        return [r.json()["event"] for r in hook.received()]
 
     def target(self, m):
         return tunnel_json(m)[1]["forwards"][0]
 
     def test_target_down_and_back_postgres_probe(self):
-        m = self.start(probe="postgres")
+        hook = self.receiver()
+        m = self.start(hook, probe="postgres")
         rc, t = wait_until("reachable", lambda: (lambda r: r if r[1]["forwards"][0][
             "target_state"] == "reachable" else None)(tunnel_json(m)), 10)
         self.assertEqual((rc, t["health"]), (0, "ok"))
@@ -193,6 +207,14 @@ class HealthTest(harness.TunnelTest):
         self.assertIsNotNone(m.wait_for(r"tunnel t1: health ok -> target_down", 5))
         self.assertIsNotNone(m.wait_for(r"tunnel t1: target 127\.0\.0\.1:%d unreachable" %
                                         self.pg.port, 5))
+        # One alert within probe_interval + probe_timeout + down_after (+ margin).
+        got = hook.wait_requests(1, timeout=1 + 1 + 1 + 3)
+        self.assertEqual(len(got), 1, self.events(hook))
+        alert = got[0].json()
+        print("alert %.1fs after PostgreSQL stopped: %s" % (got[0].time - t0, alert))
+        self.assertEqual((alert["event"], alert["tunnel"], alert["target"]),
+                         ("target_down", "t1", self.pg.addr))
+        self.assertIn("connect failed", alert["reason"])
 
         self.pg.start()
         t0 = time.monotonic()
@@ -204,6 +226,9 @@ class HealthTest(harness.TunnelTest):
         self.assertIsNone(t["forwards"][0]["target_error"])
         self.assertGreaterEqual(t["forwards"][0]["probe_failures"], 1)
         self.assertIsNotNone(m.wait_for(r"tunnel t1: health target_down -> ok", 5))
+        hook.wait_requests(2, timeout=5)
+        time.sleep(1.5)  # nothing more comes
+        self.assertEqual(self.events(hook), ["target_down", "target_up"])
 
     def test_probes_leave_no_trace_in_postgres_log(self):
         before = len(self.pg.log_lines())
@@ -246,11 +271,13 @@ class HealthTest(harness.TunnelTest):
 
     def test_rtt_and_degraded(self):
         relay = self.server(DelayRelay, target_port=self.sc.port)
-        m = self.moletun(tunnel_section(
+        hook = self.receiver()
+        m = self.moletun([tunnel_section(
             "t1", self.sc, known_hosts_file=self.known_hosts(self.sc, host="127.0.0.1",
                                                              port=relay.port),
             port=str(relay.port), keepalive_interval="1s", keepalive_count_max="5",
-            degraded_rtt="50ms", local_forward=["127.0.0.1:%d %s" % (self.lp, self.pg.addr)]))
+            degraded_rtt="50ms", local_forward=["127.0.0.1:%d %s" % (self.lp, self.pg.addr)]),
+            "[alert:ops]\nurl = %s\nformat = json\ndown_after = 1s\n" % hook.url()])
         self.assertUp(m, timeout=20)
         t = wait_until("an RTT", lambda: (lambda t: t if t["rtt_ms"] is not None
                                           else None)(tunnel_json(m)[1]), 5)
@@ -269,6 +296,9 @@ class HealthTest(harness.TunnelTest):
         self.assertIn('moletun_tunnel_health{tunnel="t1",health="degraded"} 1', metrics)
         self.assertRegex(metrics, r'moletun_tunnel_rtt_seconds\{tunnel="t1"\} 0\.\d+')
         self.assertIsNotNone(m.wait_for(r"tunnel t1: health ok -> degraded", 5))
+        got = hook.wait_requests(1, timeout=5)
+        self.assertEqual([r.json()["event"] for r in got], ["degraded"])
+        self.assertGreater(got[0].json()["rtt_ms"], 50)
 
         relay.delay = 0.0
         rc, t = wait_until("ok again", lambda: (lambda r: r if r[1]["health"] == "ok"
@@ -276,6 +306,9 @@ class HealthTest(harness.TunnelTest):
         print("ok again at rtt %.1f ms" % t["rtt_ms"])
         self.assertEqual(rc, 0)
         self.assertLess(t["rtt_ms"], 40)
+        hook.wait_requests(2, timeout=5)
+        time.sleep(1.5)
+        self.assertEqual(self.events(hook), ["degraded", "recovered"])
 
 
 def harness_slowdown():
