@@ -13,7 +13,7 @@
  *     RELOADING=1 replaces an unsent older one together with the READY=1 after it);
  *   - STATUS= keeps only the latest text;
  *   - WATCHDOG=1 is sent once however many ticks passed while the socket was full;
- *   - FDSTORE=1 messages (with their descriptor) are kept in order.
+ *   - FDSTORE=1 messages (with their descriptor) and FDSTOREREMOVE=1 are kept in order.
  * A libev watcher sends the rest when the socket is writable again. A notifier thread
  * owning the blocking calls would need the same coalescing plus locking, and a thread
  * stuck in sendmsg() could never be stopped; a connected datagram socket reports
@@ -33,5 +33,11 @@ void notify_stopping(void);
  * FDNAME=name). 0 when sent or queued, -errno otherwise (-ENOTCONN outside systemd).
  */
 int notify_fdstore(int fd, const char *name);
+/*
+ * Asks the service manager to close every descriptor it stores under name
+ * (FDSTOREREMOVE=1, FDNAME=name). Queued behind earlier FDSTORE=1 messages, never lost.
+ * 0 when sent or queued, -EINVAL for a name systemd would refuse, -ENOTCONN outside systemd.
+ */
+int notify_fdstore_remove(const char *name);
 /* Messages not yet sent (for tests and the status of the notifier). */
 unsigned notify_pending(void);

@@ -23,7 +23,7 @@ enum msg_kind {
 	MSG_READY,
 	MSG_RELOADING,
 	MSG_STOPPING,
-	MSG_FDSTORE,
+	MSG_FDSTORE, /* FDSTORE=1 or FDSTOREREMOVE=1: kept in order, never coalesced */
 };
 
 /* A message that must not be lost, waiting for room on the socket. */
@@ -380,6 +380,17 @@ void notify_stopping(void)
 		queue_push(MSG_STOPPING, "STOPPING=1", -1);
 }
 
+/* sd_pid_notify_with_fds(3): a name is at most 255 printable characters, no ':'. */
+static bool fdname_valid(const char *name)
+{
+	if (!name || !name[0] || strlen(name) > 255)
+		return false;
+	for (const char *p = name; *p; p++)
+		if ((unsigned char)*p <= ' ' || (unsigned char)*p >= 0x7f || *p == ':')
+			return false;
+	return true;
+}
+
 int notify_fdstore(int fd, const char *name)
 {
 	char text[300];
@@ -387,8 +398,7 @@ int notify_fdstore(int fd, const char *name)
 
 	if (!notify_enabled())
 		return -ENOTCONN;
-	/* sd_pid_notify_with_fds(3): a name is at most 255 printable characters, no ':'. */
-	if (!name || !name[0] || strlen(name) > 255 || strpbrk(name, ":\n"))
+	if (!fdname_valid(name))
 		return -EINVAL;
 	copy = fcntl(fd, F_DUPFD_CLOEXEC, 3);
 	if (copy < 0)
@@ -398,6 +408,19 @@ int notify_fdstore(int fd, const char *name)
 	if (r < 0)
 		close(copy);
 	return r;
+}
+
+int notify_fdstore_remove(const char *name)
+{
+	char text[300];
+
+	if (!notify_enabled())
+		return -ENOTCONN;
+	if (!fdname_valid(name))
+		return -EINVAL;
+	snprintf(text, sizeof(text), "FDSTOREREMOVE=1\nFDNAME=%s", name);
+	/* The same queue as FDSTORE=1: a remove never overtakes the store it undoes. */
+	return queue_push(MSG_FDSTORE, text, -1);
 }
 
 unsigned notify_pending(void)

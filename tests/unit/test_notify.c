@@ -407,6 +407,65 @@ static void test_fdstore_carries_descriptor(void **state)
 	expect_nothing(f);
 }
 
+static void test_fdstore_remove(void **state)
+{
+	struct fake_systemd *f = *state;
+	char long_name[300];
+
+	memset(long_name, 'a', 256);
+	long_name[256] = '\0';
+	assert_int_equal(notify_fdstore_remove("L-127.0.0.1:5433"), -EINVAL);
+	assert_int_equal(notify_fdstore_remove(""), -EINVAL);
+	assert_int_equal(notify_fdstore_remove("two words"), -EINVAL);
+	assert_int_equal(notify_fdstore_remove("line\nbreak"), -EINVAL);
+	assert_int_equal(notify_fdstore_remove(long_name), -EINVAL);
+	long_name[255] = '\0';
+	assert_int_equal(notify_fdstore_remove(long_name), 0);
+	assert_non_null(receive(f, 1000));
+	assert_int_equal(notify_fdstore_remove("L-127.0.0.1-5433"), 0);
+	expect_message(f, "FDSTOREREMOVE=1\nFDNAME=L-127.0.0.1-5433");
+	expect_nothing(f);
+
+	unsetenv("NOTIFY_SOCKET");
+	assert_int_equal(notify_fdstore_remove("control"), -ENOTCONN);
+	setenv("NOTIFY_SOCKET", f->path, 1);
+	expect_nothing(f);
+}
+
+/* Store, remove and store again under one name, while the manager does not read: the
+ * three come out in order, none dropped or merged, and the loop never blocks. */
+static void test_fdstore_order_after_stall(void **state)
+{
+	struct fake_systemd *f = *state;
+	char *msgs[1100];
+	int fds[2], n, i;
+
+	alarm(20);
+	notify_init(f->loop);
+	assert_int_equal(pipe(fds), 0);
+	fill_reader_queue();
+	assert_int_equal(notify_fdstore(fds[0], "L-127.0.0.1-5433"), 0);
+	assert_int_equal(notify_fdstore_remove("L-127.0.0.1-5433"), 0);
+	notify_ready();
+	assert_int_equal(notify_fdstore(fds[1], "L-127.0.0.1-5433"), 0);
+	notify_ready(); /* not merged across the store that came between */
+	assert_int_equal(notify_pending(), 6);
+	alarm(0);
+	n = drain(f, msgs, 1100);
+	for (i = 0; i < n && strncmp(msgs[i], "STATUS=filler ", 14) == 0; i++)
+		;
+	assert_int_equal(n - i, 6);
+	assert_string_equal(msgs[i], "FDSTORE=1\nFDNAME=L-127.0.0.1-5433");
+	assert_string_equal(msgs[i + 1], "FDSTOREREMOVE=1\nFDNAME=L-127.0.0.1-5433");
+	assert_string_equal(msgs[i + 2], "READY=1");
+	assert_string_equal(msgs[i + 3], "FDSTORE=1\nFDNAME=L-127.0.0.1-5433");
+	assert_string_equal(msgs[i + 4], "READY=1");
+	assert_true(strncmp(msgs[i + 5], "STATUS=filler ", 14) == 0);
+	free_all(msgs, n);
+	close(fds[0]);
+	close(fds[1]);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -419,6 +478,8 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_watchdog_sent_once_after_stall, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_reader_comes_back, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_fdstore_carries_descriptor, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_fdstore_remove, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_fdstore_order_after_stall, setup, teardown),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
