@@ -60,6 +60,20 @@ struct control_server;
  */
 int control_server_create(struct ev_loop *loop, const char *path, const char *group,
 			  const struct control_ops *ops, struct control_server **ret);
+/*
+ * Serves `fd`, a listening socket inherited from the service manager, when it is a
+ * stream socket bound to `path` and a connect to `path` reaches it; the file is kept (it
+ * is not removed at the end either: the socket outlives the process). Mode and group are
+ * set as control_server_create() does. On failure fd stays the caller's: -EINVAL (not a
+ * listening stream socket), -EADDRNOTAVAIL (bound to another path), -ENOENT / -EEXIST
+ * (the path is gone or not a socket), -EADDRINUSE (the path leads to another socket).
+ */
+int control_server_adopt(struct ev_loop *loop, int fd, const char *path, const char *group,
+			 const struct control_ops *ops, struct control_server **ret);
+/* The listening socket, e.g. to hand to the service manager's FD store. */
+int control_server_fd(const struct control_server *s);
+/* The socket outlives this process (it is in the FD store): destroy leaves its file. */
+void control_server_keep_path(struct control_server *s);
 /* Closes every client, removes the socket file if it is still ours. Accepts NULL. */
 void control_server_destroy(struct control_server *s);
 

@@ -1,4 +1,5 @@
 #pragma once
+#include <stddef.h>
 #include <stdint.h>
 #include <sys/socket.h>
 
@@ -12,6 +13,14 @@ int net_set_liveness(int fd, unsigned interval_s, unsigned count, unsigned user_
 void net_quickack(int fd);
 /* Binds and listens on host:port (numeric address), non-blocking, SO_REUSEADDR. */
 int net_listen(const char *host, uint16_t port);
+/*
+ * 0 when fd is a listening TCP socket bound to host:port (numeric), as a descriptor
+ * inherited from the service manager must be before it is used; -EINVAL when it is not a
+ * listening TCP socket, -EADDRNOTAVAIL when it is bound elsewhere, or another -errno.
+ */
+int net_check_listener(int fd, const char *host, uint16_t port);
+/* The numeric host in inet_ntop's canonical spelling ("::1" for "0:0::1"). */
+int net_canonical_host(const char *host, char *buf, size_t size);
 /* Starts a non-blocking connect; 0 on immediate success or in progress (*ret_fd set). */
 int net_connect_start(const struct sockaddr *sa, socklen_t len, int *ret_fd);
 /* After the socket became writable: 0 when connected, else -errno of the failure. */

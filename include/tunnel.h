@@ -133,8 +133,21 @@ struct link {
 	struct sessmem mem;    /* what libssh2 holds for this session */
 };
 
+/*
+ * Where a tunnel's local_forward listeners come from and go back to: the daemon keeps
+ * them open across tunnel and process restarts. NULL ops: bind, and close at the end.
+ */
+struct listen_ops {
+	void *userdata;
+	/* A non-blocking listening socket on host:port (numeric); fd or -errno. */
+	int (*open)(void *userdata, const char *host, uint16_t port);
+	/* The tunnel is done with fd, a socket `open` returned. */
+	void (*close)(void *userdata, int fd);
+};
+
 struct tunnel {
 	struct ev_loop *loop;
+	const struct listen_ops *listen; /* NULL: net_listen() and close() */
 	const struct tunnel_config *cfg;
 	struct identity identity;
 	enum tunnel_state state;
@@ -162,13 +175,14 @@ struct tunnel {
 };
 
 /*
- * Creates a tunnel and binds its local listeners. Does not connect yet. Takes over
- * `identity` (loaded by the caller with identity_load(), so that a reload can find a bad key
- * before it stops the running tunnel), also on failure: it is zeroed. Returns 0 or -errno
- * with a message in err.
+ * Creates a tunnel and gets its local listeners from `listen` (NULL: binds them). Does not
+ * connect yet. Takes over `identity` (loaded by the caller with identity_load(), so that a
+ * reload can find a bad key before it stops the running tunnel), also on failure: it is
+ * zeroed. `listen` must outlive the tunnel. Returns 0 or -errno with a message in err.
  */
 int tunnel_create(struct ev_loop *loop, const struct tunnel_config *cfg,
-		  struct identity *identity, struct tunnel **ret, char *err, size_t err_size);
+		  struct identity *identity, const struct listen_ops *listen,
+		  struct tunnel **ret, char *err, size_t err_size);
 void tunnel_start(struct tunnel *t);
 /* Drops the session now (if any) and connects again without waiting for backoff. */
 void tunnel_reconnect(struct tunnel *t, const char *why);

@@ -1,7 +1,10 @@
 #include "control.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <grp.h>
+#include <poll.h>
+#include <stddef.h>
 #include <pwd.h>
 #include <stdarg.h>
 #include <stdbool.h>
@@ -46,6 +49,7 @@ struct control_server {
 	ev_io accept_io;
 	ev_timer accept_retry;
 	char *path; /* set once bound: destroy removes the socket file */
+	bool keep_path; /* the socket outlives the process (FD store): leave the file */
 	dev_t dev;
 	ino_t ino;
 	gid_t control_gid;
@@ -756,10 +760,28 @@ static int resolve_group(const char *group, gid_t *ret)
 	return 0;
 }
 
+/* Records the socket file as ours and gives it the control socket's group and mode. */
+static int server_own_path(struct control_server *s, const char *path, const char *group)
+{
+	struct stat st;
+
+	s->path = strdup(path);
+	if (!s->path)
+		return -ENOMEM;
+	if (lstat(s->path, &st) < 0)
+		return -errno;
+	s->dev = st.st_dev;
+	s->ino = st.st_ino;
+	if (group && chown(s->path, (uid_t)-1, s->control_gid) < 0)
+		return -errno;
+	if (chmod(s->path, 0660) < 0)
+		return -errno;
+	return 0;
+}
+
 static int server_listen(struct control_server *s, const struct sockaddr_un *addr,
 			 const char *group)
 {
-	struct stat st;
 	mode_t old_umask;
 	int err;
 
@@ -775,26 +797,84 @@ static int server_listen(struct control_server *s, const struct sockaddr_un *add
 	umask(old_umask);
 	if (err < 0)
 		return err;
-	s->path = strdup(addr->sun_path);
-	if (!s->path) {
+	err = server_own_path(s, addr->sun_path, group);
+	if (err == -ENOMEM)
 		unlink(addr->sun_path);
-		return -ENOMEM;
-	}
-	if (lstat(s->path, &st) < 0)
-		return -errno;
-	s->dev = st.st_dev;
-	s->ino = st.st_ino;
-	if (group && chown(s->path, (uid_t)-1, s->control_gid) < 0)
-		return -errno;
-	if (chmod(s->path, 0660) < 0)
-		return -errno;
+	if (err < 0)
+		return err;
 	if (listen(s->fd, SOMAXCONN) < 0)
 		return -errno;
 	return 0;
 }
 
-int control_server_create(struct ev_loop *loop, const char *path, const char *group,
-			  const struct control_ops *ops, struct control_server **ret)
+/*
+ * Whether a connect to `addr` reaches the listening socket fd. A socket file's inode says
+ * nothing about which socket is bound to it, so a probe connects: the connection queued
+ * on fd makes fd readable (the server later accepts it and sees it close). A socket that
+ * is readable already has clients waiting, who reached it through the same path.
+ */
+static int path_leads_to(int fd, const struct sockaddr_un *addr)
+{
+	struct pollfd pfd = {.fd = fd, .events = POLLIN};
+	int probe = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	int r;
+
+	if (probe < 0)
+		return -errno;
+	r = connect(probe, (const struct sockaddr *)addr, sizeof(*addr)) < 0 ? -errno : 0;
+	if (r == 0 || r == -EAGAIN)
+		r = poll(&pfd, 1, 0) == 1 ? 0 : -EADDRINUSE;
+	close(probe);
+	return r;
+}
+
+/* An inherited socket is served only when it listens on `addr` and the path leads to it. */
+static int server_adopt(struct control_server *s, int fd, const struct sockaddr_un *addr,
+			const char *group)
+{
+	struct sockaddr_un bound;
+	socklen_t len = sizeof(bound);
+	int type = 0, listening = 0;
+	socklen_t n = sizeof(int);
+	struct stat st;
+	int err, flags;
+
+	if (getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &n) < 0)
+		return -errno;
+	n = sizeof(int);
+	if (getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &listening, &n) < 0)
+		return -errno;
+	memset(&bound, 0, sizeof(bound));
+	if (getsockname(fd, (struct sockaddr *)&bound, &len) < 0)
+		return -errno;
+	if (type != SOCK_STREAM || !listening || bound.sun_family != AF_UNIX)
+		return -EINVAL;
+	if (len <= offsetof(struct sockaddr_un, sun_path) ||
+	    strncmp(bound.sun_path, addr->sun_path, sizeof(bound.sun_path)) != 0)
+		return -EADDRNOTAVAIL;
+	if (lstat(addr->sun_path, &st) < 0)
+		return -errno;
+	if (!S_ISSOCK(st.st_mode))
+		return -EEXIST;
+	err = path_leads_to(fd, addr);
+	if (err < 0)
+		return err;
+	flags = fcntl(fd, F_GETFL);
+	if (flags < 0 || fcntl(fd, F_SETFL, flags | O_NONBLOCK) < 0 ||
+	    fcntl(fd, F_SETFD, FD_CLOEXEC) < 0)
+		return -errno;
+	err = server_own_path(s, addr->sun_path, group);
+	if (err < 0)
+		return err;
+	s->fd = fd;
+	/* It stays in the FD store, so the file must stay too. */
+	s->keep_path = true;
+	return 0;
+}
+
+/* Listens on `path`, or serves `adopted` (>= 0) when it checks out. */
+static int server_create(struct ev_loop *loop, int adopted, const char *path, const char *group,
+			 const struct control_ops *ops, struct control_server **ret)
 {
 	struct sockaddr_un addr = {.sun_family = AF_UNIX};
 	struct control_server *s;
@@ -823,8 +903,17 @@ int control_server_create(struct ev_loop *loop, const char *path, const char *gr
 	s->accept_io.data = s;
 	ev_timer_init(&s->accept_retry, accept_retry_cb, ACCEPT_RETRY_SEC, 0.);
 	s->accept_retry.data = s;
-	err = server_listen(s, &addr, group);
+	if (adopted >= 0)
+		err = server_adopt(s, adopted, &addr, group);
+	else
+		err = server_listen(s, &addr, group);
 	if (err < 0) {
+		/* the adopted socket stays the caller's, and so does its file */
+		if (adopted >= 0) {
+			s->fd = -1;
+			free(s->path);
+			s->path = NULL;
+		}
 		control_server_destroy(s);
 		return err;
 	}
@@ -832,6 +921,30 @@ int control_server_create(struct ev_loop *loop, const char *path, const char *gr
 	ev_io_start(loop, &s->accept_io);
 	*ret = s;
 	return 0;
+}
+
+int control_server_create(struct ev_loop *loop, const char *path, const char *group,
+			  const struct control_ops *ops, struct control_server **ret)
+{
+	return server_create(loop, -1, path, group, ops, ret);
+}
+
+int control_server_adopt(struct ev_loop *loop, int fd, const char *path, const char *group,
+			 const struct control_ops *ops, struct control_server **ret)
+{
+	if (fd < 0)
+		return -EBADF;
+	return server_create(loop, fd, path, group, ops, ret);
+}
+
+int control_server_fd(const struct control_server *s)
+{
+	return s->fd;
+}
+
+void control_server_keep_path(struct control_server *s)
+{
+	s->keep_path = true;
 }
 
 void control_server_destroy(struct control_server *s)
@@ -850,7 +963,7 @@ void control_server_destroy(struct control_server *s)
 	if (s->fd >= 0)
 		close(s->fd);
 	/* Only our own socket: a newer daemon may have replaced it already. */
-	if (s->path && lstat(s->path, &st) == 0 && st.st_dev == s->dev && st.st_ino == s->ino)
+	if (s->path && !s->keep_path && lstat(s->path, &st) == 0 && st.st_dev == s->dev && st.st_ino == s->ino)
 		unlink(s->path);
 	free(s->path);
 	free(s);

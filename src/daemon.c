@@ -13,6 +13,7 @@
 #include "control.h"
 #include "fd.h"
 #include "identity.h"
+#include "fdstore.h"
 #include "log.h"
 #include "notify.h"
 #include "status_format.h"
@@ -26,6 +27,8 @@ struct daemon {
 	size_t n_tunnels;
 	struct control_server *control;
 	struct alerter *alerter;
+	struct fdstore *fdstore;  /* listening sockets, kept across restarts */
+	struct listen_ops listen; /* tunnels get their listeners from fdstore */
 	ev_signal sigterm, sigint, sighup;
 };
 
@@ -157,7 +160,7 @@ static int daemon_add_tunnel(struct daemon *d, const struct tunnel_config *tc,
 	char err[512];
 	int r;
 
-	r = tunnel_create(d->loop, tc, id, &t, err, sizeof(err));
+	r = tunnel_create(d->loop, tc, id, &d->listen, &t, err, sizeof(err));
 	if (r < 0) {
 		log_err("tunnel %s: %s", tc->name, err);
 		return r;
@@ -214,7 +217,8 @@ static int daemon_load_identities(struct daemon *d, const struct config *next,
  * loaded and decrypted, before anything is touched: a rotated key that does not open fails
  * the reload and the running tunnel carries on. The file digests are taken before the key
  * is read again, so a key replaced in between is never missed: at worst it restarts its
- * tunnel once more at the next reload.
+ * tunnel once more at the next reload. A restarted tunnel gets its listeners back from
+ * the fdstore: clients wait in the backlog meanwhile.
  */
 static int daemon_reload(void *userdata, struct diag *errors)
 {
@@ -297,6 +301,8 @@ static int daemon_reload(void *userdata, struct diag *errors)
 	}
 	free(old);
 	free(ids);
+	/* Listeners of removed forwards, or of ones whose address changed, close now. */
+	fdstore_prune(d->fdstore);
 	if (strcmp(next->control_socket, d->cfg->control_socket) != 0)
 		log_notice("control_socket changed: takes effect at the next restart");
 	/* alert targets may have changed too; before the old config goes */
@@ -354,6 +360,7 @@ static void daemon_finish(struct daemon *d)
 	free(d->tunnels);
 	control_server_destroy(d->control);
 	alerter_destroy(d->alerter);
+	fdstore_destroy(d->fdstore);
 	if (d->loop) {
 		ev_signal_stop(d->loop, &d->sigterm);
 		ev_signal_stop(d->loop, &d->sigint);
@@ -363,6 +370,48 @@ static void daemon_finish(struct daemon *d)
 	}
 	config_free(d->cfg);
 	libssh2_exit();
+}
+
+static int daemon_listen_open(void *userdata, const char *host, uint16_t port)
+{
+	struct daemon *d = userdata;
+
+	return fdstore_listen_tcp(d->fdstore, host, port);
+}
+
+static void daemon_listen_close(void *userdata, int fd)
+{
+	struct daemon *d = userdata;
+
+	fdstore_release(d->fdstore, fd);
+}
+
+/*
+ * The control socket kept by the service manager is served again when it still listens
+ * on control_socket; otherwise it is closed and a new one bound and handed over.
+ */
+static int daemon_control_create(struct daemon *d, const struct control_ops *ops)
+{
+	const char *path = d->cfg->control_socket;
+	int fd = fdstore_take(d->fdstore, FDSTORE_CONTROL);
+	int r;
+
+	if (fd >= 0) {
+		r = control_server_adopt(d->loop, fd, path, d->cfg->control_group, ops,
+					 &d->control);
+		if (r == 0)
+			return 0;
+		log_info("control socket from the service manager not reused (%s): binding %s",
+			 strerror(-r), path);
+		close(fd);
+		notify_fdstore_remove(FDSTORE_CONTROL);
+	}
+	r = control_server_create(d->loop, path, d->cfg->control_group, ops, &d->control);
+	if (r < 0)
+		return r;
+	if (notify_fdstore(control_server_fd(d->control), FDSTORE_CONTROL) == 0)
+		control_server_keep_path(d->control);
+	return 0;
 }
 
 static int daemon_run(const char *config_path)
@@ -398,6 +447,16 @@ static int daemon_run(const char *config_path)
 	}
 	d.loop = ev_default_loop(EVFLAG_AUTO);
 	log_attach(d.loop);
+	d.listen = (struct listen_ops){
+		.userdata = &d,
+		.open = daemon_listen_open,
+		.close = daemon_listen_close,
+	};
+	if (fdstore_create(&d.fdstore) < 0) {
+		log_err("out of memory");
+		daemon_finish(&d);
+		return 1;
+	}
 	d.tunnels = calloc(d.cfg->n_tunnels ? d.cfg->n_tunnels : 1, sizeof(*d.tunnels));
 	if (!d.tunnels) {
 		daemon_finish(&d);
@@ -425,14 +484,15 @@ static int daemon_run(const char *config_path)
 		return 1;
 	}
 	bound.userdata = &d;
-	r = control_server_create(d.loop, d.cfg->control_socket, d.cfg->control_group, &bound,
-				  &d.control);
+	r = daemon_control_create(&d, &bound);
 	if (r < 0) {
 		log_err("control socket %s: %s (set control_socket = in [moletun])",
 			d.cfg->control_socket, strerror(-r));
 		daemon_finish(&d);
 		return 1;
 	}
+	/* What the service manager kept that is no longer configured. */
+	fdstore_prune(d.fdstore);
 	ev_signal_init(&d.sigterm, on_stop, SIGTERM);
 	ev_signal_init(&d.sigint, on_stop, SIGINT);
 	ev_signal_init(&d.sighup, on_sighup, SIGHUP);

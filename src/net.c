@@ -4,6 +4,7 @@
 #include <fcntl.h>
 #include <netdb.h>
 #include <netinet/in.h>
+#include <arpa/inet.h>
 #include <netinet/tcp.h>
 #include <stdio.h>
 #include <string.h>
@@ -96,6 +97,66 @@ int net_listen(const char *host, uint16_t port)
 		return r;
 	}
 	return fd;
+}
+
+int net_canonical_host(const char *host, char *buf, size_t size)
+{
+	struct sockaddr_storage ss;
+	socklen_t len;
+	const void *addr;
+	int r = net_resolve_numeric(host, 0, &ss, &len);
+
+	if (r < 0)
+		return r;
+	if (ss.ss_family == AF_INET)
+		addr = &((const struct sockaddr_in *)&ss)->sin_addr;
+	else
+		addr = &((const struct sockaddr_in6 *)&ss)->sin6_addr;
+	if (!inet_ntop(ss.ss_family, addr, buf, (socklen_t)size))
+		return -errno;
+	return 0;
+}
+
+int net_check_listener(int fd, const char *host, uint16_t port)
+{
+	struct sockaddr_storage want, got;
+	socklen_t want_len, got_len = sizeof(got);
+	int type = 0, protocol = 0, listening = 0;
+	socklen_t n = sizeof(int);
+	int r;
+
+	r = net_resolve_numeric(host, port, &want, &want_len);
+	if (r < 0)
+		return r;
+	if (getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &n) < 0)
+		return -errno;
+	n = sizeof(int);
+	if (getsockopt(fd, SOL_SOCKET, SO_PROTOCOL, &protocol, &n) < 0)
+		return -errno;
+	n = sizeof(int);
+	if (getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &listening, &n) < 0)
+		return -errno;
+	if (type != SOCK_STREAM || protocol != IPPROTO_TCP || !listening)
+		return -EINVAL;
+	if (getsockname(fd, (struct sockaddr *)&got, &got_len) < 0)
+		return -errno;
+	/* Compare address and port only: sin6_flowinfo and padding may differ. */
+	if (got.ss_family != want.ss_family)
+		return -EADDRNOTAVAIL;
+	if (want.ss_family == AF_INET) {
+		const struct sockaddr_in *a = (const void *)&want, *b = (const void *)&got;
+
+		if (a->sin_port != b->sin_port || a->sin_addr.s_addr != b->sin_addr.s_addr)
+			return -EADDRNOTAVAIL;
+	} else {
+		const struct sockaddr_in6 *a = (const void *)&want, *b = (const void *)&got;
+
+		if (a->sin6_port != b->sin6_port ||
+		    memcmp(&a->sin6_addr, &b->sin6_addr, sizeof(a->sin6_addr)) != 0 ||
+		    a->sin6_scope_id != b->sin6_scope_id)
+			return -EADDRNOTAVAIL;
+	}
+	return 0;
 }
 
 int net_connect_start(const struct sockaddr *sa, socklen_t len, int *ret_fd)

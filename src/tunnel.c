@@ -352,8 +352,24 @@ static void flush_cb(struct ev_loop *loop, ev_prepare *w, int revents)
 	ev_prepare_stop(loop, w);
 }
 
+static int listener_open(struct tunnel *t, const struct forward_spec *f)
+{
+	if (t->listen)
+		return t->listen->open(t->listen->userdata, f->listen_host, f->listen_port);
+	return net_listen(f->listen_host, f->listen_port);
+}
+
+static void listener_close(struct tunnel *t, int fd)
+{
+	if (t->listen)
+		t->listen->close(t->listen->userdata, fd);
+	else
+		close(fd);
+}
+
 int tunnel_create(struct ev_loop *loop, const struct tunnel_config *cfg,
-		  struct identity *identity, struct tunnel **ret, char *err, size_t err_size)
+		  struct identity *identity, const struct listen_ops *listen,
+		  struct tunnel **ret, char *err, size_t err_size)
 {
 	struct tunnel *t = calloc(1, sizeof(*t));
 	int r;
@@ -366,6 +382,7 @@ int tunnel_create(struct ev_loop *loop, const struct tunnel_config *cfg,
 	t->identity = *identity;
 	memset(identity, 0, sizeof(*identity));
 	t->loop = loop;
+	t->listen = listen;
 	t->cfg = cfg;
 	t->state = TUNNEL_CONNECTING;
 	clock_gettime(CLOCK_REALTIME, &t->since);
@@ -400,7 +417,7 @@ int tunnel_create(struct ev_loop *loop, const struct tunnel_config *cfg,
 		li->forward = i;
 		if (f->kind != FORWARD_LOCAL)
 			continue;
-		li->fd = net_listen(f->listen_host, f->listen_port);
+		li->fd = listener_open(t, f);
 		if (li->fd < 0) {
 			snprintf(err, err_size, "cannot listen on %s:%u: %s", f->listen_host,
 				 f->listen_port, strerror(-li->fd));
@@ -459,7 +476,7 @@ void tunnel_destroy(struct tunnel *t)
 			continue;
 		ev_io_stop(t->loop, &li->io);
 		ev_timer_stop(t->loop, &li->pause);
-		close(li->fd);
+		listener_close(t, li->fd);
 	}
 	/* last: closing conns and the link above may have asked for one more pump */
 	ev_prepare_stop(t->loop, &t->flush);

@@ -8,7 +8,7 @@ packages=(
 	libssh2-1-dev libev-dev libsystemd-dev libinih-dev libcmocka-dev libcurl4-openssl-dev
 	meson ninja-build pkg-config gcc clang
 	openssh-server openssh-client python3 python3-paramiko iproute2 iptables socat
-	postgresql-15
+	postgresql-15 systemd-container
 )
 
 missing=()
