@@ -1021,6 +1021,91 @@ static void test_stale_socket(void **state)
 	fixture_free(f);
 }
 
+/* A listening unix socket bound to path, as a previous daemon left it in the FD store. */
+static int listening_at(const char *path)
+{
+	struct sockaddr_un addr = {.sun_family = AF_UNIX};
+	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+
+	snprintf(addr.sun_path, sizeof(addr.sun_path), "%s", path);
+	assert_true(fd >= 0);
+	assert_int_equal(bind(fd, (struct sockaddr *)&addr, sizeof(addr)), 0);
+	assert_int_equal(listen(fd, 16), 0);
+	return fd;
+}
+
+static void test_adopt_inherited_socket(void **state)
+{
+	struct fixture *f = fixture_new();
+	struct control_server *s = NULL;
+	char other[128];
+	struct stat st, before;
+	int fd, impostor, queued;
+
+	/* The inherited socket still answers on the path: served, path kept, mode fixed. */
+	fd = listening_at(f->path);
+	assert_int_equal(chmod(f->path, 0777), 0);
+	assert_int_equal(lstat(f->path, &before), 0);
+	/* A client that came while no daemon ran waits in the backlog: it is served. */
+	queued = client_connect(f->path);
+	assert_int_equal(control_server_adopt(f->loop, fd, f->path, NULL, &f->ops, &s), 0);
+	assert_int_equal(control_server_fd(s), fd);
+	assert_true(fcntl(fd, F_GETFL) & O_NONBLOCK);
+	assert_int_equal(lstat(f->path, &st), 0);
+	assert_true(st.st_ino == before.st_ino);
+	assert_int_equal(st.st_mode & 07777, 0660);
+	f->server = s;
+	start_loop(f);
+	send_all(queued, "reload\n", 7);
+	{
+		size_t len;
+		char *reply = read_all(queued, &len);
+
+		assert_string_equal(reply, "ok\n");
+		free(reply);
+	}
+	close(queued);
+	expect_reply(f, "reload\n", "ok\n");
+	stop_loop(f);
+	f->server = NULL;
+	/* It lives on in the FD store: its file stays. */
+	control_server_destroy(s);
+	assert_int_equal(lstat(f->path, &st), 0);
+	assert_true(st.st_ino == before.st_ino);
+	unlink(f->path);
+
+	/* Bound to another path: refused, and the descriptor stays the caller's. */
+	snprintf(other, sizeof(other), "%s/other.sock", f->dir);
+	fd = listening_at(other);
+	s = NULL;
+	assert_int_equal(control_server_adopt(f->loop, fd, f->path, NULL, &f->ops, &s),
+			 -EADDRNOTAVAIL);
+	assert_null(s);
+	assert_true(fcntl(fd, F_GETFD) >= 0);
+	close(fd);
+	unlink(other);
+
+	/* Its file is gone (the runtime directory was emptied): refused. */
+	fd = listening_at(f->path);
+	unlink(f->path);
+	assert_int_equal(control_server_adopt(f->loop, fd, f->path, NULL, &f->ops, &s), -ENOENT);
+
+	/* The path now leads to another socket: refused, and that file is left alone. */
+	impostor = listening_at(f->path);
+	assert_int_equal(control_server_adopt(f->loop, fd, f->path, NULL, &f->ops, &s),
+			 -EADDRINUSE);
+	assert_null(s);
+	assert_int_equal(lstat(f->path, &st), 0);
+	close(fd);
+	close(impostor);
+
+	/* Not a listening socket. */
+	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	assert_int_equal(control_server_adopt(f->loop, fd, f->path, NULL, &f->ops, &s), -EINVAL);
+	close(fd);
+	fixture_free(f);
+}
+
 /*
  * In a child: become uid OTHER_UID with primary group `gid` and supplementary `groups`,
  * send `request`, and exit 0 if the reply starts with `expected` (or, when `expected` is
@@ -1395,6 +1480,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_socket_file, setup, teardown),
 	    cmocka_unit_test(test_group),
 	    cmocka_unit_test(test_stale_socket),
+	    cmocka_unit_test(test_adopt_inherited_socket),
 	    cmocka_unit_test_setup_teardown(test_permissions, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_ctl_status, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_ctl_commands, setup, teardown),

@@ -1,0 +1,372 @@
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+
+#include <cmocka.h>
+#include <arpa/inet.h>
+#include <errno.h>
+#include <ev.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include "fdstore.h"
+#include "notify.h"
+
+/* A datagram socket standing in for systemd's notification socket. */
+struct fake_systemd {
+	char dir[64];
+	char path[96];
+	int fd;
+	struct ev_loop *loop;
+};
+
+static int setup(void **state)
+{
+	struct fake_systemd *f = calloc(1, sizeof(*f));
+	struct sockaddr_un addr = {.sun_family = AF_UNIX};
+
+	assert_non_null(f);
+	/* Keep 3..15 for the passed descriptors: placeholders until pass_fds() puts them. */
+	for (int fd = 3; fd < 16; fd++)
+		if (fcntl(fd, F_GETFD) < 0)
+			assert_int_equal(open("/dev/null", O_RDONLY | O_CLOEXEC), fd);
+	snprintf(f->dir, sizeof(f->dir), "/tmp/moletun-fdstore-XXXXXX");
+	assert_non_null(mkdtemp(f->dir));
+	snprintf(f->path, sizeof(f->path), "%s/notify", f->dir);
+	f->fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+	assert_true(f->fd >= 0);
+	snprintf(addr.sun_path, sizeof(addr.sun_path), "%s", f->path);
+	assert_int_equal(bind(f->fd, (struct sockaddr *)&addr, sizeof(addr)), 0);
+	setenv("NOTIFY_SOCKET", f->path, 1);
+	f->loop = ev_loop_new(EVFLAG_AUTO);
+	*state = f;
+	return 0;
+}
+
+static int teardown(void **state)
+{
+	struct fake_systemd *f = *state;
+
+	notify_finish(f->loop);
+	ev_loop_destroy(f->loop);
+	close(f->fd);
+	unlink(f->path);
+	rmdir(f->dir);
+	unsetenv("NOTIFY_SOCKET");
+	unsetenv("LISTEN_PID");
+	unsetenv("LISTEN_FDS");
+	unsetenv("LISTEN_FDNAMES");
+	free(f);
+	return 0;
+}
+
+/* The next notification (text only; a passed descriptor is closed), or NULL. */
+static char *receive(struct fake_systemd *f, int timeout_ms)
+{
+	static char buf[1024];
+	union {
+		struct cmsghdr header;
+		char space[CMSG_SPACE(sizeof(int))];
+	} control;
+	struct iovec iov = {.iov_base = buf, .iov_len = sizeof(buf) - 1};
+	struct msghdr mh = {.msg_iov = &iov,
+			    .msg_iovlen = 1,
+			    .msg_control = &control,
+			    .msg_controllen = sizeof(control)};
+	struct pollfd pfd = {.fd = f->fd, .events = POLLIN};
+	struct cmsghdr *cm;
+	ssize_t n;
+
+	if (poll(&pfd, 1, timeout_ms) != 1)
+		return NULL;
+	n = recvmsg(f->fd, &mh, 0);
+	assert_true(n >= 0);
+	buf[n] = '\0';
+	cm = CMSG_FIRSTHDR(&mh);
+	if (cm && cm->cmsg_type == SCM_RIGHTS) {
+		int fd;
+
+		memcpy(&fd, CMSG_DATA(cm), sizeof(int));
+		close(fd);
+	}
+	return buf;
+}
+
+static void expect_message(struct fake_systemd *f, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
+
+static void expect_message(struct fake_systemd *f, const char *fmt, ...)
+{
+	char want[256];
+	char *got = receive(f, 1000);
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(want, sizeof(want), fmt, ap);
+	va_end(ap);
+	assert_non_null(got);
+	assert_string_equal(got, want);
+}
+
+static void expect_nothing(struct fake_systemd *f)
+{
+	char *got = receive(f, 20);
+
+	if (got)
+		fail_msg("unexpected notification '%s'", got);
+}
+
+/* A listening (or, with type SOCK_DGRAM, bound) socket on 127.0.0.1 and a free port. */
+static int make_socket(int type, unsigned *ret_port)
+{
+	struct sockaddr_in sin = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+	socklen_t len = sizeof(sin);
+	int fd = socket(AF_INET, type | SOCK_CLOEXEC, 0);
+
+	assert_true(fd >= 0);
+	assert_int_equal(bind(fd, (struct sockaddr *)&sin, sizeof(sin)), 0);
+	if (type == SOCK_STREAM)
+		assert_int_equal(listen(fd, 16), 0);
+	assert_int_equal(getsockname(fd, (struct sockaddr *)&sin, &len), 0);
+	*ret_port = ntohs(sin.sin_port);
+	return fd;
+}
+
+/* A port nothing listens on now. */
+static unsigned free_port(void)
+{
+	unsigned port;
+	int fd = make_socket(SOCK_STREAM, &port);
+
+	close(fd);
+	return port;
+}
+
+static ino_t inode_of(int fd)
+{
+	struct stat st;
+
+	assert_int_equal(fstat(fd, &st), 0);
+	return st.st_ino;
+}
+
+/* Puts fds at 3, 4, ... as the service manager does and sets LISTEN_*. */
+static void pass_fds(const int *fds, ino_t *inodes, int n, const char *names)
+{
+	int copies[8];
+	char pid[32], count[16];
+
+	for (int i = 0; i < n; i++) {
+		copies[i] = fcntl(fds[i], F_DUPFD_CLOEXEC, 100);
+		assert_true(copies[i] >= 0);
+		inodes[i] = inode_of(fds[i]);
+		close(fds[i]);
+	}
+	for (int i = 0; i < n; i++) {
+		assert_int_equal(dup2(copies[i], 3 + i), 3 + i);
+		close(copies[i]);
+	}
+	snprintf(pid, sizeof(pid), "%d", (int)getpid());
+	snprintf(count, sizeof(count), "%d", n);
+	setenv("LISTEN_PID", pid, 1);
+	setenv("LISTEN_FDS", count, 1);
+	setenv("LISTEN_FDNAMES", names, 1);
+}
+
+static void test_names(void **state)
+{
+	char name[300];
+
+	assert_int_equal(fdstore_tcp_name("127.0.0.1", 5433, name, sizeof(name)), 0);
+	assert_string_equal(name, "L-127.0.0.1-5433");
+	/* canonical spelling, and no ':' (FDNAME forbids it) */
+	assert_int_equal(fdstore_tcp_name("0:0::1", 5433, name, sizeof(name)), 0);
+	assert_string_equal(name, "L-__1-5433");
+	assert_int_equal(fdstore_tcp_name("0.0.0.0", 80, name, sizeof(name)), 0);
+	assert_string_equal(name, "L-0.0.0.0-80");
+	assert_true(fdstore_tcp_name("localhost", 80, name, sizeof(name)) < 0);
+	assert_int_equal(fdstore_tcp_name("127.0.0.1", 5433, name, 8), -ENAMETOOLONG);
+}
+
+/*
+ * Passed: a matching listener (kept), one no longer configured (pruned), a UDP socket and
+ * a listener on the wrong port under configured names (both replaced).
+ */
+static void test_adopts_checks_and_prunes(void **state)
+{
+	struct fake_systemd *f = *state;
+	unsigned p_keep, p_gone, p_udp, p_wrong, p_other;
+	int fds[4], fd, flags;
+	ino_t inodes[4];
+	char names[512];
+	struct fdstore *s;
+
+	fds[0] = make_socket(SOCK_STREAM, &p_keep);
+	fds[1] = make_socket(SOCK_STREAM, &p_gone);
+	fds[2] = make_socket(SOCK_DGRAM, &p_udp);
+	fds[3] = make_socket(SOCK_STREAM, &p_other);
+	p_wrong = free_port();
+	snprintf(names, sizeof(names), "L-127.0.0.1-%u:L-127.0.0.1-%u:L-127.0.0.1-%u:L-127.0.0.1-%u",
+		 p_keep, p_gone, p_udp, p_wrong);
+	pass_fds(fds, inodes, 4, names);
+
+	assert_int_equal(fdstore_create(&s), 0);
+	assert_null(getenv("LISTEN_FDS"));
+	assert_null(getenv("LISTEN_FDNAMES"));
+
+	fd = fdstore_listen_tcp(s, "127.0.0.1", (uint16_t)p_keep);
+	assert_int_equal(fd, 3);
+	assert_true(inode_of(fd) == inodes[0]);
+	flags = fcntl(fd, F_GETFL);
+	assert_true(flags & O_NONBLOCK);
+	assert_true(fcntl(fd, F_GETFD) & FD_CLOEXEC);
+	expect_nothing(f); /* already in the store */
+
+	fd = fdstore_listen_tcp(s, "127.0.0.1", (uint16_t)p_udp);
+	assert_true(fd >= 0);
+	assert_true(inode_of(fd) != inodes[2]);
+	expect_message(f, "FDSTOREREMOVE=1\nFDNAME=L-127.0.0.1-%u", p_udp);
+	expect_message(f, "FDSTORE=1\nFDNAME=L-127.0.0.1-%u", p_udp);
+
+	fd = fdstore_listen_tcp(s, "127.0.0.1", (uint16_t)p_wrong);
+	assert_true(fd >= 0);
+	expect_message(f, "FDSTOREREMOVE=1\nFDNAME=L-127.0.0.1-%u", p_wrong);
+	expect_message(f, "FDSTORE=1\nFDNAME=L-127.0.0.1-%u", p_wrong);
+	/* the socket that was passed under that name is closed: its port is free again */
+	fd = socket(AF_INET, SOCK_STREAM, 0);
+	{
+		struct sockaddr_in sin = {.sin_family = AF_INET,
+					  .sin_port = htons((uint16_t)p_other),
+					  .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+
+		assert_int_equal(connect(fd, (struct sockaddr *)&sin, sizeof(sin)), -1);
+		assert_int_equal(errno, ECONNREFUSED);
+	}
+	close(fd);
+
+	fdstore_prune(s);
+	expect_message(f, "FDSTOREREMOVE=1\nFDNAME=L-127.0.0.1-%u", p_gone);
+	expect_nothing(f);
+	assert_int_equal(fcntl(4, F_GETFD), -1); /* closed */
+	fdstore_destroy(s);
+}
+
+/* A tunnel that restarts (reload) gets the same socket back; unused ones close at prune. */
+static void test_release_keeps_socket_until_prune(void **state)
+{
+	struct fake_systemd *f = *state;
+	unsigned port = free_port();
+	struct fdstore *s;
+	int fd, again;
+	ino_t ino;
+
+	assert_int_equal(fdstore_create(&s), 0);
+	fd = fdstore_listen_tcp(s, "127.0.0.1", (uint16_t)port);
+	assert_true(fd >= 0);
+	ino = inode_of(fd);
+	expect_message(f, "FDSTORE=1\nFDNAME=L-127.0.0.1-%u", port);
+	fdstore_release(s, fd);
+	again = fdstore_listen_tcp(s, "127.0.0.1", (uint16_t)port);
+	assert_int_equal(again, fd);
+	assert_true(inode_of(again) == ino);
+	expect_nothing(f);
+	fdstore_prune(s); /* in use: stays */
+	expect_nothing(f);
+	fdstore_release(s, again);
+	fdstore_prune(s);
+	expect_message(f, "FDSTOREREMOVE=1\nFDNAME=L-127.0.0.1-%u", port);
+	assert_int_equal(fcntl(fd, F_GETFD), -1);
+	fdstore_destroy(s);
+}
+
+/* 127.0.0.1:P changed to 0.0.0.0:P: the old socket must go before the new one can bind. */
+static void test_port_taken_by_unused_socket(void **state)
+{
+	struct fake_systemd *f = *state;
+	unsigned port;
+	int fds[1], fd;
+	ino_t inodes[1];
+	char names[64];
+	struct fdstore *s;
+
+	fds[0] = make_socket(SOCK_STREAM, &port);
+	snprintf(names, sizeof(names), "L-127.0.0.1-%u", port);
+	pass_fds(fds, inodes, 1, names);
+	assert_int_equal(fdstore_create(&s), 0);
+	fd = fdstore_listen_tcp(s, "0.0.0.0", (uint16_t)port);
+	assert_true(fd >= 0);
+	expect_message(f, "FDSTOREREMOVE=1\nFDNAME=L-127.0.0.1-%u", port);
+	expect_message(f, "FDSTORE=1\nFDNAME=L-0.0.0.0-%u", port);
+	fdstore_prune(s);
+	expect_nothing(f);
+	fdstore_destroy(s);
+}
+
+/* Passed descriptors and names that match nothing: all closed, removed by name. */
+static void test_control_taken_by_name(void **state)
+{
+	struct fake_systemd *f = *state;
+	unsigned port;
+	int fds[2];
+	ino_t inodes[2];
+	struct fdstore *s;
+	int fd;
+
+	fds[0] = make_socket(SOCK_STREAM, &port);
+	fds[1] = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	pass_fds(fds, inodes, 2, "unknown:control");
+	assert_int_equal(fdstore_create(&s), 0);
+	assert_int_equal(fdstore_take(s, "nothing"), -ENOENT);
+	fd = fdstore_take(s, FDSTORE_CONTROL);
+	assert_int_equal(fd, 4);
+	assert_true(inode_of(fd) == inodes[1]);
+	assert_int_equal(fdstore_take(s, FDSTORE_CONTROL), -ENOENT);
+	close(fd);
+	fdstore_prune(s);
+	expect_message(f, "FDSTOREREMOVE=1\nFDNAME=unknown");
+	expect_nothing(f);
+	fdstore_destroy(s);
+}
+
+/* Outside systemd: nothing adopted, nothing sent, sockets still bound. */
+static void test_outside_systemd(void **state)
+{
+	struct fake_systemd *f = *state;
+	unsigned port = free_port();
+	struct fdstore *s;
+	int fd;
+
+	unsetenv("NOTIFY_SOCKET");
+	assert_int_equal(fdstore_create(&s), 0);
+	fd = fdstore_listen_tcp(s, "127.0.0.1", (uint16_t)port);
+	assert_true(fd >= 0);
+	fdstore_release(s, fd);
+	fdstore_prune(s);
+	assert_int_equal(fcntl(fd, F_GETFD), -1);
+	fdstore_destroy(s);
+	setenv("NOTIFY_SOCKET", f->path, 1);
+	expect_nothing(f);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+	    cmocka_unit_test(test_names),
+	    cmocka_unit_test_setup_teardown(test_adopts_checks_and_prunes, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_release_keeps_socket_until_prune, setup,
+					    teardown),
+	    cmocka_unit_test_setup_teardown(test_port_taken_by_unused_socket, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_control_taken_by_name, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_outside_systemd, setup, teardown),
+	};
+
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
