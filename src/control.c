@@ -4,10 +4,10 @@
 #include <fcntl.h>
 #include <grp.h>
 #include <poll.h>
-#include <stddef.h>
 #include <pwd.h>
 #include <stdarg.h>
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -48,7 +48,7 @@ struct control_server {
 	int fd;
 	ev_io accept_io;
 	ev_timer accept_retry;
-	char *path; /* set once bound: destroy removes the socket file */
+	char *path;	/* set once bound: destroy removes the socket file */
 	bool keep_path; /* the socket outlives the process (FD store): leave the file */
 	dev_t dev;
 	ino_t ino;
@@ -963,7 +963,8 @@ void control_server_destroy(struct control_server *s)
 	if (s->fd >= 0)
 		close(s->fd);
 	/* Only our own socket: a newer daemon may have replaced it already. */
-	if (s->path && !s->keep_path && lstat(s->path, &st) == 0 && st.st_dev == s->dev && st.st_ino == s->ino)
+	if (s->path && !s->keep_path && lstat(s->path, &st) == 0 && st.st_dev == s->dev &&
+	    st.st_ino == s->ino)
 		unlink(s->path);
 	free(s->path);
 	free(s);

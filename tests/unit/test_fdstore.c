@@ -214,8 +214,9 @@ static void test_adopts_checks_and_prunes(void **state)
 	fds[2] = make_socket(SOCK_DGRAM, &p_udp);
 	fds[3] = make_socket(SOCK_STREAM, &p_other);
 	p_wrong = free_port();
-	snprintf(names, sizeof(names), "L-127.0.0.1-%u:L-127.0.0.1-%u:L-127.0.0.1-%u:L-127.0.0.1-%u",
-		 p_keep, p_gone, p_udp, p_wrong);
+	snprintf(names, sizeof(names),
+		 "L-127.0.0.1-%u:L-127.0.0.1-%u:L-127.0.0.1-%u:L-127.0.0.1-%u", p_keep, p_gone,
+		 p_udp, p_wrong);
 	pass_fds(fds, inodes, 4, names);
 
 	assert_int_equal(fdstore_create(&s), 0);
