@@ -299,6 +299,11 @@ class HealthTest(harness.TunnelTest):
         got = hook.wait_requests(1, timeout=5)
         self.assertEqual([r.json()["event"] for r in got], ["degraded"])
         self.assertGreater(got[0].json()["rtt_ms"], 50)
+        # The smoothed value follows (an eighth of the way per keepalive, one a second).
+        t = wait_until("smoothed rtt near 80 ms", lambda: (lambda t: t if t["rtt_ms"] >= 64
+                                                          else None)(tunnel_json(m)[1]), 30)
+        print("smoothed rtt through 2 x 40 ms: %.1f ms" % t["rtt_ms"])
+        self.assertLessEqual(t["rtt_ms"], 130 * harness_slowdown())
 
         relay.delay = 0.0
         rc, t = wait_until("ok again", lambda: (lambda r: r if r[1]["health"] == "ok"
