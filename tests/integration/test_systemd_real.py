@@ -39,6 +39,7 @@ import os
 import re
 import shutil
 import signal
+import subprocess
 import tempfile
 import time
 import unittest
@@ -128,9 +129,16 @@ def set_up():
     env["bin"] = INSTALL + exec_start.group(1)
     c.write("/etc/systemd/system/moletun.service", unit_text)
     c.run(["mkdir", "-p", "/etc/systemd/system/moletun.service.d"])
+    extra = ""
+    if "libasan" in subprocess.run(["ldd", harness.moletun_bin()], capture_output=True,
+                                   text=True).stdout:
+        # The unit's environment has no LSAN_OPTIONS with tests/lsan.supp (libssh2 1.10's
+        # known leak would fail the exit status); the other suites check leaks at exit.
+        print("AddressSanitizer build: leak check at exit off inside the container")
+        extra = "Environment=ASAN_OPTIONS=detect_leaks=0\n"
     c.write("/etc/systemd/system/moletun.service.d/test.conf",
-            "[Service]\nExecStart=\nExecStart=%s%s%s\nWatchdogSec=%ds\n" % (
-                INSTALL, exec_start.group(1), exec_start.group(2), WATCHDOG_SEC))
+            "[Service]\nExecStart=\nExecStart=%s%s%s\nWatchdogSec=%ds\n%s" % (
+                INSTALL, exec_start.group(1), exec_start.group(2), WATCHDOG_SEC, extra))
     env["port"] = free_port()
     env["port2"] = free_port()
     write_config([env["port"]])
