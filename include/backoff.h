@@ -1,4 +1,5 @@
 #pragma once
+#include <stdbool.h>
 #include <stdint.h>
 
 /*
@@ -22,3 +23,11 @@ uint64_t backoff_pace(struct backoff *b, uint64_t delay_ms);
 /* A draw from [delay_ms/2, delay_ms]. */
 uint64_t backoff_jitter(struct backoff *b, uint64_t delay_ms);
 void backoff_reset(struct backoff *b);
+/*
+ * The wait after a failure: auth and host-key failures (needs_human) at the slow pace of
+ * auth_retry_ms, network ones on the curve. A session that had been up for at least
+ * stable_after seconds (up_for; negative when it never came up) starts the curve over, so
+ * one outage after days of uptime retries fast again.
+ */
+uint64_t backoff_after_failure(struct backoff *b, bool needs_human, double up_for,
+			       double stable_after, uint64_t auth_retry_ms);

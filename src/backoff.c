@@ -51,3 +51,13 @@ void backoff_reset(struct backoff *b)
 {
 	b->current_ms = 0;
 }
+
+uint64_t backoff_after_failure(struct backoff *b, bool needs_human, double up_for,
+			       double stable_after, uint64_t auth_retry_ms)
+{
+	if (up_for >= stable_after)
+		backoff_reset(b);
+	if (needs_human)
+		return backoff_pace(b, auth_retry_ms);
+	return backoff_next(b);
+}

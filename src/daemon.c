@@ -2,6 +2,7 @@
 
 #include <errno.h>
 #include <inttypes.h>
+#include <libssh2.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -12,8 +13,8 @@
 #include "config.h"
 #include "control.h"
 #include "fd.h"
-#include "identity.h"
 #include "fdstore.h"
+#include "identity.h"
 #include "log.h"
 #include "notify.h"
 #include "status_format.h"
@@ -43,7 +44,7 @@ static int daemon_snapshot(void *userdata, const char *name, struct status *ret)
 	if (!s.tunnels)
 		return -ENOMEM;
 	for (size_t i = 0; i < d->n_tunnels; i++) {
-		if (name && strcmp(name, d->tunnels[i]->cfg->name) != 0)
+		if (name && strcmp(name, tunnel_config(d->tunnels[i])->name) != 0)
 			continue;
 		if (tunnel_snapshot(d->tunnels[i], &s.tunnels[s.n_tunnels]) < 0) {
 			status_free(&s);
@@ -96,7 +97,8 @@ static void on_tunnel_state(struct tunnel *t, void *userdata)
 	if (tunnel_snapshot(t, &snap) == 0)
 		alerter_tunnel_update(d->alerter, &snap);
 	else
-		log_err("alerts: out of memory: a change of tunnel %s was missed", t->cfg->name);
+		log_err("alerts: out of memory: a change of tunnel %s was missed",
+			tunnel_config(t)->name);
 	free(snap.forwards);
 	daemon_update_status(d);
 }
@@ -119,7 +121,7 @@ static int daemon_alert_test(void *userdata, const char *name, struct control_de
 static struct tunnel *daemon_find(struct daemon *d, const char *name)
 {
 	for (size_t i = 0; i < d->n_tunnels; i++)
-		if (strcmp(d->tunnels[i]->cfg->name, name) == 0)
+		if (strcmp(tunnel_config(d->tunnels[i])->name, name) == 0)
 			return d->tunnels[i];
 	return NULL;
 }
@@ -153,20 +155,17 @@ static void warn_config(const struct config *c)
 }
 
 /* Starts a tunnel with its identity already loaded (taken over, also on failure). */
-static int daemon_add_tunnel(struct daemon *d, const struct tunnel_config *tc,
-			     struct identity *id)
+static int daemon_add_tunnel(struct daemon *d, const struct tunnel_config *tc, struct identity *id)
 {
 	struct tunnel *t;
 	char err[512];
 	int r;
 
-	r = tunnel_create(d->loop, tc, id, &d->listen, &t, err, sizeof(err));
+	r = tunnel_create(d->loop, tc, id, &d->listen, on_tunnel_state, d, &t, err, sizeof(err));
 	if (r < 0) {
 		log_err("tunnel %s: %s", tc->name, err);
 		return r;
 	}
-	t->on_state = on_tunnel_state;
-	t->userdata = d;
 	d->tunnels[d->n_tunnels++] = t;
 	return 0;
 }
@@ -177,7 +176,7 @@ static struct tunnel *daemon_unchanged(struct daemon *d, const struct tunnel_con
 	struct tunnel *t = daemon_find(d, tc->name);
 	bool contents;
 
-	return t && !tunnel_config_diff(t->cfg, tc, &contents) ? t : NULL;
+	return t && !tunnel_config_diff(tunnel_config(t), tc, &contents) ? t : NULL;
 }
 
 /*
@@ -185,8 +184,8 @@ static struct tunnel *daemon_unchanged(struct daemon *d, const struct tunnel_con
  * that does not open must fail the reload while the running tunnel still works. Returns
  * 0, or -errno with every failure in `errors` (and nothing left loaded).
  */
-static int daemon_load_identities(struct daemon *d, const struct config *next,
-				  struct identity *ids, struct diag *errors)
+static int daemon_load_identities(struct daemon *d, const struct config *next, struct identity *ids,
+				  struct diag *errors)
 {
 	int failed = 0;
 
@@ -261,21 +260,22 @@ static int daemon_reload(void *userdata, struct diag *errors)
 	}
 	/* Keep unchanged tunnels; close the rest first so their addresses are free. */
 	for (size_t i = 0; i < n_old; i++) {
-		const struct tunnel_config *tc = config_find_tunnel(next, old[i]->cfg->name);
+		const struct tunnel_config *tc =
+		    config_find_tunnel(next, tunnel_config(old[i])->name);
 		const char *changed = NULL;
 		bool contents = false;
 
 		if (tc)
-			changed = tunnel_config_diff(old[i]->cfg, tc, &contents);
+			changed = tunnel_config_diff(tunnel_config(old[i]), tc, &contents);
 		if (tc && !changed) {
-			old[i]->cfg = tc;
+			tunnel_set_config(old[i], tc);
 			continue;
 		}
 		if (changed)
-			log_info("tunnel %s: %s%s changed, restarting", old[i]->cfg->name, changed,
-				 contents ? " contents" : "");
+			log_info("tunnel %s: %s%s changed, restarting", tunnel_config(old[i])->name,
+				 changed, contents ? " contents" : "");
 		else
-			log_info("tunnel %s: removed", old[i]->cfg->name);
+			log_info("tunnel %s: removed", tunnel_config(old[i])->name);
 		tunnel_destroy(old[i]);
 		old[i] = NULL;
 	}
@@ -285,7 +285,7 @@ static int daemon_reload(void *userdata, struct diag *errors)
 		struct tunnel *kept = NULL;
 
 		for (size_t j = 0; j < n_old; j++)
-			if (old[j] && old[j]->cfg == &next->tunnels[i])
+			if (old[j] && tunnel_config(old[j]) == &next->tunnels[i])
 				kept = old[j];
 		if (kept) {
 			d->tunnels[d->n_tunnels++] = kept;
@@ -417,10 +417,10 @@ static int daemon_control_create(struct daemon *d, const struct control_ops *ops
 static int daemon_run(const char *config_path)
 {
 	static const struct control_ops ops = {
-		.snapshot = daemon_snapshot,
-		.reconnect = daemon_reconnect,
-		.reload = daemon_reload,
-		.alert_test = daemon_alert_test,
+	    .snapshot = daemon_snapshot,
+	    .reconnect = daemon_reconnect,
+	    .reload = daemon_reload,
+	    .alert_test = daemon_alert_test,
 	};
 	struct control_ops bound = ops;
 	struct daemon d = {.config_path = config_path};
@@ -448,9 +448,9 @@ static int daemon_run(const char *config_path)
 	d.loop = ev_default_loop(EVFLAG_AUTO);
 	log_attach(d.loop);
 	d.listen = (struct listen_ops){
-		.userdata = &d,
-		.open = daemon_listen_open,
-		.close = daemon_listen_close,
+	    .userdata = &d,
+	    .open = daemon_listen_open,
+	    .close = daemon_listen_close,
 	};
 	if (fdstore_create(&d.fdstore) < 0) {
 		log_err("out of memory");

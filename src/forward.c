@@ -7,9 +7,10 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "forward.h"
 #include "log.h"
 #include "net.h"
-#include "tunnel.h"
+#include "probe.h"
 
 /*
  * Client connections and their channels. Bytes move through one shared scratch buffer;
@@ -26,9 +27,17 @@ static void conn_client_readable(struct ev_loop *loop, ev_io *w, int revents);
 static void conn_client_writable(struct ev_loop *loop, ev_io *w, int revents);
 static void conn_hold_expired(struct ev_loop *loop, ev_timer *w, int revents);
 
+/* A client's (or a remote forward target's) events: its bytes to and from the channel. */
+static void conn_watch(struct conn *c)
+{
+	ev_set_cb(&c->rio, conn_client_readable);
+	ev_set_cb(&c->wio, conn_client_writable);
+	ev_set_cb(&c->hold, conn_hold_expired);
+}
+
 static const char *conn_label(const struct conn *c, char *buf, size_t size)
 {
-	const struct forward_spec *f = &c->tunnel->cfg->forwards[c->forward];
+	const struct forward_spec *f = &c->fw->cfg->forwards[c->forward];
 
 	if (f->kind == FORWARD_LOCAL)
 		snprintf(buf, size, "%s:%u -> %s:%u", f->listen_host, f->listen_port,
@@ -39,80 +48,10 @@ static const char *conn_label(const struct conn *c, char *buf, size_t size)
 	return buf;
 }
 
-struct conn *conn_new(struct tunnel *t, size_t forward, int fd, enum conn_state state)
-{
-	struct conn *c = calloc(1, sizeof(*c));
-
-	if (!c)
-		return NULL;
-	c->tunnel = t;
-	c->forward = forward;
-	c->fd = fd;
-	c->state = state;
-	list_init(&c->open_link);
-	ev_io_init(&c->rio, conn_client_readable, fd, EV_READ);
-	ev_io_init(&c->wio, conn_client_writable, fd, EV_WRITE);
-	ev_timer_init(&c->hold, conn_hold_expired, 0.0, 0.0);
-	c->rio.data = c->wio.data = c->hold.data = c;
-	list_insert_tail(&t->conns, &c->link);
-	if (fd >= 0) {
-		t->stats[forward].active++;
-		t->stats[forward].connections_total++;
-	}
-	return c;
-}
-
-/* Closes the client side: no more events, no more bytes, not counted as active. */
-static void conn_drop_client(struct conn *c)
-{
-	struct tunnel *t = c->tunnel;
-
-	ev_io_stop(t->loop, &c->rio);
-	ev_io_stop(t->loop, &c->wio);
-	ev_timer_stop(t->loop, &c->hold);
-	if (c->fd >= 0) {
-		close(c->fd);
-		c->fd = -1;
-		t->stats[c->forward].active--;
-	}
-	buffer_finish(&c->up);
-	buffer_finish(&c->down);
-}
-
-/* Frees the conn now. The channel, if any, must already be freed or be owned by a session
- * that is about to be freed. */
-void conn_destroy(struct conn *c)
-{
-	conn_drop_client(c);
-	list_remove(&c->open_link);
-	list_remove(&c->link);
-	free(c);
-}
-
-/* The client side is finished: close it and release the channel without waiting on the
- * network (libssh2 waits for the peer's CLOSE; the pump retries until it is freed). */
-void conn_close(struct conn *c)
-{
-	struct tunnel *t = c->tunnel;
-
-	conn_drop_client(c);
-	if (c->state == CONN_OPENING && t->open_queue.next != &c->open_link) {
-		conn_destroy(c);
-		return;
-	}
-	if (c->state == CONN_OPENING)
-		return; /* its open is in flight: the pump frees the channel when it lands */
-	c->state = CONN_CLOSING;
-	if (!c->channel || libssh2_channel_free(c->channel) != LIBSSH2_ERROR_EAGAIN) {
-		c->channel = NULL;
-		conn_destroy(c);
-	}
-}
-
 /* Counts a client the forward closed without serving it. */
-static void forward_count_rejected(struct tunnel *t, size_t forward, enum reject_reason why)
+static void forward_count_rejected(struct forwarder *fw, size_t forward, enum reject_reason why)
 {
-	t->stats[forward].rejected[why]++;
+	fw->stats[forward].rejected[why]++;
 }
 
 /* A held client whose down_hold ran out was turned away because the tunnel is down, as it
@@ -121,41 +60,41 @@ static void conn_hold_expired(struct ev_loop *loop, ev_timer *w, int revents)
 {
 	struct conn *c = w->data;
 
-	forward_count_rejected(c->tunnel, c->forward, REJECT_DOWN);
-	log_info("tunnel %s: closing held client: tunnel still %s after down_hold",
-		 c->tunnel->cfg->name, tunnel_state_str(c->tunnel->state));
+	forward_count_rejected(c->fw, c->forward, REJECT_DOWN);
+	log_info("tunnel %s: closing held client: tunnel still down after down_hold",
+		 c->fw->cfg->name);
 	conn_destroy(c);
 }
 
 static void accept_one(struct listener *li, int fd, const struct sockaddr_storage *ss)
 {
-	struct tunnel *t = li->tunnel;
-	const struct tunnel_config *cfg = t->cfg;
-	struct forward_stats *st = &t->stats[li->forward];
+	struct forwarder *fw = li->fw;
+	const struct tunnel_config *cfg = fw->cfg;
+	struct forward_stats *st = &fw->stats[li->forward];
 	struct conn *c;
 
 	if (st->active >= cfg->max_connections) {
-		forward_count_rejected(t, li->forward, REJECT_MAX_CONNECTIONS);
+		forward_count_rejected(fw, li->forward, REJECT_MAX_CONNECTIONS);
 		log_warn("tunnel %s: max_connections (%u) reached on %s:%u; closing new client",
 			 cfg->name, cfg->max_connections, cfg->forwards[li->forward].listen_host,
 			 cfg->forwards[li->forward].listen_port);
 		close(fd);
 		return;
 	}
-	if (t->state != TUNNEL_UP && cfg->down_hold_ms == 0) {
+	if (!fw->up && cfg->down_hold_ms == 0) {
 		/* Fail fast: the application sees EOF now instead of hanging in connect. */
-		forward_count_rejected(t, li->forward, REJECT_DOWN);
-		log_debug("tunnel %s: client closed: tunnel is %s", cfg->name,
-			  tunnel_state_str(t->state));
+		forward_count_rejected(fw, li->forward, REJECT_DOWN);
+		log_debug("tunnel %s: client closed: tunnel is not up", cfg->name);
 		close(fd);
 		return;
 	}
 	net_set_nodelay(fd);
-	c = conn_new(t, li->forward, fd, t->state == TUNNEL_UP ? CONN_OPENING : CONN_HELD);
+	c = conn_new(fw, li->forward, fd, fw->up ? CONN_OPENING : CONN_HELD);
 	if (!c) {
 		close(fd);
 		return;
 	}
+	conn_watch(c);
 	if (ss->ss_family == AF_INET) {
 		const struct sockaddr_in *in = (const struct sockaddr_in *)ss;
 
@@ -171,14 +110,14 @@ static void accept_one(struct listener *li, int fd, const struct sockaddr_storag
 	}
 	if (c->state == CONN_HELD) {
 		ev_timer_set(&c->hold, (double)cfg->down_hold_ms / 1000.0, 0.0);
-		ev_timer_start(t->loop, &c->hold);
+		ev_timer_start(fw->loop, &c->hold);
 		return;
 	}
-	list_insert_tail(&t->open_queue, &c->open_link);
-	tunnel_want_pump(t);
+	list_insert_tail(&fw->open_queue, &c->open_link);
+	link_want_pump(fw->link);
 }
 
-void forward_accept_cb(struct ev_loop *loop, ev_io *w, int revents)
+static void forward_accept_cb(struct ev_loop *loop, ev_io *w, int revents)
 {
 	struct listener *li = w->data;
 
@@ -203,7 +142,7 @@ void forward_accept_cb(struct ev_loop *loop, ev_io *w, int revents)
 				log_warn(
 				    "tunnel %s: accept: %s; pausing accepts for 100ms (repeats "
 				    "are not logged for 10s)",
-				    li->tunnel->cfg->name, strerror(errno));
+				    li->fw->cfg->name, strerror(errno));
 				li->last_warn = now;
 			}
 			ev_io_stop(loop, &li->io);
@@ -215,37 +154,45 @@ void forward_accept_cb(struct ev_loop *loop, ev_io *w, int revents)
 	}
 }
 
-void forward_pause_cb(struct ev_loop *loop, ev_timer *w, int revents)
+static void forward_pause_cb(struct ev_loop *loop, ev_timer *w, int revents)
 {
 	struct listener *li = w->data;
 
 	ev_io_start(loop, &li->io);
 }
 
-void forward_tunnel_up(struct tunnel *t)
+void forward_up(struct forwarder *fw)
 {
 	struct list *pos, *tmp;
 
-	list_for_each_safe(pos, tmp, &t->conns)
+	fw->up = true;
+	/* A new session: its targets are measured afresh. */
+	for (size_t i = 0; i < fw->n_forwards; i++) {
+		fw->stats[i].target_state = TARGET_UNKNOWN;
+		fw->stats[i].target_error[0] = '\0';
+	}
+	list_for_each_safe(pos, tmp, &fw->conns)
 	{
 		struct conn *c = list_entry(pos, struct conn, link);
 
 		if (c->state != CONN_HELD)
 			continue;
-		ev_timer_stop(t->loop, &c->hold);
+		ev_timer_stop(fw->loop, &c->hold);
 		c->state = CONN_OPENING;
-		list_insert_tail(&t->open_queue, &c->open_link);
+		list_insert_tail(&fw->open_queue, &c->open_link);
 	}
-	if (!list_empty(&t->open_queue))
-		tunnel_want_pump(t);
+	if (!list_empty(&fw->open_queue))
+		link_want_pump(fw->link);
+	probe_start(fw);
 }
 
-/* The session is going away: every conn with a channel dies with it; held clients wait. */
-void forward_tunnel_down(struct tunnel *t)
+void forward_down(struct forwarder *fw)
 {
 	struct list *pos, *tmp;
 
-	list_for_each_safe(pos, tmp, &t->conns)
+	fw->up = false;
+	probe_stop(fw);
+	list_for_each_safe(pos, tmp, &fw->conns)
 	{
 		struct conn *c = list_entry(pos, struct conn, link);
 
@@ -254,23 +201,26 @@ void forward_tunnel_down(struct tunnel *t)
 		c->channel = NULL; /* freed with the session */
 		conn_destroy(c);
 	}
+	free(fw->remotes);
+	fw->remotes = NULL;
+	fw->remote_next = 0;
 }
 
-void forward_resume_clients(struct tunnel *t)
+void forward_resume_clients(struct forwarder *fw)
 {
 	struct list *pos, *tmp;
 
-	list_for_each_safe(pos, tmp, &t->conns)
+	list_for_each_safe(pos, tmp, &fw->conns)
 	{
 		struct conn *c = list_entry(pos, struct conn, link);
 
 		if (c->hwm_blocked) {
 			c->hwm_blocked = false;
 			if (c->state == CONN_OPEN && !c->client_eof && buffer_len(&c->up) == 0)
-				ev_io_start(t->loop, &c->rio);
+				ev_io_start(fw->loop, &c->rio);
 		}
 	}
-	tunnel_want_pump(t); /* for conns whose pending bytes waited */
+	link_want_pump(fw->link); /* for conns whose pending bytes waited */
 }
 
 /* Both directions finished: release the conn. */
@@ -303,7 +253,7 @@ static int conn_forward_client_eof(struct conn *c)
  * the client is not read until it drains. Returns 0, or a fatal rc; -1 if conn closed. */
 static int conn_write_channel(struct conn *c, const char *data, size_t len)
 {
-	struct tunnel *t = c->tunnel;
+	struct forwarder *fw = c->fw;
 	size_t off = 0;
 
 	while (off < len) {
@@ -311,7 +261,7 @@ static int conn_write_channel(struct conn *c, const char *data, size_t len)
 
 		if (n > 0) {
 			off += (size_t)n;
-			t->stats[c->forward].bytes_out += (uint64_t)n;
+			fw->stats[c->forward].bytes_out += (uint64_t)n;
 			continue;
 		}
 		if (n == 0 || n == LIBSSH2_ERROR_EAGAIN)
@@ -326,7 +276,7 @@ static int conn_write_channel(struct conn *c, const char *data, size_t len)
 			conn_close(c);
 			return -1;
 		}
-		ev_io_stop(t->loop, &c->rio);
+		ev_io_stop(fw->loop, &c->rio);
 	}
 	return 0;
 }
@@ -334,14 +284,14 @@ static int conn_write_channel(struct conn *c, const char *data, size_t len)
 /* Retries bytes the channel window refused earlier. */
 static int conn_flush_up(struct conn *c)
 {
-	struct tunnel *t = c->tunnel;
+	struct forwarder *fw = c->fw;
 
 	while (buffer_len(&c->up) > 0) {
 		ssize_t n =
 		    libssh2_channel_write(c->channel, c->up.data + c->up.start, buffer_len(&c->up));
 		if (n > 0) {
 			buffer_consume(&c->up, (size_t)n);
-			t->stats[c->forward].bytes_out += (uint64_t)n;
+			fw->stats[c->forward].bytes_out += (uint64_t)n;
 			continue;
 		}
 		if (n == 0 || n == LIBSSH2_ERROR_EAGAIN)
@@ -355,7 +305,7 @@ static int conn_flush_up(struct conn *c)
 	if (c->client_eof)
 		return conn_forward_client_eof(c);
 	if (!c->hwm_blocked)
-		ev_io_start(t->loop, &c->rio);
+		ev_io_start(fw->loop, &c->rio);
 	return 0;
 }
 
@@ -363,7 +313,7 @@ static int conn_flush_up(struct conn *c)
  * Returns 0, a fatal rc, or -1 if the conn was closed. */
 static int conn_read_channel(struct conn *c)
 {
-	struct tunnel *t = c->tunnel;
+	struct forwarder *fw = c->fw;
 
 	while (!c->channel_eof && buffer_len(&c->down) == 0) {
 		ssize_t n = libssh2_channel_read(c->channel, scratch, sizeof(scratch));
@@ -382,7 +332,7 @@ static int conn_read_channel(struct conn *c)
 			shutdown(c->fd, SHUT_WR);
 			return conn_finish_if_done(c) ? -1 : 0;
 		}
-		t->stats[c->forward].bytes_in += (uint64_t)n;
+		fw->stats[c->forward].bytes_in += (uint64_t)n;
 		w = send(c->fd, scratch, (size_t)n, MSG_NOSIGNAL);
 		if (w < 0 && errno != EAGAIN && errno != EINTR) {
 			conn_close(c);
@@ -395,7 +345,7 @@ static int conn_read_channel(struct conn *c)
 				conn_close(c);
 				return -1;
 			}
-			ev_io_start(t->loop, &c->wio);
+			ev_io_start(fw->loop, &c->wio);
 		}
 	}
 	return 0;
@@ -404,11 +354,11 @@ static int conn_read_channel(struct conn *c)
 static void conn_client_readable(struct ev_loop *loop, ev_io *w, int revents)
 {
 	struct conn *c = w->data;
-	struct tunnel *t = c->tunnel;
+	struct forwarder *fw = c->fw;
 	ssize_t n;
 	int rc = 0;
 
-	if (tunnel_out_full(t)) {
+	if (link_out_full(fw->link)) {
 		c->hwm_blocked = true;
 		ev_io_stop(loop, &c->rio);
 		return;
@@ -425,13 +375,13 @@ static void conn_client_readable(struct ev_loop *loop, ev_io *w, int revents)
 		return;
 	}
 	if (rc < -1)
-		tunnel_fail(t, false, "%s", ssh_last_error(t));
+		link_session_error(fw->link, rc);
 }
 
 static void conn_client_writable(struct ev_loop *loop, ev_io *w, int revents)
 {
 	struct conn *c = w->data;
-	struct tunnel *t = c->tunnel;
+	struct forwarder *fw = c->fw;
 	ssize_t n;
 	int rc;
 
@@ -441,8 +391,8 @@ static void conn_client_writable(struct ev_loop *loop, ev_io *w, int revents)
 		if (rc < 0) {
 			char label[600];
 
-			t->stats[c->forward].open_failures++;
-			log_warn("tunnel %s: %s: connect to target: %s", t->cfg->name,
+			fw->stats[c->forward].open_failures++;
+			log_warn("tunnel %s: %s: connect to target: %s", fw->cfg->name,
 				 conn_label(c, label, sizeof(label)), strerror(-rc));
 			conn_close(c);
 			return;
@@ -450,7 +400,7 @@ static void conn_client_writable(struct ev_loop *loop, ev_io *w, int revents)
 		net_set_nodelay(c->fd);
 		c->state = CONN_OPEN;
 		ev_io_start(loop, &c->rio);
-		tunnel_want_pump(t);
+		link_want_pump(fw->link);
 		return;
 	}
 	n = buffer_write_fd(&c->down, c->fd);
@@ -464,7 +414,7 @@ static void conn_client_writable(struct ev_loop *loop, ev_io *w, int revents)
 	buffer_compact(&c->down);
 	rc = conn_read_channel(c);
 	if (rc < -1)
-		tunnel_fail(t, false, "%s", ssh_last_error(t));
+		link_session_error(fw->link, rc);
 }
 
 /*
@@ -472,8 +422,8 @@ static void conn_client_writable(struct ev_loop *loop, ev_io *w, int revents)
  * libssh2's 2 MiB: a client that reads nothing makes the session hold up to one window
  * for it. The open message is RFC 4254 7.2's: host, port, originator host and port.
  */
-static LIBSSH2_CHANNEL *open_direct_tcpip(LIBSSH2_SESSION *session, const char *host,
-					  unsigned port, const char *shost, unsigned sport)
+static LIBSSH2_CHANNEL *open_direct_tcpip(LIBSSH2_SESSION *session, const char *host, unsigned port,
+					  const char *shost, unsigned sport)
 {
 	unsigned char msg[2 * (4 + 255) + 8], *p = msg;
 	size_t host_len = strlen(host), shost_len = strlen(shost);
@@ -500,40 +450,40 @@ static LIBSSH2_CHANNEL *open_direct_tcpip(LIBSSH2_SESSION *session, const char *
 
 /* Opens channels for queued clients, one at a time (libssh2 keeps open state per
  * session). Returns 0 or a fatal rc. */
-static int pump_opens(struct tunnel *t)
+static int pump_opens(struct forwarder *fw)
 {
-	while (!list_empty(&t->open_queue)) {
-		struct conn *c = list_entry(t->open_queue.next, struct conn, open_link);
-		const struct forward_spec *f = &t->cfg->forwards[c->forward];
+	while (!list_empty(&fw->open_queue)) {
+		struct conn *c = list_entry(fw->open_queue.next, struct conn, open_link);
+		const struct forward_spec *f = &fw->cfg->forwards[c->forward];
 		LIBSSH2_CHANNEL *ch;
 		int rc;
 
-		ch = open_direct_tcpip(t->link.session, f->target_host, f->target_port,
+		ch = open_direct_tcpip(fw->link->session, f->target_host, f->target_port,
 				       c->peer_host, c->peer_port);
 		if (!ch) {
 			char label[600];
 
-			rc = libssh2_session_last_errno(t->link.session);
+			rc = libssh2_session_last_errno(fw->link->session);
 			if (rc == LIBSSH2_ERROR_EAGAIN)
 				return 0;
-			if (t->link.io_error || ssh_error_fatal(rc))
+			if (fw->link->io_error || ssh_error_fatal(rc))
 				return rc ? rc : LIBSSH2_ERROR_SOCKET_RECV;
 			list_remove(&c->open_link);
 			if (c->probe) {
 				if (!c->probe_done) {
 					c->probe_done = true;
-					t->stats[c->forward].probe_failures++;
-					tunnel_target_result(t, c->forward, false,
-							     ssh_last_error(t));
+					fw->stats[c->forward].probe_failures++;
+					forward_target(fw, c->forward, false,
+						       link_last_error(fw->link));
 				}
 				conn_destroy(c);
 				continue;
 			}
-			t->stats[c->forward].open_failures++;
-			log_warn("tunnel %s: %s: channel open failed: %s", t->cfg->name,
-				 conn_label(c, label, sizeof(label)), ssh_last_error(t));
+			fw->stats[c->forward].open_failures++;
+			log_warn("tunnel %s: %s: channel open failed: %s", fw->cfg->name,
+				 conn_label(c, label, sizeof(label)), link_last_error(fw->link));
 			/* a client's open is evidence on the target too */
-			tunnel_target_result(t, c->forward, false, ssh_last_error(t));
+			forward_target(fw, c->forward, false, link_last_error(fw->link));
 			conn_destroy(c);
 			continue;
 		}
@@ -555,22 +505,20 @@ static int pump_opens(struct tunnel *t)
 			continue;
 		}
 		c->state = CONN_OPEN;
-		ev_io_start(t->loop, &c->rio);
-		tunnel_target_result(t, c->forward, true, NULL);
+		ev_io_start(fw->loop, &c->rio);
+		forward_target(fw, c->forward, true, NULL);
 	}
 	return 0;
 }
 
 /* Channels the server opened for remote forwards: connect each to its local target. */
-static int pump_remote_accepts(struct tunnel *t)
+static int pump_remote_accepts(struct forwarder *fw)
 {
-	struct link *l = &t->link;
-
-	if (!l->remotes)
+	if (!fw->remotes)
 		return 0;
-	for (size_t i = 0; i < t->n_forwards; i++) {
-		struct remote_listener *r = &l->remotes[i];
-		const struct forward_spec *f = &t->cfg->forwards[i];
+	for (size_t i = 0; i < fw->n_forwards; i++) {
+		struct remote_listener *r = &fw->remotes[i];
+		const struct forward_spec *f = &fw->cfg->forwards[i];
 
 		if (!r->listener)
 			continue;
@@ -582,18 +530,18 @@ static int pump_remote_accepts(struct tunnel *t)
 			int fd = -1, rc;
 
 			if (!ch) {
-				rc = libssh2_session_last_errno(l->session);
+				rc = libssh2_session_last_errno(fw->link->session);
 				if (rc == LIBSSH2_ERROR_EAGAIN || !ssh_error_fatal(rc))
 					break;
 				return rc;
 			}
 			/* The server's listener is as open as ours: the same cap on what it
 			 * can make us hold (a conn, a descriptor, buffers). */
-			if (t->stats[i].active >= t->cfg->max_connections) {
-				forward_count_rejected(t, i, REJECT_MAX_CONNECTIONS);
+			if (fw->stats[i].active >= fw->cfg->max_connections) {
+				forward_count_rejected(fw, i, REJECT_MAX_CONNECTIONS);
 				log_warn("tunnel %s: max_connections (%u) reached on remote %s:%u; "
 					 "closing new channel",
-					 t->cfg->name, t->cfg->max_connections, f->listen_host,
+					 fw->cfg->name, fw->cfg->max_connections, f->listen_host,
 					 f->listen_port);
 				libssh2_channel_free(ch);
 				continue;
@@ -602,20 +550,22 @@ static int pump_remote_accepts(struct tunnel *t)
 			if (rc == 0)
 				rc = net_connect_start((struct sockaddr *)&ss, len, &fd);
 			if (rc < 0) {
-				t->stats[i].open_failures++;
-				log_warn("tunnel %s: remote forward target %s:%u: %s", t->cfg->name,
-					 f->target_host, f->target_port, strerror(-rc));
+				fw->stats[i].open_failures++;
+				log_warn("tunnel %s: remote forward target %s:%u: %s",
+					 fw->cfg->name, f->target_host, f->target_port,
+					 strerror(-rc));
 				libssh2_channel_free(ch);
 				continue;
 			}
-			c = conn_new(t, i, fd, CONN_CONNECTING);
+			c = conn_new(fw, i, fd, CONN_CONNECTING);
 			if (!c) {
 				close(fd);
 				libssh2_channel_free(ch);
 				continue;
 			}
+			conn_watch(c);
 			c->channel = ch;
-			ev_io_start(t->loop, &c->wio);
+			ev_io_start(fw->loop, &c->wio);
 		}
 	}
 	return 0;
@@ -627,22 +577,24 @@ static int pump_remote_accepts(struct tunnel *t)
  * this pass, e.g. only a keepalive reply arrived. Returns false when there is no channel
  * or listener to do it through.
  */
-bool forward_drain(struct tunnel *t)
+bool forward_drain(struct forwarder *fw)
 {
 	LIBSSH2_POLLFD pfd = {.type = LIBSSH2_POLLFD_CHANNEL, .events = LIBSSH2_POLLFD_POLLIN};
 	struct list *pos;
 
-	pfd.fd.channel = t->link.keepalive_channel;
-	for (pos = t->conns.next; !pfd.fd.channel && pos != &t->conns; pos = pos->next) {
+	if (!list_empty(&fw->open_queue))
+		return true; /* the open in flight reads */
+	pfd.fd.channel = NULL;
+	for (pos = fw->conns.next; !pfd.fd.channel && pos != &fw->conns; pos = pos->next) {
 		struct conn *c = list_entry(pos, struct conn, link);
 
 		if (c->channel && c->state != CONN_CLOSING)
 			pfd.fd.channel = c->channel;
 	}
-	for (size_t i = 0; !pfd.fd.channel && t->link.remotes && i < t->n_forwards; i++) {
-		if (t->link.remotes[i].listener) {
+	for (size_t i = 0; !pfd.fd.channel && fw->remotes && i < fw->n_forwards; i++) {
+		if (fw->remotes[i].listener) {
 			pfd.type = LIBSSH2_POLLFD_LISTENER;
-			pfd.fd.listener = t->link.remotes[i].listener;
+			pfd.fd.listener = fw->remotes[i].listener;
 			break;
 		}
 	}
@@ -652,18 +604,18 @@ bool forward_drain(struct tunnel *t)
 	return true;
 }
 
-int forward_pump(struct tunnel *t)
+int forward_pump(struct forwarder *fw)
 {
 	struct list *pos, *tmp;
 	int rc;
 
-	rc = pump_opens(t);
+	rc = pump_opens(fw);
 	if (rc)
 		return rc;
-	rc = pump_remote_accepts(t);
+	rc = pump_remote_accepts(fw);
 	if (rc)
 		return rc;
-	list_for_each_safe(pos, tmp, &t->conns)
+	list_for_each_safe(pos, tmp, &fw->conns)
 	{
 		struct conn *c = list_entry(pos, struct conn, link);
 
@@ -682,7 +634,7 @@ int forward_pump(struct tunnel *t)
 				return rc;
 			continue;
 		}
-		if (buffer_len(&c->up) > 0 && tunnel_out_full(t)) {
+		if (buffer_len(&c->up) > 0 && link_out_full(fw->link)) {
 			c->hwm_blocked = true; /* forward_resume_clients pumps again */
 		} else if (buffer_len(&c->up) > 0 || (c->client_eof && !c->eof_sent)) {
 			rc = buffer_len(&c->up) > 0 ? conn_flush_up(c) : conn_forward_client_eof(c);
@@ -695,7 +647,154 @@ int forward_pump(struct tunnel *t)
 		if (rc < -1)
 			return rc;
 	}
-	if (!t->link.rx_drained && !forward_drain(t))
-		return 0;
 	return 0;
+}
+
+int forward_request_remotes(struct forwarder *fw)
+{
+	LIBSSH2_SESSION *session = fw->link->session;
+
+	if (!fw->remotes) {
+		fw->remotes = calloc(fw->n_forwards ? fw->n_forwards : 1, sizeof(*fw->remotes));
+		if (!fw->remotes)
+			return LIBSSH2_ERROR_ALLOC;
+		fw->remote_next = 0;
+	}
+	for (; fw->remote_next < fw->n_forwards; fw->remote_next++) {
+		const struct forward_spec *f = &fw->cfg->forwards[fw->remote_next];
+		struct remote_listener *r = &fw->remotes[fw->remote_next];
+		int bound = 0, rc;
+
+		r->forward = fw->remote_next;
+		if (f->kind != FORWARD_REMOTE)
+			continue;
+		r->listener = libssh2_channel_forward_listen_ex(session, f->listen_host,
+								f->listen_port, &bound, 16);
+		if (r->listener)
+			continue;
+		rc = libssh2_session_last_errno(session);
+		if (rc == LIBSSH2_ERROR_EAGAIN)
+			return 0;
+		if (fw->link->io_error ||
+		    (ssh_error_fatal(rc) && rc != LIBSSH2_ERROR_REQUEST_DENIED))
+			return rc ? rc : LIBSSH2_ERROR_SOCKET_RECV;
+		r->failed = true;
+		fw->stats[fw->remote_next].open_failures++;
+		log_err("tunnel %s: server refused remote forward %s:%u -> %s:%u (%s)",
+			fw->cfg->name, f->listen_host, f->listen_port, f->target_host,
+			f->target_port, link_last_error(fw->link));
+	}
+	return 1;
+}
+
+size_t forward_allowance(const struct forwarder *fw)
+{
+	uint64_t owed = 0;
+
+	for (size_t i = 0; i < fw->n_forwards; i++) {
+		uint64_t window = fw->cfg->forwards[i].kind == FORWARD_LOCAL
+				      ? FORWARD_WINDOW
+				      : LIBSSH2_CHANNEL_WINDOW_DEFAULT;
+
+		/* twice the window: libssh2 keeps each packet whole, with its headers */
+		owed += fw->stats[i].active * 2 * window;
+	}
+	return owed > SIZE_MAX ? SIZE_MAX : (size_t)owed;
+}
+
+static int listener_open(struct forwarder *fw, const struct forward_spec *f)
+{
+	if (fw->listen)
+		return fw->listen->open(fw->listen->userdata, f->listen_host, f->listen_port);
+	return net_listen(f->listen_host, f->listen_port);
+}
+
+static void listener_close(struct forwarder *fw, int fd)
+{
+	if (fw->listen)
+		fw->listen->close(fw->listen->userdata, fd);
+	else
+		close(fd);
+}
+
+int forward_init(struct forwarder *fw, struct ev_loop *loop, const struct tunnel_config *cfg,
+		 struct link *link, const struct listen_ops *listen, const struct forward_ops *ops,
+		 char *err, size_t err_size)
+{
+	memset(fw, 0, sizeof(*fw));
+	fw->loop = loop;
+	fw->cfg = cfg;
+	fw->link = link;
+	fw->listen = listen;
+	fw->ops = *ops;
+	fw->n_forwards = cfg->n_forwards;
+	list_init(&fw->conns);
+	list_init(&fw->open_queue);
+	ev_init(&fw->probe_timer, NULL);
+	fw->stats = calloc(cfg->n_forwards ? cfg->n_forwards : 1, sizeof(*fw->stats));
+	fw->listeners = calloc(cfg->n_forwards ? cfg->n_forwards : 1, sizeof(*fw->listeners));
+	if (!fw->stats || !fw->listeners) {
+		snprintf(err, err_size, "out of memory");
+		return -ENOMEM;
+	}
+	for (size_t i = 0; i < cfg->n_forwards; i++)
+		fw->listeners[i].fd = -1;
+	for (size_t i = 0; i < cfg->n_forwards; i++) {
+		const struct forward_spec *f = &cfg->forwards[i];
+		struct listener *li = &fw->listeners[i];
+
+		li->fw = fw;
+		li->forward = i;
+		if (f->kind != FORWARD_LOCAL)
+			continue;
+		li->fd = listener_open(fw, f);
+		if (li->fd < 0) {
+			int r = li->fd;
+
+			snprintf(err, err_size, "cannot listen on %s:%u: %s", f->listen_host,
+				 f->listen_port, strerror(-r));
+			li->fd = -1;
+			return r;
+		}
+		ev_io_init(&li->io, forward_accept_cb, li->fd, EV_READ);
+		li->io.data = li;
+		ev_timer_init(&li->pause, forward_pause_cb, 0.1, 0.0);
+		li->pause.data = li;
+	}
+	return 0;
+}
+
+void forward_finish(struct forwarder *fw)
+{
+	struct list *pos, *tmp;
+
+	if (!fw->stats)
+		return;
+	forward_down(fw);
+	list_for_each_safe(pos, tmp, &fw->conns) conn_destroy(list_entry(pos, struct conn, link));
+	for (size_t i = 0; fw->listeners && i < fw->n_forwards; i++) {
+		struct listener *li = &fw->listeners[i];
+
+		if (li->fd < 0)
+			continue;
+		ev_io_stop(fw->loop, &li->io);
+		ev_timer_stop(fw->loop, &li->pause);
+		listener_close(fw, li->fd);
+	}
+	free(fw->listeners);
+	free(fw->stats);
+	fw->listeners = NULL;
+	fw->stats = NULL;
+}
+
+void forward_set_config(struct forwarder *fw, const struct tunnel_config *cfg)
+{
+	fw->cfg = cfg;
+}
+
+void forward_start(struct forwarder *fw)
+{
+	for (size_t i = 0; i < fw->n_forwards; i++)
+		if (fw->listeners[i].fd >= 0)
+			ev_io_start(fw->loop, &fw->listeners[i].io);
 }

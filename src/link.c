@@ -1,5 +1,8 @@
+#include "link.h"
+
 #include <errno.h>
 #include <netdb.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -8,7 +11,6 @@
 
 #include "log.h"
 #include "net.h"
-#include "tunnel.h"
 
 /*
  * libssh2 owns the protocol; this file owns the socket. libssh2 reads and writes only
@@ -21,8 +23,7 @@
 static ssize_t link_send(libssh2_socket_t fd, const void *buf, size_t len, int flags,
 			 void **abstract)
 {
-	struct tunnel *t = *abstract;
-	struct link *l = &t->link;
+	struct link *l = *abstract;
 
 	if (fd != l->fd) {
 		/* the ssh-agent socket goes through the same callback */
@@ -36,21 +37,20 @@ static ssize_t link_send(libssh2_socket_t fd, const void *buf, size_t len, int f
 		 * (replies, window adjusts) towards a server that takes nothing. */
 		l->out_overflow = true;
 		l->io_error = ENOBUFS;
-		tunnel_want_pump(t);
+		link_want_pump(l);
 		return (ssize_t)len;
 	}
 	if (buffer_len(&l->out) == 0)
-		l->last_tx = ev_now(t->loop);
+		l->last_tx = ev_now(l->loop);
 	if (buffer_append(&l->out, buf, len) < 0)
 		return -ENOMEM;
-	ev_prepare_start(t->loop, &t->flush);
+	ev_prepare_start(l->loop, &l->flush);
 	return (ssize_t)len;
 }
 
 static ssize_t link_recv(libssh2_socket_t fd, void *buf, size_t len, int flags, void **abstract)
 {
-	struct tunnel *t = *abstract;
-	struct link *l = &t->link;
+	struct link *l = *abstract;
 	ssize_t n;
 
 	if (fd != l->fd) {
@@ -67,8 +67,8 @@ static ssize_t link_recv(libssh2_socket_t fd, void *buf, size_t len, int flags, 
 	/* libssh2 reads for as long as bytes come (a handshake or libssh2_poll would never
 	 * return to the loop against a peer that streams): a budget per loop iteration ends
 	 * that with a fake EAGAIN, and the still readable socket resumes it next iteration. */
-	if (l->rx_iteration != ev_iteration(t->loop)) {
-		l->rx_iteration = ev_iteration(t->loop);
+	if (l->rx_iteration != ev_iteration(l->loop)) {
+		l->rx_iteration = ev_iteration(l->loop);
 		l->rx_budget = LINK_READ_BUDGET;
 	}
 	if (l->rx_budget == 0)
@@ -87,9 +87,9 @@ static ssize_t link_recv(libssh2_socket_t fd, void *buf, size_t len, int flags, 
 		 * series of 40 ms stalls into a series of round trips.
 		 */
 		net_quickack(fd);
-		l->last_rx = ev_now(t->loop);
+		l->last_rx = ev_now(l->loop);
 		l->rx_progress = true;
-		tunnel_want_pump(t);
+		link_want_pump(l);
 		return n;
 	}
 	if (n == 0) {
@@ -104,9 +104,19 @@ static ssize_t link_recv(libssh2_socket_t fd, void *buf, size_t len, int flags, 
 	return -errno;
 }
 
-int link_flush(struct tunnel *t)
+bool link_ready(const struct link *l)
 {
-	struct link *l = &t->link;
+	return l->active && l->step == LINK_READY;
+}
+
+bool link_out_full(const struct link *l)
+{
+	return buffer_len(&l->out) >= LINK_OUT_HIGH_WATER;
+}
+
+/* Sends what the socket takes now. 0, or -errno when the socket failed. */
+int link_flush(struct link *l)
+{
 	ssize_t n;
 	bool was_full;
 
@@ -118,22 +128,22 @@ int link_flush(struct tunnel *t)
 	}
 	if (buffer_len(&l->out) == 0)
 		return 0;
-	was_full = tunnel_out_full(t);
+	was_full = link_out_full(l);
 	n = buffer_write_fd(&l->out, l->fd);
 	if (n < 0 && n != -EAGAIN) {
 		l->io_error = (int)-n;
 		return (int)n;
 	}
 	if (n > 0)
-		l->last_tx = ev_now(t->loop);
+		l->last_tx = ev_now(l->loop);
 	if (buffer_len(&l->out) > 0) {
-		ev_io_start(t->loop, &l->wio);
+		ev_io_start(l->loop, &l->wio);
 	} else {
-		ev_io_stop(t->loop, &l->wio);
+		ev_io_stop(l->loop, &l->wio);
 		buffer_compact(&l->out);
 	}
-	if (was_full && !tunnel_out_full(t))
-		forward_resume_clients(t);
+	if (was_full && !link_out_full(l) && l->ops.on_drained)
+		l->ops.on_drained(l->ops.userdata);
 	return 0;
 }
 
@@ -161,258 +171,138 @@ static void *recv_ptr(recv_fn fn)
  * libssh2 allocates through these, so that a session's memory is counted and capped: a
  * server may otherwise make libssh2 1.10 keep every unsolicited packet, or reserve
  * whatever an exit-signal's name length says. A refused allocation fails the libssh2 call
- * that made it; the pump then sees sessmem_over_cap() and names the cause.
+ * that made it; the pump then sees sessmem_over_cap() and names the cause. The layer above
+ * adds what its open channels are owed (their windows).
  */
-size_t link_memory_cap(const struct tunnel *t)
+static void link_fit_cap(struct link *l, size_t size)
 {
-	uint64_t cap = t->cfg->session_memory_max;
+	struct sessmem *m = &l->mem;
+	uint64_t cap = l->p.session_memory_max;
 
-	for (size_t i = 0; i < t->n_forwards; i++) {
-		uint64_t window = t->cfg->forwards[i].kind == FORWARD_LOCAL
-					  ? FORWARD_WINDOW
-					  : LIBSSH2_CHANNEL_WINDOW_DEFAULT;
-
-		/* twice the window: libssh2 keeps each packet whole, with its headers */
-		cap += t->stats[i].active * 2 * window;
-	}
-	return cap > SIZE_MAX ? SIZE_MAX : (size_t)cap;
-}
-
-static void link_fit_cap(struct tunnel *t, size_t size)
-{
-	struct sessmem *m = &t->link.mem;
-
-	/* the sum over forwards only matters near the base limit */
-	if (m->used + size > t->cfg->session_memory_max || m->cap > t->cfg->session_memory_max)
-		m->cap = link_memory_cap(t);
+	/* the allowance only matters near the base limit */
+	if (m->used + size <= cap && m->cap <= cap)
+		return;
+	if (l->ops.allowance)
+		cap += l->ops.allowance(l->ops.userdata);
+	m->cap = cap > SIZE_MAX ? SIZE_MAX : (size_t)cap;
 }
 
 static void *link_alloc(size_t size, void **abstract)
 {
-	struct tunnel *t = *abstract;
+	struct link *l = *abstract;
 
-	link_fit_cap(t, size);
-	return sessmem_alloc(&t->link.mem, size);
+	link_fit_cap(l, size);
+	return sessmem_alloc(&l->mem, size);
 }
 
 static void *link_realloc(void *p, size_t size, void **abstract)
 {
-	struct tunnel *t = *abstract;
+	struct link *l = *abstract;
 
-	link_fit_cap(t, size);
-	return sessmem_realloc(&t->link.mem, p, size);
+	link_fit_cap(l, size);
+	return sessmem_realloc(&l->mem, p, size);
 }
 
 static void link_free(void *p, void **abstract)
 {
-	struct tunnel *t = *abstract;
+	struct link *l = *abstract;
 
 	/* read before the block goes: libssh2 frees the session through here last */
-	sessmem_free(&t->link.mem, p);
+	sessmem_free(&l->mem, p);
 }
 
-static void link_readable(struct ev_loop *loop, ev_io *w, int revents)
+void link_want_pump(struct link *l)
 {
-	struct tunnel *t = w->data;
-
-	t->link.rx_drained = false;
-	tunnel_pump(t);
+	l->pump_wanted = true;
+	ev_prepare_start(l->loop, &l->flush);
 }
 
-static void link_start_session(struct tunnel *t);
-
-static void link_try_connect(struct tunnel *t)
+void link_session_error(struct link *l, int rc)
 {
-	struct link *l = &t->link;
-	int r = -ECONNREFUSED;
-
-	for (; l->addr; l->addr = l->addr->ai_next) {
-		r = net_connect_start(l->addr->ai_addr, l->addr->ai_addrlen, &l->fd);
-		if (r == 0)
-			break;
-	}
-	if (!l->addr) {
-		tunnel_fail(t, false, "connect to %s:%u: %s", t->cfg->host, t->cfg->port,
-			    strerror(-r));
-		return;
-	}
-	l->step = LINK_TCP_CONNECT;
-	ev_io_set(&l->rio, l->fd, EV_READ);
-	ev_io_set(&l->wio, l->fd, EV_WRITE);
-	ev_io_start(t->loop, &l->wio);
+	if (!l->session_error)
+		l->session_error = rc;
+	link_want_pump(l);
 }
 
-static void link_writable(struct ev_loop *loop, ev_io *w, int revents)
+/* A session that allocates through the counting allocators and does its socket I/O
+ * through link_send/link_recv. 0 or -ENOMEM. */
+int link_session_new(struct link *l)
 {
-	struct tunnel *t = w->data;
-	struct link *l = &t->link;
-	int r;
-
-	if (l->step != LINK_TCP_CONNECT) {
-		if (link_flush(t) < 0)
-			tunnel_fail(t, false, "send to server: %s", strerror(l->io_error));
-		return;
-	}
-	ev_io_stop(loop, &l->wio);
-	r = net_connect_result(l->fd);
-	if (r < 0) {
-		close(l->fd);
-		l->fd = -1;
-		if (l->addr->ai_next) {
-			l->addr = l->addr->ai_next;
-			link_try_connect(t);
-			return;
-		}
-		tunnel_fail(t, false, "connect to %s:%u: %s", t->cfg->host, t->cfg->port,
-			    strerror(-r));
-		return;
-	}
-	link_start_session(t);
-}
-
-static void link_resolved(struct tunnel *t, int gai_rc, struct addrinfo *res)
-{
-	struct link *l = &t->link;
-
-	if (gai_rc != 0) {
-		tunnel_fail(t, false, "resolve %s: %s", t->cfg->host, gai_strerror(gai_rc));
-		return;
-	}
-	l->addrs = res;
-	l->addr = res;
-	link_try_connect(t);
-}
-
-static void link_resolve_poll(struct ev_loop *loop, ev_timer *w, int revents)
-{
-	struct tunnel *t = w->data;
-	struct link *l = &t->link;
-	int r = gai_error(l->gai);
-	struct addrinfo *res;
-
-	if (r == EAI_INPROGRESS)
-		return;
-	ev_timer_stop(loop, w);
-	res = l->gai->ar_result;
-	free((char *)l->gai->ar_name);
-	free((char *)l->gai->ar_service);
-	free((void *)l->gai->ar_request);
-	free(l->gai);
-	l->gai = NULL;
-	link_resolved(t, r, res);
-}
-
-/* Starts resolving and connecting. Names are resolved with getaddrinfo_a so DNS never
- * blocks the loop; numeric addresses resolve at once. */
-int link_open(struct tunnel *t)
-{
-	struct link *l = &t->link;
-	struct addrinfo hints = {.ai_socktype = SOCK_STREAM, .ai_flags = AI_NUMERICSERV};
-	struct addrinfo numeric = hints, *res = NULL;
-	char service[8];
-
-	memset(l, 0, sizeof(*l));
-	l->active = true;
-	l->fd = -1;
-	l->step = LINK_RESOLVING;
-	buffer_init(&l->out);
-	ev_io_init(&l->rio, link_readable, -1, EV_READ);
-	ev_io_init(&l->wio, link_writable, -1, EV_WRITE);
-	ev_timer_init(&l->resolve_poll, link_resolve_poll, 0.005, 0.01);
-	l->rio.data = l->wio.data = l->resolve_poll.data = t;
-	snprintf(service, sizeof(service), "%u", t->cfg->port);
-
-	numeric.ai_flags |= AI_NUMERICHOST;
-	if (getaddrinfo(t->cfg->host, service, &numeric, &res) == 0) {
-		link_resolved(t, 0, res);
-		return 0;
-	}
-	l->gai = calloc(1, sizeof(*l->gai));
-	if (l->gai) {
-		struct addrinfo *req = malloc(sizeof(*req));
-
-		l->gai->ar_name = strdup(t->cfg->host);
-		l->gai->ar_service = strdup(service);
-		if (req)
-			*req = hints;
-		l->gai->ar_request = req;
-	}
-	if (!l->gai || !l->gai->ar_name || !l->gai->ar_service || !l->gai->ar_request ||
-	    getaddrinfo_a(GAI_NOWAIT, &l->gai, 1, NULL) != 0) {
-		tunnel_fail(t, false, "resolve %s: out of resources", t->cfg->host);
+	sessmem_init(&l->mem, l->p.session_memory_max);
+	l->session = libssh2_session_init_ex(link_alloc, link_free, link_realloc, l);
+	if (!l->session)
 		return -ENOMEM;
-	}
-	ev_timer_start(t->loop, &l->resolve_poll);
-	return 0;
-}
-
-static void link_start_session(struct tunnel *t)
-{
-	struct link *l = &t->link;
-	unsigned interval_s = (unsigned)((t->cfg->keepalive_interval_ms + 999) / 1000);
-	uint64_t dead_ms = t->cfg->keepalive_interval_ms * t->cfg->keepalive_count_max;
-
-	net_set_nodelay(l->fd);
-	net_set_liveness(l->fd, interval_s, t->cfg->keepalive_count_max,
-			 dead_ms > 0xffffffffu ? 0xffffffffu : (unsigned)dead_ms);
-	sessmem_init(&l->mem, t->cfg->session_memory_max);
-	l->session = libssh2_session_init_ex(link_alloc, link_free, link_realloc, t);
-	if (!l->session) {
-		tunnel_fail(t, false, "cannot create SSH session: out of memory");
-		return;
-	}
 	libssh2_session_callback_set(l->session, LIBSSH2_CALLBACK_SEND, send_ptr(link_send));
 	libssh2_session_callback_set(l->session, LIBSSH2_CALLBACK_RECV, recv_ptr(link_recv));
 	libssh2_session_set_blocking(l->session, 0);
-	link_setup_session(t);
-	l->last_rx = ev_now(t->loop);
-	l->step = LINK_HANDSHAKE;
-	ev_io_start(t->loop, &l->rio);
-	tunnel_pump(t);
+	return 0;
 }
 
-/* Closes the connection without waiting on the network. `goodbye` sends a disconnect
- * message first if the socket takes it right away. */
-void link_close(struct tunnel *t, bool goodbye)
+bool ssh_error_fatal(int rc)
 {
-	struct link *l = &t->link;
+	switch (rc) {
+	case LIBSSH2_ERROR_CHANNEL_OUTOFORDER:
+	case LIBSSH2_ERROR_CHANNEL_FAILURE:
+	case LIBSSH2_ERROR_CHANNEL_REQUEST_DENIED:
+	case LIBSSH2_ERROR_CHANNEL_UNKNOWN:
+	case LIBSSH2_ERROR_CHANNEL_WINDOW_EXCEEDED:
+	case LIBSSH2_ERROR_CHANNEL_PACKET_EXCEEDED:
+	case LIBSSH2_ERROR_CHANNEL_CLOSED:
+	case LIBSSH2_ERROR_CHANNEL_EOF_SENT:
+		return false;
+	default:
+		return true;
+	}
+}
 
-	if (!l->active)
+const char *link_last_error(const struct link *l)
+{
+	char *msg = NULL;
+
+	if (l->out_overflow)
+		return "server is not reading: send buffer over its limit (16 MiB)";
+	if (l->io_error)
+		return l->io_error == ECONNRESET ? "connection closed by server"
+						 : strerror(l->io_error);
+	if (!l->session)
+		return "no session";
+	libssh2_session_last_error(l->session, &msg, NULL, 0);
+	return msg && *msg ? msg : "unknown error";
+}
+
+/* Reports the end of the session upward once; the link is not touched afterwards. */
+void link_fail(struct link *l, bool needs_human, const char *fmt, ...)
+{
+	char reason[256];
+	va_list ap;
+
+	if (!l->active || l->failed)
 		return;
-	ev_io_stop(t->loop, &l->rio);
-	ev_io_stop(t->loop, &l->wio);
-	ev_timer_stop(t->loop, &l->resolve_poll);
-	if (l->gai) {
-		/* A lookup still running cannot be freed; glibc owns it until it ends. */
-		if (gai_cancel(l->gai) != EAI_NOTCANCELED) {
-			free((char *)l->gai->ar_name);
-			free((char *)l->gai->ar_service);
-			free((void *)l->gai->ar_request);
-			freeaddrinfo(l->gai->ar_result);
-			free(l->gai);
-		}
-		l->gai = NULL;
+	va_start(ap, fmt);
+	vsnprintf(reason, sizeof(reason), fmt, ap);
+	va_end(ap);
+	if (sessmem_over_cap(&l->mem)) {
+		/* whatever libssh2 call failed, the refused allocation is why */
+		snprintf(reason, sizeof(reason),
+			 "server sent too much unsolicited data: session memory over "
+			 "session_memory_max (%.1f MiB in use, a request for %zu bytes refused)",
+			 (double)l->mem.used / (1 << 20), l->mem.refused);
 	}
-	if (l->agent) {
-		libssh2_agent_disconnect(l->agent);
-		libssh2_agent_free(l->agent);
-	}
-	if (l->session) {
-		if (goodbye && !l->dead && !l->io_error && l->step >= LINK_AUTH_KEY) {
-			libssh2_session_disconnect(l->session, "moletun shutting down");
-			buffer_write_fd(&l->out, l->fd);
-		}
-		l->dead = true;
-		log_debug("tunnel %s: session memory: %zu bytes at close, peak %zu", t->cfg->name,
-			  l->mem.used, l->mem.peak);
-		libssh2_session_free(l->session);
-	}
-	if (l->fd >= 0)
-		close(l->fd);
-	if (l->addrs)
-		freeaddrinfo(l->addrs);
-	free(l->remotes);
-	buffer_finish(&l->out);
-	memset(l, 0, sizeof(*l));
-	l->fd = -1;
+	l->failed = true;
+	l->ops.on_fail(l->ops.userdata, needs_human, reason);
+}
+
+const char *link_step_str(enum link_step step)
+{
+	static const char *const names[] = {
+	    [LINK_RESOLVING] = "resolving the host name",
+	    [LINK_TCP_CONNECT] = "TCP connect",
+	    [LINK_HANDSHAKE] = "SSH banner and key exchange",
+	    [LINK_AUTH_KEY] = "authentication",
+	    [LINK_AUTH_AGENT] = "authentication through ssh-agent",
+	    [LINK_KEEPALIVE_CHANNEL] = "opening the keepalive channel",
+	    [LINK_READY] = "ready",
+	};
+
+	return (unsigned)step <= LINK_READY ? names[step] : "unknown step";
 }

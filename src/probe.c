@@ -2,7 +2,7 @@
 #include <string.h>
 
 #include "log.h"
-#include "tunnel.h"
+#include "probe.h"
 
 /*
  * Target probes: every probe_interval, one direct-tcpip channel per local forward through
@@ -16,9 +16,9 @@
 /* Int32 length 8, Int32 80877103 (1234 << 16 | 5679), network byte order. */
 static const char ssl_request[8] = {0, 0, 0, 8, 0x04, (char)0xd2, 0x16, 0x2f};
 
-static bool probe_in_flight(struct tunnel *t, size_t forward)
+static bool probe_in_flight(struct forwarder *fw, size_t forward)
 {
-	for (struct list *pos = t->conns.next; pos != &t->conns; pos = pos->next) {
+	for (struct list *pos = fw->conns.next; pos != &fw->conns; pos = pos->next) {
 		struct conn *c = list_entry(pos, struct conn, link);
 
 		if (c->probe && c->forward == forward && !c->probe_done)
@@ -30,27 +30,27 @@ static bool probe_in_flight(struct tunnel *t, size_t forward)
 /* Records the outcome once; the conn is closed by the caller. */
 static void probe_record(struct conn *c, bool reachable, const char *why)
 {
-	struct tunnel *t = c->tunnel;
-	struct forward_stats *st = &t->stats[c->forward];
+	struct forwarder *fw = c->fw;
+	struct forward_stats *st = &fw->stats[c->forward];
 
 	if (c->probe_done)
 		return;
 	c->probe_done = true;
-	ev_timer_stop(t->loop, &c->hold);
+	ev_timer_stop(fw->loop, &c->hold);
 	if (reachable) {
-		st->probe_rtt = ev_now(t->loop) - c->probe_started;
+		st->probe_rtt = ev_now(fw->loop) - c->probe_started;
 		st->probe_rtt_measured = true;
 	} else {
 		st->probe_failures++;
 	}
-	tunnel_target_result(t, c->forward, reachable, why);
+	forward_target(fw, c->forward, reachable, why);
 }
 
 /* Releases the probe's channel without waiting on the network. Returns -1: conn gone or
  * closing. */
 static int probe_close(struct conn *c)
 {
-	ev_timer_stop(c->tunnel->loop, &c->hold);
+	ev_timer_stop(c->fw->loop, &c->hold);
 	c->state = CONN_CLOSING;
 	if (libssh2_channel_free(c->channel) != LIBSSH2_ERROR_EAGAIN) {
 		c->channel = NULL;
@@ -62,11 +62,11 @@ static int probe_close(struct conn *c)
 static void probe_timeout(struct ev_loop *loop, ev_timer *w, int revents)
 {
 	struct conn *c = w->data;
-	struct tunnel *t = c->tunnel;
+	struct forwarder *fw = c->fw;
 	char why[96];
 
 	snprintf(why, sizeof(why), "no answer to the probe within %.1fs",
-		 (double)t->cfg->probe_timeout_ms / 1000.0);
+		 (double)fw->cfg->probe_timeout_ms / 1000.0);
 	probe_record(c, false, why);
 	if (c->state == CONN_OPEN)
 		probe_close(c);
@@ -76,55 +76,55 @@ static void probe_timeout(struct ev_loop *loop, ev_timer *w, int revents)
 
 static void probe_tick(struct ev_loop *loop, ev_timer *w, int revents)
 {
-	struct tunnel *t = w->data;
+	struct forwarder *fw = w->data;
 	bool queued = false;
 
-	if (t->state != TUNNEL_UP)
+	if (!fw->up)
 		return;
-	for (size_t i = 0; i < t->n_forwards; i++) {
+	for (size_t i = 0; i < fw->n_forwards; i++) {
 		struct conn *c;
 
-		if (t->cfg->forwards[i].kind != FORWARD_LOCAL || probe_in_flight(t, i))
+		if (fw->cfg->forwards[i].kind != FORWARD_LOCAL || probe_in_flight(fw, i))
 			continue;
-		c = conn_new(t, i, -1, CONN_OPENING);
+		c = conn_new(fw, i, -1, CONN_OPENING);
 		if (!c)
 			return;
 		c->probe = true;
 		c->probe_started = ev_now(loop);
 		snprintf(c->peer_host, sizeof(c->peer_host), "127.0.0.1");
 		ev_set_cb(&c->hold, probe_timeout);
-		ev_timer_set(&c->hold, (double)t->cfg->probe_timeout_ms / 1000.0, 0.);
+		ev_timer_set(&c->hold, (double)fw->cfg->probe_timeout_ms / 1000.0, 0.);
 		ev_timer_start(loop, &c->hold);
-		list_insert_tail(&t->open_queue, &c->open_link);
+		list_insert_tail(&fw->open_queue, &c->open_link);
 		queued = true;
 	}
 	if (queued)
-		tunnel_want_pump(t);
+		link_want_pump(fw->link);
 }
 
-void probe_start(struct tunnel *t)
+void probe_start(struct forwarder *fw)
 {
-	double interval = (double)t->cfg->probe_interval_ms / 1000.0;
+	double interval = (double)fw->cfg->probe_interval_ms / 1000.0;
 
-	if (t->cfg->probe == PROBE_NONE || t->cfg->probe_interval_ms == 0)
+	if (fw->cfg->probe == PROBE_NONE || fw->cfg->probe_interval_ms == 0)
 		return;
 	/* the first right away: "up" is worth something only once a target answered */
-	ev_timer_stop(t->loop, &t->probe_timer);
-	ev_timer_init(&t->probe_timer, probe_tick, 0.001, interval);
-	t->probe_timer.data = t;
-	ev_timer_start(t->loop, &t->probe_timer);
+	ev_timer_stop(fw->loop, &fw->probe_timer);
+	ev_timer_init(&fw->probe_timer, probe_tick, 0.001, interval);
+	fw->probe_timer.data = fw;
+	ev_timer_start(fw->loop, &fw->probe_timer);
 }
 
-void probe_stop(struct tunnel *t)
+void probe_stop(struct forwarder *fw)
 {
-	ev_timer_stop(t->loop, &t->probe_timer);
+	ev_timer_stop(fw->loop, &fw->probe_timer);
 }
 
 int probe_opened(struct conn *c)
 {
 	ssize_t n;
 
-	if (c->tunnel->cfg->probe != PROBE_POSTGRES) {
+	if (c->fw->cfg->probe != PROBE_POSTGRES) {
 		probe_record(c, true, NULL);
 		return probe_close(c);
 	}

@@ -5,27 +5,46 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/ioctl.h>
 #include <unistd.h>
 
+#include "backoff.h"
 #include "duration.h"
+#include "forward.h"
+#include "health.h"
+#include "link.h"
 #include "log.h"
-#include "net.h"
+#include "tunnel_state.h"
 
 /* Up this long before backoff starts over from backoff_initial. */
 #define STABLE_AFTER 5.0
-/* The SSH out-buffer size above which clients stop being read (backpressure). */
-#define OUT_HIGH_WATER (1024 * 1024)
 
-bool tunnel_out_full(const struct tunnel *t)
-{
-	return buffer_len(&t->link.out) >= OUT_HIGH_WATER;
-}
+struct tunnel {
+	struct ev_loop *loop;
+	const struct tunnel_config *cfg;
+	struct identity identity;
+	enum tunnel_state state;
+	struct timespec since;
+	ev_tstamp since_mono;
+	char name[160]; /* "tunnel NAME", the link's log prefix */
+	char last_error[256];
+	bool auth_failure; /* the last failure needs a human: retry at auth_retry_interval */
+	uint64_t reconnects;
+	bool ever_up;
+	struct backoff backoff;
+	ev_timer timer;	 /* backoff wait, or the connect deadline */
+	bool requesting; /* the link is ready; remote forwards are being requested */
+	struct link link;
+	struct forwarder fw;
+	struct rtt_estimator rtt; /* keepalive round trips of the current session */
+	enum tunnel_health health;
+	tunnel_changed_fn on_change;
+	void *userdata;
+};
 
 static bool any_target_down(const struct tunnel *t)
 {
-	for (size_t i = 0; i < t->n_forwards; i++)
-		if (t->stats[i].target_state == TARGET_UNREACHABLE)
+	for (size_t i = 0; i < t->fw.n_forwards; i++)
+		if (t->fw.stats[i].target_state == TARGET_UNREACHABLE)
 			return true;
 	return false;
 }
@@ -36,7 +55,14 @@ static enum tunnel_health decide_health(const struct tunnel *t)
 			     any_target_down(t));
 }
 
-void tunnel_health_update(struct tunnel *t, bool targets_changed)
+static void notify_change(struct tunnel *t)
+{
+	if (t->on_change)
+		t->on_change(t, t->userdata);
+}
+
+/* Recomputes the health; tells the daemon when it or a target state changed. */
+static void health_update(struct tunnel *t, bool targets_changed)
 {
 	enum tunnel_health h = decide_health(t);
 
@@ -48,31 +74,11 @@ void tunnel_health_update(struct tunnel *t, bool targets_changed)
 	} else if (!targets_changed) {
 		return;
 	}
-	if (t->on_state)
-		t->on_state(t, t->userdata);
-}
-
-void tunnel_target_result(struct tunnel *t, size_t forward, bool reachable, const char *why)
-{
-	struct forward_stats *st = &t->stats[forward];
-	const struct forward_spec *f = &t->cfg->forwards[forward];
-	enum target_state s = reachable ? TARGET_REACHABLE : TARGET_UNREACHABLE;
-	bool changed = st->target_state != s;
-
-	if (!reachable && strncmp(st->target_error, why, sizeof(st->target_error) - 1) != 0)
-		changed = true;
-	if (st->target_state != s)
-		log_msg(reachable ? LOG_NOTICE : LOG_WARNING, "tunnel %s: target %s:%u %s%s%s%s",
-			t->cfg->name, f->target_host, f->target_port,
-			reachable ? "reachable" : "unreachable", reachable ? "" : " (",
-			reachable ? "" : why, reachable ? "" : ")");
-	st->target_state = s;
-	snprintf(st->target_error, sizeof(st->target_error), "%s", reachable ? "" : why);
-	tunnel_health_update(t, changed);
+	notify_change(t);
 }
 
 /* The one place state changes: records, logs once, and tells the daemon. */
-static void set_state(struct tunnel *t, enum tunnel_state s, const char *reason, uint64_t retry_ms)
+static void set_state(struct tunnel *t, enum tunnel_event e, const char *reason, uint64_t retry_ms)
 {
 	enum tunnel_state old = t->state;
 	char retry[64] = "";
@@ -83,18 +89,15 @@ static void set_state(struct tunnel *t, enum tunnel_state s, const char *reason,
 		duration_format(retry_ms, d, sizeof(d));
 		snprintf(retry, sizeof(retry), "; retry in %s", d);
 	}
-	t->state = s;
+	t->state = tunnel_next_state(old, e);
 	t->health = decide_health(t); /* the state line says it: no line of its own */
 	clock_gettime(CLOCK_REALTIME, &t->since);
 	t->since_mono = ev_now(t->loop);
-	log_msg(s == TUNNEL_UP ? LOG_NOTICE : (old == TUNNEL_UP ? LOG_WARNING : LOG_INFO),
+	log_msg(t->state == TUNNEL_UP ? LOG_NOTICE : (old == TUNNEL_UP ? LOG_WARNING : LOG_INFO),
 		"tunnel %s: state %s -> %s%s%s%s", t->cfg->name, tunnel_state_str(old),
-		tunnel_state_str(s), reason ? ": " : "", reason ? reason : "", retry);
-	if (t->on_state)
-		t->on_state(t, t->userdata);
+		tunnel_state_str(t->state), reason ? ": " : "", reason ? reason : "", retry);
+	notify_change(t);
 }
-
-static void timer_cb(struct ev_loop *loop, ev_timer *w, int revents);
 
 static void arm_timer(struct tunnel *t, double seconds)
 {
@@ -103,274 +106,173 @@ static void arm_timer(struct tunnel *t, double seconds)
 	ev_timer_start(t->loop, &t->timer);
 }
 
-static void connect_begin(struct tunnel *t, const char *reason)
+/* Takes the session down: its channels first, then the link. */
+static void session_end(struct tunnel *t, bool goodbye)
 {
-	if (t->state != TUNNEL_CONNECTING)
-		set_state(t, TUNNEL_CONNECTING, reason, UINT64_MAX);
-	arm_timer(t, (double)t->cfg->connect_timeout_ms / 1000.0);
-	link_open(t);
+	t->requesting = false;
+	forward_down(&t->fw);
+	link_close(&t->link, goodbye);
 }
 
-void tunnel_fail(struct tunnel *t, bool needs_human, const char *fmt, ...)
+static void tunnel_fail(struct tunnel *t, bool needs_human, const char *reason)
 {
-	char reason[256];
+	double up_for = t->state == TUNNEL_UP ? ev_now(t->loop) - t->since_mono : -1;
 	uint64_t delay;
-	va_list ap;
 
-	va_start(ap, fmt);
-	vsnprintf(reason, sizeof(reason), fmt, ap);
-	va_end(ap);
-	if (t->link.active && sessmem_over_cap(&t->link.mem)) {
-		/* whatever libssh2 call failed, the refused allocation is why */
-		const struct sessmem *m = &t->link.mem;
-
-		snprintf(reason, sizeof(reason),
-			 "server sent too much unsolicited data: session memory over "
-			 "session_memory_max (%.1f MiB in use, a request for %zu bytes refused)",
-			 (double)m->used / (1 << 20), m->refused);
-	}
 	snprintf(t->last_error, sizeof(t->last_error), "%s", reason);
-	if (t->state == TUNNEL_UP && ev_now(t->loop) - t->since_mono >= STABLE_AFTER)
-		backoff_reset(&t->backoff);
 	t->auth_failure = needs_human;
-	probe_stop(t);
-	forward_tunnel_down(t);
-	link_close(t, false);
-	if (needs_human)
-		delay = backoff_pace(&t->backoff, t->cfg->auth_retry_interval_ms);
-	else
-		delay = backoff_next(&t->backoff);
-	set_state(t, TUNNEL_BACKOFF, reason, delay);
+	session_end(t, false);
+	delay = backoff_after_failure(&t->backoff, needs_human, up_for, STABLE_AFTER,
+				      t->cfg->auth_retry_interval_ms);
+	set_state(t, TUNNEL_EVENT_FAIL, reason, delay);
 	arm_timer(t, (double)delay / 1000.0);
 }
 
-static void send_keepalive(struct tunnel *t)
+static void tunnel_up(struct tunnel *t)
 {
-	struct link *l = &t->link;
-	int rc, next;
-
-	l->keepalive_sent = ev_now(t->loop);
-	if (!l->keepalive_channel) {
-		libssh2_keepalive_send(l->session, &next);
-		return;
-	}
-	/*
-	 * A channel request with want-reply on our own session channel: sshd answers it and
-	 * libssh2 consumes the answer. (Global keepalive replies are never consumed by
-	 * libssh2 1.10 and pile up in its packet list, slowing every channel read.)
-	 */
-	rc = libssh2_channel_setenv_ex(l->keepalive_channel, "MOLETUN_KEEPALIVE", 17, "1", 1);
-	if (rc == LIBSSH2_ERROR_EAGAIN)
-		l->keepalive_pending = true;
-	else if (rc != 0 && rc != LIBSSH2_ERROR_CHANNEL_REQUEST_DENIED && ssh_error_fatal(rc))
-		tunnel_fail(t, false, "sending keepalive: %s", ssh_last_error(t));
-}
-
-/*
- * Liveness: a probe goes out after `probe_after` of silence and again every `probe_after`
- * while the silence lasts (every `probe_after` regardless when the probes' answers can be
- * seen); the peer is dead after keepalive_interval * keepalive_count_max without a single
- * byte, or with a probe unanswered, or with bytes waiting that the socket does not take. probe_after is keepalive_interval, except that with a single
- * allowed interval (count_max 1) probes go out at half of it, so an answer can arrive
- * before the deadline.
- */
-static void keepalive_tick(struct tunnel *t)
-{
-	struct link *l = &t->link;
-	double now = ev_now(t->loop);
-	double interval = (double)t->cfg->keepalive_interval_ms / 1000.0;
-	double dead_after = interval * t->cfg->keepalive_count_max;
-	double probe_after = dead_after - interval / 2 < interval ? interval / 2 : interval;
-	/* replies to probes on our session channel are seen (global ones are not) */
-	bool answers = l->keepalive_channel != NULL;
-	double idle, due;
-
-	if (!ev_is_active(&l->rio)) {
-		/* No channel can drain the socket (the server refused a session channel):
-		 * count bytes waiting in the kernel as signs of life. */
-		int avail = 0;
-
-		if (ioctl(l->fd, FIONREAD, &avail) == 0 && avail > l->unread_seen)
-			l->last_rx = now;
-		l->unread_seen = avail;
-	}
-	idle = now - l->last_rx;
-	if (idle >= dead_after) {
-		tunnel_fail(t, false, "no answer from server for %.1fs (keepalive timeout)", idle);
-		return;
-	}
-	/* A server that keeps sending but stopped reading passes the test above; it does
-	 * not answer probes, and what we send for it waits. */
-	if (answers && l->keepalive_pending && now - l->keepalive_sent >= dead_after) {
-		tunnel_fail(t, false,
-			    "server stopped reading: keepalive unanswered for %.1fs while it "
-			    "kept sending",
-			    now - l->keepalive_sent);
-		return;
-	}
-	if (buffer_len(&l->out) > 0 && now - l->last_tx >= dead_after) {
-		tunnel_fail(t, false,
-			    "server stopped reading: %zu bytes waiting, none taken for %.1fs",
-			    buffer_len(&l->out), now - l->last_tx);
-		return;
-	}
-	/* With answers to look at (which also time the round trip), a probe goes out every
-	 * probe_after even while bytes arrive; otherwise only after probe_after of silence. */
-	if ((idle >= probe_after || answers) && !l->keepalive_pending &&
-	    now - l->keepalive_sent >= probe_after) {
-		send_keepalive(t);
-		if (t->state != TUNNEL_UP)
-			return;
-	}
-	due = answers ? l->keepalive_sent + probe_after : l->last_rx + probe_after;
-	if (due < l->keepalive_sent + probe_after)
-		due = l->keepalive_sent + probe_after;
-	if (due <= now) /* a probe is still unanswered: look again soon */
-		due = now + probe_after / 2;
-	if (due > l->last_rx + dead_after)
-		due = l->last_rx + dead_after;
-	if (answers && l->keepalive_pending && due > l->keepalive_sent + dead_after)
-		due = l->keepalive_sent + dead_after;
-	if (buffer_len(&l->out) > 0 && due > l->last_tx + dead_after)
-		due = l->last_tx + dead_after;
-	arm_timer(t, due - now);
-}
-
-static void timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
-{
-	struct tunnel *t = w->data;
-	char d[32];
-
-	switch (t->state) {
-	case TUNNEL_BACKOFF:
-		connect_begin(t, NULL);
-		break;
-	case TUNNEL_CONNECTING:
-		duration_format(t->cfg->connect_timeout_ms, d, sizeof(d));
-		tunnel_fail(t, false, "connect timeout after %s (during %s)", d,
-			    link_step_str(t->link.step));
-		break;
-	case TUNNEL_UP:
-		keepalive_tick(t);
-		break;
-	}
-}
-
-void tunnel_link_ready(struct tunnel *t)
-{
+	t->requesting = false;
 	if (t->ever_up)
 		t->reconnects++;
 	t->ever_up = true;
 	t->last_error[0] = '\0';
 	t->auth_failure = false;
+	ev_timer_stop(t->loop, &t->timer); /* the connect deadline */
 	/* A new session: its round trips and its targets are measured afresh. */
 	rtt_init(&t->rtt);
-	for (size_t i = 0; i < t->n_forwards; i++) {
-		t->stats[i].target_state = TARGET_UNKNOWN;
-		t->stats[i].target_error[0] = '\0';
-	}
-	set_state(t, TUNNEL_UP, NULL, UINT64_MAX);
-	forward_tunnel_up(t);
-	probe_start(t);
-	keepalive_tick(t);
+	set_state(t, TUNNEL_EVENT_READY, NULL, UINT64_MAX);
+	forward_up(&t->fw);
 }
 
-void tunnel_pump(struct tunnel *t)
+static void on_link_ready(void *userdata)
 {
-	struct link *l = &t->link;
+	struct tunnel *t = userdata;
 
-	t->pump_wanted = false;
-	for (int pass = 0; pass < 4 && l->active; pass++) {
-		l->rx_progress = false;
-		if (l->step < LINK_READY) {
-			link_step(t);
-		} else {
-			int rc = 0;
-
-			if (l->keepalive_pending) {
-				rc = libssh2_channel_setenv_ex(l->keepalive_channel,
-							       "MOLETUN_KEEPALIVE", 17, "1", 1);
-				if (rc != LIBSSH2_ERROR_EAGAIN)
-					l->keepalive_pending = false;
-				if (rc == 0 || rc == LIBSSH2_ERROR_CHANNEL_REQUEST_DENIED) {
-					/* the answer: one round trip through sshd */
-					rtt_sample(&t->rtt, ev_now(t->loop) - l->keepalive_sent);
-					tunnel_health_update(t, false);
-				}
-				if (rc == LIBSSH2_ERROR_CHANNEL_REQUEST_DENIED ||
-				    rc == LIBSSH2_ERROR_EAGAIN)
-					rc = 0;
-			}
-			if (rc == 0 || !ssh_error_fatal(rc))
-				rc = forward_pump(t);
-			if (l->io_error || (rc < 0 && ssh_error_fatal(rc))) {
-				tunnel_fail(t, false, "%s", ssh_last_error(t));
-				return;
-			}
-		}
-		if (l->active && sessmem_over_cap(&l->mem)) {
-			tunnel_fail(t, false, "session memory over session_memory_max");
-			return;
-		}
-		if (!l->active || !l->rx_progress)
-			break;
-	}
-	if (l->active && l->io_error) {
-		tunnel_fail(t, false, "%s", ssh_last_error(t));
-		return;
-	}
-	/* With no channel to read through (the server refused a session channel and nothing
-	 * is forwarded), unread bytes would keep the socket readable: wait for a channel;
-	 * keepalive_tick watches the kernel's byte count meanwhile. */
-	if (l->active && l->step == LINK_READY) {
-		if (!l->rx_drained && list_empty(&t->open_queue) && !forward_drain(t))
-			ev_io_stop(t->loop, &l->rio);
-		else
-			ev_io_start(t->loop, &l->rio);
-	}
+	t->requesting = true;
+	link_want_pump(&t->link);
 }
 
-void tunnel_want_pump(struct tunnel *t)
+static void on_link_fail(void *userdata, bool needs_human, const char *reason)
 {
-	t->pump_wanted = true;
-	ev_prepare_start(t->loop, &t->flush);
+	tunnel_fail(userdata, needs_human, reason);
 }
 
-/* Runs once per loop iteration before the loop blocks: pumps if libssh2 buffered input
- * outside a pump, then sends everything libssh2 queued in one go. */
-static void flush_cb(struct ev_loop *loop, ev_prepare *w, int revents)
+static int on_link_input(void *userdata)
+{
+	struct tunnel *t = userdata;
+
+	if (t->requesting) {
+		int rc = forward_request_remotes(&t->fw);
+
+		if (rc <= 0)
+			return rc;
+		tunnel_up(t);
+	}
+	return forward_pump(&t->fw);
+}
+
+static void on_link_drained(void *userdata)
+{
+	struct tunnel *t = userdata;
+
+	forward_resume_clients(&t->fw);
+}
+
+static void on_link_rtt(void *userdata, double seconds)
+{
+	struct tunnel *t = userdata;
+
+	rtt_sample(&t->rtt, seconds);
+	health_update(t, false);
+}
+
+static size_t on_link_allowance(void *userdata)
+{
+	struct tunnel *t = userdata;
+
+	return forward_allowance(&t->fw);
+}
+
+static bool on_link_drain(void *userdata)
+{
+	struct tunnel *t = userdata;
+
+	return forward_drain(&t->fw);
+}
+
+static void on_target(void *userdata, size_t forward, bool reachable, const char *why)
+{
+	health_update(userdata, true);
+}
+
+static void link_params_fill(const struct tunnel *t, struct link_params *p)
+{
+	const struct tunnel_config *cfg = t->cfg;
+
+	*p = (struct link_params){
+	    .name = t->name,
+	    .host = cfg->host,
+	    .port = cfg->port,
+	    .user = cfg->user,
+	    .identity = cfg->identity_file ? &t->identity : NULL,
+	    .identity_file = cfg->identity_file,
+	    .use_agent = cfg->use_agent,
+	    .agent_socket = cfg->agent_socket,
+	    .known_hosts_file = cfg->known_hosts_file,
+	    .host_key_policy = cfg->strict_host_key_checking,
+	    .keepalive_interval_ms = cfg->keepalive_interval_ms,
+	    .keepalive_count_max = cfg->keepalive_count_max,
+	    .session_memory_max = cfg->session_memory_max,
+	};
+}
+
+static void connect_begin(struct tunnel *t, enum tunnel_event e, const char *reason)
+{
+	static const struct link_ops ops_template = {
+	    .on_ready = on_link_ready,
+	    .on_fail = on_link_fail,
+	    .on_input = on_link_input,
+	    .on_drained = on_link_drained,
+	    .on_rtt = on_link_rtt,
+	    .allowance = on_link_allowance,
+	    .drain = on_link_drain,
+	};
+	struct link_ops ops = ops_template;
+	struct link_params p;
+
+	if (t->state != TUNNEL_CONNECTING)
+		set_state(t, e, reason, UINT64_MAX);
+	arm_timer(t, (double)t->cfg->connect_timeout_ms / 1000.0);
+	ops.userdata = t;
+	link_params_fill(t, &p);
+	link_open(&t->link, t->loop, &p, &ops);
+}
+
+static void timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
 {
 	struct tunnel *t = w->data;
+	char d[32], reason[160];
 
-	if (t->pump_wanted && t->link.active)
-		tunnel_pump(t);
-	t->pump_wanted = false;
-	if (link_flush(t) < 0) {
-		tunnel_fail(t, false, "send to server: %s", strerror(t->link.io_error));
-		return;
+	switch (t->state) {
+	case TUNNEL_BACKOFF:
+		connect_begin(t, TUNNEL_EVENT_TIMER, NULL);
+		break;
+	case TUNNEL_CONNECTING:
+		duration_format(t->cfg->connect_timeout_ms, d, sizeof(d));
+		snprintf(reason, sizeof(reason), "connect timeout after %s (during %s)", d,
+			 t->requesting ? "requesting remote forwards"
+				       : link_step_str(t->link.step));
+		tunnel_fail(t, false, reason);
+		break;
+	case TUNNEL_UP:
+		break;
 	}
-	ev_prepare_stop(loop, w);
 }
 
-static int listener_open(struct tunnel *t, const struct forward_spec *f)
-{
-	if (t->listen)
-		return t->listen->open(t->listen->userdata, f->listen_host, f->listen_port);
-	return net_listen(f->listen_host, f->listen_port);
-}
-
-static void listener_close(struct tunnel *t, int fd)
-{
-	if (t->listen)
-		t->listen->close(t->listen->userdata, fd);
-	else
-		close(fd);
-}
-
-int tunnel_create(struct ev_loop *loop, const struct tunnel_config *cfg,
-		  struct identity *identity, const struct listen_ops *listen,
+int tunnel_create(struct ev_loop *loop, const struct tunnel_config *cfg, struct identity *identity,
+		  const struct listen_ops *listen, tunnel_changed_fn on_change, void *userdata,
 		  struct tunnel **ret, char *err, size_t err_size)
 {
+	struct forward_ops fops = {.on_target = on_target};
 	struct tunnel *t = calloc(1, sizeof(*t));
 	int r;
 
@@ -382,53 +284,25 @@ int tunnel_create(struct ev_loop *loop, const struct tunnel_config *cfg,
 	t->identity = *identity;
 	memset(identity, 0, sizeof(*identity));
 	t->loop = loop;
-	t->listen = listen;
 	t->cfg = cfg;
+	t->on_change = on_change;
+	t->userdata = userdata;
+	snprintf(t->name, sizeof(t->name), "tunnel %s", cfg->name);
 	t->state = TUNNEL_CONNECTING;
 	clock_gettime(CLOCK_REALTIME, &t->since);
 	t->since_mono = ev_now(loop);
-	list_init(&t->conns);
-	list_init(&t->open_queue);
 	t->link.fd = -1;
 	ev_timer_init(&t->timer, timer_cb, 1.0, 0.0);
 	t->timer.data = t;
-	ev_prepare_init(&t->flush, flush_cb);
-	t->flush.data = t;
-	ev_init(&t->probe_timer, NULL);
 	rtt_init(&t->rtt);
 	t->health = HEALTH_DOWN;
 	backoff_init(&t->backoff, cfg->backoff_initial_ms, cfg->backoff_max_ms,
 		     (uint64_t)getpid() * 2654435761u ^ (uint64_t)(uintptr_t)t);
-	t->n_forwards = cfg->n_forwards;
-	t->stats = calloc(cfg->n_forwards ? cfg->n_forwards : 1, sizeof(*t->stats));
-	t->listeners = calloc(cfg->n_forwards ? cfg->n_forwards : 1, sizeof(*t->listeners));
-	if (!t->stats || !t->listeners) {
-		snprintf(err, err_size, "out of memory");
+	fops.userdata = t;
+	r = forward_init(&t->fw, loop, cfg, &t->link, listen, &fops, err, err_size);
+	if (r < 0) {
 		tunnel_destroy(t);
-		return -ENOMEM;
-	}
-	for (size_t i = 0; i < cfg->n_forwards; i++)
-		t->listeners[i].fd = -1;
-	for (size_t i = 0; i < cfg->n_forwards; i++) {
-		const struct forward_spec *f = &cfg->forwards[i];
-		struct listener *li = &t->listeners[i];
-
-		li->tunnel = t;
-		li->forward = i;
-		if (f->kind != FORWARD_LOCAL)
-			continue;
-		li->fd = listener_open(t, f);
-		if (li->fd < 0) {
-			snprintf(err, err_size, "cannot listen on %s:%u: %s", f->listen_host,
-				 f->listen_port, strerror(-li->fd));
-			r = li->fd;
-			tunnel_destroy(t);
-			return r;
-		}
-		ev_io_init(&li->io, forward_accept_cb, li->fd, EV_READ);
-		li->io.data = li;
-		ev_timer_init(&li->pause, forward_pause_cb, 0.1, 0.0);
-		li->pause.data = li;
+		return r;
 	}
 	*ret = t;
 	return 0;
@@ -436,23 +310,19 @@ int tunnel_create(struct ev_loop *loop, const struct tunnel_config *cfg,
 
 void tunnel_start(struct tunnel *t)
 {
-	for (size_t i = 0; i < t->n_forwards; i++)
-		if (t->listeners[i].fd >= 0)
-			ev_io_start(t->loop, &t->listeners[i].io);
+	forward_start(&t->fw);
 	log_info("tunnel %s: connecting to %s@%s:%u", t->cfg->name, t->cfg->user, t->cfg->host,
 		 t->cfg->port);
-	connect_begin(t, NULL);
+	connect_begin(t, TUNNEL_EVENT_START, NULL);
 }
 
 void tunnel_reconnect(struct tunnel *t, const char *why)
 {
-	probe_stop(t);
-	forward_tunnel_down(t);
-	link_close(t, true);
+	session_end(t, true);
 	backoff_reset(&t->backoff);
 	if (t->state == TUNNEL_CONNECTING)
 		log_info("tunnel %s: connecting again: %s", t->cfg->name, why);
-	connect_begin(t, why);
+	connect_begin(t, TUNNEL_EVENT_RECONNECT, why);
 }
 
 void tunnel_destroy(struct tunnel *t)
@@ -460,30 +330,24 @@ void tunnel_destroy(struct tunnel *t)
 	if (!t)
 		return;
 	ev_timer_stop(t->loop, &t->timer);
-	probe_stop(t);
-	forward_tunnel_down(t);
-	{
-		struct list *pos, *tmp;
-
-		list_for_each_safe(pos, tmp, &t->conns)
-		    conn_destroy(list_entry(pos, struct conn, link));
-	}
-	link_close(t, true);
-	for (size_t i = 0; t->listeners && i < t->n_forwards; i++) {
-		struct listener *li = &t->listeners[i];
-
-		if (li->fd < 0)
-			continue;
-		ev_io_stop(t->loop, &li->io);
-		ev_timer_stop(t->loop, &li->pause);
-		listener_close(t, li->fd);
-	}
-	/* last: closing conns and the link above may have asked for one more pump */
-	ev_prepare_stop(t->loop, &t->flush);
+	session_end(t, true);
+	forward_finish(&t->fw);
 	identity_finish(&t->identity);
-	free(t->listeners);
-	free(t->stats);
 	free(t);
+}
+
+const struct tunnel_config *tunnel_config(const struct tunnel *t)
+{
+	return t->cfg;
+}
+
+void tunnel_set_config(struct tunnel *t, const struct tunnel_config *cfg)
+{
+	t->cfg = cfg;
+	forward_set_config(&t->fw, cfg);
+	/* the link keeps pointers to the strings of the configuration */
+	if (t->link.active)
+		link_params_fill(t, &t->link.p);
 }
 
 int tunnel_snapshot(const struct tunnel *t, struct status_tunnel *out)
@@ -504,13 +368,13 @@ int tunnel_snapshot(const struct tunnel *t, struct status_tunnel *out)
 	out->reconnects = t->reconnects;
 	snprintf(out->last_error, sizeof(out->last_error), "%s", t->last_error);
 	out->auth_failure = t->auth_failure;
-	out->forwards = calloc(t->n_forwards ? t->n_forwards : 1, sizeof(*out->forwards));
+	out->forwards = calloc(t->fw.n_forwards ? t->fw.n_forwards : 1, sizeof(*out->forwards));
 	if (!out->forwards)
 		return -ENOMEM;
-	out->n_forwards = t->n_forwards;
-	for (size_t i = 0; i < t->n_forwards; i++) {
+	out->n_forwards = t->fw.n_forwards;
+	for (size_t i = 0; i < t->fw.n_forwards; i++) {
 		struct status_forward *sf = &out->forwards[i];
-		const struct forward_stats *st = &t->stats[i];
+		const struct forward_stats *st = &t->fw.stats[i];
 
 		sf->kind = cfg->forwards[i].kind;
 		fwdspec_format_listen(&cfg->forwards[i], sf->listen, sizeof(sf->listen));

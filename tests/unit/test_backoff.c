@@ -118,10 +118,33 @@ static void test_fixed_pace_jitter(void **state)
 	assert_true(backoff_jitter(&b, 1) <= 1);
 }
 
+static void test_after_failure(void **state)
+{
+	struct backoff b;
+	uint64_t d;
+
+	backoff_init(&b, 100, 1000, 7);
+	/* network failures climb the curve */
+	for (int i = 0; i < 5; i++)
+		backoff_next(&b);
+	d = backoff_after_failure(&b, false, -1, 5.0, 60000);
+	assert_in_range(d, 500, 1000);
+	/* a session that was up long enough starts the curve over */
+	d = backoff_after_failure(&b, false, 5.0, 5.0, 60000);
+	assert_in_range(d, 50, 100);
+	/* a short-lived one does not */
+	d = backoff_after_failure(&b, false, 4.9, 5.0, 60000);
+	assert_in_range(d, 100, 200);
+	/* a failure that needs a human waits the slow pace, never sooner */
+	d = backoff_after_failure(&b, true, -1, 5.0, 60000);
+	assert_in_range(d, 60000, 66000);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_doubles_within_jitter_bounds),
+	    cmocka_unit_test(test_after_failure),
 	    cmocka_unit_test(test_never_exceeds_max),
 	    cmocka_unit_test(test_reset_starts_over),
 	    cmocka_unit_test(test_jitter_spreads),

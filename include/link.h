@@ -1,0 +1,156 @@
+#pragma once
+#include <ev.h>
+#include <libssh2.h>
+#include <netdb.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "buffer.h"
+#include "config.h"
+#include "identity.h"
+#include "sessmem.h"
+
+/*
+ * The engine's bottom layer (private to the engine): one SSH session over a byte stream —
+ * resolving and connecting, the handshake, the host-key check, authentication, the
+ * keepalive channel, the output buffer and its flush, the high-water mark, liveness and
+ * round trips. It knows nothing of tunnels or forwards: it reports upward through
+ * link_ops, and the layer above reads and writes channels of link_session().
+ *
+ * Contract of the ops (each called from the loop, never from inside a libssh2 call):
+ *   on_ready   authenticated and the keepalive channel is open (or refused): channels may
+ *              be opened now.
+ *   on_fail    the session is over (the reason is for logs and status; needs_human: an
+ *              authentication or host-key failure, retried slowly). The upper layer must
+ *              link_close() it, from the callback or later; the link touches nothing after
+ *              calling it.
+ *   on_input   the session may have input for channels: read them (once ready). Returns 0,
+ *              or a libssh2 error code that ends the session.
+ *   on_drained the output buffer fell below the high-water mark: clients may be read again.
+ *   on_rtt     a keepalive was answered after `seconds`.
+ *   allowance  bytes of session memory owed beyond session_memory_max (open channels'
+ *              windows): libssh2 may hold their unread data.
+ *   drain      reads pending input through any channel or listener of the upper layer when
+ *              the link has no channel of its own to do it; false when there is none.
+ */
+struct link_ops {
+	void *userdata;
+	void (*on_ready)(void *userdata);
+	void (*on_fail)(void *userdata, bool needs_human, const char *reason);
+	int (*on_input)(void *userdata);
+	void (*on_drained)(void *userdata);
+	void (*on_rtt)(void *userdata, double seconds);
+	size_t (*allowance)(void *userdata);
+	bool (*drain)(void *userdata);
+};
+
+/* Most bytes one link reads from its socket per loop iteration: a peer that streams
+ * without pause cannot keep the loop from its timers and the other tunnels. */
+#define LINK_READ_BUDGET (256 * 1024)
+/* The out-buffer's hard limit: past it the server is not reading and the link fails. */
+#define LINK_OUT_MAX (16 * 1024 * 1024)
+/* The out-buffer size above which clients stop being read (backpressure). */
+#define LINK_OUT_HIGH_WATER (1024 * 1024)
+
+enum link_step {
+	LINK_RESOLVING,
+	LINK_TCP_CONNECT,
+	LINK_HANDSHAKE,
+	LINK_AUTH_KEY,
+	LINK_AUTH_AGENT,
+	LINK_KEEPALIVE_CHANNEL,
+	LINK_READY,
+};
+
+/* Who to reach and how to prove who we are: copied pointers, owned by the caller. */
+struct link_params {
+	const char *name; /* for log lines: "tunnel NAME" */
+	const char *host;
+	uint16_t port;
+	const char *user;
+	const struct identity *identity; /* NULL: agent only */
+	const char *identity_file;	 /* for messages */
+	bool use_agent;
+	const char *agent_socket; /* NULL: $SSH_AUTH_SOCK */
+	const char *known_hosts_file;
+	enum host_key_policy host_key_policy;
+	uint64_t keepalive_interval_ms;
+	unsigned keepalive_count_max;
+	uint64_t session_memory_max;
+};
+
+/* One SSH session; all zero (and fd -1) while closed. */
+struct link {
+	struct ev_loop *loop;
+	struct link_params p;
+	struct link_ops ops;
+	bool active;
+	bool failed; /* on_fail was called: waiting for link_close */
+	enum link_step step;
+	int fd;
+	LIBSSH2_SESSION *session;
+	LIBSSH2_AGENT *agent;
+	struct libssh2_agent_publickey *agent_identity;
+	LIBSSH2_CHANNEL *keepalive_channel; /* NULL: fall back to global keepalives */
+	bool keepalive_pending;
+	ev_tstamp keepalive_sent;
+	struct addrinfo *addrs, *addr;
+	struct gaicb *gai;
+	ev_timer resolve_poll;
+	ev_timer liveness; /* keepalives and the dead-peer deadline while ready */
+	ev_io rio, wio;
+	ev_prepare flush; /* pump if asked and flush the out-buffer once per loop iteration */
+	bool pump_wanted;
+	struct buffer out; /* bytes libssh2 sent that the socket did not take yet */
+	bool rx_drained;   /* recv saw EAGAIN since the socket was last readable */
+	bool rx_progress;  /* recv returned data during the current pump */
+	int io_error;	   /* errno of a socket failure, 0 while healthy */
+	int session_error; /* a libssh2 code the upper layer found fatal, 0 while healthy */
+	bool dead;	   /* no more socket I/O: sends are dropped, recvs fail */
+	int unread_seen;   /* FIONREAD when nothing can drain the socket (no channels) */
+	ev_tstamp last_rx;
+	ev_tstamp last_tx;     /* the socket last took bytes, or bytes started waiting */
+	bool out_overflow;     /* the out-buffer passed LINK_OUT_MAX */
+	unsigned rx_iteration; /* loop iteration rx_budget belongs to */
+	size_t rx_budget;      /* bytes recv may still read in that iteration */
+	struct sessmem mem;    /* what libssh2 holds for this session */
+};
+
+/* Starts resolving and connecting; reports through ops from then on. */
+void link_open(struct link *l, struct ev_loop *loop, const struct link_params *p,
+	       const struct link_ops *ops);
+/* Closes without waiting on the network; `goodbye` sends a disconnect message first if the
+ * socket takes it right away. Safe on a closed link. */
+void link_close(struct link *l, bool goodbye);
+/* Asks for one pump (on_input) before the loop next blocks. */
+void link_want_pump(struct link *l);
+/* The upper layer hit a session-fatal libssh2 error outside a pump: fail on the next one. */
+void link_session_error(struct link *l, int rc);
+
+bool link_ready(const struct link *l);
+bool link_out_full(const struct link *l);
+/* What the link is waiting for, for messages: "SSH banner and key exchange". */
+const char *link_step_str(enum link_step step);
+/* The reason for the last failure in words (socket, overflow or libssh2's message). */
+const char *link_last_error(const struct link *l);
+/* True when a libssh2 error code means the whole session is gone. */
+bool ssh_error_fatal(int rc);
+
+/*
+ * Internal to the link layer, bottom up: link.c (socket I/O through libssh2's callbacks,
+ * the out-buffer, allocators, failing), link_auth.c (the connecting steps after TCP),
+ * link_run.c (connecting, pumping, keepalives, closing).
+ */
+enum link_progress {
+	LINK_WAITING, /* libssh2 wants more input */
+	LINK_DONE,    /* authenticated, the keepalive channel settled */
+	LINK_FAILED,  /* link_fail was called */
+};
+int link_session_new(struct link *l);
+int link_flush(struct link *l);
+void link_fail(struct link *l, bool needs_human, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+void link_setup_session(struct link *l);
+/* Advances the connecting steps as far as the input allows. */
+enum link_progress link_step(struct link *l);

@@ -1,0 +1,105 @@
+#include "conn.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "log.h"
+
+/*
+ * A conn's life and the per-forward records, below the pumping (forward.c) and the probes
+ * (probe.c), which both make conns.
+ */
+
+struct conn *conn_new(struct forwarder *fw, size_t forward, int fd, enum conn_state state)
+{
+	struct conn *c = calloc(1, sizeof(*c));
+
+	if (!c)
+		return NULL;
+	c->fw = fw;
+	c->forward = forward;
+	c->fd = fd;
+	c->state = state;
+	list_init(&c->open_link);
+	/* callbacks are the caller's: a client's pumps, a probe's timeout */
+	ev_io_init(&c->rio, NULL, fd, EV_READ);
+	ev_io_init(&c->wio, NULL, fd, EV_WRITE);
+	ev_timer_init(&c->hold, NULL, 0.0, 0.0);
+	c->rio.data = c->wio.data = c->hold.data = c;
+	list_insert_tail(&fw->conns, &c->link);
+	if (fd >= 0) {
+		fw->stats[forward].active++;
+		fw->stats[forward].connections_total++;
+	}
+	return c;
+}
+
+/* Closes the client side: no more events, no more bytes, not counted as active. */
+static void conn_drop_client(struct conn *c)
+{
+	struct forwarder *fw = c->fw;
+
+	ev_io_stop(fw->loop, &c->rio);
+	ev_io_stop(fw->loop, &c->wio);
+	ev_timer_stop(fw->loop, &c->hold);
+	if (c->fd >= 0) {
+		close(c->fd);
+		c->fd = -1;
+		fw->stats[c->forward].active--;
+	}
+	buffer_finish(&c->up);
+	buffer_finish(&c->down);
+}
+
+/* Frees the conn now. The channel, if any, must already be freed or be owned by a session
+ * that is about to be freed. */
+void conn_destroy(struct conn *c)
+{
+	conn_drop_client(c);
+	list_remove(&c->open_link);
+	list_remove(&c->link);
+	free(c);
+}
+
+/* The client side is finished: close it and release the channel without waiting on the
+ * network (libssh2 waits for the peer's CLOSE; the pump retries until it is freed). */
+void conn_close(struct conn *c)
+{
+	struct forwarder *fw = c->fw;
+
+	conn_drop_client(c);
+	if (c->state == CONN_OPENING && fw->open_queue.next != &c->open_link) {
+		conn_destroy(c);
+		return;
+	}
+	if (c->state == CONN_OPENING)
+		return; /* its open is in flight: the pump frees the channel when it lands */
+	c->state = CONN_CLOSING;
+	if (!c->channel || libssh2_channel_free(c->channel) != LIBSSH2_ERROR_EAGAIN) {
+		c->channel = NULL;
+		conn_destroy(c);
+	}
+}
+
+/* Records what a probe or a client's open found; tells the layer above when it changed. */
+void forward_target(struct forwarder *fw, size_t forward, bool reachable, const char *why)
+{
+	struct forward_stats *st = &fw->stats[forward];
+	const struct forward_spec *f = &fw->cfg->forwards[forward];
+	enum target_state s = reachable ? TARGET_REACHABLE : TARGET_UNREACHABLE;
+	bool changed = st->target_state != s;
+
+	if (!reachable && strncmp(st->target_error, why, sizeof(st->target_error) - 1) != 0)
+		changed = true;
+	if (st->target_state != s)
+		log_msg(reachable ? LOG_NOTICE : LOG_WARNING, "tunnel %s: target %s:%u %s%s%s%s",
+			fw->cfg->name, f->target_host, f->target_port,
+			reachable ? "reachable" : "unreachable", reachable ? "" : " (",
+			reachable ? "" : why, reachable ? "" : ")");
+	st->target_state = s;
+	snprintf(st->target_error, sizeof(st->target_error), "%s", reachable ? "" : why);
+	if (changed && fw->ops.on_target)
+		fw->ops.on_target(fw->ops.userdata, forward, reachable, why);
+}

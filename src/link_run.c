@@ -1,0 +1,404 @@
+#include <errno.h>
+#include <netdb.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "link.h"
+#include "liveness.h"
+#include "log.h"
+#include "net.h"
+
+/*
+ * A link's life: resolving and connecting, the connecting steps (link_auth.c), pumping
+ * input up once ready, keepalives and liveness, and closing without waiting on the network.
+ */
+
+static void link_became_ready(struct link *l);
+
+static void send_keepalive(struct link *l)
+{
+	int rc, next;
+
+	l->keepalive_sent = ev_now(l->loop);
+	if (!l->keepalive_channel) {
+		libssh2_keepalive_send(l->session, &next);
+		return;
+	}
+	/*
+	 * A channel request with want-reply on our own session channel: sshd answers it and
+	 * libssh2 consumes the answer. (Global keepalive replies are never consumed by
+	 * libssh2 1.10 and pile up in its packet list, slowing every channel read.)
+	 */
+	rc = libssh2_channel_setenv_ex(l->keepalive_channel, "MOLETUN_KEEPALIVE", 17, "1", 1);
+	if (rc == LIBSSH2_ERROR_EAGAIN)
+		l->keepalive_pending = true;
+	else if (rc != 0 && rc != LIBSSH2_ERROR_CHANNEL_REQUEST_DENIED && ssh_error_fatal(rc))
+		link_fail(l, false, "sending keepalive: %s", link_last_error(l));
+}
+
+/* Polls for the answer to a keepalive in flight. 0, or a fatal libssh2 code. */
+static int keepalive_poll(struct link *l)
+{
+	int rc;
+
+	if (!l->keepalive_pending)
+		return 0;
+	rc = libssh2_channel_setenv_ex(l->keepalive_channel, "MOLETUN_KEEPALIVE", 17, "1", 1);
+	if (rc == LIBSSH2_ERROR_EAGAIN)
+		return 0;
+	l->keepalive_pending = false;
+	if (rc == 0 || rc == LIBSSH2_ERROR_CHANNEL_REQUEST_DENIED) {
+		/* the answer: one round trip through sshd */
+		if (l->ops.on_rtt)
+			l->ops.on_rtt(l->ops.userdata, ev_now(l->loop) - l->keepalive_sent);
+		return 0;
+	}
+	return ssh_error_fatal(rc) ? rc : 0;
+}
+
+static void liveness_tick(struct link *l)
+{
+	double now = ev_now(l->loop);
+	struct liveness_input in = {
+	    .now = now,
+	    .last_tx = l->last_tx,
+	    .keepalive_sent = l->keepalive_sent,
+	    .pending = l->keepalive_pending,
+	    .answers = l->keepalive_channel != NULL,
+	    .out_len = buffer_len(&l->out),
+	    .interval = (double)l->p.keepalive_interval_ms / 1000.0,
+	    .count_max = l->p.keepalive_count_max,
+	};
+
+	if (!ev_is_active(&l->rio)) {
+		/* No channel can drain the socket (the server refused a session channel):
+		 * count bytes waiting in the kernel as signs of life. */
+		int avail = 0;
+
+		if (ioctl(l->fd, FIONREAD, &avail) == 0 && avail > l->unread_seen)
+			l->last_rx = now;
+		l->unread_seen = avail;
+	}
+	in.last_rx = l->last_rx;
+	switch (liveness_check(&in)) {
+	case LIVENESS_DEAD_SILENT:
+		link_fail(l, false, "no answer from server for %.1fs (keepalive timeout)",
+			  now - l->last_rx);
+		return;
+	case LIVENESS_DEAD_UNANSWERED:
+		link_fail(l, false,
+			  "server stopped reading: keepalive unanswered for %.1fs while it kept "
+			  "sending",
+			  now - l->keepalive_sent);
+		return;
+	case LIVENESS_DEAD_NOT_TAKEN:
+		link_fail(l, false,
+			  "server stopped reading: %zu bytes waiting, none taken for %.1fs",
+			  buffer_len(&l->out), now - l->last_tx);
+		return;
+	case LIVENESS_SEND:
+		send_keepalive(l);
+		if (!l->active || l->failed)
+			return;
+		in.keepalive_sent = l->keepalive_sent;
+		in.pending = l->keepalive_pending;
+		break;
+	case LIVENESS_OK:
+		break;
+	}
+	ev_timer_stop(l->loop, &l->liveness);
+	ev_timer_set(&l->liveness, liveness_next_check(&in) - now, 0.);
+	ev_timer_start(l->loop, &l->liveness);
+}
+
+static void liveness_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+	liveness_tick(w->data);
+}
+
+/* Reads pending input through the keepalive channel, or the upper layer's. */
+static bool link_drain(struct link *l)
+{
+	if (l->keepalive_channel) {
+		LIBSSH2_POLLFD pfd = {.type = LIBSSH2_POLLFD_CHANNEL,
+				      .events = LIBSSH2_POLLFD_POLLIN};
+
+		pfd.fd.channel = l->keepalive_channel;
+		libssh2_poll(&pfd, 1, 0);
+		return true;
+	}
+	return l->ops.drain && l->ops.drain(l->ops.userdata);
+}
+
+/* Advances connecting, or lets the upper layer read its channels. */
+static void link_pump(struct link *l)
+{
+	l->pump_wanted = false;
+	for (int pass = 0; pass < 4 && l->active && !l->failed; pass++) {
+		l->rx_progress = false;
+		if (l->step < LINK_READY) {
+			if (link_step(l) == LINK_DONE)
+				link_became_ready(l);
+		} else {
+			int rc = keepalive_poll(l);
+
+			if (rc == 0)
+				rc = l->ops.on_input(l->ops.userdata);
+			if (!l->active || l->failed)
+				return;
+			if (l->io_error || l->session_error || (rc < 0 && ssh_error_fatal(rc))) {
+				link_fail(l, false, "%s", link_last_error(l));
+				return;
+			}
+		}
+		if (!l->active || l->failed)
+			return;
+		if (sessmem_over_cap(&l->mem)) {
+			link_fail(l, false, "session memory over session_memory_max");
+			return;
+		}
+		if (!l->rx_progress)
+			break;
+	}
+	if (!l->active || l->failed)
+		return;
+	if (l->io_error) {
+		link_fail(l, false, "%s", link_last_error(l));
+		return;
+	}
+	/* With no channel to read through (the server refused a session channel and nothing
+	 * is forwarded), unread bytes would keep the socket readable: wait for a channel;
+	 * the liveness tick watches the kernel's byte count meanwhile. */
+	if (l->step == LINK_READY) {
+		if (!l->rx_drained && !link_drain(l))
+			ev_io_stop(l->loop, &l->rio);
+		else
+			ev_io_start(l->loop, &l->rio);
+	}
+}
+
+/* Runs once per loop iteration before the loop blocks: pumps if libssh2 buffered input
+ * outside a pump, then sends everything libssh2 queued in one go. */
+static void flush_cb(struct ev_loop *loop, ev_prepare *w, int revents)
+{
+	struct link *l = w->data;
+
+	if (l->pump_wanted && l->active && !l->failed)
+		link_pump(l);
+	if (!l->active || l->failed)
+		return;
+	l->pump_wanted = false;
+	if (link_flush(l) < 0) {
+		link_fail(l, false, "send to server: %s", strerror(l->io_error));
+		return;
+	}
+	ev_prepare_stop(loop, w);
+}
+
+static void link_readable(struct ev_loop *loop, ev_io *w, int revents)
+{
+	struct link *l = w->data;
+
+	l->rx_drained = false;
+	link_pump(l);
+}
+
+static void link_start_session(struct link *l);
+
+static void link_try_connect(struct link *l)
+{
+	int r = -ECONNREFUSED;
+
+	for (; l->addr; l->addr = l->addr->ai_next) {
+		r = net_connect_start(l->addr->ai_addr, l->addr->ai_addrlen, &l->fd);
+		if (r == 0)
+			break;
+	}
+	if (!l->addr) {
+		link_fail(l, false, "connect to %s:%u: %s", l->p.host, l->p.port, strerror(-r));
+		return;
+	}
+	l->step = LINK_TCP_CONNECT;
+	ev_io_set(&l->rio, l->fd, EV_READ);
+	ev_io_set(&l->wio, l->fd, EV_WRITE);
+	ev_io_start(l->loop, &l->wio);
+}
+
+static void link_writable(struct ev_loop *loop, ev_io *w, int revents)
+{
+	struct link *l = w->data;
+	int r;
+
+	if (l->step != LINK_TCP_CONNECT) {
+		if (link_flush(l) < 0)
+			link_fail(l, false, "send to server: %s", strerror(l->io_error));
+		return;
+	}
+	ev_io_stop(loop, &l->wio);
+	r = net_connect_result(l->fd);
+	if (r < 0) {
+		close(l->fd);
+		l->fd = -1;
+		if (l->addr->ai_next) {
+			l->addr = l->addr->ai_next;
+			link_try_connect(l);
+			return;
+		}
+		link_fail(l, false, "connect to %s:%u: %s", l->p.host, l->p.port, strerror(-r));
+		return;
+	}
+	link_start_session(l);
+}
+
+static void link_resolved(struct link *l, int gai_rc, struct addrinfo *res)
+{
+	if (gai_rc != 0) {
+		link_fail(l, false, "resolve %s: %s", l->p.host, gai_strerror(gai_rc));
+		return;
+	}
+	l->addrs = res;
+	l->addr = res;
+	link_try_connect(l);
+}
+
+static void link_resolve_poll(struct ev_loop *loop, ev_timer *w, int revents)
+{
+	struct link *l = w->data;
+	int r = gai_error(l->gai);
+	struct addrinfo *res;
+
+	if (r == EAI_INPROGRESS)
+		return;
+	ev_timer_stop(loop, w);
+	res = l->gai->ar_result;
+	free((char *)l->gai->ar_name);
+	free((char *)l->gai->ar_service);
+	free((void *)l->gai->ar_request);
+	free(l->gai);
+	l->gai = NULL;
+	link_resolved(l, r, res);
+}
+
+/* Names are resolved with getaddrinfo_a so DNS never blocks the loop; numeric addresses
+ * resolve at once. */
+void link_open(struct link *l, struct ev_loop *loop, const struct link_params *p,
+	       const struct link_ops *ops)
+{
+	struct addrinfo hints = {.ai_socktype = SOCK_STREAM, .ai_flags = AI_NUMERICSERV};
+	struct addrinfo numeric = hints, *res = NULL;
+	char service[8];
+
+	memset(l, 0, sizeof(*l));
+	l->loop = loop;
+	l->p = *p;
+	l->ops = *ops;
+	l->active = true;
+	l->fd = -1;
+	l->step = LINK_RESOLVING;
+	buffer_init(&l->out);
+	ev_io_init(&l->rio, link_readable, -1, EV_READ);
+	ev_io_init(&l->wio, link_writable, -1, EV_WRITE);
+	ev_timer_init(&l->resolve_poll, link_resolve_poll, 0.005, 0.01);
+	ev_timer_init(&l->liveness, liveness_cb, 1., 0.);
+	ev_prepare_init(&l->flush, flush_cb);
+	l->rio.data = l->wio.data = l->resolve_poll.data = l->liveness.data = l->flush.data = l;
+	snprintf(service, sizeof(service), "%u", p->port);
+
+	numeric.ai_flags |= AI_NUMERICHOST;
+	if (getaddrinfo(p->host, service, &numeric, &res) == 0) {
+		link_resolved(l, 0, res);
+		return;
+	}
+	l->gai = calloc(1, sizeof(*l->gai));
+	if (l->gai) {
+		struct addrinfo *req = malloc(sizeof(*req));
+
+		l->gai->ar_name = strdup(p->host);
+		l->gai->ar_service = strdup(service);
+		if (req)
+			*req = hints;
+		l->gai->ar_request = req;
+	}
+	if (!l->gai || !l->gai->ar_name || !l->gai->ar_service || !l->gai->ar_request ||
+	    getaddrinfo_a(GAI_NOWAIT, &l->gai, 1, NULL) != 0) {
+		link_fail(l, false, "resolve %s: out of resources", p->host);
+		return;
+	}
+	ev_timer_start(loop, &l->resolve_poll);
+}
+
+static void link_start_session(struct link *l)
+{
+	unsigned interval_s = (unsigned)((l->p.keepalive_interval_ms + 999) / 1000);
+	uint64_t dead_ms = l->p.keepalive_interval_ms * l->p.keepalive_count_max;
+
+	net_set_nodelay(l->fd);
+	net_set_liveness(l->fd, interval_s, l->p.keepalive_count_max,
+			 dead_ms > 0xffffffffu ? 0xffffffffu : (unsigned)dead_ms);
+	if (link_session_new(l) < 0) {
+		link_fail(l, false, "cannot create SSH session: out of memory");
+		return;
+	}
+	link_setup_session(l);
+	l->last_rx = ev_now(l->loop);
+	l->step = LINK_HANDSHAKE;
+	ev_io_start(l->loop, &l->rio);
+	link_pump(l);
+}
+
+/* Authenticated with the keepalive channel settled: ready for channels. */
+static void link_became_ready(struct link *l)
+{
+	l->step = LINK_READY;
+	l->ops.on_ready(l->ops.userdata);
+	if (!l->active || l->failed)
+		return;
+	liveness_tick(l);
+}
+
+void link_close(struct link *l, bool goodbye)
+{
+	if (!l->active)
+		return;
+	ev_io_stop(l->loop, &l->rio);
+	ev_io_stop(l->loop, &l->wio);
+	ev_timer_stop(l->loop, &l->resolve_poll);
+	ev_timer_stop(l->loop, &l->liveness);
+	ev_prepare_stop(l->loop, &l->flush);
+	if (l->gai) {
+		/* A lookup still running cannot be freed; glibc owns it until it ends. */
+		if (gai_cancel(l->gai) != EAI_NOTCANCELED) {
+			free((char *)l->gai->ar_name);
+			free((char *)l->gai->ar_service);
+			free((void *)l->gai->ar_request);
+			freeaddrinfo(l->gai->ar_result);
+			free(l->gai);
+		}
+		l->gai = NULL;
+	}
+	if (l->agent) {
+		libssh2_agent_disconnect(l->agent);
+		libssh2_agent_free(l->agent);
+	}
+	if (l->session) {
+		if (goodbye && !l->dead && !l->io_error && !l->failed && l->step >= LINK_AUTH_KEY) {
+			libssh2_session_disconnect(l->session, "moletun shutting down");
+			buffer_write_fd(&l->out, l->fd);
+		}
+		l->dead = true;
+		log_debug("%s: session memory: %zu bytes at close, peak %zu", l->p.name,
+			  l->mem.used, l->mem.peak);
+		libssh2_session_free(l->session);
+	}
+	if (l->fd >= 0)
+		close(l->fd);
+	if (l->addrs)
+		freeaddrinfo(l->addrs);
+	buffer_finish(&l->out);
+	memset(l, 0, sizeof(*l));
+	l->fd = -1;
+}

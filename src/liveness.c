@@ -1,0 +1,47 @@
+#include "liveness.h"
+
+double liveness_probe_after(double interval, unsigned count_max)
+{
+	double dead_after = interval * count_max;
+
+	return dead_after - interval / 2 < interval ? interval / 2 : interval;
+}
+
+enum liveness_verdict liveness_check(const struct liveness_input *in)
+{
+	double dead_after = in->interval * in->count_max;
+	double probe_after = liveness_probe_after(in->interval, in->count_max);
+	double idle = in->now - in->last_rx;
+
+	if (idle >= dead_after)
+		return LIVENESS_DEAD_SILENT;
+	/* A server that keeps sending but stopped reading passes the test above; it does
+	 * not answer keepalives, and what we send for it waits. */
+	if (in->answers && in->pending && in->now - in->keepalive_sent >= dead_after)
+		return LIVENESS_DEAD_UNANSWERED;
+	if (in->out_len > 0 && in->now - in->last_tx >= dead_after)
+		return LIVENESS_DEAD_NOT_TAKEN;
+	if ((idle >= probe_after || in->answers) && !in->pending &&
+	    in->now - in->keepalive_sent >= probe_after)
+		return LIVENESS_SEND;
+	return LIVENESS_OK;
+}
+
+double liveness_next_check(const struct liveness_input *in)
+{
+	double dead_after = in->interval * in->count_max;
+	double probe_after = liveness_probe_after(in->interval, in->count_max);
+	double due = in->answers ? in->keepalive_sent + probe_after : in->last_rx + probe_after;
+
+	if (due < in->keepalive_sent + probe_after)
+		due = in->keepalive_sent + probe_after;
+	if (due <= in->now) /* a keepalive is still unanswered: look again soon */
+		due = in->now + probe_after / 2;
+	if (due > in->last_rx + dead_after)
+		due = in->last_rx + dead_after;
+	if (in->answers && in->pending && due > in->keepalive_sent + dead_after)
+		due = in->keepalive_sent + dead_after;
+	if (in->out_len > 0 && due > in->last_tx + dead_after)
+		due = in->last_tx + dead_after;
+	return due;
+}
