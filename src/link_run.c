@@ -368,7 +368,6 @@ void link_close(struct link *l, bool goodbye)
 	ev_io_stop(l->loop, &l->wio);
 	ev_timer_stop(l->loop, &l->resolve_poll);
 	ev_timer_stop(l->loop, &l->liveness);
-	ev_prepare_stop(l->loop, &l->flush);
 	if (l->gai) {
 		/* A lookup still running cannot be freed; glibc owns it until it ends. */
 		if (gai_cancel(l->gai) != EAI_NOTCANCELED) {
@@ -399,6 +398,8 @@ void link_close(struct link *l, bool goodbye)
 	if (l->addrs)
 		freeaddrinfo(l->addrs);
 	buffer_finish(&l->out);
+	/* last: the goodbye above went through link_send, which asks for a flush */
+	ev_prepare_stop(l->loop, &l->flush);
 	memset(l, 0, sizeof(*l));
 	l->fd = -1;
 }
