@@ -7,6 +7,7 @@
 #include "diag.h"
 #include "filedigest.h"
 #include "fwdspec.h"
+#include "jumpspec.h"
 
 #define CONFIG_DEFAULT_PATH "/etc/moletun/moletun.conf"
 #define CONFIG_DEFAULT_CONTROL_SOCKET "/run/moletun/control.sock"
@@ -41,6 +42,12 @@ struct tunnel_config {
 	char *agent_socket;             /* NULL: $SSH_AUTH_SOCK */
 	char *known_hosts_file;         /* NULL only when strict_host_key_checking = no */
 	enum host_key_policy strict_host_key_checking;
+	/* proxy_jump: the bastions passed through, first hop first (NULL and 0: direct). Every
+	 * hop's user is set once loaded (the tunnel's user when the hop names none). */
+	struct jump_hop *jump_hops;
+	size_t n_jump_hops;
+	char *jump_identity_file;            /* proxy_jump_identity_file, NULL if unset */
+	char *jump_identity_passphrase_file; /* NULL if unset */
 	struct forward_spec *forwards;  /* local and remote, in file order */
 	size_t n_forwards;
 	uint64_t connect_timeout_ms;
@@ -61,6 +68,8 @@ struct tunnel_config {
 	struct file_digest identity_file_digest;
 	struct file_digest identity_passphrase_file_digest;
 	struct file_digest known_hosts_file_digest;
+	struct file_digest jump_identity_file_digest;
+	struct file_digest jump_identity_passphrase_file_digest;
 	char *file;                     /* where the section starts */
 	unsigned line;
 };
@@ -99,15 +108,23 @@ struct config {
  */
 int config_load(const char *path, struct config **ret, struct diag *diags);
 
+/* The keys a tunnel may hold. */
+enum tunnel_key {
+	TUNNEL_KEY_IDENTITY, /* identity_file (+ identity_passphrase_file) */
+	TUNNEL_KEY_JUMP,     /* proxy_jump_identity_file (+ its passphrase file) */
+};
+
 /*
  * Checks a tunnel's key beyond what config_load() looks at (moletun check decrypts it with
  * its passphrase): 0, or -errno with a message in err ("identity file PATH: why").
  */
-typedef int (*config_key_verifier)(const struct tunnel_config *t, char *err, size_t err_size);
+typedef int (*config_key_verifier)(const struct tunnel_config *t, enum tunnel_key which, char *err,
+				   size_t err_size);
 
 /*
- * config_load() that also runs `verify_key` for every tunnel whose identity_file (and
- * passphrase file) passed the other checks; a failure is reported at identity_file's line.
+ * config_load() that also runs `verify_key` for every key file of a tunnel (identity_file,
+ * proxy_jump_identity_file) that passed the other checks together with its passphrase
+ * file; a failure is reported at the line of the key file.
  */
 int config_load_verified(const char *path, config_key_verifier verify_key, struct config **ret,
 			 struct diag *diags);

@@ -34,6 +34,7 @@ enum config_type {
 	CONFIG_TYPE_FORWARD,   /* appended to a forward_spec array (kind in `forward_kind`) */
 	CONFIG_TYPE_WORDS,     /* char ** + size_t: space-separated names, appended */
 	CONFIG_TYPE_HEADER,    /* char ** + size_t: one "Name: value" per occurrence */
+	CONFIG_TYPE_JUMP,      /* struct jump_hop * + size_t: an ssh -J list, "" or none */
 	CONFIG_TYPE_INCLUDE,   /* glob, handled by the loader */
 };
 

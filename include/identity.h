@@ -27,6 +27,13 @@ struct identity {
 int identity_load(const struct tunnel_config *cfg, struct identity *ret, char *err,
 		  size_t err_size);
 /*
+ * The same for proxy_jump_identity_file and its passphrase file: the key every proxy_jump
+ * hop authenticates with. An empty identity (private_key NULL) when unset: the hops then
+ * use the tunnel's own identity. Messages say "proxy_jump identity file PATH: why".
+ */
+int identity_load_jump(const struct tunnel_config *cfg, struct identity *ret, char *err,
+		       size_t err_size);
+/*
  * Fills public_key, public_len and key_type from the public section of the OpenSSH key
  * text in id->private_key (stored unencrypted even in an encrypted key). 0, -ENOTSUP (not
  * OpenSSH's format), -EINVAL (malformed) or -ENOMEM.

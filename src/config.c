@@ -837,12 +837,14 @@ static void record_digest(struct loader *l, const char *what, const char *path, 
  * ours: not through a symbolic link, owned by root or the daemon's user, checked on the
  * descriptor that is read (privfile_open). For an identity file (`is_key`), what kind of
  * key it holds is reported first: a public key is usually mode 0644, and "use the private
- * key" is the more useful message. A file that passes gets its digest recorded in
- * *ret_digest. Returns true when it passed.
+ * key" is the more useful message; an encrypted one without `has_passphrase` names
+ * `passphrase_key`. A file that passes gets its digest recorded in *ret_digest. Returns
+ * true when it passed.
  */
 static bool check_private_file(struct loader *l, const char *what, const char *path,
 			       struct where at, const char *refused, bool is_key,
-			       bool has_passphrase, struct file_digest *ret_digest)
+			       const char *passphrase_key, bool has_passphrase,
+			       struct file_digest *ret_digest)
 {
 	enum key_kind kind = KEY_PLAIN;
 	struct privfile_result res;
@@ -876,7 +878,7 @@ static bool check_private_file(struct loader *l, const char *what, const char *p
 			     what, path, (res.st.st_mode & 044) ? "readable" : "accessible",
 			     (unsigned)(res.st.st_mode & 07777), refused);
 	else if (kind == KEY_ENCRYPTED && !has_passphrase)
-		loader_error(l, at, "%s %s is encrypted: set identity_passphrase_file", what, path);
+		loader_error(l, at, "%s %s is encrypted: set %s", what, path, passphrase_key);
 	else
 		record_digest(l, what, path, at, fd, ret_digest);
 out:
@@ -931,13 +933,96 @@ static void check_known_hosts(struct loader *l, struct tunnel_config *t, struct 
 	free(copy);
 }
 
+/* The names of one key's config keys and where its fields are. */
+struct key_files {
+	const char *key_name, *passphrase_name;
+	const char *what, *passphrase_what; /* in messages */
+	char *path, *passphrase_path;
+	struct file_digest *digest, *passphrase_digest;
+};
+
+static struct key_files key_files_of(struct tunnel_config *t, enum tunnel_key which)
+{
+	if (which == TUNNEL_KEY_JUMP)
+		return (struct key_files){
+		    .key_name = "proxy_jump_identity_file",
+		    .passphrase_name = "proxy_jump_identity_passphrase_file",
+		    .what = "proxy_jump identity file",
+		    .passphrase_what = "proxy_jump identity passphrase file",
+		    .path = t->jump_identity_file,
+		    .passphrase_path = t->jump_identity_passphrase_file,
+		    .digest = &t->jump_identity_file_digest,
+		    .passphrase_digest = &t->jump_identity_passphrase_file_digest,
+		};
+	return (struct key_files){
+	    .key_name = "identity_file",
+	    .passphrase_name = "identity_passphrase_file",
+	    .what = "identity file",
+	    .passphrase_what = "identity passphrase file",
+	    .path = t->identity_file,
+	    .passphrase_path = t->identity_passphrase_file,
+	    .digest = &t->identity_file_digest,
+	    .passphrase_digest = &t->identity_passphrase_file_digest,
+	};
+}
+
+/*
+ * One key and its passphrase file: the permission and format checks, then (moletun check)
+ * whether the passphrase opens the key; the daemon would find out anyway.
+ */
+static void check_key_files(struct loader *l, struct tunnel_config *t,
+			    const struct section_state *s, enum tunnel_key which)
+{
+	const enum config_section sec = CONFIG_SECTION_TUNNEL;
+	struct key_files k = key_files_of(t, which);
+	bool key_ok = false;
+
+	if (k.path)
+		key_ok = check_private_file(l, k.what, k.path, key_where(s, sec, k.key_name),
+					    "private keys", true, k.passphrase_name,
+					    k.passphrase_path != NULL, k.digest);
+	if (k.passphrase_path)
+		key_ok = check_private_file(l, k.passphrase_what, k.passphrase_path,
+					    key_where(s, sec, k.passphrase_name), "key passphrases",
+					    false, NULL, false, k.passphrase_digest) &&
+			 key_ok;
+	if (k.path && key_ok && l->verify_key) {
+		char err[512];
+
+		if (l->verify_key(t, which, err, sizeof(err)) < 0)
+			loader_error(l, key_where(s, sec, k.key_name), "%s", err);
+	}
+}
+
+/* proxy_jump's keys, and every hop's user (the tunnel's unless the hop names one). */
+static void validate_jump(struct loader *l, struct tunnel_config *t, const struct section_state *s)
+{
+	const enum config_section sec = CONFIG_SECTION_TUNNEL;
+	bool jump_bad = key_bad(s, sec, "proxy_jump");
+
+	if (key_given(s, sec, "proxy_jump_identity_file") && t->n_jump_hops == 0 && !jump_bad)
+		loader_error(l, key_where(s, sec, "proxy_jump_identity_file"),
+			     "proxy_jump_identity_file needs proxy_jump");
+	if (key_given(s, sec, "proxy_jump_identity_passphrase_file") &&
+	    !key_given(s, sec, "proxy_jump_identity_file"))
+		loader_error(l, key_where(s, sec, "proxy_jump_identity_passphrase_file"),
+			     "proxy_jump_identity_passphrase_file needs proxy_jump_identity_file");
+	check_key_files(l, t, s, TUNNEL_KEY_JUMP);
+	for (size_t h = 0; h < t->n_jump_hops && t->user; h++) {
+		if (t->jump_hops[h].user)
+			continue;
+		t->jump_hops[h].user = strdup(t->user);
+		if (!t->jump_hops[h].user)
+			l->out_of_memory = true;
+	}
+}
+
 static void validate_tunnel(struct loader *l, size_t i)
 {
 	const enum config_section sec = CONFIG_SECTION_TUNNEL;
 	const struct config_section_info *info = &config_sections[sec];
 	struct tunnel_config *t = &l->config->tunnels[i];
 	const struct section_state *s = &l->tunnel_states[i];
-	bool key_ok = false;
 
 	for (size_t k = 0; k < info->n_keys; k++)
 		if ((info->keys[k].flags & CONFIG_KEY_REQUIRED) && !s->key_at[k].line)
@@ -958,25 +1043,8 @@ static void validate_tunnel(struct loader *l, size_t i)
 	if (key_given(s, sec, "agent_socket") && !t->use_agent && !key_bad(s, sec, "use_agent"))
 		loader_error(l, key_where(s, sec, "agent_socket"),
 			     "agent_socket needs use_agent = yes");
-	if (t->identity_file)
-		key_ok = check_private_file(l, "identity file", t->identity_file,
-					    key_where(s, sec, "identity_file"), "private keys", true,
-					    t->identity_passphrase_file != NULL,
-					    &t->identity_file_digest);
-	if (t->identity_passphrase_file)
-		key_ok = check_private_file(l, "identity passphrase file",
-					    t->identity_passphrase_file,
-					    key_where(s, sec, "identity_passphrase_file"),
-					    "key passphrases", false, false,
-					    &t->identity_passphrase_file_digest) &&
-			 key_ok;
-	/* moletun check: does the passphrase open the key? (the daemon finds out anyway) */
-	if (t->identity_file && key_ok && l->verify_key) {
-		char err[512];
-
-		if (l->verify_key(t, err, sizeof(err)) < 0)
-			loader_error(l, key_where(s, sec, "identity_file"), "%s", err);
-	}
+	check_key_files(l, t, s, TUNNEL_KEY_IDENTITY);
+	validate_jump(l, t, s);
 	if (!key_bad(s, sec, "strict_host_key_checking") &&
 	    t->strict_host_key_checking != HOST_KEY_NO) {
 		if (!key_given(s, sec, "known_hosts_file"))
@@ -1313,6 +1381,12 @@ void config_print_summary(const struct config *c, FILE *out)
 
 		fprintf(out, "%-*s  %s@%s%s%s:%u", width, t->name, t->user, v6 ? "[" : "", t->host,
 			v6 ? "]" : "", (unsigned)t->port);
+		if (t->n_jump_hops > 0) {
+			char via[JUMP_HOPS_MAX * JUMP_HOP_TEXT_MAX];
+
+			jumpspec_format(t->jump_hops, t->n_jump_hops, via, sizeof(via));
+			fprintf(out, " via %s", via);
+		}
 		for (size_t f = 0; f < t->n_forwards; f++) {
 			char listen[300], target[300];
 

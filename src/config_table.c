@@ -9,6 +9,7 @@
 #include "config.h"
 #include "duration.h"
 #include "fwdspec.h"
+#include "jumpspec.h"
 #include "log.h"
 
 static_assert(sizeof(enum host_key_policy) == sizeof(int), "enum fields are set as int");
@@ -194,6 +195,48 @@ static const struct config_key tunnel_keys[] = {
 		"not yet in the file is added on first connection (the file is created if "
 		"missing), a changed key is still refused. no: any key is accepted and "
 		"the daemon warns loudly; do not use it outside tests.",
+    },
+    {
+	.name = "proxy_jump",
+	.type = CONFIG_TYPE_JUMP,
+	.max = JUMP_HOPS_MAX,
+	TUNNEL_FIELD(jump_hops),
+	.count_offset = offsetof(struct tunnel_config, n_jump_hops),
+	.placeholder = "[USER@]HOST[:PORT][,...]",
+	.help = "Reaches host through these SSH servers (bastions) in turn, as ssh -J does: "
+		"moletun connects to the first, opens a direct-tcpip channel through it to the "
+		"next (the last one opens it to host and port), and runs the next SSH session "
+		"inside that channel, so a bastion relays only encrypted bytes. USER defaults "
+		"to user and PORT to 22; IPv6 addresses go in brackets ([fd00::1]:2222); at "
+		"most 8 hops. The first hop's name is resolved on this machine, every later "
+		"one (and host) by the bastion before it, which must permit it (PermitOpen). "
+		"Every hop's host key is checked against known_hosts_file as the server's is "
+		"([HOST]:PORT entries for ports other than 22), and every hop authenticates "
+		"with proxy_jump_identity_file when set, otherwise as the tunnel does "
+		"(identity_file, use_agent). keepalive_interval and keepalive_count_max cover "
+		"the whole path: a dead bastion is noticed through the tunnel's own session. "
+		"none or an empty value connects directly.",
+    },
+    {
+	.name = "proxy_jump_identity_file",
+	.type = CONFIG_TYPE_PATH,
+	.flags = CONFIG_KEY_CONTENTS,
+	TUNNEL_FIELD(jump_identity_file),
+	TUNNEL_DIGEST(jump_identity_file_digest),
+	.placeholder = "PATH",
+	.help = "Private key every proxy_jump hop authenticates with instead of "
+		"identity_file, with the same format and permission rules; use_agent = yes "
+		"still offers the agent's keys too. Only with proxy_jump.",
+    },
+    {
+	.name = "proxy_jump_identity_passphrase_file",
+	.type = CONFIG_TYPE_PATH,
+	.flags = CONFIG_KEY_CONTENTS,
+	TUNNEL_FIELD(jump_identity_passphrase_file),
+	TUNNEL_DIGEST(jump_identity_passphrase_file_digest),
+	.placeholder = "PATH",
+	.help = "File whose first line is the passphrase of proxy_jump_identity_file, with "
+		"the same permission rules as the key.",
     },
     {
 	.name = "local_forward",
@@ -928,12 +971,35 @@ static int add_words(const struct config_key *k, void *object, const char *value
 	return 0;
 }
 
+/* The whole list at once ("" and none: direct); the key is not repeatable. */
+static int set_jump(const struct config_key *k, void *object, const char *value, char *err,
+		    size_t err_size)
+{
+	struct jump_hop **hops = field_of(k, object), *parsed;
+	size_t *count = count_of(k, object), n;
+	char reason[160];
+	int r = jumpspec_parse(value, &parsed, &n, reason, sizeof(reason));
+
+	if (r == -ENOMEM)
+		return r;
+	if (r < 0) {
+		snprintf(err, err_size, "invalid %s '%s': %s", k->name, value, reason);
+		return r;
+	}
+	jumpspec_free(*hops, *count);
+	*hops = parsed;
+	*count = n;
+	return 0;
+}
+
 int config_key_set(const struct config_key *k, void *object, const char *value,
 		   const char *base_dir, char *err, size_t err_size)
 {
 	void *field = field_of(k, object);
 	size_t len = strlen(value);
 
+	if (k->type == CONFIG_TYPE_JUMP)
+		return set_jump(k, object, value, err, err_size);
 	if (len == 0) {
 		snprintf(err, err_size, "empty value for %s", k->name);
 		return -EINVAL;
@@ -1001,6 +1067,7 @@ int config_key_set(const struct config_key *k, void *object, const char *value,
 			return -E2BIG;
 		}
 		return add_string(k, object, value);
+	case CONFIG_TYPE_JUMP:
 	case CONFIG_TYPE_INCLUDE:
 		break;
 	}
@@ -1025,6 +1092,11 @@ static void key_free(const struct config_key *k, void *object)
 		/* local_forward and remote_forward share the array: the second sees NULL. */
 		free(*(struct forward_spec **)field);
 		*(struct forward_spec **)field = NULL;
+		*count_of(k, object) = 0;
+		break;
+	case CONFIG_TYPE_JUMP:
+		jumpspec_free(*(struct jump_hop **)field, *count_of(k, object));
+		*(struct jump_hop **)field = NULL;
 		*count_of(k, object) = 0;
 		break;
 	case CONFIG_TYPE_WORDS:
@@ -1126,6 +1198,10 @@ void config_key_format(const struct config_key *k, const void *object, char *buf
 		}
 		break;
 	}
+	case CONFIG_TYPE_JUMP:
+		jumpspec_format(*(struct jump_hop *const *)field, const_count_of(k, object), buf,
+				size);
+		break;
 	case CONFIG_TYPE_FORWARD:
 	case CONFIG_TYPE_HEADER:
 		snprintf(buf, size, "%zu", const_count_of(k, object));
@@ -1184,6 +1260,9 @@ bool config_key_equal(const struct config_key *k, const void *a, const void *b)
 				return false;
 		return true;
 	}
+	case CONFIG_TYPE_JUMP:
+		return jumpspec_equal(*(struct jump_hop *const *)fa, const_count_of(k, a),
+				      *(struct jump_hop *const *)fb, const_count_of(k, b));
 	case CONFIG_TYPE_WORDS:
 	case CONFIG_TYPE_HEADER: {
 		char *const *x = *(char **const *)fa;

@@ -154,25 +154,29 @@ static int to_secret_pages(char **p, size_t len)
 	return 0;
 }
 
-int identity_load(const struct tunnel_config *cfg, struct identity *ret, char *err,
-		  size_t err_size)
+/* The files of one key, and what messages call them. */
+struct key_source {
+	const char *path, *passphrase_path;
+	const char *what, *passphrase_what, *passphrase_key;
+};
+
+static int load_key(const struct key_source *src, struct identity *ret, char *err, size_t err_size)
 {
 	struct identity id = {0};
 	char *key = NULL, *passphrase = NULL;
 	size_t key_len = 0, passphrase_len = 0;
 	int r;
 
-	if (!cfg->identity_file) {
+	if (!src->path) {
 		*ret = id;
 		return 0;
 	}
-	r = read_private("identity file", cfg->identity_file, KEY_FILE_MAX, &key, &key_len, err,
-			 err_size);
+	r = read_private(src->what, src->path, KEY_FILE_MAX, &key, &key_len, err, err_size);
 	if (r < 0)
 		return r;
-	if (cfg->identity_passphrase_file) {
-		r = read_private("identity passphrase file", cfg->identity_passphrase_file,
-				 PASSPHRASE_FILE_MAX, &passphrase, &passphrase_len, err, err_size);
+	if (src->passphrase_path) {
+		r = read_private(src->passphrase_what, src->passphrase_path, PASSPHRASE_FILE_MAX,
+				 &passphrase, &passphrase_len, err, err_size);
 		if (r < 0)
 			goto fail;
 		{
@@ -190,12 +194,15 @@ int identity_load(const struct tunnel_config *cfg, struct identity *ret, char *e
 		/* the bcrypt KDF runs once here, never per reconnect */
 		r = sshkey_decrypt_openssh(key, key_len, passphrase, passphrase_len, &plain,
 					   &plain_len);
-		if (r == -EACCES && passphrase_len == 0)
-			snprintf(err, err_size, "identity file %s: encrypted, and %s", cfg->identity_file,
-				 passphrase ? "the passphrase file is empty"
-					    : "no identity_passphrase_file is set");
+		if (r == -EACCES && passphrase_len == 0 && passphrase)
+			snprintf(err, err_size,
+				 "%s %s: encrypted, and the passphrase file is empty", src->what,
+				 src->path);
+		else if (r == -EACCES && passphrase_len == 0)
+			snprintf(err, err_size, "%s %s: encrypted, and no %s is set", src->what,
+				 src->path, src->passphrase_key);
 		else if (r < 0)
-			snprintf(err, err_size, "identity file %s: %s", cfg->identity_file,
+			snprintf(err, err_size, "%s %s: %s", src->what, src->path,
 				 identity_decrypt_error(r));
 		if (r < 0)
 			goto fail;
@@ -233,6 +240,33 @@ fail:
 	free_secret(key, key_len);
 	free_secret(passphrase, passphrase_len);
 	return r;
+}
+
+int identity_load(const struct tunnel_config *cfg, struct identity *ret, char *err, size_t err_size)
+{
+	const struct key_source src = {
+	    .path = cfg->identity_file,
+	    .passphrase_path = cfg->identity_passphrase_file,
+	    .what = "identity file",
+	    .passphrase_what = "identity passphrase file",
+	    .passphrase_key = "identity_passphrase_file",
+	};
+
+	return load_key(&src, ret, err, err_size);
+}
+
+int identity_load_jump(const struct tunnel_config *cfg, struct identity *ret, char *err,
+		       size_t err_size)
+{
+	const struct key_source src = {
+	    .path = cfg->jump_identity_file,
+	    .passphrase_path = cfg->jump_identity_passphrase_file,
+	    .what = "proxy_jump identity file",
+	    .passphrase_what = "proxy_jump identity passphrase file",
+	    .passphrase_key = "proxy_jump_identity_passphrase_file",
+	};
+
+	return load_key(&src, ret, err, err_size);
 }
 
 void identity_finish(struct identity *id)

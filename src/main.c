@@ -90,10 +90,12 @@ static int parse_config_arg(int argc, char **argv, const char **ret_path)
 }
 
 /* The daemon would fail to start on a key its passphrase does not open: so does check. */
-static int key_opens(const struct tunnel_config *t, char *err, size_t err_size)
+static int key_opens(const struct tunnel_config *t, enum tunnel_key which, char *err,
+		     size_t err_size)
 {
 	struct identity id;
-	int r = identity_load(t, &id, err, err_size);
+	int r = which == TUNNEL_KEY_JUMP ? identity_load_jump(t, &id, err, err_size)
+					 : identity_load(t, &id, err, err_size);
 
 	if (r == 0)
 		identity_finish(&id);

@@ -517,6 +517,74 @@ static void test_identity_files(void **state)
 		   "absolute path"));
 }
 
+/* proxy_jump: hops in order, users filled in, its key files checked like identity_file. */
+static void test_proxy_jump(void **state)
+{
+	const struct tunnel_config *t;
+	struct config *c;
+
+	(void)state;
+	write_file("j.conf", 0644,
+		   "[tunnel:a]\n" TUNNEL_BODY "local_forward = 5001 db:5432\n"
+		   "proxy_jump = ops@b1.example.com:2201, [fd00::1]\n"
+		   "proxy_jump_identity_file = id2\n"
+		   "[tunnel:b]\n" TUNNEL_BODY "local_forward = 5002 db:5432\n"
+		   "proxy_jump = none\n"
+		   "[tunnel:c]\n" TUNNEL_BODY "local_forward = 5003 db:5432\n"
+		   "proxy_jump =\n");
+	write_file("id2", 0600, KEY_TEXT);
+	c = load_ok("j.conf");
+	t = &c->tunnels[0];
+	assert_int_equal(t->n_jump_hops, 2);
+	assert_string_equal(t->jump_hops[0].user, "ops");
+	assert_string_equal(t->jump_hops[0].host, "b1.example.com");
+	assert_int_equal(t->jump_hops[0].port, 2201);
+	assert_string_equal(t->jump_hops[1].user, "tunnel");
+	assert_string_equal(t->jump_hops[1].host, "fd00::1");
+	assert_int_equal(t->jump_hops[1].port, 22);
+	assert_non_null(strstr(t->jump_identity_file, "/id2"));
+	assert_int_equal(t->jump_identity_file_digest.size, strlen(KEY_TEXT));
+	for (size_t i = 1; i < 3; i++) {
+		assert_int_equal(c->tunnels[i].n_jump_hops, 0);
+		assert_null(c->tunnels[i].jump_hops);
+	}
+	config_free(c);
+
+	write_file("j.conf", 0644,
+		   "[tunnel:a]\n" TUNNEL_BODY "local_forward = 5001 db:5432\n"
+		   "proxy_jump = b1,b2:0\n"
+		   "[tunnel:b]\n" TUNNEL_BODY "local_forward = 5002 db:5432\n"
+		   "proxy_jump = h1,h2,h3,h4,h5,h6,h7,h8,h9\n"
+		   "[tunnel:c]\n" TUNNEL_BODY "local_forward = 5003 db:5432\n"
+		   "proxy_jump_identity_file = id2\n"
+		   "[tunnel:d]\n" TUNNEL_BODY "local_forward = 5004 db:5432\n"
+		   "proxy_jump = b1\n"
+		   "proxy_jump_identity_file = id_open\n"
+		   "proxy_jump_identity_passphrase_file = pass_open\n"
+		   "[tunnel:e]\n" TUNNEL_BODY "local_forward = 5005 db:5432\n"
+		   "proxy_jump = b1\n"
+		   "proxy_jump_identity_file = id_encrypted\n"
+		   "[tunnel:f]\n" TUNNEL_BODY "local_forward = 5006 db:5432\n"
+		   "proxy_jump = b1\n"
+		   "proxy_jump_identity_passphrase_file = pass\n");
+	load_fails("j.conf",
+		   EXPECT("@DIR@/j.conf:7: invalid proxy_jump 'b1,b2:0': hop 2: invalid port '0' "
+			  "(1..65535)",
+			  "@DIR@/j.conf:14: invalid proxy_jump 'h1,h2,h3,h4,h5,h6,h7,h8,h9': too "
+			  "many hops (max 8)",
+			  "@DIR@/j.conf:21: proxy_jump_identity_file needs proxy_jump",
+			  "@DIR@/j.conf:29: proxy_jump identity file @DIR@/id_open is readable by "
+			  "group or others (mode 0644): like OpenSSH, moletun refuses unprotected "
+			  "private keys",
+			  "@DIR@/j.conf:30: proxy_jump identity passphrase file @DIR@/pass_open is "
+			  "readable by group or others (mode 0640): like OpenSSH, moletun refuses "
+			  "unprotected key passphrases",
+			  "@DIR@/j.conf:38: proxy_jump identity file @DIR@/id_encrypted is "
+			  "encrypted: set proxy_jump_identity_passphrase_file",
+			  "@DIR@/j.conf:46: proxy_jump_identity_passphrase_file needs "
+			  "proxy_jump_identity_file"));
+}
+
 static void test_identity_modes(void **state)
 {
 	struct config *c;
@@ -1034,6 +1102,9 @@ static struct config *load_tunnel_with(const char *change)
 	return load_text(text);
 }
 
+static void expect_diff(const struct config *base, const char *text, const char *key,
+			bool contents);
+
 static void test_tunnel_config_equal(void **state)
 {
 	static const char *const changes[] = {
@@ -1057,6 +1128,7 @@ static void test_tunnel_config_equal(void **state)
 	    "auth_retry_interval = 61s\n",
 	    "down_hold = 1s\n",
 	    "max_connections = 1\n",
+	    "proxy_jump = bastion\n",
 	};
 	struct config *base, *same, *other;
 
@@ -1077,6 +1149,26 @@ static void test_tunnel_config_equal(void **state)
 			fail_msg("change not noticed: %s", changes[i]);
 		config_free(other);
 	}
+	config_free(base);
+
+	/* The same path written otherwise is no change; another port or user is. */
+	base = load_tunnel_with("proxy_jump = b1,ops@b2:2222\n");
+	expect_diff(base,
+		    "[tunnel:a]\n" TUNNEL_BODY "local_forward = 5001 db:5432\n"
+		    "proxy_jump = tunnel@b1:22, ops@b2:2222\n",
+		    NULL, false);
+	expect_diff(base,
+		    "[tunnel:a]\n" TUNNEL_BODY "local_forward = 5001 db:5432\n"
+		    "proxy_jump = b1,ops@b2:2223\n",
+		    "proxy_jump", false);
+	expect_diff(base,
+		    "[tunnel:a]\n" TUNNEL_BODY "local_forward = 5001 db:5432\n"
+		    "proxy_jump = b1,b2:2222\n",
+		    "proxy_jump", false);
+	expect_diff(base,
+		    "[tunnel:a]\n" TUNNEL_BODY "local_forward = 5001 db:5432\n"
+		    "proxy_jump = none\n",
+		    "proxy_jump", false);
 	config_free(base);
 }
 
@@ -1347,6 +1439,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_duplicates, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_listen_conflicts, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_identity_files, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_proxy_jump, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_identity_modes, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_auth_rules, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_known_hosts, setup, teardown),
