@@ -5,6 +5,7 @@
 #include <time.h>
 
 #include "fwdspec.h"
+#include "jumpspec.h"
 
 enum tunnel_state {
 	TUNNEL_CONNECTING,
@@ -76,6 +77,8 @@ struct status_tunnel {
 	char host[256];
 	uint16_t port;
 	char user[128];
+	char via[JUMP_HOPS_MAX][JUMP_HOP_TEXT_MAX]; /* proxy_jump hops, "user@host:port" */
+	size_t n_via;				    /* 0: direct */
 	uint64_t reconnects;
 	char last_error[256]; /* "" means none */
 	bool auth_failure;    /* the last failure needs a human (host key, authentication) */
@@ -121,5 +124,8 @@ struct status {
 	struct status_alert *alerts; /* filled for the whole daemon only (no NAME asked) */
 	size_t n_alerts;
 };
+
+/* Fills via and n_via from a tunnel's proxy_jump hops (at most JUMP_HOPS_MAX). */
+void status_tunnel_set_via(struct status_tunnel *t, const struct jump_hop *hops, size_t n);
 
 void status_free(struct status *s);

@@ -15,7 +15,8 @@
 
 /*
  * {"tunnels":[{"name":..,"state":..,"since":"2024-05-01T12:00:00Z","host":..,"port":22,
- * "user":..,"reconnects":0,"last_error":null,"forwards":[{"type":"local","listen":..,
+ * "user":..,"via":["ops@bastion:22",..] (proxy_jump hops, [] when
+ * direct),"reconnects":0,"last_error":null,"forwards":[{"type":"local","listen":..,
  * "target":..,"active":0,"connections_total":0,"bytes_in":0,"bytes_out":0,
  * "open_failures":0,"rejected":0,"rejected_by_reason":{"max_connections":0,"down":0}}]}],
  * "daemon":{"pid":1234,"nofile_limit":524288}} followed by a newline; "rejected" is the

@@ -85,3 +85,10 @@ void status_free(struct status *s)
 	s->alerts = NULL;
 	s->n_alerts = 0;
 }
+
+void status_tunnel_set_via(struct status_tunnel *t, const struct jump_hop *hops, size_t n)
+{
+	t->n_via = n < JUMP_HOPS_MAX ? n : JUMP_HOPS_MAX;
+	for (size_t i = 0; i < t->n_via; i++)
+		jumpspec_format_hop(&hops[i], t->via[i], sizeof(t->via[i]));
+}

@@ -154,6 +154,13 @@ static void put_json_tunnel(FILE *out, const struct status_tunnel *t)
 	put_json_string(out, t->host, sizeof(t->host));
 	fprintf(out, ",\"port\":%u,\"user\":", (unsigned)t->port);
 	put_json_string(out, t->user, sizeof(t->user));
+	fputs(",\"via\":[", out);
+	for (size_t i = 0; i < t->n_via && i < JUMP_HOPS_MAX; i++) {
+		if (i > 0)
+			fputc(',', out);
+		put_json_string(out, t->via[i], sizeof(t->via[i]));
+	}
+	fputc(']', out);
 	fprintf(out, ",\"reconnects\":%" PRIu64 ",\"last_error\":", t->reconnects);
 	if (t->last_error[0])
 		put_json_string(out, t->last_error, sizeof(t->last_error));
@@ -224,8 +231,9 @@ static void cell_set(struct cell *c, const char *text, size_t max)
 
 static void table_row_fill(struct cell row[N_COLUMNS], const struct status_tunnel *t, time_t now)
 {
-	char buf[sizeof(t->user) + sizeof(t->host) + 16];
+	char buf[sizeof(t->user) + sizeof(t->host) + 16 + sizeof(t->via)];
 	char host[sizeof(t->host)];
+	size_t used;
 	bool bracket;
 
 	cell_set(&row[COLUMN_TUNNEL], t->name, sizeof(t->name));
@@ -246,6 +254,13 @@ static void table_row_fill(struct cell row[N_COLUMNS], const struct status_tunne
 	bracket = strchr(host, ':') != NULL; /* IPv6 literal */
 	snprintf(buf, sizeof(buf), "%.*s@%s%s%s:%u", (int)sizeof(t->user) - 1, t->user,
 		 bracket ? "[" : "", host, bracket ? "]" : "", (unsigned)t->port);
+	/* the path the session takes: "deploy@db:22 via ops@bastion:22,deploy@edge:22" */
+	used = strlen(buf);
+	for (size_t i = 0; i < t->n_via && i < JUMP_HOPS_MAX; i++) {
+		snprintf(buf + used, sizeof(buf) - used, "%s%.*s", i ? "," : " via ",
+			 (int)sizeof(t->via[i]) - 1, t->via[i]);
+		used += strlen(buf + used);
+	}
 	cell_set(&row[COLUMN_ENDPOINT], buf, sizeof(buf));
 	snprintf(buf, sizeof(buf), "%" PRIu64, t->reconnects);
 	cell_set(&row[COLUMN_RECONNECTS], buf, sizeof(buf));

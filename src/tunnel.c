@@ -365,6 +365,7 @@ int tunnel_snapshot(const struct tunnel *t, struct status_tunnel *out)
 	snprintf(out->host, sizeof(out->host), "%s", cfg->host);
 	out->port = cfg->port;
 	snprintf(out->user, sizeof(out->user), "%s", cfg->user);
+	status_tunnel_set_via(out, cfg->jump_hops, cfg->n_jump_hops);
 	out->reconnects = t->reconnects;
 	snprintf(out->last_error, sizeof(out->last_error), "%s", t->last_error);
 	out->auth_failure = t->auth_failure;

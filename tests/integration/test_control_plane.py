@@ -17,7 +17,7 @@ from harness import EchoServer, connect, echo_once, tunnel_section
 
 RFC3339_UTC = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$")
 TUNNEL_KEYS = {"name", "state", "health", "rtt_ms", "rtt_last_ms", "since", "host", "port",
-               "user", "reconnects", "last_error", "forwards"}
+               "user", "via", "reconnects", "last_error", "forwards"}
 FORWARD_KEYS = {"type", "listen", "target", "active", "connections_total", "bytes_in",
                 "bytes_out", "open_failures", "rejected", "rejected_by_reason", "target_state",
                 "target_error", "probe_rtt_ms", "probe_failures"}
@@ -228,6 +228,7 @@ class ControlPlaneTest(harness.TunnelTest):
             self.assertRegex(t["since"], RFC3339_UTC)
             self.assertIsInstance(t["port"], int)
             self.assertIsInstance(t["reconnects"], int)
+            self.assertEqual(t["via"], [])  # direct: no proxy_jump
             for f in t["forwards"]:
                 self.assertEqual(set(f), FORWARD_KEYS)
                 self.assertIn(f["type"], ("local", "remote"))

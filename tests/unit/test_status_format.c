@@ -51,7 +51,10 @@ static void add_forward(struct status_tunnel *t, enum forward_kind kind, const c
 	f->rejected[REJECT_DOWN] = base + 6;
 }
 
-/* primary (up, one local forward) and replica (backoff, a remote forward, an error). */
+/*
+ * primary (up, through one bastion, one local forward) and replica (backoff, direct, a
+ * remote forward, an error).
+ */
 static void make_sample(struct status *s)
 {
 	s->daemon.pid = 4242;
@@ -64,6 +67,8 @@ static void make_sample(struct status *s)
 	s->tunnels[0].rtt_measured = true;
 	s->tunnels[0].rtt = 0.01234;
 	s->tunnels[0].rtt_last = 0.0151;
+	s->tunnels[0].n_via = 1;
+	snprintf(s->tunnels[0].via[0], sizeof(s->tunnels[0].via[0]), "ops@bastion:22");
 	add_forward(&s->tunnels[0], FORWARD_LOCAL, "127.0.0.1:5433", "pg_main:5432", 0);
 	s->tunnels[0].forwards[0].target_state = TARGET_REACHABLE;
 	s->tunnels[0].forwards[0].probe_rtt_measured = true;
@@ -137,7 +142,8 @@ static void test_json_exact(void **state)
 	    "{\"tunnels\":["
 	    "{\"name\":\"primary\",\"state\":\"up\",\"health\":\"ok\",\"rtt_ms\":12.3,"
 	    "\"rtt_last_ms\":15.1,\"since\":\"2024-05-01T12:00:00Z\","
-	    "\"host\":\"db.example.com\",\"port\":22,\"user\":\"deploy\",\"reconnects\":0,"
+	    "\"host\":\"db.example.com\",\"port\":22,\"user\":\"deploy\","
+	    "\"via\":[\"ops@bastion:22\"],\"reconnects\":0,"
 	    "\"last_error\":null,\"forwards\":[{\"type\":\"local\",\"listen\":\"127.0.0.1:5433\","
 	    "\"target\":\"pg_main:5432\",\"active\":0,\"connections_total\":1,\"bytes_in\":2,"
 	    "\"bytes_out\":3,\"open_failures\":4,\"rejected\":11,"
@@ -146,7 +152,7 @@ static void test_json_exact(void **state)
 	    "\"probe_failures\":2}]},"
 	    "{\"name\":\"replica\",\"state\":\"backoff\",\"health\":\"down\",\"rtt_ms\":null,"
 	    "\"rtt_last_ms\":null,\"since\":\"2024-05-01T13:00:00Z\","
-	    "\"host\":\"fd00::5\",\"port\":2222,\"user\":\"deploy\",\"reconnects\":7,"
+	    "\"host\":\"fd00::5\",\"port\":2222,\"user\":\"deploy\",\"via\":[],\"reconnects\":7,"
 	    "\"last_error\":\"connection refused\",\"forwards\":[{\"type\":\"remote\","
 	    "\"listen\":\"0.0.0.0:8080\",\"target\":\"localhost:80\",\"active\":10,"
 	    "\"connections_total\":11,\"bytes_in\":12,\"bytes_out\":13,\"open_failures\":14,"
@@ -243,12 +249,13 @@ static void test_table_exact(void **state)
 	table = render(&s, render_table_at_t0_plus_192);
 	assert_string_equal(
 	    table,
-	    "TUNNEL   STATE    HEALTH  RTT   SINCE  ENDPOINT                  RECONNECTS  "
-	    "LAST ERROR\n"
-	    "primary  up       ok      12ms  1h03m  deploy@db.example.com:22  0           -\n"
+	    "TUNNEL   STATE    HEALTH  RTT   SINCE  ENDPOINT                                     "
+	    "RECONNECTS  LAST ERROR\n"
+	    "primary  up       ok      12ms  1h03m  deploy@db.example.com:22 via ops@bastion:22  "
+	    "0           -\n"
 	    "  local   127.0.0.1:5433  -> pg_main:5432  0 active\n"
-	    "replica  backoff  down    -     3m12s  deploy@[fd00::5]:2222     7           "
-	    "connection refused\n"
+	    "replica  backoff  down    -     3m12s  deploy@[fd00::5]:2222                        "
+	    "7           connection refused\n"
 	    "  remote  0.0.0.0:8080    -> localhost:80  10 active, 31 rejected\n");
 	free(table);
 
@@ -263,6 +270,44 @@ static void test_table_exact(void **state)
 	assert_non_null(strstr(table, "  local   127.0.0.1:5433  -> pg_main:5432  0 active, target "
 				      "unreachable (connect failed: Connection refused)\n"));
 	free(table);
+	status_free(&s);
+}
+
+/* The proxy_jump path: JSON array in order, the table after "via", hops from the config. */
+static void test_via(void **state)
+{
+	const struct jump_hop hops[] = {
+	    {.user = "ops", .host = "bastion", .port = 22},
+	    {.user = "deploy", .host = "fd00::7", .port = 2222},
+	};
+	struct status s = {0};
+	char *out;
+
+	make_sample(&s);
+	status_tunnel_set_via(&s.tunnels[0], hops, 2);
+	assert_int_equal(s.tunnels[0].n_via, 2);
+	assert_string_equal(s.tunnels[0].via[1], "deploy@[fd00::7]:2222");
+	out = render(&s, status_format_json);
+	assert_non_null(strstr(
+	    out, "\"user\":\"deploy\",\"via\":[\"ops@bastion:22\",\"deploy@[fd00::7]:2222\"],"
+		 "\"reconnects\":0,"));
+	free(out);
+	out = render(&s, render_table_at_t0_plus_192);
+	assert_non_null(
+	    strstr(out, "  deploy@db.example.com:22 via ops@bastion:22,deploy@[fd00::7]:2222  0 "));
+	free(out);
+	/* a hop's text is the server's concern no more than a name is: escaped, sanitized */
+	snprintf(s.tunnels[0].via[0], sizeof(s.tunnels[0].via[0]), "o\"ps\x1b@b:22");
+	out = render(&s, status_format_json);
+	assert_non_null(strstr(out, "\"via\":[\"o\\\"ps\\u001b@b:22\","));
+	free(out);
+	out = render(&s, render_table_at_t0_plus_192);
+	assert_non_null(strstr(out, " via o\"ps?@b:22,"));
+	free(out);
+	status_tunnel_set_via(&s.tunnels[0], NULL, 0);
+	out = render(&s, status_format_json);
+	assert_non_null(strstr(out, "\"user\":\"deploy\",\"via\":[],\"reconnects\":0,"));
+	free(out);
 	status_free(&s);
 }
 
@@ -729,6 +774,7 @@ int main(void)
 	    cmocka_unit_test(test_json_unterminated_field),
 	    cmocka_unit_test(test_age),
 	    cmocka_unit_test(test_table_exact),
+	    cmocka_unit_test(test_via),
 	    cmocka_unit_test(test_table_sanitizes),
 	    cmocka_unit_test(test_table_empty_and_future),
 	    cmocka_unit_test(test_stream_error),
