@@ -52,6 +52,9 @@ struct link_ops {
 #define LINK_OUT_MAX (16 * 1024 * 1024)
 /* The out-buffer size above which clients stop being read (backpressure). */
 #define LINK_OUT_HIGH_WATER (1024 * 1024)
+/* Most bytes a stream link holds read from its channel: past it the channel is not read and
+ * its window closes. */
+#define LINK_STREAM_IN_MAX (256 * 1024)
 
 enum link_step {
 	LINK_RESOLVING,
@@ -115,11 +118,26 @@ struct link {
 	unsigned rx_iteration; /* loop iteration rx_budget belongs to */
 	size_t rx_budget;      /* bytes recv may still read in that iteration */
 	struct sessmem mem;    /* what libssh2 holds for this session */
+	/* ProxyJump: the session runs over a direct-tcpip channel of the hop below instead of
+	 * a socket (fd is then a placeholder libssh2 can fcntl). The channel belongs to the
+	 * path that opened it; stream_in holds what was read from it for libssh2. */
+	struct link *below;
+	LIBSSH2_CHANNEL *stream;
+	struct buffer stream_in;
+	bool stream_eof;
 };
 
 /* Starts resolving and connecting; reports through ops from then on. */
 void link_open(struct link *l, struct ev_loop *loop, const struct link_params *p,
 	       const struct link_ops *ops);
+/* Starts a session over `channel`, a direct-tcpip channel of `below`'s session (ProxyJump).
+ * The caller keeps the channel and calls link_stream_pump() from below's on_input. */
+void link_open_stream(struct link *l, struct ev_loop *loop, const struct link_params *p,
+		      const struct link_ops *ops, struct link *below, LIBSSH2_CHANNEL *channel);
+/* Moves bytes between a stream link and its channel both ways and pumps the link. Called
+ * from the hop below's on_input (its session may be used then). 0 or a fatal libssh2 code
+ * of the hop below. */
+int link_stream_pump(struct link *l);
 /* Closes without waiting on the network; `goodbye` sends a disconnect message first if the
  * socket takes it right away. Safe on a closed link. */
 void link_close(struct link *l, bool goodbye);

@@ -48,6 +48,58 @@ static ssize_t link_send(libssh2_socket_t fd, const void *buf, size_t len, int f
 	return (ssize_t)len;
 }
 
+/* A stream link's input: what link_stream_pump read from the channel. */
+static ssize_t stream_recv(struct link *l, void *buf, size_t len)
+{
+	size_t have = buffer_len(&l->stream_in);
+	bool was_full = have >= LINK_STREAM_IN_MAX;
+
+	if (have == 0) {
+		if (l->stream_eof) {
+			l->io_error = ECONNRESET;
+			return -ECONNRESET;
+		}
+		l->rx_drained = true;
+		return -EAGAIN;
+	}
+	if (len > have)
+		len = have;
+	memcpy(buf, l->stream_in.data + l->stream_in.start, len);
+	buffer_consume(&l->stream_in, len);
+	buffer_compact(&l->stream_in);
+	l->last_rx = ev_now(l->loop);
+	l->rx_progress = true;
+	link_want_pump(l);
+	/* the channel was left unread while this was full: read it again */
+	if (was_full && buffer_len(&l->stream_in) < LINK_STREAM_IN_MAX)
+		link_want_pump(l->below);
+	return (ssize_t)len;
+}
+
+/* A stream link's output: into the channel while its window takes it, then out of the
+ * hop below at once. 0, or -EPIPE when the channel failed. */
+static int stream_flush(struct link *l)
+{
+	while (buffer_len(&l->out) > 0) {
+		ssize_t n = libssh2_channel_write(l->stream, l->out.data + l->out.start,
+						  buffer_len(&l->out));
+
+		if (n > 0) {
+			buffer_consume(&l->out, (size_t)n);
+			l->last_tx = ev_now(l->loop);
+			continue;
+		}
+		if (n == 0 || n == LIBSSH2_ERROR_EAGAIN)
+			break; /* the window is closed: the hop below pumps us when it opens */
+		if (ssh_error_fatal((int)n))
+			link_session_error(l->below, (int)n);
+		l->io_error = EPIPE;
+		return -EPIPE;
+	}
+	buffer_compact(&l->out);
+	return link_flush(l->below);
+}
+
 static ssize_t link_recv(libssh2_socket_t fd, void *buf, size_t len, int flags, void **abstract)
 {
 	struct link *l = *abstract;
@@ -61,6 +113,8 @@ static ssize_t link_recv(libssh2_socket_t fd, void *buf, size_t len, int flags, 
 		return -ECONNRESET;
 	if (l->io_error)
 		return -l->io_error;
+	if (l->below)
+		return stream_recv(l, buf, len);
 	/* The socket is level-triggered: a fake EAGAIN only defers bytes to the next event. */
 	if (l->rx_drained)
 		return -EAGAIN;
@@ -129,6 +183,15 @@ int link_flush(struct link *l)
 	if (buffer_len(&l->out) == 0)
 		return 0;
 	was_full = link_out_full(l);
+	if (l->below) {
+		int r = stream_flush(l);
+
+		if (r < 0)
+			return r;
+		if (was_full && !link_out_full(l) && l->ops.on_drained)
+			l->ops.on_drained(l->ops.userdata);
+		return 0;
+	}
 	n = buffer_write_fd(&l->out, l->fd);
 	if (n < 0 && n != -EAGAIN) {
 		l->io_error = (int)-n;

@@ -1,4 +1,5 @@
 #include <errno.h>
+#include <fcntl.h>
 #include <netdb.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -74,7 +75,7 @@ static void liveness_tick(struct link *l)
 	    .count_max = l->p.keepalive_count_max,
 	};
 
-	if (!ev_is_active(&l->rio)) {
+	if (!l->below && !ev_is_active(&l->rio)) {
 		/* No channel can drain the socket (the server refused a session channel):
 		 * count bytes waiting in the kernel as signs of life. */
 		int avail = 0;
@@ -173,7 +174,7 @@ static void link_pump(struct link *l)
 	/* With no channel to read through (the server refused a session channel and nothing
 	 * is forwarded), unread bytes would keep the socket readable: wait for a channel;
 	 * the liveness tick watches the kernel's byte count meanwhile. */
-	if (l->step == LINK_READY) {
+	if (l->step == LINK_READY && !l->below) {
 		if (!l->rx_drained && !link_drain(l))
 			ev_io_stop(l->loop, &l->rio);
 		else
@@ -283,6 +284,26 @@ static void link_resolve_poll(struct ev_loop *loop, ev_timer *w, int revents)
 	link_resolved(l, r, res);
 }
 
+static void link_init(struct link *l, struct ev_loop *loop, const struct link_params *p,
+		      const struct link_ops *ops)
+{
+	memset(l, 0, sizeof(*l));
+	l->loop = loop;
+	l->p = *p;
+	l->ops = *ops;
+	l->active = true;
+	l->fd = -1;
+	l->step = LINK_RESOLVING;
+	buffer_init(&l->out);
+	buffer_init(&l->stream_in);
+	ev_io_init(&l->rio, link_readable, -1, EV_READ);
+	ev_io_init(&l->wio, link_writable, -1, EV_WRITE);
+	ev_timer_init(&l->resolve_poll, link_resolve_poll, 0.005, 0.01);
+	ev_timer_init(&l->liveness, liveness_cb, 1., 0.);
+	ev_prepare_init(&l->flush, flush_cb);
+	l->rio.data = l->wio.data = l->resolve_poll.data = l->liveness.data = l->flush.data = l;
+}
+
 /* Names are resolved with getaddrinfo_a so DNS never blocks the loop; numeric addresses
  * resolve at once. */
 void link_open(struct link *l, struct ev_loop *loop, const struct link_params *p,
@@ -292,22 +313,8 @@ void link_open(struct link *l, struct ev_loop *loop, const struct link_params *p
 	struct addrinfo numeric = hints, *res = NULL;
 	char service[8];
 
-	memset(l, 0, sizeof(*l));
-	l->loop = loop;
-	l->p = *p;
-	l->ops = *ops;
-	l->active = true;
-	l->fd = -1;
-	l->step = LINK_RESOLVING;
-	buffer_init(&l->out);
-	ev_io_init(&l->rio, link_readable, -1, EV_READ);
-	ev_io_init(&l->wio, link_writable, -1, EV_WRITE);
-	ev_timer_init(&l->resolve_poll, link_resolve_poll, 0.005, 0.01);
-	ev_timer_init(&l->liveness, liveness_cb, 1., 0.);
-	ev_prepare_init(&l->flush, flush_cb);
-	l->rio.data = l->wio.data = l->resolve_poll.data = l->liveness.data = l->flush.data = l;
+	link_init(l, loop, p, ops);
 	snprintf(service, sizeof(service), "%u", p->port);
-
 	numeric.ai_flags |= AI_NUMERICHOST;
 	if (getaddrinfo(p->host, service, &numeric, &res) == 0) {
 		link_resolved(l, 0, res);
@@ -331,14 +338,67 @@ void link_open(struct link *l, struct ev_loop *loop, const struct link_params *p
 	ev_timer_start(loop, &l->resolve_poll);
 }
 
+static void link_start_session(struct link *l);
+
+void link_open_stream(struct link *l, struct ev_loop *loop, const struct link_params *p,
+		      const struct link_ops *ops, struct link *below, LIBSSH2_CHANNEL *channel)
+{
+	link_init(l, loop, p, ops);
+	l->below = below;
+	l->stream = channel;
+	/* libssh2 wants a descriptor it can fcntl(); the bytes never touch it */
+	l->fd = open("/dev/null", O_RDWR | O_NONBLOCK | O_CLOEXEC);
+	if (l->fd < 0) {
+		link_fail(l, false, "cannot open /dev/null: %s", strerror(errno));
+		return;
+	}
+	link_start_session(l);
+}
+
+int link_stream_pump(struct link *l)
+{
+	static char chunk[64 * 1024];
+	bool fed = false;
+
+	if (!l->active || l->failed)
+		return 0;
+	while (buffer_len(&l->stream_in) < LINK_STREAM_IN_MAX && !l->stream_eof) {
+		ssize_t n = libssh2_channel_read(l->stream, chunk, sizeof(chunk));
+
+		if (n == LIBSSH2_ERROR_EAGAIN)
+			break;
+		if (n < 0 && ssh_error_fatal((int)n))
+			return (int)n;
+		if (n <= 0) {
+			l->stream_eof = true; /* closed by the hop, or refused midway */
+			fed = true;
+			break;
+		}
+		if (buffer_append(&l->stream_in, chunk, (size_t)n) < 0)
+			return LIBSSH2_ERROR_ALLOC;
+		fed = true;
+	}
+	if (fed) {
+		l->rx_drained = false;
+		link_pump(l);
+		if (!l->active || l->failed)
+			return 0;
+	}
+	if (buffer_len(&l->out) > 0 && link_flush(l) < 0)
+		link_fail(l, false, "send through the hop below: %s", link_last_error(l));
+	return 0;
+}
+
 static void link_start_session(struct link *l)
 {
 	unsigned interval_s = (unsigned)((l->p.keepalive_interval_ms + 999) / 1000);
 	uint64_t dead_ms = l->p.keepalive_interval_ms * l->p.keepalive_count_max;
 
-	net_set_nodelay(l->fd);
-	net_set_liveness(l->fd, interval_s, l->p.keepalive_count_max,
-			 dead_ms > 0xffffffffu ? 0xffffffffu : (unsigned)dead_ms);
+	if (!l->below) {
+		net_set_nodelay(l->fd);
+		net_set_liveness(l->fd, interval_s, l->p.keepalive_count_max,
+				 dead_ms > 0xffffffffu ? 0xffffffffu : (unsigned)dead_ms);
+	}
 	if (link_session_new(l) < 0) {
 		link_fail(l, false, "cannot create SSH session: out of memory");
 		return;
@@ -346,7 +406,8 @@ static void link_start_session(struct link *l)
 	link_setup_session(l);
 	l->last_rx = ev_now(l->loop);
 	l->step = LINK_HANDSHAKE;
-	ev_io_start(l->loop, &l->rio);
+	if (!l->below)
+		ev_io_start(l->loop, &l->rio);
 	link_pump(l);
 }
 
@@ -386,7 +447,10 @@ void link_close(struct link *l, bool goodbye)
 	if (l->session) {
 		if (goodbye && !l->dead && !l->io_error && !l->failed && l->step >= LINK_AUTH_KEY) {
 			libssh2_session_disconnect(l->session, "moletun shutting down");
-			buffer_write_fd(&l->out, l->fd);
+			if (l->below)
+				link_flush(l); /* into the channel while the hop below lives */
+			else
+				buffer_write_fd(&l->out, l->fd);
 		}
 		l->dead = true;
 		log_debug("%s: session memory: %zu bytes at close, peak %zu", l->p.name,
@@ -398,6 +462,7 @@ void link_close(struct link *l, bool goodbye)
 	if (l->addrs)
 		freeaddrinfo(l->addrs);
 	buffer_finish(&l->out);
+	buffer_finish(&l->stream_in);
 	/* last: the goodbye above went through link_send, which asks for a flush */
 	ev_prepare_stop(l->loop, &l->flush);
 	memset(l, 0, sizeof(*l));

@@ -13,6 +13,7 @@
 #include "health.h"
 #include "link.h"
 #include "log.h"
+#include "path.h"
 #include "tunnel_state.h"
 
 /* Up this long before backoff starts over from backoff_initial. */
@@ -22,10 +23,12 @@ struct tunnel {
 	struct ev_loop *loop;
 	const struct tunnel_config *cfg;
 	struct identity identity;
+	struct identity jump_identity; /* proxy_jump_identity_file; empty: hops use identity */
 	enum tunnel_state state;
 	struct timespec since;
 	ev_tstamp since_mono;
-	char name[160]; /* "tunnel NAME", the link's log prefix */
+	char name[160]; /* "tunnel NAME", the destination link's log prefix */
+	char hop_names[JUMP_HOPS_MAX][160]; /* "tunnel NAME via HOST:PORT" */
 	char last_error[256];
 	bool auth_failure; /* the last failure needs a human: retry at auth_retry_interval */
 	uint64_t reconnects;
@@ -33,7 +36,7 @@ struct tunnel {
 	struct backoff backoff;
 	ev_timer timer;	 /* backoff wait, or the connect deadline */
 	bool requesting; /* the link is ready; remote forwards are being requested */
-	struct link link;
+	struct path path; /* the destination's link, through bastions if any */
 	struct forwarder fw;
 	struct rtt_estimator rtt; /* keepalive round trips of the current session */
 	enum tunnel_health health;
@@ -111,7 +114,7 @@ static void session_end(struct tunnel *t, bool goodbye)
 {
 	t->requesting = false;
 	forward_down(&t->fw);
-	link_close(&t->link, goodbye);
+	path_close(&t->path, goodbye);
 }
 
 static void tunnel_fail(struct tunnel *t, bool needs_human, const char *reason)
@@ -148,7 +151,7 @@ static void on_link_ready(void *userdata)
 	struct tunnel *t = userdata;
 
 	t->requesting = true;
-	link_want_pump(&t->link);
+	link_want_pump(path_final(&t->path));
 }
 
 static void on_link_fail(void *userdata, bool needs_human, const char *reason)
@@ -204,11 +207,34 @@ static void on_target(void *userdata, size_t forward, bool reachable, const char
 	health_update(userdata, true);
 }
 
-static void link_params_fill(const struct tunnel *t, struct link_params *p)
+/* Parameters of every link of the path: the bastions first, the destination last.
+ * Returns how many. */
+static size_t link_params_fill(const struct tunnel *t, struct link_params *p)
 {
 	const struct tunnel_config *cfg = t->cfg;
+	const struct identity *hop_id = t->jump_identity.private_key ? &t->jump_identity
+					: cfg->identity_file	      ? &t->identity
+									      : NULL;
+	size_t n = 0;
 
-	*p = (struct link_params){
+	for (; n < cfg->n_jump_hops; n++)
+		p[n] = (struct link_params){
+		    .name = t->hop_names[n],
+		    .host = cfg->jump_hops[n].host,
+		    .port = cfg->jump_hops[n].port,
+		    .user = cfg->jump_hops[n].user,
+		    .identity = hop_id,
+		    .identity_file = hop_id == &t->jump_identity ? cfg->jump_identity_file
+								  : cfg->identity_file,
+		    .use_agent = cfg->use_agent,
+		    .agent_socket = cfg->agent_socket,
+		    .known_hosts_file = cfg->known_hosts_file,
+		    .host_key_policy = cfg->strict_host_key_checking,
+		    .keepalive_interval_ms = cfg->keepalive_interval_ms,
+		    .keepalive_count_max = cfg->keepalive_count_max,
+		    .session_memory_max = cfg->session_memory_max,
+		};
+	p[n] = (struct link_params){
 	    .name = t->name,
 	    .host = cfg->host,
 	    .port = cfg->port,
@@ -223,6 +249,7 @@ static void link_params_fill(const struct tunnel *t, struct link_params *p)
 	    .keepalive_count_max = cfg->keepalive_count_max,
 	    .session_memory_max = cfg->session_memory_max,
 	};
+	return n + 1;
 }
 
 static void connect_begin(struct tunnel *t, enum tunnel_event e, const char *reason)
@@ -237,20 +264,21 @@ static void connect_begin(struct tunnel *t, enum tunnel_event e, const char *rea
 	    .drain = on_link_drain,
 	};
 	struct link_ops ops = ops_template;
-	struct link_params p;
+	struct link_params p[JUMP_HOPS_MAX + 1];
+	size_t n;
 
 	if (t->state != TUNNEL_CONNECTING)
 		set_state(t, e, reason, UINT64_MAX);
 	arm_timer(t, (double)t->cfg->connect_timeout_ms / 1000.0);
 	ops.userdata = t;
-	link_params_fill(t, &p);
-	link_open(&t->link, t->loop, &p, &ops);
+	n = link_params_fill(t, p);
+	path_open(&t->path, t->loop, p, n, &ops);
 }
 
 static void timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
 {
 	struct tunnel *t = w->data;
-	char d[32], reason[160];
+	char d[32], step[200], reason[300];
 
 	switch (t->state) {
 	case TUNNEL_BACKOFF:
@@ -258,9 +286,11 @@ static void timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
 		break;
 	case TUNNEL_CONNECTING:
 		duration_format(t->cfg->connect_timeout_ms, d, sizeof(d));
-		snprintf(reason, sizeof(reason), "connect timeout after %s (during %s)", d,
-			 t->requesting ? "requesting remote forwards"
-				       : link_step_str(t->link.step));
+		if (t->requesting)
+			snprintf(step, sizeof(step), "requesting remote forwards");
+		else
+			path_step_str(&t->path, step, sizeof(step));
+		snprintf(reason, sizeof(reason), "connect timeout after %s (during %s)", d, step);
 		tunnel_fail(t, false, reason);
 		break;
 	case TUNNEL_UP:
@@ -288,10 +318,14 @@ int tunnel_create(struct ev_loop *loop, const struct tunnel_config *cfg, struct 
 	t->on_change = on_change;
 	t->userdata = userdata;
 	snprintf(t->name, sizeof(t->name), "tunnel %s", cfg->name);
+	for (size_t i = 0; i < cfg->n_jump_hops && i < JUMP_HOPS_MAX; i++)
+		snprintf(t->hop_names[i], sizeof(t->hop_names[i]), "tunnel %s via %s:%u", cfg->name,
+			 cfg->jump_hops[i].host, cfg->jump_hops[i].port);
 	t->state = TUNNEL_CONNECTING;
 	clock_gettime(CLOCK_REALTIME, &t->since);
 	t->since_mono = ev_now(loop);
-	t->link.fd = -1;
+	for (size_t i = 0; i <= JUMP_HOPS_MAX; i++)
+		t->path.links[i].fd = -1;
 	ev_timer_init(&t->timer, timer_cb, 1.0, 0.0);
 	t->timer.data = t;
 	rtt_init(&t->rtt);
@@ -299,7 +333,14 @@ int tunnel_create(struct ev_loop *loop, const struct tunnel_config *cfg, struct 
 	backoff_init(&t->backoff, cfg->backoff_initial_ms, cfg->backoff_max_ms,
 		     (uint64_t)getpid() * 2654435761u ^ (uint64_t)(uintptr_t)t);
 	fops.userdata = t;
-	r = forward_init(&t->fw, loop, cfg, &t->link, listen, &fops, err, err_size);
+	t->path.n_hops = cfg->n_jump_hops;
+	r = identity_load_jump(cfg, &t->jump_identity, err, err_size);
+	if (r < 0) {
+		tunnel_destroy(t);
+		return r;
+	}
+	r = forward_init(&t->fw, loop, cfg, &t->path.links[cfg->n_jump_hops], listen, &fops, err,
+			 err_size);
 	if (r < 0) {
 		tunnel_destroy(t);
 		return r;
@@ -311,8 +352,13 @@ int tunnel_create(struct ev_loop *loop, const struct tunnel_config *cfg, struct 
 void tunnel_start(struct tunnel *t)
 {
 	forward_start(&t->fw);
-	log_info("tunnel %s: connecting to %s@%s:%u", t->cfg->name, t->cfg->user, t->cfg->host,
-		 t->cfg->port);
+	if (t->cfg->n_jump_hops)
+		log_info("tunnel %s: connecting to %s@%s:%u via %s:%u%s", t->cfg->name,
+			 t->cfg->user, t->cfg->host, t->cfg->port, t->cfg->jump_hops[0].host,
+			 t->cfg->jump_hops[0].port, t->cfg->n_jump_hops > 1 ? " and more" : "");
+	else
+		log_info("tunnel %s: connecting to %s@%s:%u", t->cfg->name, t->cfg->user,
+			 t->cfg->host, t->cfg->port);
 	connect_begin(t, TUNNEL_EVENT_START, NULL);
 }
 
@@ -333,6 +379,7 @@ void tunnel_destroy(struct tunnel *t)
 	session_end(t, true);
 	forward_finish(&t->fw);
 	identity_finish(&t->identity);
+	identity_finish(&t->jump_identity);
 	free(t);
 }
 
@@ -345,9 +392,13 @@ void tunnel_set_config(struct tunnel *t, const struct tunnel_config *cfg)
 {
 	t->cfg = cfg;
 	forward_set_config(&t->fw, cfg);
-	/* the link keeps pointers to the strings of the configuration */
-	if (t->link.active)
-		link_params_fill(t, &t->link.p);
+	/* the links keep pointers to the strings of the configuration */
+	{
+		struct link_params p[JUMP_HOPS_MAX + 1];
+		size_t n = link_params_fill(t, p);
+
+		path_set_params(&t->path, p, n);
+	}
 }
 
 int tunnel_snapshot(const struct tunnel *t, struct status_tunnel *out)

@@ -124,6 +124,11 @@ class ProxyJumpTest(harness.TunnelTest):
                          "the sidecar's target is reachable from the root namespace")
         # moletun itself, told to go direct, never gets there (the probe from the bastion's
         # namespace above is the sidecar's only connection).
+        # sshd logs the probe's connection a moment later: count from after it
+        deadline = time.monotonic() + 5
+        while self.side.connection_count() < 1 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(0.2)
         before = self.side.connection_count()
         m = self.moletun(self.jump_section(proxy_jump="none", proxy_jump_identity_file=None))
         self.assertIsNone(m.wait_state("t1", "up", 4.0), "direct tunnel came up")

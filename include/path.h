@@ -1,0 +1,45 @@
+#pragma once
+#include <libssh2.h>
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "jumpspec.h"
+#include "link.h"
+
+/*
+ * The way to the destination sshd (private to the engine, top of the link layer): a link
+ * to it, or, through bastions (ProxyJump, as ssh -J), a chain of links where each one after
+ * the first runs over a direct-tcpip channel of the one before. Every hop checks its host
+ * key, authenticates and keeps its own keepalives; whichever hop fails, the destination's
+ * ops hear on_fail (its reason names the hop). The destination link is path_final().
+ */
+struct path;
+
+/* What an intermediate hop's ops hand to the path. */
+struct path_hop {
+	struct path *path;
+	size_t index;
+};
+
+struct path {
+	struct ev_loop *loop;
+	size_t n_hops; /* bastions before the destination; 0: direct */
+	struct link links[JUMP_HOPS_MAX + 1];
+	struct link_params params[JUMP_HOPS_MAX + 1];
+	LIBSSH2_CHANNEL *channels[JUMP_HOPS_MAX]; /* on links[i], to links[i + 1]'s sshd */
+	bool opening[JUMP_HOPS_MAX];
+	struct path_hop hops[JUMP_HOPS_MAX];
+	struct link_ops final_ops; /* the destination's, from the layer above */
+};
+
+/* Starts the first hop; params[0..n_links-1], the last one the destination's. */
+void path_open(struct path *p, struct ev_loop *loop, const struct link_params *params,
+	       size_t n_links, const struct link_ops *final_ops);
+/* Closes every hop, the destination first, without waiting on the network. */
+void path_close(struct path *p, bool goodbye);
+/* The destination's link (the one channels are opened on). */
+struct link *path_final(struct path *p);
+/* New parameters of the same meaning (an equal configuration after a reload). */
+void path_set_params(struct path *p, const struct link_params *params, size_t n_links);
+/* Where connecting is, for messages: "SSH banner and key exchange via bastion:22". */
+void path_step_str(const struct path *p, char *buf, size_t size);
