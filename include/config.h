@@ -95,6 +95,8 @@ struct config {
 	char *control_socket;
 	char *control_group; /* NULL: the daemon's own group */
 	int log_level;       /* syslog priority: LOG_DEBUG .. LOG_ERR */
+	char *metrics_textfile; /* NULL: none */
+	uint64_t metrics_interval_ms;
 	struct tunnel_config *tunnels;
 	size_t n_tunnels;
 	struct alert_config *alerts;

@@ -86,6 +86,32 @@ static const struct config_key moletun_keys[] = {
 	.placeholder = "LEVEL",
 	.help = "Least severe messages logged: debug, info, notice, warning or err.",
     },
+    {
+	.name = "metrics_textfile",
+	.type = CONFIG_TYPE_PATH,
+	.max = 4095,
+	MOLETUN_FIELD(metrics_textfile),
+	.placeholder = "PATH",
+	.help = "File the daemon rewrites every metrics_interval with the metrics of "
+		"moletun ctl metrics, for node_exporter's textfile collector (which reads "
+		"only files named *.prom; Debian's directory is "
+		"/var/lib/prometheus/node-exporter). Replaced atomically (a temporary file "
+		"in the same directory, renamed over it), mode 0644; at shutdown every "
+		"tunnel is written as down. The directory must exist and be writable by the "
+		"daemon: moletun.service allows /var/lib/prometheus/node-exporter, another "
+		"directory needs ReadWritePaths= in a drop-in. Unset: no file.",
+    },
+    {
+	.name = "metrics_interval",
+	.type = CONFIG_TYPE_DURATION,
+	.default_value = "15s",
+	.min = 100,
+	.max = HOUR,
+	MOLETUN_FIELD(metrics_interval_ms),
+	.placeholder = "DURATION",
+	.help = "How often metrics_textfile is rewritten; a failed write is logged and "
+		"tried again at the next one.",
+    },
 };
 
 static const struct config_key include_keys[] = {

@@ -16,6 +16,7 @@
 #include "fdstore.h"
 #include "identity.h"
 #include "log.h"
+#include "metrics_file.h"
 #include "notify.h"
 #include "status_format.h"
 #include "tunnel.h"
@@ -28,8 +29,9 @@ struct daemon {
 	size_t n_tunnels;
 	struct control_server *control;
 	struct alerter *alerter;
-	struct fdstore *fdstore;  /* listening sockets, kept across restarts */
-	struct listen_ops listen; /* tunnels get their listeners from fdstore */
+	struct fdstore *fdstore;      /* listening sockets, kept across restarts */
+	struct listen_ops listen;     /* tunnels get their listeners from fdstore */
+	struct metrics_file *metrics; /* NULL without metrics_textfile */
 	ev_signal sigterm, sigint, sighup;
 };
 
@@ -62,6 +64,36 @@ static int daemon_snapshot(void *userdata, const char *name, struct status *ret)
 	}
 	*ret = s;
 	return 0;
+}
+
+static int daemon_snapshot_all(void *userdata, struct status *ret)
+{
+	return daemon_snapshot(userdata, NULL, ret);
+}
+
+/*
+ * Starts, moves or stops the metrics file as cfg says. A file no longer written is
+ * removed, so that node_exporter does not go on serving it.
+ */
+static int daemon_apply_metrics(struct daemon *d, const struct config *cfg)
+{
+	struct metrics_file *m = d->metrics;
+	const char *path = cfg->metrics_textfile;
+	bool same_path = m && path && strcmp(metrics_file_path(m), path) == 0;
+
+	if (same_path && metrics_file_interval(m) == cfg->metrics_interval_ms)
+		return 0;
+	if (m && !same_path && unlink(metrics_file_path(m)) < 0 && errno != ENOENT)
+		log_warn("metrics_textfile %s: cannot remove it: %s", metrics_file_path(m),
+			 strerror(errno));
+	metrics_file_destroy(m);
+	d->metrics = NULL;
+	if (!path)
+		return 0;
+	log_info("metrics_textfile %s: rewritten every %.3gs", path,
+		 (double)cfg->metrics_interval_ms / 1000.0);
+	return metrics_file_create(d->loop, path, cfg->metrics_interval_ms, daemon_snapshot_all, d,
+				   &d->metrics);
 }
 
 static void daemon_update_status(struct daemon *d)
@@ -308,6 +340,8 @@ static int daemon_reload(void *userdata, struct diag *errors)
 	/* alert targets may have changed too; before the old config goes */
 	if (daemon_sync_alerts(d, next) < 0)
 		log_err("alerts: out of memory applying the configuration");
+	if (daemon_apply_metrics(d, next) < 0)
+		log_err("metrics_textfile: out of memory applying the configuration");
 	config_free(d->cfg);
 	d->cfg = next;
 	log_set_level(next->log_level);
@@ -355,6 +389,7 @@ static void daemon_raise_fd_limit(void)
 
 static void daemon_finish(struct daemon *d)
 {
+	metrics_file_destroy(d->metrics);
 	for (size_t i = 0; i < d->n_tunnels; i++)
 		tunnel_destroy(d->tunnels[i]);
 	free(d->tunnels);
@@ -491,6 +526,11 @@ static int daemon_run(const char *config_path)
 		daemon_finish(&d);
 		return 1;
 	}
+	if (daemon_apply_metrics(&d, d.cfg) < 0) {
+		log_err("metrics_textfile: out of memory");
+		daemon_finish(&d);
+		return 1;
+	}
 	/* What the service manager kept that is no longer configured. */
 	fdstore_prune(d.fdstore);
 	ev_signal_init(&d.sigterm, on_stop, SIGTERM);
@@ -508,6 +548,9 @@ static int daemon_run(const char *config_path)
 	notify_ready();
 	daemon_update_status(&d);
 	ev_run(d.loop, 0);
+	/* A stopped daemon must not look healthy to whoever reads the file. */
+	if (d.metrics)
+		metrics_file_write_stopped(d.metrics);
 	daemon_finish(&d);
 	log_info("stopped");
 	return 0;

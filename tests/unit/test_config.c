@@ -185,6 +185,8 @@ static void test_defaults(void **state)
 	assert_string_equal(c->control_socket, "/run/moletun/control.sock");
 	assert_null(c->control_group);
 	assert_int_equal(c->log_level, LOG_INFO);
+	assert_null(c->metrics_textfile);
+	assert_int_equal(c->metrics_interval_ms, 15000);
 	assert_int_equal(c->n_alerts, 0);
 	assert_int_equal(c->n_tunnels, 1);
 	t = &c->tunnels[0];
@@ -230,6 +232,8 @@ static void test_every_key(void **state)
 		   "control_socket = /tmp/moletun.sock   ; inline comment\n"
 		   "control_group = root\n"
 		   "log_level = debug\n"
+		   "metrics_textfile = /var/lib/prometheus/node-exporter/moletun.prom\n"
+		   "metrics_interval = 250ms\n"
 		   "\n"
 		   "[tunnel:primary]\n"
 		   "host = fd00::1\n"
@@ -268,6 +272,8 @@ static void test_every_key(void **state)
 	assert_string_equal(c->control_socket, "/tmp/moletun.sock");
 	assert_string_equal(c->control_group, "root");
 	assert_int_equal(c->log_level, LOG_DEBUG);
+	assert_string_equal(c->metrics_textfile, "/var/lib/prometheus/node-exporter/moletun.prom");
+	assert_int_equal(c->metrics_interval_ms, 250);
 	t = &c->tunnels[0];
 	assert_string_equal(t->host, "fd00::1");
 	assert_int_equal(t->port, 2222);
@@ -301,7 +307,7 @@ static void test_every_key(void **state)
 	assert_string_equal(a->headers[1], "X-Team: db");
 	assert_int_equal(a->timeout_ms, 2000);
 	assert_false(a->send_resolved);
-	assert_int_equal(a->line, 29);
+	assert_int_equal(a->line, 31);
 	a = &c->alerts[1];
 	assert_null(a->url);
 	assert_string_equal(a->exec, path_of("hook"));
