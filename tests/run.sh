@@ -2,7 +2,8 @@
 # The README's test command: installs dependencies, builds, runs the whole suite (unit and
 # integration tests against a real sshd), then again built with ASan+UBSan, then the
 # daemon's integration tests under valgrind memcheck, a short libFuzzer run of every
-# parser, and the README's demo in its self-test mode.
+# parser, the README's demo in its self-test mode, and the Debian package built, checked
+# by lintian, installed and purged (tests/deb/run.sh).
 #   sudo bash tests/run.sh
 # MOLETUN_FUZZ_SECONDS (default 30) sets the fuzzing time per target; 0 skips fuzzing.
 set -euo pipefail
@@ -53,4 +54,7 @@ fi
 echo "== README demo (tests/demo/run.sh --selftest) =="
 MOLETUN_DEPS_DONE=1 bash tests/demo/run.sh --selftest
 
-echo "== all tests passed (plain and sanitized builds, valgrind, fuzzing, demo) =="
+echo "== Debian package: build, lintian, install, purge (tests/deb/run.sh) =="
+MOLETUN_DEPS_DONE=1 bash tests/deb/run.sh
+
+echo "== all tests passed (plain and sanitized builds, valgrind, fuzzing, demo, package) =="

@@ -36,6 +36,8 @@ REQUIRED = [
     "Group=moletun",
     "NoNewPrivileges=yes",
     "ProtectSystem=strict",
+    # metrics_textfile in Debian's node_exporter directory, optional ("-")
+    "ReadWritePaths=-/var/lib/prometheus/node-exporter",
     "CapabilityBoundingSet=",
     "RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6",
     "SystemCallFilter=@system-service",
@@ -132,6 +134,8 @@ def test_sysusers_tmpfiles(workdir):
     check(r.returncode == 0, "systemd-tmpfiles accepts moletun.tmpfiles", r.stderr)
     st = os.stat(os.path.join(root, "etc", "moletun"))
     check(st.st_mode & 0o7777 == 0o750, "/etc/moletun is 0750", oct(st.st_mode))
+    st = os.stat(os.path.join(root, "etc", "moletun", "conf.d"))
+    check(st.st_mode & 0o7777 == 0o750, "/etc/moletun/conf.d is 0750", oct(st.st_mode))
 
 
 def main():

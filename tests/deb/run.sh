@@ -1,0 +1,214 @@
+#!/usr/bin/env bash
+# The Debian package end to end, on this machine, as root (CI's is a fresh Debian 12):
+#  1. builds it with dpkg-buildpackage -b from a copy of the tree (nothing is written
+#     beside the checkout);
+#  2. lintian must report no error and no warning (overrides carry their reason in
+#     debian/moletun.lintian-overrides);
+#  3. installs it with apt (with its Recommends) and checks what it installed: moletun
+#     --version, `moletun check` of the shipped configuration run as the service user,
+#     `systemd-analyze verify` of the installed unit, the user, the modes of /etc/moletun,
+#     the conffile, the enabled unit, and that the service user can write its metrics file
+#     into node_exporter's textfile directory;
+#  4. purges it and checks that nothing is left: the files
+#     under /etc, /usr and /var/lib are those of before, and the user and group are
+#     gone.
+# Without systemd as PID 1 (CI) the postinst enables the unit but does not start it.
+# It refuses to run where moletun is installed or a moletun user exists already, since
+# the purge would remove them.
+#   sudo bash tests/deb/run.sh
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+src=$(pwd)
+
+if [ "$(id -u)" -ne 0 ]; then
+	echo "SKIP: tests/deb/run.sh installs and purges a package: run it as root"
+	exit 0
+fi
+if [ -z "${MOLETUN_DEPS_DONE:-}" ]; then
+	bash tests/deps.sh
+fi
+if dpkg-query -W -f='${Status}' moletun 2>/dev/null | grep -q 'installed\|config-files'; then
+	echo "FAIL: the moletun package is already on this machine; purge it first" >&2
+	exit 1
+fi
+if getent passwd moletun >/dev/null || getent group moletun >/dev/null; then
+	echo "FAIL: a moletun user or group exists already; the purge would remove it" >&2
+	exit 1
+fi
+
+apt_get() {
+	# another apt run on the same machine must make this one wait, not fail
+	DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=300 -y -q "$@"
+}
+
+passed=0
+failed=0
+ok() {
+	passed=$((passed + 1))
+	echo "ok: $*"
+}
+fail() {
+	failed=$((failed + 1))
+	echo "FAIL: $*"
+}
+check() { # check "what" command...
+	local what=$1
+	shift
+	if "$@"; then ok "$what"; else fail "$what"; fi
+}
+
+version=$(sed -n "s/^[[:space:]]*version: '\([^']*\)',\$/\1/p" meson.build | head -n 1)
+work=$(mktemp -d /tmp/moletun-deb.XXXXXX)
+installed=0
+cleanup() {
+	if [ "$installed" -eq 1 ]; then
+		apt_get purge moletun >/dev/null 2>&1 || true
+	fi
+	rm -rf "$work"
+}
+trap cleanup EXIT
+
+# What a purge must restore. What apt, dpkg and man-db keep for themselves and the account
+# databases' backups change with any package: left out. (/run is checked for /run/moletun
+# only: other programs' tests come and go there.)
+snapshot() {
+	find /etc /usr /var/lib -xdev \
+		\( -path /var/lib/apt -o -path /var/lib/dpkg -o -path /var/lib/man-db \) -prune \
+		-o -print |
+		grep -v -E '^/etc/(passwd|group|shadow|gshadow|subuid|subgid)-$|^/etc/ld\.so\.cache$' |
+		sort
+}
+
+echo "== build (dpkg-buildpackage -b -us -uc) =="
+start=$SECONDS
+tree="$work/moletun-$version"
+mkdir -p "$tree"
+if git -C "$src" rev-parse --git-dir >/dev/null 2>&1; then
+	git -C "$src" ls-files -z --cached --others --exclude-standard |
+		(cd "$src" && xargs -0 cp --parents -t "$tree" --)
+else
+	tar -C "$src" --exclude='./build*' --exclude=./.git -cf - . | tar -C "$tree" -xf -
+fi
+if ! (cd "$tree" && dpkg-checkbuilddeps) 2>/dev/null; then
+	apt_get build-dep "$tree" >/dev/null
+fi
+(cd "$tree" && dpkg-buildpackage -b -us -uc) >"$work/build.log" 2>&1 || {
+	tail -n 60 "$work/build.log"
+	fail "dpkg-buildpackage"
+	exit 1
+}
+deb="$work/moletun_${version}_$(dpkg --print-architecture).deb"
+check "package built: $(basename "$deb")" test -f "$deb"
+echo "build: $((SECONDS - start))s"
+
+echo "== lintian =="
+# Errors and warnings fail; info tags are printed for the record.
+lintian --fail-on error,warning --info "$work"/moletun_*.changes >"$work/lintian.log" 2>&1 &&
+	rc=0 || rc=$?
+grep -v 'running with root privileges is not recommended' "$work/lintian.log" || true
+check "lintian: no errors or warnings (exit $rc)" test "$rc" = 0
+
+echo "== install (apt-get install ./$(basename "$deb")) =="
+before=$(snapshot)
+textfile_dir=/var/lib/prometheus/node-exporter
+acl_before=$(getfacl -cp "$textfile_dir" 2>/dev/null || true)
+passwd_before=$(sort /etc/passwd /etc/group)
+installed=1
+apt_get install "$deb" >"$work/install.log" 2>&1 || {
+	cat "$work/install.log"
+	fail "apt-get install"
+	exit 1
+}
+ok "apt-get install"
+
+check "moletun --version says $version" test "$(moletun --version)" = "moletun $version"
+check "/usr/bin/moletun is the installed binary" test "$(command -v moletun)" = /usr/bin/moletun
+out=$(runuser -u moletun -- moletun check 2>&1) && rc=0 || rc=$?
+check "moletun check accepts the shipped /etc/moletun/moletun.conf, as user moletun" \
+	test "$rc" = 0
+check "  and says it has no tunnels ($out)" test "$out" = "no tunnels configured"
+check "/etc/moletun/moletun.conf is a conffile" \
+	bash -c "dpkg-query -W -f='\${Conffiles}' moletun | grep -q '^ /etc/moletun/moletun.conf '"
+check "every line of the shipped config but sections and the include is a comment" \
+	test -z "$(grep -v -E '^(#|;|$|\[moletun\]$|\[include\]$|files = /etc/moletun/conf\.d/\*\.conf$)' \
+		/etc/moletun/moletun.conf)"
+check "user moletun, home /var/lib/moletun, no login shell" \
+	bash -c 'getent passwd moletun | grep -q ":/var/lib/moletun:/usr/sbin/nologin$"'
+check "/etc/moletun is root:moletun 0750" test "$(stat -c '%U:%G %a' /etc/moletun)" = "root:moletun 750"
+check "/etc/moletun/conf.d is root:moletun 0750" \
+	test "$(stat -c '%U:%G %a' /etc/moletun/conf.d)" = "root:moletun 750"
+unit=$(dpkg -L moletun | grep '/systemd/system/moletun.service$')
+check "unit installed ($unit)" test -f "$unit"
+verify=$(systemd-analyze verify --man=no "$unit" 2>&1) && rc=0 || rc=$?
+check "systemd-analyze verify $unit is silent${verify:+: $verify}" \
+	test "$rc" = 0 -a -z "$(printf '%s' "$verify" | grep moletun)"
+check "unit enabled at install (multi-user.target.wants)" \
+	test -L /etc/systemd/system/multi-user.target.wants/moletun.service
+for f in /usr/share/man/man8/moletun.8.gz /usr/share/man/man5/moletun.conf.5.gz \
+	/usr/lib/sysusers.d/moletun.conf /usr/lib/tmpfiles.d/moletun.conf \
+	/usr/share/doc/moletun/examples/moletun.conf \
+	/usr/share/moletun/prometheus/moletun-rules.yml; do
+	check "installed $f" test -f "$f"
+done
+if command -v promtool >/dev/null; then
+	check "promtool check rules on the installed rules" \
+		promtool check rules /usr/share/moletun/prometheus/moletun-rules.yml
+fi
+man5=$(zcat /usr/share/man/man5/moletun.conf.5.gz)
+check "moletun.conf(5) documents metrics_textfile" grep -q metrics_textfile <<<"$man5"
+
+# The daemon as its service user writes into node_exporter's directory (the ACL that
+# postinst adds).
+if [ -d "$textfile_dir" ]; then
+	run_dir="$work/run"
+	mkdir -p "$run_dir"
+	chown moletun:moletun "$run_dir"
+	chmod 755 "$work"
+	cat >"$run_dir/metrics.conf" <<-EOF
+		[moletun]
+		control_socket = $run_dir/control.sock
+		metrics_textfile = $textfile_dir/moletun.prom
+		metrics_interval = 100ms
+	EOF
+	setpriv --reuid=moletun --regid=moletun --init-groups -- \
+		moletun run -c "$run_dir/metrics.conf" 2>"$run_dir/daemon.log" &
+	daemon=$!
+	for _ in $(seq 50); do
+		[ -f "$textfile_dir/moletun.prom" ] && break
+		sleep 0.1
+	done
+	kill -TERM "$daemon"
+	wait "$daemon" && rc=0 || rc=$?
+	check "the daemon, as user moletun, wrote $textfile_dir/moletun.prom" \
+		grep -q '^# TYPE moletun_tunnel_up gauge$' "$textfile_dir/moletun.prom"
+	check "  granted by an ACL entry" bash -c "getfacl -cp $textfile_dir | grep -q '^user:moletun:rwx$'"
+	check "  mode 0644 owned by moletun" \
+		test "$(stat -c '%U %a' "$textfile_dir/moletun.prom")" = "moletun 644"
+	check "  and stopped cleanly (exit $rc)" test "$rc" = 0
+	if [ "$failed" -gt 0 ]; then cat "$run_dir/daemon.log"; fi
+fi
+
+echo "== purge (apt-get purge moletun) =="
+apt_get purge moletun >"$work/purge.log" 2>&1 || {
+	cat "$work/purge.log"
+	fail "apt-get purge"
+	exit 1
+}
+installed=0
+ok "apt-get purge"
+check "package gone from dpkg's database" \
+	bash -c "! dpkg-query -W -f='\${Status}' moletun 2>/dev/null | grep -q 'installed\|config-files'"
+check "user and group moletun removed" \
+	bash -c '! getent passwd moletun && ! getent group moletun'
+check "/etc/passwd and /etc/group as before" test "$(sort /etc/passwd /etc/group)" = "$passwd_before"
+after=$(snapshot)
+left=$(diff <(printf '%s\n' "$before") <(printf '%s\n' "$after") || true)
+check "nothing left behind or removed under /etc /usr /var/lib${left:+:
+$left}" test -z "$left"
+check "no /run/moletun" test ! -e /run/moletun
+check "the ACL of $textfile_dir as before" \
+	test "$(getfacl -cp "$textfile_dir" 2>/dev/null || true)" = "$acl_before"
+
+echo "deb: $((SECONDS - start))s"
+echo "deb: $passed passed, $failed failed"
+[ "$failed" -eq 0 ]
