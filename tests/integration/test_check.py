@@ -240,6 +240,24 @@ class CheckTest(unittest.TestCase):
                          "  R 127.0.0.1:9000 -> 127.0.0.1:9000  probe=postgres\n"
                          "alert:ops  json https://hooks.example.com/...\n")
 
+    def test_packaged_config(self):
+        """debian/moletun.conf, the Debian package's conffile: accepted as shipped, no
+        tunnels, and its conf.d include (pointed at an empty directory) is live."""
+        with open(os.path.join(ROOT, "debian", "moletun.conf"), encoding="utf-8") as f:
+            text = f.read()
+        self.assertIn("files = /etc/moletun/conf.d/*.conf\n", text)
+        confd = os.path.join(self.dir, "packaged", "conf.d")
+        os.makedirs(confd)
+        path = os.path.join(self.dir, "packaged", "moletun.conf")
+        write(path, text.replace("/etc/moletun/conf.d/", confd + "/"), 0o644)
+        r = check(path)
+        self.assertEqual((r.returncode, r.stdout, r.stderr), (0, "no tunnels configured\n", ""))
+        # a tunnel dropped into conf.d is read
+        write(os.path.join(confd, "bad.conf"), "[tunnel:t]\nhost = h\n", 0o644)
+        r = check(path)
+        self.assertEqual(r.returncode, 1)
+        self.assertIn("bad.conf", r.stderr)
+
     def test_example_documents_every_key(self):
         keys = set(re.findall(r"^\\fB([a-z_]+)\\fR = ", self.help_config(), re.M))
         self.assertGreater(len(keys), 30)

@@ -24,7 +24,11 @@ In order (one container, one daemon, ~1 minute):
     process was gone is served, the listener and control socket are the same sockets;
   9 the same restart with FileDescriptorStoreMax=0 does refuse clients (the probe can see
     a refusal, and it is the FD store that prevents them);
-  10 stop is clean and quick, and closes the listeners for good.
+  y metrics_textfile in node_exporter's directory (root's, 0755, as Debian ships it): the
+    unit's ReadWritePaths= lets the sandboxed service write there once the directory's
+    ACL allows user moletun (what the Debian package adds), not before; the file is mode
+    0644, and the stop leaves the tunnel marked down in it;
+  z stop is clean and quick, and closes the listeners for good.
 
 Hardening that nspawn cannot show: KeyringMode=private (nspawn's seccomp filter denies
 the keyring system calls, which are not namespaced, so systemd logs "Kernel keyring
@@ -162,9 +166,9 @@ def tearDownModule():
         shutil.rmtree(env["tmp"], ignore_errors=True)
 
 
-def write_config(ports, broken=False):
+def write_config(ports, broken=False, extra_global=""):
     sc, echo = env["sidecar"], env["echo"]
-    text = "[moletun]\nlog_level = info\n\n" + tunnel_section(
+    text = "[moletun]\nlog_level = info\n%s\n" % extra_global + tunnel_section(
         "db", sc, local_forward=["127.0.0.1:%d %s" % (p, echo.addr) for p in ports],
         identity_file=FILES + "/id_moletun", known_hosts_file=FILES + "/known_hosts",
         down_hold="5s")
@@ -489,6 +493,35 @@ class SystemdTest(unittest.TestCase):
             self.systemctl("stop", UNIT)
             self.c.run(["rm", "-f", dropin])
             self.systemctl("daemon-reload")
+
+    def test_y_metrics_textfile_in_the_sandbox(self):
+        textfile_dir = "/var/lib/prometheus/node-exporter"
+        prom = textfile_dir + "/moletun.prom"
+        self.systemctl("stop", UNIT)
+        # ReadWritePaths= applies to directories that exist when the service starts
+        self.c.run(["mkdir", "-p", "-m", "0755", textfile_dir])
+        write_config([env["port"]], extra_global="metrics_textfile = %s\n"
+                     "metrics_interval = 200ms\n" % prom)
+        try:
+            self.ensure_up()
+            # writable for the sandbox, but not yet for user moletun
+            self.wait_journal(r"metrics_textfile %s: Permission denied" % re.escape(prom),
+                              "-o", "cat")
+            self.c.run(["setfacl", "-m", "u:moletun:rwx", textfile_dir])
+            self.wait_journal(r"metrics_textfile %s: written again" % re.escape(prom),
+                              "-o", "cat")
+            self.assertEqual(self.c.run(["stat", "-c", "%U %a", prom]).stdout.strip(),
+                             "moletun 644")
+            self.assertIn('moletun_tunnel_up{tunnel="db"} 1\n',
+                          self.c.run(["cat", prom]).stdout)
+            self.systemctl("stop", UNIT)
+            text = self.c.run(["cat", prom]).stdout
+            self.assertIn('moletun_tunnel_up{tunnel="db"} 0\n', text)
+            self.assertIn('moletun_tunnel_health{tunnel="db",health="down"} 1\n', text)
+        finally:
+            self.systemctl("stop", UNIT, check=False)
+            write_config([env["port"]])
+            self.c.run(["rm", "-rf", "/var/lib/prometheus"])
 
     def test_z_stop_is_clean_and_quick(self):
         self.ensure_up()
