@@ -6,74 +6,12 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "hostspec.h"
+
 #define DEFAULT_BIND "127.0.0.1"
 #define ANY_ADDRESS  "0.0.0.0"
 #define HOST_MAX     (sizeof(((struct forward_spec *)0)->listen_host) - 1)
 #define FIELD_MAX    300
-
-static int fail(char *err, size_t err_size, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static int fail(char *err, size_t err_size, const char *fmt, ...)
-{
-	va_list ap;
-
-	if (err && err_size > 0) {
-		va_start(ap, fmt);
-		vsnprintf(err, err_size, fmt, ap);
-		va_end(ap);
-	}
-	return -EINVAL;
-}
-
-static bool is_space(char c)
-{
-	return c == ' ' || c == '\t';
-}
-
-static bool is_hostname_char(char c)
-{
-	return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-	       c == '.' || c == '-' || c == '_';
-}
-
-/* Accepts "fe80::1%eth0" too: the zone is kept, only the address part is checked. */
-static bool is_ipv6(const char *s)
-{
-	char copy[64];
-	struct in6_addr addr;
-	size_t len = strcspn(s, "%");
-
-	if (len >= sizeof(copy))
-		return false;
-	memcpy(copy, s, len);
-	copy[len] = '\0';
-	if (s[len] == '%') {
-		if (!s[len + 1])
-			return false;
-		for (const char *z = s + len + 1; *z; z++)
-			if (!is_hostname_char(*z))
-				return false;
-	}
-	return inet_pton(AF_INET6, copy, &addr) == 1;
-}
-
-static int parse_port(const char *s, size_t len, uint16_t *ret)
-{
-	unsigned long v = 0;
-
-	if (len == 0 || len > 5)
-		return -EINVAL;
-	for (size_t i = 0; i < len; i++) {
-		if (s[i] < '0' || s[i] > '9')
-			return -EINVAL;
-		v = v * 10 + (unsigned long)(s[i] - '0');
-	}
-	if (v < 1 || v > 65535)
-		return -EINVAL;
-	*ret = (uint16_t)v;
-	return 0;
-}
 
 /*
  * Splits "host:port", "[v6]:port" or (listen side only) "port" into its parts. An empty or
@@ -91,25 +29,25 @@ static int parse_endpoint(const char *field, bool listen, char *host, uint16_t *
 		const char *close = strchr(field, ']');
 
 		if (!close)
-			return fail(err, err_size, "missing ']' in %s address", side);
+			return hostspec_fail(err, err_size, "missing ']' in %s address", side);
 		host_text = field + 1;
 		host_len = (size_t)(close - host_text);
 		if (close[1] != ':')
-			return fail(err, err_size,
-				    close[1] ? "expected ':' after ']' in %s address"
-					     : "missing %s port",
-				    side);
+			return hostspec_fail(err, err_size,
+					     close[1] ? "expected ':' after ']' in %s address"
+						      : "missing %s port",
+					     side);
 		port_text = close + 2;
 		bracketed = true;
 	} else {
 		colon = strrchr(field, ':');
 		if (colon && strchr(field, ':') != colon)
-			return fail(err, err_size,
-				    "IPv6 %s address needs brackets, e.g. [::1]:5433", side);
+			return hostspec_fail(
+			    err, err_size, "IPv6 %s address needs brackets, e.g. [::1]:5433", side);
 		if (!colon) {
 			if (!listen)
-				return fail(err, err_size,
-					    "missing target port (expected host:port)");
+				return hostspec_fail(err, err_size,
+						     "missing target port (expected host:port)");
 			host_text = DEFAULT_BIND;
 			host_len = strlen(DEFAULT_BIND);
 			port_text = field;
@@ -119,27 +57,30 @@ static int parse_endpoint(const char *field, bool listen, char *host, uint16_t *
 		}
 	}
 	if (!*port_text)
-		return fail(err, err_size, "missing %s port", side);
-	if (parse_port(port_text, strlen(port_text), port) < 0)
-		return fail(err, err_size, "invalid %s port '%s' (1..65535)", side, port_text);
+		return hostspec_fail(err, err_size, "missing %s port", side);
+	if (hostspec_parse_port(port_text, strlen(port_text), port) < 0)
+		return hostspec_fail(err, err_size, "invalid %s port '%s' (1..65535)", side,
+				     port_text);
 	if (host_len > HOST_MAX)
-		return fail(err, err_size, "%s host too long (max %zu characters)", side, HOST_MAX);
+		return hostspec_fail(err, err_size, "%s host too long (max %zu characters)", side,
+				     HOST_MAX);
 	if (!bracketed && listen && (host_len == 0 || (host_len == 1 && host_text[0] == '*'))) {
 		strcpy(host, ANY_ADDRESS);
 		return 0;
 	}
 	if (host_len == 0)
-		return fail(err, err_size, "missing %s host", side);
+		return hostspec_fail(err, err_size, "missing %s host", side);
 	memcpy(host, host_text, host_len);
 	host[host_len] = '\0';
 	if (bracketed) {
-		if (!is_ipv6(host))
-			return fail(err, err_size, "invalid IPv6 %s address '%s'", side, host);
+		if (!hostspec_is_ipv6(host))
+			return hostspec_fail(err, err_size, "invalid IPv6 %s address '%s'", side,
+					     host);
 		return 0;
 	}
 	for (size_t i = 0; i < host_len; i++)
-		if (!is_hostname_char(host[i]))
-			return fail(err, err_size, "invalid %s host '%s'", side, host);
+		if (!hostspec_is_hostname_char(host[i]))
+			return hostspec_fail(err, err_size, "invalid %s host '%s'", side, host);
 	return 0;
 }
 
@@ -149,10 +90,10 @@ static int next_field(const char **p, char *out, size_t size)
 	const char *s = *p, *start;
 	size_t len;
 
-	while (is_space(*s))
+	while (hostspec_is_blank(*s))
 		s++;
 	start = s;
-	while (*s && !is_space(*s))
+	while (*s && !hostspec_is_blank(*s))
 		s++;
 	len = (size_t)(s - start);
 	*p = s;
@@ -175,13 +116,14 @@ int fwdspec_parse(enum forward_kind kind, const char *text, struct forward_spec 
 	f.kind = kind;
 	if (next_field(&p, listen, sizeof(listen)) < 0 ||
 	    next_field(&p, target, sizeof(target)) < 0)
-		return fail(err, err_size, "address too long");
+		return hostspec_fail(err, err_size, "address too long");
 	if (!listen[0])
-		return fail(err, err_size, "empty forward");
+		return hostspec_fail(err, err_size, "empty forward");
 	if (!target[0])
-		return fail(err, err_size, "missing target (expected '[bind:]port host:port')");
+		return hostspec_fail(err, err_size,
+				     "missing target (expected '[bind:]port host:port')");
 	if (next_field(&p, extra, sizeof(extra)) != 0)
-		return fail(err, err_size, "unexpected text after target");
+		return hostspec_fail(err, err_size, "unexpected text after target");
 	r = parse_endpoint(listen, true, f.listen_host, &f.listen_port, err, err_size);
 	if (r < 0)
 		return r;

@@ -7,58 +7,17 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "hostspec.h"
+
 #define DEFAULT_PORT 22
 #define HOST_MAX     255
 #define USER_MAX     127
-
-static int fail(char *err, size_t err_size, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static int fail(char *err, size_t err_size, const char *fmt, ...)
-{
-	va_list ap;
-
-	if (err && err_size > 0) {
-		va_start(ap, fmt);
-		vsnprintf(err, err_size, fmt, ap);
-		va_end(ap);
-	}
-	return -EINVAL;
-}
-
-static bool is_blank(char c)
-{
-	return c == ' ' || c == '\t';
-}
-
-static bool is_hostname_char(char c)
-{
-	return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-	       c == '.' || c == '-' || c == '_';
-}
 
 /* Printable ASCII but for the separators of the list itself; '@' is allowed (the last one
  * ends the user, as in "first.last@corp@bastion"). */
 static bool is_user_char(char c)
 {
 	return c > ' ' && c < 0x7f && c != ',' && c != '[' && c != ']';
-}
-
-static int parse_port(const char *s, size_t len, uint16_t *ret)
-{
-	unsigned long v = 0;
-
-	if (len == 0 || len > 5)
-		return -EINVAL;
-	for (size_t i = 0; i < len; i++) {
-		if (s[i] < '0' || s[i] > '9')
-			return -EINVAL;
-		v = v * 10 + (unsigned long)(s[i] - '0');
-	}
-	if (v < 1 || v > 65535)
-		return -EINVAL;
-	*ret = (uint16_t)v;
-	return 0;
 }
 
 /* One hop of `len` bytes at `s`, blanks already trimmed; `n` counts from 1 for messages. */
@@ -73,9 +32,9 @@ static int parse_hop(const char *s, size_t len, size_t n, struct jump_hop *ret, 
 	char *user = NULL;
 
 	if (len == 0)
-		return fail(err, err_size, "hop %zu is empty", n);
+		return hostspec_fail(err, err_size, "hop %zu is empty", n);
 	if (len >= sizeof(text))
-		return fail(err, err_size, "hop %zu is too long", n);
+		return hostspec_fail(err, err_size, "hop %zu is too long", n);
 	memcpy(text, s, len);
 	text[len] = '\0';
 	at = strrchr(text, '@');
@@ -83,55 +42,62 @@ static int parse_hop(const char *s, size_t len, size_t n, struct jump_hop *ret, 
 	if (at) {
 		user_len = (size_t)(at - text);
 		if (user_len == 0)
-			return fail(err, err_size, "hop %zu: empty user before '@'", n);
+			return hostspec_fail(err, err_size, "hop %zu: empty user before '@'", n);
 		if (user_len > USER_MAX)
-			return fail(err, err_size, "hop %zu: user too long (max %d characters)", n,
-				    USER_MAX);
+			return hostspec_fail(err, err_size,
+					     "hop %zu: user too long (max %d characters)", n,
+					     USER_MAX);
 		for (size_t i = 0; i < user_len; i++)
 			if (!is_user_char(text[i]))
-				return fail(err, err_size, "hop %zu: invalid user '%.*s'", n,
-					    (int)user_len, text);
+				return hostspec_fail(err, err_size, "hop %zu: invalid user '%.*s'",
+						     n, (int)user_len, text);
 	}
 	if (rest[0] == '[') {
 		const char *close = strchr(rest, ']');
 
 		if (!close)
-			return fail(err, err_size, "hop %zu: missing ']' after IPv6 address", n);
+			return hostspec_fail(err, err_size,
+					     "hop %zu: missing ']' after IPv6 address", n);
 		host_text = rest + 1;
 		host_len = (size_t)(close - host_text);
 		if (close[1] == ':')
 			port_text = close + 2;
 		else if (close[1])
-			return fail(err, err_size, "hop %zu: expected ':' after ']'", n);
+			return hostspec_fail(err, err_size, "hop %zu: expected ':' after ']'", n);
 		if (host_len > HOST_MAX)
-			return fail(err, err_size, "hop %zu: host too long", n);
+			return hostspec_fail(err, err_size, "hop %zu: host too long", n);
 		memcpy(host, host_text, host_len);
 		host[host_len] = '\0';
 		if (inet_pton(AF_INET6, host, &addr6) != 1)
-			return fail(err, err_size, "hop %zu: invalid IPv6 address '%s'", n, host);
+			return hostspec_fail(err, err_size, "hop %zu: invalid IPv6 address '%s'", n,
+					     host);
 	} else {
 		const char *colon = strchr(rest, ':');
 
 		if (colon && strchr(colon + 1, ':'))
-			return fail(err, err_size,
-				    "hop %zu: IPv6 address needs brackets, e.g. [fd00::1]:22", n);
+			return hostspec_fail(
+			    err, err_size,
+			    "hop %zu: IPv6 address needs brackets, e.g. [fd00::1]:22", n);
 		host_text = rest;
 		host_len = colon ? (size_t)(colon - rest) : strlen(rest);
 		if (colon)
 			port_text = colon + 1;
 		if (host_len == 0)
-			return fail(err, err_size, "hop %zu: missing host", n);
+			return hostspec_fail(err, err_size, "hop %zu: missing host", n);
 		if (host_len > HOST_MAX)
-			return fail(err, err_size, "hop %zu: host too long (max %d characters)", n,
-				    HOST_MAX);
+			return hostspec_fail(err, err_size,
+					     "hop %zu: host too long (max %d characters)", n,
+					     HOST_MAX);
 		memcpy(host, host_text, host_len);
 		host[host_len] = '\0';
 		for (size_t i = 0; i < host_len; i++)
-			if (!is_hostname_char(host[i]))
-				return fail(err, err_size, "hop %zu: invalid host '%s'", n, host);
+			if (!hostspec_is_hostname_char(host[i]))
+				return hostspec_fail(err, err_size, "hop %zu: invalid host '%s'", n,
+						     host);
 	}
-	if (port_text && parse_port(port_text, strlen(port_text), &port) < 0)
-		return fail(err, err_size, "hop %zu: invalid port '%s' (1..65535)", n, port_text);
+	if (port_text && hostspec_parse_port(port_text, strlen(port_text), &port) < 0)
+		return hostspec_fail(err, err_size, "hop %zu: invalid port '%s' (1..65535)", n,
+				     port_text);
 	if (at && !(user = strndup(text, user_len)))
 		return -ENOMEM;
 	ret->user = user;
@@ -163,7 +129,7 @@ int jumpspec_parse(const char *text, struct jump_hop **ret_hops, size_t *ret_n, 
 	size_t n = 0;
 	int r;
 
-	while (is_blank(*p))
+	while (hostspec_is_blank(*p))
 		p++;
 	if (!*p || strcmp(p, "none") == 0) {
 		*ret_hops = NULL;
@@ -177,7 +143,7 @@ int jumpspec_parse(const char *text, struct jump_hop **ret_hops, size_t *ret_n, 
 		size_t len = strcspn(p, ",");
 		const char *next = p[len] == ',' ? p + len + 1 : NULL;
 
-		while (len > 0 && is_blank(p[len - 1]))
+		while (len > 0 && hostspec_is_blank(p[len - 1]))
 			len--;
 		if (n == JUMP_HOPS_MAX) {
 			r = -E2BIG;
@@ -191,7 +157,7 @@ int jumpspec_parse(const char *text, struct jump_hop **ret_hops, size_t *ret_n, 
 		if (!next)
 			break;
 		p = next;
-		while (is_blank(*p))
+		while (hostspec_is_blank(*p))
 			p++;
 	}
 	*ret_hops = hops;
