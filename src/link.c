@@ -324,9 +324,15 @@ const char *link_last_error(const struct link *l)
 
 	if (l->out_overflow)
 		return "server is not reading: send buffer over its limit (16 MiB)";
+	if (l->io_error == ECONNRESET)
+		return "connection closed by server";
+	/* TCP_USER_TIMEOUT (net_set_liveness): our bytes went unacknowledged for the
+	 * keepalive bound, which can beat the liveness timer to a server that stopped reading */
+	if (l->io_error == ETIMEDOUT)
+		return "nothing acknowledged within the keepalive bound (TCP user timeout): the "
+		       "server stopped reading or the path is down";
 	if (l->io_error)
-		return l->io_error == ECONNRESET ? "connection closed by server"
-						 : strerror(l->io_error);
+		return strerror(l->io_error);
 	if (!l->session)
 		return "no session";
 	libssh2_session_last_error(l->session, &msg, NULL, 0);
