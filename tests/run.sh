@@ -4,7 +4,7 @@
 # daemon's integration tests under valgrind memcheck, a short libFuzzer run of every
 # parser, the README's demo in its self-test mode, and the Debian package built, checked
 # by lintian, installed and purged (tests/deb/run.sh).
-#   sudo bash tests/run.sh
+#   bash tests/run.sh
 # MOLETUN_FUZZ_SECONDS (default 30) sets the fuzzing time per target; 0 skips fuzzing.
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -3,8 +3,8 @@
 # PermitOpen-restricted, on loopback), an echo target (and PostgreSQL when installed),
 # and runs `moletun run` in the foreground with a generated config. Ctrl-C stops it all.
 #
-#   sudo bash tests/demo/run.sh              interactive: prints how to try it
-#   sudo bash tests/demo/run.sh --selftest   pushes a message through and exits 0/1
+#   bash tests/demo/run.sh              interactive: prints how to try it
+#   bash tests/demo/run.sh --selftest   pushes a message through and exits 0/1
 #
 # Ports (override with the environment): MOLETUN_DEMO_SSH_PORT=22022 (sidecar),
 # MOLETUN_DEMO_ECHO_PORT=17007 (echo target), MOLETUN_DEMO_FORWARD_PORT=15433 (moletun's
@@ -42,7 +42,7 @@ die() {
 }
 
 if [ "$(id -u)" -ne 0 ]; then
-	die "run as root (sudo bash $0): it installs packages and starts sshd"
+	die "run as root (bash $0 in a root shell): it installs packages and starts sshd"
 fi
 
 if [ -z "${MOLETUN_DEPS_DONE:-}" ]; then
