@@ -4,14 +4,19 @@
 
 /*
  * Byte accounting for one SSH session's allocations, with a cap. Each block carries its
- * size in a small header in front of it, so frees and reallocs know what they return.
+ * size in a small header in front of it, so frees and reallocs know what they return, and
+ * sits on a list, so what libssh2 forgets to free (1.10 leaks kex state when a session is
+ * freed during its key exchange) can be released with the session.
  * The count is of the bytes asked for plus the header, not of what malloc rounds up to.
  */
+struct sessmem_block;
+
 struct sessmem {
+	struct sessmem_block *blocks; /* every block not freed yet */
 	size_t used;
 	size_t peak;
-	size_t cap;	     /* 0: no cap */
-	size_t refused;	     /* size of the first request refused over the cap, 0 if none */
+	size_t cap;	    /* 0: no cap */
+	size_t refused;	    /* size of the first request refused over the cap, 0 if none */
 	unsigned n_refused; /* requests refused over the cap */
 };
 
@@ -22,6 +27,8 @@ void *sessmem_alloc(struct sessmem *m, size_t size);
 void *sessmem_realloc(struct sessmem *m, void *p, size_t size);
 /* Accepts NULL. */
 void sessmem_free(struct sessmem *m, void *p);
+/* Frees (wiped) every block still allocated; returns how many there were. */
+size_t sessmem_release_all(struct sessmem *m);
 /* True once a request was refused over the cap. */
 static inline bool sessmem_over_cap(const struct sessmem *m)
 {

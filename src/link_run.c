@@ -456,6 +456,13 @@ void link_close(struct link *l, bool goodbye)
 		log_debug("%s: session memory: %zu bytes at close, peak %zu", l->p.name,
 			  l->mem.used, l->mem.peak);
 		libssh2_session_free(l->session);
+		/* what libssh2 did not free with the session (a key exchange cut short) */
+		if (l->mem.blocks) {
+			size_t bytes = l->mem.used, n = sessmem_release_all(&l->mem);
+
+			log_debug("%s: %zu blocks (%zu bytes) left by libssh2 freed", l->p.name, n,
+				  bytes);
+		}
 	}
 	if (l->fd >= 0)
 		close(l->fd);

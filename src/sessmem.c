@@ -1,14 +1,15 @@
 #include "sessmem.h"
 
 #include <stdalign.h>
-#include <stdint.h>
 #include <stddef.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
 /* Keeps the block behind the header aligned as malloc's own blocks are. */
-struct header {
+struct sessmem_block {
 	alignas(max_align_t) size_t size;
+	struct sessmem_block *prev, *next;
 };
 
 void sessmem_init(struct sessmem *m, size_t cap)
@@ -20,7 +21,7 @@ void sessmem_init(struct sessmem *m, size_t cap)
  * used; records the refusal when not. */
 static bool admit(struct sessmem *m, size_t size, size_t more)
 {
-	if (size > SIZE_MAX - sizeof(struct header) || more > SIZE_MAX - m->used ||
+	if (size > SIZE_MAX - sizeof(struct sessmem_block) || more > SIZE_MAX - m->used ||
 	    (m->cap && m->used + more > m->cap)) {
 		if (m->n_refused++ == 0)
 			m->refused = size;
@@ -38,7 +39,7 @@ static void account(struct sessmem *m, size_t block)
 
 void *sessmem_alloc(struct sessmem *m, size_t size)
 {
-	struct header *h;
+	struct sessmem_block *h;
 
 	if (!admit(m, size, size + sizeof(*h)))
 		return NULL;
@@ -46,6 +47,11 @@ void *sessmem_alloc(struct sessmem *m, size_t size)
 	if (!h)
 		return NULL;
 	h->size = size;
+	h->prev = NULL;
+	h->next = m->blocks;
+	if (m->blocks)
+		m->blocks->prev = h;
+	m->blocks = h;
 	account(m, sizeof(*h) + size);
 	return h + 1;
 }
@@ -56,12 +62,12 @@ void *sessmem_alloc(struct sessmem *m, size_t size)
  */
 void *sessmem_realloc(struct sessmem *m, void *p, size_t size)
 {
-	struct header *h;
+	struct sessmem_block *h;
 	void *copy;
 
 	if (!p)
 		return sessmem_alloc(m, size);
-	h = (struct header *)p - 1;
+	h = (struct sessmem_block *)p - 1;
 	copy = sessmem_alloc(m, size);
 	if (!copy)
 		return NULL;
@@ -73,12 +79,29 @@ void *sessmem_realloc(struct sessmem *m, void *p, size_t size)
 /* Wiped before it is freed (see sessmem_realloc). */
 void sessmem_free(struct sessmem *m, void *p)
 {
-	struct header *h;
+	struct sessmem_block *h;
 
 	if (!p)
 		return;
-	h = (struct header *)p - 1;
+	h = (struct sessmem_block *)p - 1;
 	m->used -= sizeof(*h) + h->size;
+	if (h->prev)
+		h->prev->next = h->next;
+	else
+		m->blocks = h->next;
+	if (h->next)
+		h->next->prev = h->prev;
 	explicit_bzero(p, h->size);
 	free(h);
+}
+
+size_t sessmem_release_all(struct sessmem *m)
+{
+	size_t n = 0;
+
+	while (m->blocks) {
+		sessmem_free(m, m->blocks + 1);
+		n++;
+	}
+	return n;
 }

@@ -114,14 +114,38 @@ static void test_alignment(void **state)
 	assert_int_equal(m.used, 0);
 }
 
+static void test_release_all(void **state)
+{
+	struct sessmem m;
+	void *a, *b, *c;
+
+	sessmem_init(&m, 0);
+	a = sessmem_alloc(&m, 48);
+	b = sessmem_alloc(&m, 48);
+	c = sessmem_alloc(&m, 100);
+	assert_non_null(a);
+	assert_non_null(b);
+	assert_non_null(c);
+	/* freed from the middle, the end and after a move: the list stays whole */
+	sessmem_free(&m, b);
+	c = sessmem_realloc(&m, c, 200);
+	assert_non_null(c);
+	/* what the owner forgot goes with the session */
+	assert_int_equal(sessmem_release_all(&m), 2);
+	assert_int_equal(m.used, 0);
+	assert_null(m.blocks);
+	assert_int_equal(sessmem_release_all(&m), 0);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_counts_and_returns_to_zero),
-		cmocka_unit_test(test_refuses_over_cap),
-		cmocka_unit_test(test_refused_realloc_keeps_block),
-		cmocka_unit_test(test_huge_sizes_refused),
-		cmocka_unit_test(test_alignment),
+	    cmocka_unit_test(test_counts_and_returns_to_zero),
+	    cmocka_unit_test(test_refuses_over_cap),
+	    cmocka_unit_test(test_refused_realloc_keeps_block),
+	    cmocka_unit_test(test_huge_sizes_refused),
+	    cmocka_unit_test(test_alignment),
+	    cmocka_unit_test(test_release_all),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
