@@ -97,7 +97,10 @@ class MetricsTextfileTest(harness.TunnelTest):
         last = None
         for i in range(500):
             with open(self.path) as f:
-                inodes.add(os.fstat(f.fileno()).st_ino)
+                st = os.fstat(f.fileno())
+                # inode numbers are reused once the replaced file is gone: with the
+                # change time, each file renamed into place is told apart
+                inodes.add((st.st_ino, st.st_ctime_ns))
                 text = f.read()
             self.assertTrue(text.endswith("\n"), "read %d ends mid-line: %r" % (i, text[-80:]))
             self.assertEqual(families(text), expected_families, "read %d" % i)
