@@ -18,12 +18,19 @@
  * conns; forward.c pumps their bytes; probe.c probes targets with client-less conns.
  */
 
-/* Receive window of a local_forward channel: what a client that reads nothing can make
- * the session hold for it (libssh2's default, 2 MiB, stays for remote_forward channels). */
+/* Receive window a local_forward channel opens with, and keeps while it is not the limit:
+ * what a client that reads nothing can make the session hold for it (libssh2's default,
+ * 2 MiB, stays for remote_forward channels). Larger windows are granted as the link needs
+ * them (window.h), within channel_window_max and the daemon-wide window_budget. */
 #define FORWARD_WINDOW (512 * 1024)
+/* Bytes read from a channel at a time. libssh2 1.10 tops a channel's window up to its
+ * initial size plus the read size, so a channel at FORWARD_WINDOW holds this much more. */
+#define FORWARD_READ_CHUNK (64 * 1024)
 
 struct forward_ops {
 	void *userdata;
+	/* The session's round trip for sizing receive windows, seconds (0: not measured). */
+	double (*rtt)(void *userdata);
 	/* A probe or a client's channel open found the target of `forward` (un)reachable. */
 	void (*on_target)(void *userdata, size_t forward, bool reachable, const char *why);
 };
@@ -42,6 +49,7 @@ struct forward_stats {
 	bool probe_rtt_measured;
 	double probe_rtt;
 	uint64_t probe_failures;
+	uint64_t window_charge; /* its channels' share of the window budget (window.h) */
 };
 
 struct forwarder;
@@ -91,6 +99,13 @@ struct conn {
 	bool probe;	  /* a target probe: no client, never counted as a connection */
 	bool probe_done;  /* its outcome is recorded: the rest is cleanup */
 	ev_tstamp probe_started;
+	/* The receive window kept open (local forwards, window.h) and the epoch it is judged
+	 * by: bytes the client took since epoch_start. */
+	uint64_t window;
+	uint64_t window_charge;	 /* its share of the daemon-wide window budget */
+	uint32_t window_pending; /* a grant libssh2 could not send yet (EAGAIN) */
+	uint64_t epoch_bytes;
+	ev_tstamp epoch_start;
 	struct buffer up;   /* client -> channel bytes the window did not take yet */
 	struct buffer down; /* channel -> client bytes the client did not take yet */
 };
@@ -119,6 +134,8 @@ struct conn *conn_new(struct forwarder *fw, size_t forward, int fd, enum conn_st
 void conn_close(struct conn *c);
 /* Frees the conn now; its channel is already freed or dies with its session. */
 void conn_destroy(struct conn *c);
+/* Sets the conn's share of the window budget (window.h) and of its forward's. */
+void conn_set_window_charge(struct conn *c, uint64_t charge);
 /* Records what a probe or a client's channel open found out about a target, and tells the
  * layer above (forward_ops.on_target) when that changed. */
 void forward_target(struct forwarder *fw, size_t forward, bool reachable, const char *why);

@@ -43,3 +43,6 @@ bool forward_drain(struct forwarder *fw);
 void forward_resume_clients(struct forwarder *fw);
 /* Session memory the open channels are owed (their windows' worth of unread data). */
 size_t forward_allowance(const struct forwarder *fw);
+/* The receive windows of a forward's open channels: the largest and their sum. */
+void forward_windows(const struct forwarder *fw, size_t forward, uint64_t *ret_largest,
+		     uint64_t *ret_total);

@@ -16,6 +16,9 @@ struct rtt_estimator {
 	double last;
 	double srtt;
 	double rttvar;
+	/* The smallest sample: the path without queues, which a bulk stream on the same
+	 * session fills (the window policy sizes windows by it, window.h). */
+	double min;
 };
 
 void rtt_init(struct rtt_estimator *e);

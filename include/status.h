@@ -64,6 +64,9 @@ struct status_forward {
 	bool probe_rtt_measured;
 	double probe_rtt; /* seconds, the last successful probe's open (+ hello) */
 	uint64_t probe_failures;
+	/* receive windows of its open channels, bytes: the largest and their sum */
+	uint64_t window_largest;
+	uint64_t window_total;
 };
 
 struct status_tunnel {

@@ -1,5 +1,6 @@
 #pragma once
 #include <ev.h>
+#include <stdint.h>
 
 #include "config.h"
 #include "identity.h"
@@ -32,5 +33,7 @@ void tunnel_destroy(struct tunnel *t);
 const struct tunnel_config *tunnel_config(const struct tunnel *t);
 /* Points the tunnel at an equal configuration (a reload that left it unchanged). */
 void tunnel_set_config(struct tunnel *t, const struct tunnel_config *cfg);
+/* The window budget shared by every tunnel's channels ([moletun] window_budget). */
+void tunnel_set_window_budget(uint64_t bytes);
 /* Copies the tunnel's state into `out` (forwards are allocated). 0 or -ENOMEM. */
 int tunnel_snapshot(const struct tunnel *t, struct status_tunnel *out);

@@ -112,6 +112,21 @@ static const struct config_key moletun_keys[] = {
 	.help = "How often metrics_textfile is rewritten; a failed write is logged and "
 		"tried again at the next one.",
     },
+    {
+	.name = "window_budget",
+	.type = CONFIG_TYPE_SIZE,
+	.default_value = "256M",
+	.min = 0,
+	.max = 64 * GIB,
+	MOLETUN_FIELD(window_budget),
+	.placeholder = "SIZE",
+	.help = "Most receive window granted beyond each channel's first 512K, summed over "
+		"every local_forward connection of every tunnel (see channel_window_max): data "
+		"the server may send that clients have not read yet, which clients that stop "
+		"reading leave in the daemon's memory. Past it windows stop growing; a window "
+		"counts until its data is read or its connection closes. 0: windows never "
+		"grow. K, M or G multiply by 1024.",
+    },
 };
 
 static const struct config_key include_keys[] = {
@@ -393,6 +408,22 @@ static const struct config_key tunnel_keys[] = {
 		"remote_forward one, for data their clients have not read yet). Packets the "
 		"server sends and nobody asked for are held here; over the limit the session "
 		"is dropped and the tunnel backs off. K, M or G multiply by 1024.",
+    },
+    {
+	.name = "channel_window_max",
+	.type = CONFIG_TYPE_SIZE,
+	.default_value = "32M",
+	.min = 0,
+	.max = GIB,
+	TUNNEL_FIELD(channel_window_max),
+	.placeholder = "SIZE",
+	.help = "Largest receive window of a local_forward connection's channel. One stream "
+		"moves at most one window per round trip: channels open with 512K and double "
+		"theirs while a whole window arrives within about one round trip of the session "
+		"and the client keeps up, and halve it back (not below 512K) when the client "
+		"falls behind or the stream slows; all of them within the daemon's "
+		"window_budget. 32M carries ~100 MB/s over a 250 ms round trip. 0 (or up to "
+		"512K): windows stay at 512K. K, M or G multiply by 1024.",
     },
     {
 	.name = "probe",

@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include "log.h"
+#include "window.h"
 
 /*
  * A conn's life and the per-forward records, below the pumping (forward.c) and the probes
@@ -22,6 +23,7 @@ struct conn *conn_new(struct forwarder *fw, size_t forward, int fd, enum conn_st
 	c->forward = forward;
 	c->fd = fd;
 	c->state = state;
+	c->window = FORWARD_WINDOW;
 	list_init(&c->open_link);
 	/* callbacks are the caller's: a client's pumps, a probe's timeout */
 	ev_io_init(&c->rio, NULL, fd, EV_READ);
@@ -34,6 +36,14 @@ struct conn *conn_new(struct forwarder *fw, size_t forward, int fd, enum conn_st
 		fw->stats[forward].connections_total++;
 	}
 	return c;
+}
+
+void conn_set_window_charge(struct conn *c, uint64_t charge)
+{
+	struct forward_stats *st = &c->fw->stats[c->forward];
+
+	st->window_charge = st->window_charge - c->window_charge + charge;
+	window_budget_charge(&c->window_charge, charge);
 }
 
 /* Closes the client side: no more events, no more bytes, not counted as active. */
@@ -57,6 +67,7 @@ static void conn_drop_client(struct conn *c)
  * that is about to be freed. */
 void conn_destroy(struct conn *c)
 {
+	conn_set_window_charge(c, 0); /* its window dies with the channel */
 	conn_drop_client(c);
 	list_remove(&c->open_link);
 	list_remove(&c->link);

@@ -340,6 +340,7 @@ static int daemon_reload(void *userdata, struct diag *errors)
 	/* alert targets may have changed too; before the old config goes */
 	if (daemon_sync_alerts(d, next) < 0)
 		log_err("alerts: out of memory applying the configuration");
+	tunnel_set_window_budget(next->window_budget);
 	if (daemon_apply_metrics(d, next) < 0)
 		log_err("metrics_textfile: out of memory applying the configuration");
 	config_free(d->cfg);
@@ -473,6 +474,7 @@ static int daemon_run(const char *config_path)
 		return 1;
 	}
 	log_set_level(d.cfg->log_level);
+	tunnel_set_window_budget(d.cfg->window_budget);
 	warn_config(d.cfg);
 	daemon_raise_fd_limit();
 	if (libssh2_init(0) != 0) {

@@ -11,6 +11,7 @@
 #include "log.h"
 #include "net.h"
 #include "probe.h"
+#include "window.h"
 
 /*
  * Client connections and their channels. Bytes move through one shared scratch buffer;
@@ -18,8 +19,11 @@
  * connections cost a struct and a libssh2 channel.
  */
 
-#define IO_CHUNK     (64 * 1024)
+#define IO_CHUNK     FORWARD_READ_CHUNK
 #define ACCEPT_BATCH 64
+
+/* What libssh2 1.10 keeps open on a local_forward channel by itself (see conn.h). */
+#define WINDOW_OWN (FORWARD_WINDOW + FORWARD_READ_CHUNK)
 
 static char scratch[IO_CHUNK];
 
@@ -309,15 +313,100 @@ static int conn_flush_up(struct conn *c)
 	return 0;
 }
 
+static bool conn_window_adaptive(const struct conn *c)
+{
+	const struct tunnel_config *cfg = c->fw->cfg;
+
+	return !c->probe && cfg->forwards[c->forward].kind == FORWARD_LOCAL &&
+	       cfg->channel_window_max > FORWARD_WINDOW;
+}
+
+/*
+ * Sends a grant that libssh2 could not send yet. It must go before anything else adjusts
+ * this channel's window: libssh2 1.10 keeps the unsent packet and sends it on the next
+ * adjust, but adds that call's amount to its count. 0, EAGAIN or a libssh2 error.
+ */
+static int conn_window_flush(struct conn *c)
+{
+	unsigned int open;
+	int rc;
+
+	if (!c->window_pending)
+		return 0;
+	rc = libssh2_channel_receive_window_adjust2(c->channel, c->window_pending, 1, &open);
+	if (rc == 0)
+		c->window_pending = 0;
+	return rc;
+}
+
+/*
+ * The client took `n` bytes of the channel, `waiting` of them could not be sent to it yet:
+ * judges the epoch by the window policy (window.h) and keeps the chosen window open.
+ * libssh2 1.10 tops a window up to the size it was opened with (plus the read size) once it
+ * falls below three quarters of that, at the start of a read; the grants here keep a
+ * larger window above that level, so the two never grant for the same bytes, and a window
+ * back at FORWARD_WINDOW is left to libssh2 alone. 0, or a fatal libssh2 code.
+ */
+static int conn_window_update(struct conn *c, size_t n, size_t waiting)
+{
+	struct forwarder *fw = c->fw;
+	ev_tstamp now = ev_now(fw->loop);
+	struct window_input in;
+	uint64_t next, open, held;
+	int rc;
+
+	if (c->epoch_bytes == 0)
+		c->epoch_start = now;
+	c->epoch_bytes += n;
+	in = (struct window_input){
+	    .consumed = c->epoch_bytes,
+	    .elapsed = now - c->epoch_start,
+	    .rtt = fw->ops.rtt ? fw->ops.rtt(fw->ops.userdata) : 0,
+	    .window = c->window,
+	    .base = FORWARD_WINDOW,
+	    .max = fw->cfg->channel_window_max,
+	    .budget_left = window_budget_left(),
+	    .backlog = waiting > 0,
+	};
+	next = window_next(&in);
+	if (next != c->window || c->epoch_bytes >= c->window || waiting > 0)
+		c->epoch_bytes = 0;
+	c->window = next;
+	open = libssh2_channel_window_read_ex(c->channel, NULL, NULL);
+	if (!c->window_pending && c->window > FORWARD_WINDOW && open < c->window &&
+	    c->window - open >= c->window / 8) {
+		c->window_pending = (uint32_t)(c->window - open);
+		rc = conn_window_flush(c);
+		if (rc < 0 && rc != LIBSSH2_ERROR_EAGAIN && ssh_error_fatal(rc))
+			return rc;
+		open = libssh2_channel_window_read_ex(c->channel, NULL, NULL);
+	}
+	/* granted but unread: the data may arrive and wait in the session for the client */
+	held = open > c->window ? open : c->window;
+	conn_set_window_charge(c, held > WINDOW_OWN ? held - WINDOW_OWN : 0);
+	return 0;
+}
+
 /* Moves channel data to the client until the channel is empty or the client is full.
  * Returns 0, a fatal rc, or -1 if the conn was closed. */
 static int conn_read_channel(struct conn *c)
 {
 	struct forwarder *fw = c->fw;
+	bool adaptive = conn_window_adaptive(c);
 
 	while (!c->channel_eof && buffer_len(&c->down) == 0) {
-		ssize_t n = libssh2_channel_read(c->channel, scratch, sizeof(scratch));
-		ssize_t w;
+		ssize_t n, w;
+		int rc;
+
+		if (adaptive && c->window_pending) {
+			rc = conn_window_flush(c);
+			if (rc == LIBSSH2_ERROR_EAGAIN)
+				return 0; /* the pump comes back when the session moves */
+			if (rc < 0 && ssh_error_fatal(rc))
+				return rc;
+			c->window_pending = 0;
+		}
+		n = libssh2_channel_read(c->channel, scratch, sizeof(scratch));
 
 		if (n == LIBSSH2_ERROR_EAGAIN)
 			return 0;
@@ -346,6 +435,11 @@ static int conn_read_channel(struct conn *c)
 				return -1;
 			}
 			ev_io_start(fw->loop, &c->wio);
+		}
+		if (adaptive) {
+			rc = conn_window_update(c, (size_t)n, (size_t)(n - w));
+			if (rc < 0)
+				return rc;
 		}
 	}
 	return 0;
@@ -696,10 +790,34 @@ size_t forward_allowance(const struct forwarder *fw)
 				      ? FORWARD_WINDOW
 				      : LIBSSH2_CHANNEL_WINDOW_DEFAULT;
 
-		/* twice the window: libssh2 keeps each packet whole, with its headers */
-		owed += fw->stats[i].active * 2 * window;
+		/* twice the window: libssh2 keeps each packet whole, with its headers; grown
+		 * windows add what they hold beyond FORWARD_WINDOW */
+		owed += fw->stats[i].active * 2 * window + 2 * fw->stats[i].window_charge;
 	}
 	return owed > SIZE_MAX ? SIZE_MAX : (size_t)owed;
+}
+
+void forward_windows(const struct forwarder *fw, size_t forward, uint64_t *ret_largest,
+		     uint64_t *ret_total)
+{
+	const struct list *pos;
+	uint64_t largest = 0, total = 0;
+
+	for (pos = fw->conns.next; pos != &fw->conns; pos = pos->next) {
+		const struct conn *c = list_entry(pos, struct conn, link);
+		uint64_t w;
+
+		if (c->forward != forward || c->probe || !c->channel || c->state == CONN_CLOSING)
+			continue;
+		w = fw->cfg->forwards[forward].kind == FORWARD_LOCAL
+			? c->window
+			: LIBSSH2_CHANNEL_WINDOW_DEFAULT;
+		total += w;
+		if (w > largest)
+			largest = w;
+	}
+	*ret_largest = largest;
+	*ret_total = total;
 }
 
 static int listener_open(struct forwarder *fw, const struct forward_spec *f)

@@ -13,6 +13,8 @@ void rtt_sample(struct rtt_estimator *e, double seconds)
 	if (seconds < 0)
 		seconds = 0;
 	e->last = seconds;
+	if (!e->measured || seconds < e->min)
+		e->min = seconds;
 	if (!e->measured) {
 		e->measured = true;
 		e->srtt = seconds;

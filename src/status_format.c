@@ -135,7 +135,10 @@ static void put_json_forward(FILE *out, const struct status_forward *f)
 		fputs("null", out);
 	fputs(",\"probe_rtt_ms\":", out);
 	put_json_ms(out, f->probe_rtt_measured, f->probe_rtt);
-	fprintf(out, ",\"probe_failures\":%" PRIu64 "}", f->probe_failures);
+	fprintf(out,
+		",\"probe_failures\":%" PRIu64 ",\"window_largest_bytes\":%" PRIu64
+		",\"window_total_bytes\":%" PRIu64 "}",
+		f->probe_failures, f->window_largest, f->window_total);
 }
 
 static void put_json_tunnel(FILE *out, const struct status_tunnel *t)
@@ -416,6 +419,7 @@ enum forward_metric {
 	FORWARD_METRIC_BYTES,
 	FORWARD_METRIC_OPEN_FAILURES,
 	FORWARD_METRIC_REJECTED,
+	FORWARD_METRIC_WINDOW,
 };
 
 static const struct {
@@ -434,6 +438,9 @@ static const struct {
 				 "Clients the forward closed without serving them; "
 				 "reason=\"max_connections\" when it was full, \"down\" when the "
 				 "tunnel was not up (at once, or when down_hold ran out)."},
+    [FORWARD_METRIC_WINDOW] = {"moletun_forward_window_bytes", "gauge",
+			       "Receive windows of the forward's open channels: "
+			       "stat=\"largest\" the largest one, \"total\" their sum."},
 };
 
 static void put_forward_family(FILE *out, enum forward_metric m, const struct status *s)
@@ -467,6 +474,12 @@ static void put_forward_family(FILE *out, enum forward_metric m, const struct st
 				for (size_t r = 0; r < N_REJECT_REASONS; r++)
 					put_forward_sample(out, name, t, f, "reason",
 							   reject_reason_str(r), f->rejected[r]);
+				break;
+			case FORWARD_METRIC_WINDOW:
+				put_forward_sample(out, name, t, f, "stat", "largest",
+						   f->window_largest);
+				put_forward_sample(out, name, t, f, "stat", "total",
+						   f->window_total);
 				break;
 			}
 		}

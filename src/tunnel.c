@@ -15,6 +15,7 @@
 #include "log.h"
 #include "path.h"
 #include "tunnel_state.h"
+#include "window.h"
 
 /* Up this long before backoff starts over from backoff_initial. */
 #define STABLE_AFTER 5.0
@@ -207,6 +208,14 @@ static void on_target(void *userdata, size_t forward, bool reachable, const char
 	health_update(userdata, true);
 }
 
+/* For the window policy: the session's smallest round trip, its path without queues. */
+static double on_forward_rtt(void *userdata)
+{
+	const struct tunnel *t = userdata;
+
+	return t->rtt.measured ? t->rtt.min : 0;
+}
+
 /* Parameters of every link of the path: the bastions first, the destination last.
  * Returns how many. */
 static size_t link_params_fill(const struct tunnel *t, struct link_params *p)
@@ -302,7 +311,7 @@ int tunnel_create(struct ev_loop *loop, const struct tunnel_config *cfg, struct 
 		  const struct listen_ops *listen, tunnel_changed_fn on_change, void *userdata,
 		  struct tunnel **ret, char *err, size_t err_size)
 {
-	struct forward_ops fops = {.on_target = on_target};
+	struct forward_ops fops = {.on_target = on_target, .rtt = on_forward_rtt};
 	struct tunnel *t = calloc(1, sizeof(*t));
 	int r;
 
@@ -401,6 +410,11 @@ void tunnel_set_config(struct tunnel *t, const struct tunnel_config *cfg)
 	}
 }
 
+void tunnel_set_window_budget(uint64_t bytes)
+{
+	window_budget_set_limit(bytes);
+}
+
 int tunnel_snapshot(const struct tunnel *t, struct status_tunnel *out)
 {
 	const struct tunnel_config *cfg = t->cfg;
@@ -442,6 +456,7 @@ int tunnel_snapshot(const struct tunnel *t, struct status_tunnel *out)
 		sf->probe_rtt_measured = st->probe_rtt_measured;
 		sf->probe_rtt = st->probe_rtt;
 		sf->probe_failures = st->probe_failures;
+		forward_windows(&t->fw, i, &sf->window_largest, &sf->window_total);
 	}
 	return 0;
 }

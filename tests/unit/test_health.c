@@ -41,6 +41,9 @@ static void test_rtt_smoothing(void **state)
 	assert_near(e.rttvar, 62.5 * MS);
 	assert_near(e.srtt, 112.5 * MS);
 	assert_near(e.last, 200 * MS);
+	assert_near(e.min, 100 * MS); /* the smallest sample, for the window policy */
+	rtt_sample(&e, 90 * MS);
+	assert_near(e.min, 90 * MS);
 
 	/* One outlier moves the smoothed value by an eighth only. */
 	rtt_init(&e);

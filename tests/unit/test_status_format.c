@@ -74,6 +74,8 @@ static void make_sample(struct status *s)
 	s->tunnels[0].forwards[0].probe_rtt_measured = true;
 	s->tunnels[0].forwards[0].probe_rtt = 0.0021;
 	s->tunnels[0].forwards[0].probe_failures = 2;
+	s->tunnels[0].forwards[0].window_largest = 4194304;
+	s->tunnels[0].forwards[0].window_total = 4718592;
 	set_tunnel(&s->tunnels[1], "replica", TUNNEL_BACKOFF, "fd00::5", "connection refused");
 	s->tunnels[1].health = HEALTH_DOWN;
 	s->tunnels[1].port = 2222;
@@ -149,7 +151,8 @@ static void test_json_exact(void **state)
 	    "\"bytes_out\":3,\"open_failures\":4,\"rejected\":11,"
 	    "\"rejected_by_reason\":{\"max_connections\":5,\"down\":6},"
 	    "\"target_state\":\"reachable\",\"target_error\":null,\"probe_rtt_ms\":2.1,"
-	    "\"probe_failures\":2}]},"
+	    "\"probe_failures\":2,\"window_largest_bytes\":4194304,"
+	    "\"window_total_bytes\":4718592}]},"
 	    "{\"name\":\"replica\",\"state\":\"backoff\",\"health\":\"down\",\"rtt_ms\":null,"
 	    "\"rtt_last_ms\":null,\"since\":\"2024-05-01T13:00:00Z\","
 	    "\"host\":\"fd00::5\",\"port\":2222,\"user\":\"deploy\",\"via\":[],\"reconnects\":7,"
@@ -158,7 +161,7 @@ static void test_json_exact(void **state)
 	    "\"connections_total\":11,\"bytes_in\":12,\"bytes_out\":13,\"open_failures\":14,"
 	    "\"rejected\":31,\"rejected_by_reason\":{\"max_connections\":15,\"down\":16},"
 	    "\"target_state\":\"unknown\",\"target_error\":null,\"probe_rtt_ms\":null,"
-	    "\"probe_failures\":0}]}"
+	    "\"probe_failures\":0,\"window_largest_bytes\":0,\"window_total_bytes\":0}]}"
 	    "],\"daemon\":{\"pid\":4242,\"nofile_limit\":524288}}\n");
 	free(json);
 	status_free(&s);
@@ -435,6 +438,17 @@ static void test_metrics_exact(void **state)
 		    "forward=\"0.0.0.0:8080\",reason=\"max_connections\"} 15\n"
 		    "moletun_forward_rejected_total{tunnel=\"replica\",type=\"remote\","
 		    "forward=\"0.0.0.0:8080\",reason=\"down\"} 16\n"
+		    "# HELP moletun_forward_window_bytes Receive windows of the forward's open "
+		    "channels: stat=\"largest\" the largest one, \"total\" their sum.\n"
+		    "# TYPE moletun_forward_window_bytes gauge\n"
+		    "moletun_forward_window_bytes{tunnel=\"primary\",type=\"local\","
+		    "forward=\"127.0.0.1:5433\",stat=\"largest\"} 4194304\n"
+		    "moletun_forward_window_bytes{tunnel=\"primary\",type=\"local\","
+		    "forward=\"127.0.0.1:5433\",stat=\"total\"} 4718592\n"
+		    "moletun_forward_window_bytes{tunnel=\"replica\",type=\"remote\","
+		    "forward=\"0.0.0.0:8080\",stat=\"largest\"} 0\n"
+		    "moletun_forward_window_bytes{tunnel=\"replica\",type=\"remote\","
+		    "forward=\"0.0.0.0:8080\",stat=\"total\"} 0\n"
 		    "# HELP moletun_daemon_nofile_limit Most descriptors the daemon may hold (soft "
 		    "RLIMIT_NOFILE, raised to the hard limit at start).\n"
 		    "# TYPE moletun_daemon_nofile_limit gauge\n"

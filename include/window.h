@@ -1,0 +1,58 @@
+#pragma once
+#include <stdbool.h>
+#include <stdint.h>
+
+/*
+ * Receive windows of local_forward channels that grow with the link (pure, no I/O).
+ *
+ * One stream over an SSH channel moves at most one receive window per round trip, and
+ * libssh2 keeps a channel's window at the size it was opened with. The forward layer
+ * watches each channel in epochs: an epoch starts at the first byte read after the last
+ * one ended and ends when the client has taken a whole window. window_next() then says
+ * how large a window to keep open; the forward layer grants the difference with
+ * libssh2_channel_receive_window_adjust2().
+ *
+ * The rule, with rtt the session's smallest keepalive round trip (queues on a loaded path
+ * inflate the smoothed one as the window grows, which would feed on itself):
+ *   - growth off (max <= base), or no RTT measured yet: base, or the current window;
+ *   - the client left bytes waiting (backlog): halve, not below base;
+ *   - a whole window taken within WINDOW_LIMITED_RTTS round trips (the window, not the
+ *     link or the client, was the limit): double, up to max and to what the budget has
+ *     left;
+ *   - no whole window within WINDOW_SLOW_RTTS round trips (a slow or idle stream): halve,
+ *     not below base;
+ *   - otherwise: keep.
+ */
+
+/* A whole window within this many round trips: the window was the limit. */
+#define WINDOW_LIMITED_RTTS 1.5
+/* Not a whole window within this many round trips: the stream does not need it. */
+#define WINDOW_SLOW_RTTS 4.0
+
+struct window_input {
+	uint64_t consumed;    /* bytes the client took since the epoch began */
+	double elapsed;	      /* seconds since the epoch began */
+	double rtt;	      /* seconds; <= 0: not measured yet */
+	uint64_t window;      /* the window kept open now */
+	uint64_t base;	      /* the window the channel opened with: the floor */
+	uint64_t max;	      /* channel_window_max; <= base: no growth */
+	uint64_t budget_left; /* daemon-wide window budget not granted yet */
+	bool backlog;	      /* the client left bytes waiting during the epoch */
+};
+
+/* The window to keep open from now on (between base and max). */
+uint64_t window_next(const struct window_input *in);
+
+/*
+ * The daemon-wide window budget: a module-level count of the window granted beyond what
+ * libssh2 keeps open by itself, summed over every local_forward channel of every tunnel.
+ * It bounds what clients that stop reading can make the daemon hold ([moletun]
+ * window_budget). One event loop: no locking.
+ */
+void window_budget_set_limit(uint64_t limit);
+uint64_t window_budget_limit(void);
+uint64_t window_budget_used(void);
+/* What the limit has left (0 when the count is over it after a lower limit). */
+uint64_t window_budget_left(void);
+/* Moves a channel's share of the count from *charge to `charge`. */
+void window_budget_charge(uint64_t *charge, uint64_t charge_now);

@@ -1,0 +1,62 @@
+#include "window.h"
+
+static uint64_t budget_limit = 256ull << 20;
+static uint64_t budget_used;
+
+static uint64_t halved(uint64_t window, uint64_t base)
+{
+	return window / 2 > base ? window / 2 : base;
+}
+
+uint64_t window_next(const struct window_input *in)
+{
+	uint64_t cur = in->window, grown;
+
+	if (in->max <= in->base)
+		return in->base;
+	if (cur < in->base)
+		cur = in->base;
+	if (cur > in->max)
+		cur = in->max;
+	if (in->backlog)
+		return halved(cur, in->base);
+	if (in->rtt <= 0)
+		return cur;
+	if (in->consumed < cur)
+		return in->elapsed > WINDOW_SLOW_RTTS * in->rtt ? halved(cur, in->base) : cur;
+	if (in->elapsed > WINDOW_SLOW_RTTS * in->rtt)
+		return halved(cur, in->base);
+	if (in->elapsed > WINDOW_LIMITED_RTTS * in->rtt)
+		return cur;
+	grown = cur * 2 < in->max ? cur * 2 : in->max;
+	if (grown - cur > in->budget_left)
+		grown = cur + in->budget_left;
+	return grown;
+}
+
+void window_budget_set_limit(uint64_t limit)
+{
+	budget_limit = limit;
+}
+
+uint64_t window_budget_limit(void)
+{
+	return budget_limit;
+}
+
+uint64_t window_budget_used(void)
+{
+	return budget_used;
+}
+
+uint64_t window_budget_left(void)
+{
+	return budget_used < budget_limit ? budget_limit - budget_used : 0;
+}
+
+void window_budget_charge(uint64_t *charge, uint64_t charge_now)
+{
+	budget_used -= *charge;
+	budget_used += charge_now;
+	*charge = charge_now;
+}
