@@ -20,7 +20,8 @@ TUNNEL_KEYS = {"name", "state", "health", "rtt_ms", "rtt_last_ms", "since", "hos
                "user", "via", "reconnects", "last_error", "forwards"}
 FORWARD_KEYS = {"type", "listen", "target", "active", "connections_total", "bytes_in",
                 "bytes_out", "open_failures", "rejected", "rejected_by_reason", "target_state",
-                "target_error", "probe_rtt_ms", "probe_failures"}
+                "target_error", "probe_rtt_ms", "probe_failures", "window_largest_bytes",
+                "window_total_bytes"}
 NOT_COUNTS = {"type", "listen", "target", "rejected_by_reason", "target_state", "target_error",
               "probe_rtt_ms"}
 REJECT_REASONS = {"max_connections", "down"}
