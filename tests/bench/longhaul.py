@@ -2,8 +2,8 @@
 """Long-haul throughput: one stream through an SSH tunnel over a path with a long round trip.
 
     sudo MOLETUN_BIN=build-bench/moletun [MOLETUN_BASE_BIN=old/moletun] \\
-        python3 tests/bench/longhaul.py [--delays 0,40,100] [--down-mib 256] [--up-mib 128]
-        [--reps 1] [--pg]
+        python3 tests/bench/longhaul.py [--delays 0,40,100] [--down-mib 256] [--up-mib 64]
+        [--slow-mib 64] [--reps 1] [--loop-mib 512] [--loop-reps 3] [--pg] [--pg-only]
 
 A relay (delayrelay.c, compiled here) sits in front of the sidecar sshd and holds every
 chunk D ms in each direction: a round trip of 2 x D for the SSH session. It buffers
@@ -16,7 +16,8 @@ not TCP's own window or a bottleneck queue; D = 0 means no relay (loopback). Col
   ssh_aes128    ssh -N -L -o Ciphers=aes128-ctr -o MACs=hmac-sha2-256
 
 Figures per delay: one connection's download (target -> client) and upload MB/s
-(tcpbench.c, median of --reps). With --pg, also pg_basebackup of a ~1 GB PostgreSQL 15
+(tcpbench.c, median of the repetitions; sizes and repetitions per the options, smaller
+downloads for moletun_base's fixed windows on long paths). With --pg, also pg_basebackup of a ~1 GB PostgreSQL 15
 cluster (pgbench -i -s 70) through each tunnel at the first non-zero delay, tar to stdout
 into a byte counter: seconds and MB/s. The load average is printed before and after.
 """
@@ -94,9 +95,16 @@ def window_status(t):
 
 
 def measure(ctx, port, tool, delay, watch=None):
-    for direction, mib in (("down", ctx.args.down_mib), ("up", ctx.args.up_mib)):
+    a = ctx.args
+    if delay == 0:
+        sizes, reps = (("down", a.loop_mib), ("up", a.loop_mib)), a.loop_reps
+    else:
+        # a 512K window moves 512K per round trip: a smaller download says as much
+        down = a.slow_mib if tool == "moletun_base" else a.down_mib
+        sizes, reps = (("down", down), ("up", a.up_mib)), a.reps
+    for direction, mib in sizes:
         vals = []
-        for _ in range(ctx.args.reps):
+        for _ in range(reps):
             out, err = bench.tb([direction, port, mib * MIB, 1, 600], timeout=660)
             if out is None:
                 R.error("%s %s at 2x%d ms: %s" % (tool, direction, delay, err))
@@ -172,9 +180,13 @@ def basebackup(ctx, port, tool, delay):
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--delays", default="0,40,100", help="one-way delays in ms (0: no relay)")
-    ap.add_argument("--down-mib", type=int, default=256)
-    ap.add_argument("--up-mib", type=int, default=128)
-    ap.add_argument("--reps", type=int, default=1)
+    ap.add_argument("--down-mib", type=int, default=256, help="download size, delay > 0")
+    ap.add_argument("--slow-mib", type=int, default=64,
+                    help="download size of moletun_base (fixed 512K windows), delay > 0")
+    ap.add_argument("--up-mib", type=int, default=64, help="upload size, delay > 0")
+    ap.add_argument("--reps", type=int, default=1, help="repetitions, delay > 0 (median)")
+    ap.add_argument("--loop-mib", type=int, default=512, help="sizes on loopback (delay 0)")
+    ap.add_argument("--loop-reps", type=int, default=3, help="repetitions on loopback")
     ap.add_argument("--pg", action="store_true", help="also pg_basebackup at the first delay")
     ap.add_argument("--pg-only", action="store_true", help="only pg_basebackup")
     ctx = bench.Ctx()
