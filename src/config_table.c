@@ -404,8 +404,9 @@ static const struct config_key tunnel_keys[] = {
 	TUNNEL_FIELD(session_memory_max),
 	.placeholder = "SIZE",
 	.help = "Most memory the SSH session may hold besides what its forwarded connections "
-		"are owed (2 x 512K per open local_forward connection, 2 x 2M per "
-		"remote_forward one, for data their clients have not read yet). Packets the "
+		"are owed (2 x 512K per open local_forward connection and twice what its "
+		"window grew beyond that, 2 x 2M per remote_forward one, for data their "
+		"clients have not read yet). Packets the "
 		"server sends and nobody asked for are held here; over the limit the session "
 		"is dropped and the tunnel backs off. K, M or G multiply by 1024.",
     },
@@ -422,7 +423,7 @@ static const struct config_key tunnel_keys[] = {
 		"theirs while a whole window arrives within about one round trip of the session "
 		"and the client keeps up, and halve it back (not below 512K) when the client "
 		"falls behind or the stream slows; all of them within the daemon's "
-		"window_budget. 32M carries ~100 MB/s over a 250 ms round trip. 0 (or up to "
+		"window_budget. 32M carries ~130 MB/s over a 250 ms round trip. 0 (or up to "
 		"512K): windows stay at 512K. K, M or G multiply by 1024.",
     },
     {
