@@ -100,12 +100,13 @@ struct conn {
 	bool probe_done;  /* its outcome is recorded: the rest is cleanup */
 	ev_tstamp probe_started;
 	/* The receive window kept open (local forwards, window.h) and the epoch it is judged
-	 * by: bytes the client took since epoch_start. */
+	 * by: bytes the client took since epoch_start, and whether any had to wait. */
 	uint64_t window;
 	uint64_t window_charge;	 /* its share of the daemon-wide window budget */
 	uint32_t window_pending; /* a grant libssh2 could not send yet (EAGAIN) */
 	uint64_t epoch_bytes;
 	ev_tstamp epoch_start;
+	bool epoch_backlog;
 	struct buffer up;   /* client -> channel bytes the window did not take yet */
 	struct buffer down; /* channel -> client bytes the client did not take yet */
 };

@@ -13,15 +13,20 @@
  * libssh2_channel_receive_window_adjust2().
  *
  * The rule, with rtt the session's smallest keepalive round trip (queues on a loaded path
- * inflate the smoothed one as the window grows, which would feed on itself):
- *   - growth off (max <= base), or no RTT measured yet: base, or the current window;
- *   - the client left bytes waiting (backlog): halve, not below base;
- *   - a whole window taken within WINDOW_LIMITED_RTTS round trips (the window, not the
- *     link or the client, was the limit): double, up to max and to what the budget has
- *     left;
- *   - no whole window within WINDOW_SLOW_RTTS round trips (a slow or idle stream): halve,
- *     not below base;
- *   - otherwise: keep.
+ * inflate the smoothed one as the window grows, which would feed on itself), and backlog
+ * meaning the client left bytes waiting in the daemon at some point of the epoch:
+ *   - growth off (max <= base): base; no RTT measured yet: halve on backlog, else keep;
+ *   - more than WINDOW_SLOW_RTTS round trips without a whole window taken (a slow or idle
+ *     stream, or a client that stalled: its bytes were not read meanwhile, so nothing was
+ *     granted either): halve;
+ *   - a whole window within WINDOW_LIMITED_RTTS round trips and no backlog (the window,
+ *     not the link or the client, was the limit): double, up to max and to what the
+ *     budget has left;
+ *   - a whole window that took longer with a backlog (the client was the limit): halve;
+ *   - otherwise (the epoch runs on; the link was the limit; a fast window with a moment
+ *     of backlog): keep.
+ * Halving never goes below base. A momentary backlog (a client not scheduled for a few
+ * milliseconds on a busy machine) stops growth but does not shrink a fast window.
  */
 
 /* A whole window within this many round trips: the window was the limit. */

@@ -355,9 +355,12 @@ static int conn_window_update(struct conn *c, size_t n, size_t waiting)
 	uint64_t next, open, held;
 	int rc;
 
-	if (c->epoch_bytes == 0)
+	if (c->epoch_bytes == 0) {
 		c->epoch_start = now;
+		c->epoch_backlog = false;
+	}
 	c->epoch_bytes += n;
+	c->epoch_backlog |= waiting > 0;
 	in = (struct window_input){
 	    .consumed = c->epoch_bytes,
 	    .elapsed = now - c->epoch_start,
@@ -366,10 +369,10 @@ static int conn_window_update(struct conn *c, size_t n, size_t waiting)
 	    .base = FORWARD_WINDOW,
 	    .max = fw->cfg->channel_window_max,
 	    .budget_left = window_budget_left(),
-	    .backlog = waiting > 0,
+	    .backlog = c->epoch_backlog,
 	};
 	next = window_next(&in);
-	if (next != c->window || c->epoch_bytes >= c->window || waiting > 0)
+	if (next != c->window || c->epoch_bytes >= c->window)
 		c->epoch_bytes = 0;
 	c->window = next;
 	open = libssh2_channel_window_read_ex(c->channel, NULL, NULL);

@@ -18,15 +18,15 @@ uint64_t window_next(const struct window_input *in)
 		cur = in->base;
 	if (cur > in->max)
 		cur = in->max;
-	if (in->backlog)
-		return halved(cur, in->base);
 	if (in->rtt <= 0)
-		return cur;
-	if (in->consumed < cur)
-		return in->elapsed > WINDOW_SLOW_RTTS * in->rtt ? halved(cur, in->base) : cur;
+		return in->backlog ? halved(cur, in->base) : cur;
 	if (in->elapsed > WINDOW_SLOW_RTTS * in->rtt)
 		return halved(cur, in->base);
+	if (in->consumed < cur)
+		return cur;
 	if (in->elapsed > WINDOW_LIMITED_RTTS * in->rtt)
+		return in->backlog ? halved(cur, in->base) : cur;
+	if (in->backlog)
 		return cur;
 	grown = cur * 2 < in->max ? cur * 2 : in->max;
 	if (grown - cur > in->budget_left)

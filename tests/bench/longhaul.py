@@ -94,30 +94,52 @@ def window_status(t):
         return None, None
 
 
-def measure(ctx, port, tool, delay, watch=None):
+def tb_watching(ctx, tunnel, args, delay):
+    """bench.tb() while sampling the forward's windows every 100 ms: the largest seen."""
+    p = subprocess.Popen([bench.TB] + [str(a) for a in args], stdout=subprocess.PIPE,
+                         stderr=subprocess.STDOUT, universal_newlines=True)
+    seen = ctx.windows.get(("moletun", delay), (0, 0))
+    while p.poll() is None:
+        largest, total = window_status(tunnel)
+        if largest is not None and largest > seen[0]:
+            seen = (largest, total)
+        time.sleep(0.1)
+    ctx.windows[("moletun", delay)] = seen
+    out = p.stdout.read().strip().splitlines()
+    last = out[-1] if out else "(no output, exit %d)" % p.returncode
+    return (last.split()[1:], None) if last.startswith("OK ") else (None, last)
+
+
+def measure(ctx, ports, delay, tunnels):
+    """Every tool's download and upload, the tools taking turns within each repetition (so
+    a drift of the shared machine hits them alike); medians."""
     a = ctx.args
-    if delay == 0:
-        sizes, reps = (("down", a.loop_mib), ("up", a.loop_mib)), a.loop_reps
-    else:
-        # a 512K window moves 512K per round trip: a smaller download says as much
-        down = a.slow_mib if tool == "moletun_base" else a.down_mib
-        sizes, reps = (("down", down), ("up", a.up_mib)), a.reps
-    for direction, mib in sizes:
-        vals = []
-        for _ in range(reps):
-            out, err = bench.tb([direction, port, mib * MIB, 1, 600], timeout=660)
-            if out is None:
-                R.error("%s %s at 2x%d ms: %s" % (tool, direction, delay, err))
-                continue
-            vals.append(float(out[0]))
-            if watch and direction == "down":
-                ctx.windows[(tool, delay)] = window_status(watch)
+    reps = a.loop_reps if delay == 0 else a.reps
+    vals = {}
+    for _ in range(reps):
+        for direction in ("down", "up"):
+            for tool, port in ports.items():
+                if delay == 0:
+                    mib = a.loop_mib
+                elif direction == "up":
+                    mib = a.up_mib
+                else:
+                    # a 512K window moves 512K per round trip: a smaller download says as much
+                    mib = a.slow_mib if tool == "moletun_base" else a.down_mib
+                if tool == "moletun" and direction == "down":
+                    out, err = tb_watching(ctx, tunnels[tool], [direction, port, mib * MIB, 1,
+                                                                 600], delay)
+                else:
+                    out, err = bench.tb([direction, port, mib * MIB, 1, 600], timeout=660)
+                if out is None:
+                    R.error("%s %s at 2x%d ms: %s" % (tool, direction, delay, err))
+                    continue
+                vals.setdefault((tool, direction), []).append(float(out[0]))
+    for (tool, direction), v in vals.items():
         name = "d%03d_%s" % (delay, direction)
-        if vals:
-            v = statistics.median(vals)
-            R.add("long haul (2 x D ms)", name, "MB/s", tool, v)
-            if len(vals) > 1:
-                print("  (%s %s: %s)" % (name, tool, ", ".join("%.1f" % x for x in vals)))
+        R.add("long haul (2 x D ms)", name, "MB/s", tool, statistics.median(v))
+        if len(v) > 1:
+            print("  (%s %s: %s)" % (name, tool, ", ".join("%.1f" % x for x in v)), flush=True)
 
 
 def pg_cluster(ctx):
@@ -230,10 +252,8 @@ def main():
                 via = Via(sc, rport)
             else:
                 dport, via = tport, Via(sc, sc.port)
-            for tool in tools:
-                if tool == "direct":
-                    measure(ctx, dport, tool, delay)
-                    continue
+            ports, tunnels = {"direct": dport}, {}
+            for tool in tools[1:]:
                 lp = free_port()
                 if tool == "ssh_aes128":
                     t = bench.SshTunnel(ctx, via, [(lp, taddr)], tool=tool, name="ssh-%d" % delay)
@@ -242,8 +262,10 @@ def main():
                                        harness.moletun_bin(), via, [(lp, taddr)],
                                        "%s-%d" % (tool, delay))
                 t.wait_up(30)
-                time.sleep(0.5)  # the first keepalive round trip
-                measure(ctx, lp, tool, delay, watch=t if tool == "moletun" else None)
+                ports[tool], tunnels[tool] = lp, t
+            time.sleep(0.5)  # the first keepalive round trips
+            measure(ctx, ports, delay, tunnels)
+            for t in tunnels.values():
                 t.stop()
             for r in relays:
                 stop_proc(r)
@@ -275,7 +297,7 @@ def main():
     print()
     print(R.table())
     for (tool, delay), (largest, total) in sorted(ctx.windows.items()):
-        print("window after download at 2x%d ms (%s): largest %s, total %s" % (
+        print("largest window seen during downloads at 2x%d ms (%s): %s (total %s)" % (
             delay, tool, largest, total))
     if R.errors:
         print("\nerrors seen (%d):" % len(R.errors))

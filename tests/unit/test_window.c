@@ -72,14 +72,24 @@ static void test_never_grows_for_a_slow_client(void **state)
 {
 	struct window_input in = whole_window(8 * MIB, 10 * MS);
 
-	/* bytes had to wait for the client: halve, however fast the window went */
+	/* bytes had to wait for the client: no growth, however fast the window went */
 	in.backlog = true;
+	assert_int_equal(window_next(&in), 8 * MIB);
+	/* the window took longer than a round trip and the client was behind: halve */
+	in.elapsed = 130 * MS;
 	assert_int_equal(window_next(&in), 4 * MIB);
-	in.consumed = 1;
+	/* a client that stalled: its bytes were not read, an epoch far past 4 round trips */
+	in.consumed = 64 * KIB;
+	in.elapsed = 2.0;
 	assert_int_equal(window_next(&in), 4 * MIB);
-	in = whole_window(512 * KIB, 10 * MS);
+	in = whole_window(512 * KIB, 200 * MS);
 	in.backlog = true;
 	assert_int_equal(window_next(&in), 512 * KIB);
+	/* an epoch still running with a backlog, within 4 round trips: keep */
+	in = whole_window(8 * MIB, 200 * MS);
+	in.consumed = 1 * MIB;
+	in.backlog = true;
+	assert_int_equal(window_next(&in), 8 * MIB);
 }
 
 static void test_capped_by_max(void **state)
