@@ -211,6 +211,8 @@ def main():
     ap.add_argument("--loop-reps", type=int, default=3, help="repetitions on loopback")
     ap.add_argument("--pg", action="store_true", help="also pg_basebackup at the first delay")
     ap.add_argument("--pg-only", action="store_true", help="only pg_basebackup")
+    ap.add_argument("--pg-skip-base", action="store_true",
+                    help="no pg_basebackup through moletun_base (its 512K windows take minutes)")
     ctx = bench.Ctx()
     ctx.args = args = ap.parse_args()
     delays = [int(x) for x in args.delays.split(",") if x.strip()]
@@ -277,6 +279,8 @@ def main():
             paddr = "127.0.0.1:%d" % ctx.pg_port
             basebackup(ctx, ctx.pg_port, "direct", 0)
             for tool in tools[1:]:
+                if tool == "moletun_base" and args.pg_skip_base:
+                    continue
                 lp = free_port()
                 if tool == "ssh_aes128":
                     t = bench.SshTunnel(ctx, via, [(lp, paddr)], tool=tool, name="ssh-pg")
