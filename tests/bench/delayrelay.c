@@ -33,7 +33,7 @@ struct chunk {
 struct dir {
 	int src, dst;
 	struct chunk *head, *tail;
-	int src_eof;   /* src closed: shut dst down once the queue is empty */
+	int src_eof; /* src closed: shut dst down once the queue is empty */
 	int dst_shut;
 	int dst_blocked;
 };
@@ -230,7 +230,8 @@ int main(int argc, char **argv)
 				continue;
 			}
 			{
-				struct pair *p = (struct pair *)(uintptr_t)(evs[i].data.u64 & ~1ull);
+				struct pair *p =
+				    (struct pair *)(uintptr_t)(evs[i].data.u64 & ~1ull);
 				int which = (int)(evs[i].data.u64 & 1);
 				uint32_t e = evs[i].events;
 
