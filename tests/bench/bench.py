@@ -3,7 +3,7 @@
 
 Run it through tests/bench/run.sh (installs packages, builds moletun, then runs this as root):
 
-    sudo bash tests/bench/run.sh [--quick]
+    bash tests/bench/run.sh [--quick]
 
 Directly: MOLETUN_BIN=build-bench/moletun python3 tests/bench/bench.py [--quick] [--only 1,3]
 

@@ -3,7 +3,7 @@
 
 As root (network namespaces):
 
-    sudo MOLETUN_BIN=build/moletun python3 tests/bench/jump_bench.py [--quick]
+    MOLETUN_BIN=build/moletun python3 tests/bench/jump_bench.py [--quick]
 
 Topology (tests/integration/jumpnet.py): the bastion sshd in one network namespace on a
 veth pair to this one; the sidecar sshd and a tcpbench target in a second namespace that

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Long-haul throughput: one stream through an SSH tunnel over a path with a long round trip.
 
-    sudo MOLETUN_BIN=build-bench/moletun [MOLETUN_BASE_BIN=old/moletun] \\
+    MOLETUN_BIN=build-bench/moletun [MOLETUN_BASE_BIN=old/moletun] \\
         python3 tests/bench/longhaul.py [--delays 0,40,100] [--down-mib 256] [--up-mib 64]
         [--slow-mib 64] [--reps 1] [--loop-mib 512] [--loop-reps 3] [--pg] [--pg-only]
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """The service gap of a restart: moletun against `ssh -N -L`, both under systemd.
 
-    sudo MOLETUN_BIN=build/moletun python3 tests/bench/restart_gap.py [--reps 5]
+    MOLETUN_BIN=build/moletun python3 tests/bench/restart_gap.py [--reps 5]
 
 Boots systemd 252 in systemd-nspawn (tests/integration/nspawn.py; host network, so the
 sidecar sshd and the echo target run on the host's 127.0.0.1), installs the build with

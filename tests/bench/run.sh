@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # moletun's benchmark against ssh -N -L and autossh (issue 6), one command, as root:
 #
-#   sudo bash tests/bench/run.sh            full run (~10 minutes on 2 cores)
-#   sudo bash tests/bench/run.sh --quick    shorter runs, a smoke test (~2 minutes)
+#   bash tests/bench/run.sh            full run (~10 minutes on 2 cores)
+#   bash tests/bench/run.sh --quick    shorter runs, a smoke test (~2 minutes)
 #
 # Installs what it needs (apt-get), builds moletun into build-bench/ (release) unless
 # MOLETUN_BIN names a binary, then runs tests/bench/bench.py, which prints progress, one
@@ -23,7 +23,7 @@ cd "$(dirname "$0")/../.."
 top=$(pwd)
 
 if [ "$(id -u)" -ne 0 ]; then
-	echo "bench: run as root (sudo bash $0): it installs packages, starts sshd and PostgreSQL," \
+	echo "bench: run as root (bash $0 in a root shell): it installs packages, starts sshd and PostgreSQL," \
 		"and uses network namespaces" >&2
 	exit 1
 fi

@@ -15,7 +15,7 @@
 # Without systemd as PID 1 (CI) the postinst enables the unit but does not start it.
 # It refuses to run where moletun is installed or a moletun user exists already, since
 # the purge would remove them.
-#   sudo bash tests/deb/run.sh
+#   bash tests/deb/run.sh
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 src=$(pwd)
