@@ -23,16 +23,21 @@ struct path_hop {
 
 struct path {
 	struct ev_loop *loop;
-	size_t n_hops; /* bastions before the destination; 0: direct */
-	struct link links[JUMP_HOPS_MAX + 1];
-	struct link_params params[JUMP_HOPS_MAX + 1];
+	size_t n_hops;		    /* bastions before the destination; 0: direct */
+	struct link *links;	    /* n_hops + 1 (path_init): a direct tunnel holds one */
+	struct link_params *params; /* n_hops + 1 */
 	LIBSSH2_CHANNEL *channels[JUMP_HOPS_MAX]; /* on links[i], to links[i + 1]'s sshd */
 	bool opening[JUMP_HOPS_MAX];
 	struct path_hop hops[JUMP_HOPS_MAX];
 	struct link_ops final_ops; /* the destination's, from the layer above */
 };
 
-/* Starts the first hop; params[0..n_links-1], the last one the destination's. */
+/* Room for n_hops bastions and the destination, every link closed. 0 or -ENOMEM. */
+int path_init(struct path *p, size_t n_hops);
+/* Frees what path_init took; the path must be closed. Accepts a failed init. */
+void path_finish(struct path *p);
+/* Starts the first hop; params[0..n_links-1], the last one the destination's; n_links is
+ * path_init's n_hops + 1. */
 void path_open(struct path *p, struct ev_loop *loop, const struct link_params *params,
 	       size_t n_links, const struct link_ops *final_ops);
 /* Closes every hop, the destination first, without waiting on the network. */

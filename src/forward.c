@@ -194,6 +194,8 @@ void forward_down(struct forwarder *fw)
 {
 	struct list *pos, *tmp;
 
+	if (!fw->stats)
+		return; /* never initialized: a tunnel that failed to be made */
 	fw->up = false;
 	probe_stop(fw);
 	list_for_each_safe(pos, tmp, &fw->conns)

@@ -1,6 +1,8 @@
 #include "path.h"
 
+#include <errno.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 /* The jump channel's window: what a hop's session may hold for the hop above. */
@@ -120,6 +122,27 @@ static bool hop_drain(void *userdata)
 	return p->channels[h->index] != NULL || p->opening[h->index];
 }
 
+int path_init(struct path *p, size_t n_hops)
+{
+	memset(p, 0, sizeof(*p));
+	p->n_hops = n_hops;
+	p->links = calloc(n_hops + 1, sizeof(*p->links));
+	p->params = calloc(n_hops + 1, sizeof(*p->params));
+	if (!p->links || !p->params)
+		return -ENOMEM;
+	for (size_t i = 0; i <= n_hops; i++)
+		p->links[i].fd = -1;
+	return 0;
+}
+
+void path_finish(struct path *p)
+{
+	free(p->links);
+	free(p->params);
+	p->links = NULL;
+	p->params = NULL;
+}
+
 void path_open(struct path *p, struct ev_loop *loop, const struct link_params *params,
 	       size_t n_links, const struct link_ops *final_ops)
 {
@@ -137,6 +160,8 @@ void path_open(struct path *p, struct ev_loop *loop, const struct link_params *p
 
 void path_close(struct path *p, bool goodbye)
 {
+	if (!p->links)
+		return;
 	for (size_t i = p->n_hops + 1; i-- > 0;) {
 		link_close(&p->links[i], goodbye);
 		if (i < p->n_hops)
@@ -165,8 +190,9 @@ void path_step_str(const struct path *p, char *buf, size_t size)
 		const struct link *l = &p->links[i];
 
 		if (!l->active) {
-			snprintf(buf, size, "opening a channel to %s:%u via %s:%u", p->params[i].host,
-				 p->params[i].port, p->params[i - 1].host, p->params[i - 1].port);
+			snprintf(buf, size, "opening a channel to %s:%u via %s:%u",
+				 p->params[i].host, p->params[i].port, p->params[i - 1].host,
+				 p->params[i - 1].port);
 			return;
 		}
 		if (l->step == LINK_READY && i < p->n_hops)

@@ -28,15 +28,15 @@ struct tunnel {
 	enum tunnel_state state;
 	struct timespec since;
 	ev_tstamp since_mono;
-	char name[160]; /* "tunnel NAME", the destination link's log prefix */
-	char hop_names[JUMP_HOPS_MAX][160]; /* "tunnel NAME via HOST:PORT" */
+	char name[160];		/* "tunnel NAME", the destination link's log prefix */
+	char (*hop_names)[160]; /* per bastion: "tunnel NAME via HOST:PORT" */
 	char last_error[256];
 	bool auth_failure; /* the last failure needs a human: retry at auth_retry_interval */
 	uint64_t reconnects;
 	bool ever_up;
 	struct backoff backoff;
-	ev_timer timer;	 /* backoff wait, or the connect deadline */
-	bool requesting; /* the link is ready; remote forwards are being requested */
+	ev_timer timer;	  /* backoff wait, or the connect deadline */
+	bool requesting;  /* the link is ready; remote forwards are being requested */
 	struct path path; /* the destination's link, through bastions if any */
 	struct forwarder fw;
 	struct rtt_estimator rtt; /* keepalive round trips of the current session */
@@ -222,8 +222,8 @@ static size_t link_params_fill(const struct tunnel *t, struct link_params *p)
 {
 	const struct tunnel_config *cfg = t->cfg;
 	const struct identity *hop_id = t->jump_identity.private_key ? &t->jump_identity
-					: cfg->identity_file	      ? &t->identity
-									      : NULL;
+					: cfg->identity_file	     ? &t->identity
+								     : NULL;
 	size_t n = 0;
 
 	for (; n < cfg->n_jump_hops; n++)
@@ -233,8 +233,8 @@ static size_t link_params_fill(const struct tunnel *t, struct link_params *p)
 		    .port = cfg->jump_hops[n].port,
 		    .user = cfg->jump_hops[n].user,
 		    .identity = hop_id,
-		    .identity_file = hop_id == &t->jump_identity ? cfg->jump_identity_file
-								  : cfg->identity_file,
+		    .identity_file =
+			hop_id == &t->jump_identity ? cfg->jump_identity_file : cfg->identity_file,
 		    .use_agent = cfg->use_agent,
 		    .agent_socket = cfg->agent_socket,
 		    .known_hosts_file = cfg->known_hosts_file,
@@ -327,14 +327,18 @@ int tunnel_create(struct ev_loop *loop, const struct tunnel_config *cfg, struct 
 	t->on_change = on_change;
 	t->userdata = userdata;
 	snprintf(t->name, sizeof(t->name), "tunnel %s", cfg->name);
-	for (size_t i = 0; i < cfg->n_jump_hops && i < JUMP_HOPS_MAX; i++)
+	t->hop_names = calloc(cfg->n_jump_hops ? cfg->n_jump_hops : 1, sizeof(*t->hop_names));
+	if (!t->hop_names || path_init(&t->path, cfg->n_jump_hops) < 0) {
+		snprintf(err, err_size, "out of memory");
+		tunnel_destroy(t);
+		return -ENOMEM;
+	}
+	for (size_t i = 0; i < cfg->n_jump_hops; i++)
 		snprintf(t->hop_names[i], sizeof(t->hop_names[i]), "tunnel %s via %s:%u", cfg->name,
 			 cfg->jump_hops[i].host, cfg->jump_hops[i].port);
 	t->state = TUNNEL_CONNECTING;
 	clock_gettime(CLOCK_REALTIME, &t->since);
 	t->since_mono = ev_now(loop);
-	for (size_t i = 0; i <= JUMP_HOPS_MAX; i++)
-		t->path.links[i].fd = -1;
 	ev_timer_init(&t->timer, timer_cb, 1.0, 0.0);
 	t->timer.data = t;
 	rtt_init(&t->rtt);
@@ -342,7 +346,6 @@ int tunnel_create(struct ev_loop *loop, const struct tunnel_config *cfg, struct 
 	backoff_init(&t->backoff, cfg->backoff_initial_ms, cfg->backoff_max_ms,
 		     (uint64_t)getpid() * 2654435761u ^ (uint64_t)(uintptr_t)t);
 	fops.userdata = t;
-	t->path.n_hops = cfg->n_jump_hops;
 	r = identity_load_jump(cfg, &t->jump_identity, err, err_size);
 	if (r < 0) {
 		tunnel_destroy(t);
@@ -389,6 +392,8 @@ void tunnel_destroy(struct tunnel *t)
 	forward_finish(&t->fw);
 	identity_finish(&t->identity);
 	identity_finish(&t->jump_identity);
+	path_finish(&t->path);
+	free(t->hop_names);
 	free(t);
 }
 
