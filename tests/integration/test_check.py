@@ -196,8 +196,9 @@ class CheckTest(unittest.TestCase):
         r = check(path)
         self.assertEqual(r.returncode, 1, r.stderr)
         self.assertEqual(self.templated(r.stderr), "".join(
-            "@DIR@/other.conf:%d: %s @DIR@/other/%s: is owned by uid 65534 (must be root or "
-            "uid 0, moletun's user)\n" % (line, what, name) for line, what, name in (
+            "@DIR@/other.conf:%d: %s @DIR@/other/%s: is owned by uid 65534 (must be root, "
+            "the user moletun runs as here: chown root: @DIR@/other/%s)\n" % (
+                line, what, name, name) for line, what, name in (
                 (4, "identity file", "id_ed25519"),
                 (5, "identity passphrase file", "passphrase"),
                 (6, "known_hosts file", "known_hosts"))))
