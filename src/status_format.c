@@ -521,9 +521,11 @@ static void put_health_families(FILE *out, const struct status *s)
 		for (size_t j = 0; j < s->tunnels[i].n_forwards; j++) {
 			const struct status_forward *f = &s->tunnels[i].forwards[j];
 
+			/* the target as a label too, for alerts to name it: one series per
+			 * forward all the same */
 			if (f->target_state != TARGET_UNKNOWN)
 				put_forward_sample(out, "moletun_forward_target_up", &s->tunnels[i],
-						   f, NULL, NULL,
+						   f, "target", f->target,
 						   f->target_state == TARGET_REACHABLE);
 		}
 	put_metric_family(out, "moletun_forward_probe_failures_total", "counter",

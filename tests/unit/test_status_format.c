@@ -475,7 +475,7 @@ static void test_metrics_exact(void **state)
 		    "probe or client (1) or not (0); absent while unknown.\n"
 		    "# TYPE moletun_forward_target_up gauge\n"
 		    "moletun_forward_target_up{tunnel=\"primary\",type=\"local\","
-		    "forward=\"127.0.0.1:5433\"} 1\n"
+		    "forward=\"127.0.0.1:5433\",target=\"pg_main:5432\"} 1\n"
 		    "# HELP moletun_forward_probe_failures_total Probes of a local forward's "
 		    "target that "
 		    "failed or timed out.\n"
