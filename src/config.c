@@ -888,7 +888,8 @@ out:
 
 /*
  * A reload compares the contents of known_hosts_file only under strict_host_key_checking =
- * yes. Under accept-new moletun appends to the file itself, so every tunnel naming it would
+ * yes (the daemon narrows the digest taken here to the lines that name the tunnel's server
+ * or bastions: daemon_digest_known_hosts). Under accept-new moletun appends to the file itself, so every tunnel naming it would
  * restart at the next reload after any of them learned a host key, and such a restart
  * would re-check little: the file is read again at every connection anyway, and a host
  * missing from it is trusted anew. After correcting a learned key by hand, use moletun ctl

@@ -223,7 +223,9 @@ static const struct config_key tunnel_keys[] = {
 	.help = "OpenSSH known_hosts file holding the server's host key. Required unless "
 		"strict_host_key_checking = no; must exist unless it is accept-new. Owned by "
 		"root or moletun's user, not writable by group or others, named directly (a "
-		"symbolic link is refused).",
+		"symbolic link is refused). Several tunnels may share one: under "
+		"strict_host_key_checking = yes a reload restarts a tunnel only when the lines "
+		"that name its server or one of its bastions changed.",
     },
     {
 	.name = "strict_host_key_checking",

@@ -1,6 +1,7 @@
 #include "daemon.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <libssh2.h>
 #include <signal.h>
@@ -14,10 +15,12 @@
 #include "control.h"
 #include "fd.h"
 #include "fdstore.h"
+#include "hostkey.h"
 #include "identity.h"
 #include "log.h"
 #include "metrics_file.h"
 #include "notify.h"
+#include "privfile.h"
 #include "status_format.h"
 #include "tunnel.h"
 
@@ -187,6 +190,38 @@ static void warn_config(const struct config *c)
 }
 
 /* Starts a tunnel with its identity already loaded (taken over, also on failure). */
+/*
+ * Narrows each strict tunnel's known_hosts digest, while the new configuration is still
+ * being built, to the lines that can decide its server's or a bastion's key: several
+ * tunnels often share one file, and a line added for another host must not restart them
+ * (dropping every connection they carry). Where the file cannot be read again now, the
+ * whole-file digest config_load() took stays: a change then restarts the tunnel, as before.
+ */
+static void daemon_digest_known_hosts(struct config *c)
+{
+	for (size_t i = 0; i < c->n_tunnels; i++) {
+		struct tunnel_config *t = &c->tunnels[i];
+		struct hostkey_dest dests[1 + JUMP_HOPS_MAX];
+		struct privfile_result res;
+		size_t n = 0;
+		int fd;
+
+		if (t->strict_host_key_checking != HOST_KEY_STRICT || !t->known_hosts_file)
+			continue;
+		dests[n++] = (struct hostkey_dest){t->host, t->port};
+		for (size_t h = 0; h < t->n_jump_hops && n < sizeof(dests) / sizeof(dests[0]); h++)
+			dests[n++] = (struct hostkey_dest){t->jump_hops[h].host, t->jump_hops[h].port};
+		fd = privfile_open(t->known_hosts_file, O_RDONLY, PRIVFILE_MODE_TRUSTED, &res);
+		if (fd < 0)
+			continue;
+		if (hostkey_relevant_digest(fd, dests, n, &t->known_hosts_file_digest) < 0)
+			log_warn("tunnel %s: known_hosts file %s: cannot read it again: any change "
+				 "to it restarts the tunnel",
+				 t->name, t->known_hosts_file);
+		close(fd);
+	}
+}
+
 static int daemon_add_tunnel(struct daemon *d, const struct tunnel_config *tc, struct identity *id)
 {
 	struct tunnel *t;
@@ -272,6 +307,7 @@ static int daemon_reload(void *userdata, struct diag *errors)
 		return -EINVAL;
 	}
 	notify_reloading();
+	daemon_digest_known_hosts(next);
 	tunnels = calloc(next->n_tunnels ? next->n_tunnels : 1, sizeof(*tunnels));
 	ids = calloc(next->n_tunnels ? next->n_tunnels : 1, sizeof(*ids));
 	if (!tunnels || !ids) {
@@ -482,6 +518,7 @@ static int daemon_run(const char *config_path)
 		config_free(d.cfg);
 		return 1;
 	}
+	daemon_digest_known_hosts(d.cfg);
 	d.loop = ev_default_loop(EVFLAG_AUTO);
 	log_attach(d.loop);
 	d.listen = (struct listen_ops){
