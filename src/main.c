@@ -105,16 +105,41 @@ static int parse_config_arg(int argc, char **argv, const char **ret_path, const 
 	return 0;
 }
 
-/* The daemon would fail to start on a key its passphrase does not open: so does check. */
+/* An RSA key in OpenSSH's format (key_type read from its public part) or in PEM. */
+static bool is_rsa_key(const struct identity *id)
+{
+	static const char pem_rsa[] = "-----BEGIN RSA PRIVATE KEY-----";
+
+	return strcmp(id->key_type, "ssh-rsa") == 0 ||
+	       (id->private_len >= sizeof(pem_rsa) - 1 &&
+		memcmp(id->private_key, pem_rsa, sizeof(pem_rsa) - 1) == 0);
+}
+
+/*
+ * The daemon would fail to start on a key its passphrase does not open: so does check.
+ * An RSA key loads but cannot log in to a current sshd: libssh2 1.10 signs with SHA-1
+ * ("ssh-rsa"), which OpenSSH >= 8.8 refuses by default. check says so before the daemon
+ * finds out at every connect.
+ */
 static int key_opens(const struct tunnel_config *t, enum tunnel_key which, char *err,
 		     size_t err_size)
 {
+	const char *path = which == TUNNEL_KEY_JUMP ? t->jump_identity_file : t->identity_file;
 	struct identity id;
 	int r = which == TUNNEL_KEY_JUMP ? identity_load_jump(t, &id, err, err_size)
 					 : identity_load(t, &id, err, err_size);
 
-	if (r == 0)
-		identity_finish(&id);
+	if (r < 0)
+		return r;
+	if (id.private_key && is_rsa_key(&id)) {
+		snprintf(err, err_size,
+			 "%sidentity file %s is an RSA key: libssh2 1.10 signs RSA keys only with "
+			 "SHA-1 (ssh-rsa), which OpenSSH >= 8.8 refuses; make an ed25519 key: "
+			 "ssh-keygen -t ed25519 -N '' -f %s (and authorize its .pub on the server)",
+			 which == TUNNEL_KEY_JUMP ? "proxy_jump " : "", path, path);
+		r = -EPROTONOSUPPORT;
+	}
+	identity_finish(&id);
 	return r;
 }
 

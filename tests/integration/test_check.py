@@ -203,6 +203,26 @@ class CheckTest(unittest.TestCase):
                 (5, "identity passphrase file", "passphrase"),
                 (6, "known_hosts file", "known_hosts"))))
 
+    @unittest.skipUnless(shutil.which("ssh-keygen"), "needs ssh-keygen to make RSA keys")
+    def test_rsa_user_key_is_refused_with_the_fix(self):
+        """An RSA key loads but cannot log in to OpenSSH >= 8.8 through libssh2 1.10
+        (SHA-1 signatures only): check fails at its line, saying why and what to run."""
+        for fmt, name in (([], "id_rsa"), (["-m", "PEM"], "id_rsa_pem")):
+            key = os.path.join(self.dir, name)
+            subprocess.run(["ssh-keygen", "-q", "-t", "rsa", "-b", "2048", "-N", ""] + fmt +
+                           ["-f", key], check=True)
+            path = os.path.join(self.dir, name + ".conf")
+            write(path, "[tunnel:t]\nhost = db.example.com\nuser = tunnel\n"
+                  "identity_file = %s\nknown_hosts_file = %s/keys/known_hosts\n"
+                  "local_forward = 127.0.0.1:5433 x:1\n" % (key, self.dir), 0o644)
+            r = check(path)
+            self.assertEqual(r.returncode, 1, r.stdout + r.stderr)
+            self.assertEqual(self.templated(r.stderr), (
+                "@DIR@/%s.conf:4: identity file @DIR@/%s is an RSA key: libssh2 1.10 signs "
+                "RSA keys only with SHA-1 (ssh-rsa), which OpenSSH >= 8.8 refuses; make an "
+                "ed25519 key: ssh-keygen -t ed25519 -N '' -f @DIR@/%s (and authorize its "
+                ".pub on the server)\n") % (name, name, name))
+
     def test_relative_path_from_working_directory(self):
         r = check("minimal.conf", cwd=os.path.join(self.dir, "good"))
         self.assertEqual(r.returncode, 0, r.stderr)
