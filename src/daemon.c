@@ -385,7 +385,7 @@ static int daemon_reload(void *userdata, struct diag *errors)
 	warn_config(next);
 	notify_ready();
 	daemon_update_status(d);
-	log_info("reloaded: %zu tunnels", d->n_tunnels);
+	log_info("reloaded: %zu tunnel%s", d->n_tunnels, d->n_tunnels == 1 ? "" : "s");
 	/* applied, but not completely: not an invalid configuration */
 	return failed ? -EIO : 0;
 }
@@ -580,7 +580,8 @@ static int daemon_run(const char *config_path)
 	ev_signal_start(d.loop, &d.sigint);
 	ev_signal_start(d.loop, &d.sighup);
 	notify_init(d.loop);
-	log_notice("moletun started: %zu tunnels, control socket %s", d.n_tunnels,
+	log_notice("moletun started: %zu tunnel%s, control socket %s", d.n_tunnels,
+		   d.n_tunnels == 1 ? "" : "s",
 		   d.cfg->control_socket);
 	for (size_t i = 0; i < d.n_tunnels; i++)
 		tunnel_start(d.tunnels[i]);

@@ -242,7 +242,8 @@ static void table_row_fill(struct cell row[N_COLUMNS], const struct status_tunne
 	cell_set(&row[COLUMN_TUNNEL], t->name, sizeof(t->name));
 	cell_set(&row[COLUMN_STATE], tunnel_state_str(t->state), SIZE_MAX);
 	cell_set(&row[COLUMN_HEALTH], tunnel_health_str(t->health), SIZE_MAX);
-	if (t->rtt_measured)
+	/* a tunnel that is not up has no round trip now: its last one would mislead */
+	if (t->rtt_measured && t->state == TUNNEL_UP)
 		snprintf(buf, sizeof(buf), t->rtt < 0.01 ? "%.1fms" : "%.0fms", t->rtt * 1000.0);
 	else
 		snprintf(buf, sizeof(buf), "-");

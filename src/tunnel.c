@@ -363,14 +363,19 @@ int tunnel_create(struct ev_loop *loop, const struct tunnel_config *cfg, struct 
 
 void tunnel_start(struct tunnel *t)
 {
+	char via[JUMP_HOPS_MAX * 300] = "";
+	size_t used = 0;
+
 	forward_start(&t->fw);
-	if (t->cfg->n_jump_hops)
-		log_info("tunnel %s: connecting to %s@%s:%u via %s:%u%s", t->cfg->name,
-			 t->cfg->user, t->cfg->host, t->cfg->port, t->cfg->jump_hops[0].host,
-			 t->cfg->jump_hops[0].port, t->cfg->n_jump_hops > 1 ? " and more" : "");
-	else
-		log_info("tunnel %s: connecting to %s@%s:%u", t->cfg->name, t->cfg->user,
-			 t->cfg->host, t->cfg->port);
+	/* the hops as status shows them: user@host:port, in order */
+	for (size_t i = 0; i < t->cfg->n_jump_hops && used + 2 < sizeof(via); i++) {
+		if (i > 0)
+			used += (size_t)snprintf(via + used, sizeof(via) - used, ",");
+		jumpspec_format_hop(&t->cfg->jump_hops[i], via + used, sizeof(via) - used);
+		used += strlen(via + used);
+	}
+	log_info("tunnel %s: connecting to %s@%s:%u%s%s", t->cfg->name, t->cfg->user, t->cfg->host,
+		 t->cfg->port, used ? " via " : "", via);
 	connect_begin(t, TUNNEL_EVENT_START, NULL);
 }
 

@@ -235,7 +235,7 @@ class SystemdTest(unittest.TestCase):
         st = self.show("ActiveState", "SubState", "Type", "MainPID", "NotifyAccess")
         self.assertEqual((st["ActiveState"], st["SubState"], st["Type"]),
                          ("active", "running", "notify"), st)
-        self.wait_journal(r"moletun started: 1 tunnels", "-o", "cat")
+        self.wait_journal(r"moletun started: 1 tunnel,", "-o", "cat")
         # READY=1 comes after the listeners are bound: a client is accepted at once and
         # held (down_hold) until the tunnel is up.
         got = harness.echo_once(env["port"], b"first\n", timeout=10)

@@ -273,6 +273,13 @@ static void test_table_exact(void **state)
 	assert_non_null(strstr(table, "  local   127.0.0.1:5433  -> pg_main:5432  0 active, target "
 				      "unreachable (connect failed: Connection refused)\n"));
 	free(table);
+
+	/* A tunnel that went down shows no RTT: the last one measured is not its RTT now. */
+	s.tunnels[0].state = TUNNEL_BACKOFF;
+	s.tunnels[0].health = HEALTH_DOWN;
+	table = render(&s, render_table_at_t0_plus_192);
+	assert_non_null(strstr(table, "primary  backoff  down    -    1h03m  "));
+	free(table);
 	status_free(&s);
 }
 
