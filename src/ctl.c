@@ -14,6 +14,7 @@
 
 #include "config.h"
 #include "control_proto.h"
+#include "ctl.h"
 
 #define CTL_TIMEOUT_MS 5000
 /* "error busy" is asked again this many times, after 10, 20, 40 and 80 ms */
@@ -31,18 +32,15 @@ enum {
 	CTL_EXIT_UNHEALTHY = 4,
 };
 
-int ctl_main(int argc, char **argv);
-
-static const char ctl_usage_text[] =
-    "usage: moletun ctl [-s SOCKET] COMMAND [ARGS]\n"
-    "  status [--json] [NAME]   tunnel table; exit 0 all up and ok, 3 some not up,\n"
-    "                           4 all up but some not ok (target down, degraded), 1 error\n"
-    "  reconnect NAME|--all     drop and re-establish now, skipping backoff\n"
-    "  reload                   re-read the configuration (same as SIGHUP)\n"
-    "  metrics                  Prometheus text exposition\n"
-    "  alert-test [NAME]        send a test event to every alert target (or NAME);\n"
-    "                           exit 0 all delivered, 1 some failed\n"
-    "SOCKET defaults to $MOLETUN_SOCKET, then " CONFIG_DEFAULT_CONTROL_SOCKET ".\n";
+void ctl_print_usage(FILE *out)
+{
+	fputs("usage: moletun ctl [-s SOCKET] COMMAND [ARGS]\n", out);
+	control_commands_print(out);
+	fputs("Exit status: 0 done, 1 error (the daemon's reason on stderr), 2 usage, 3 and 4\n"
+	      "as status says.\n"
+	      "SOCKET defaults to $MOLETUN_SOCKET, then " CONFIG_DEFAULT_CONTROL_SOCKET ".\n",
+	      out);
+}
 
 __attribute__((format(printf, 1, 2))) static int ctl_usage(const char *fmt, ...)
 {
@@ -55,7 +53,7 @@ __attribute__((format(printf, 1, 2))) static int ctl_usage(const char *fmt, ...)
 		va_end(ap);
 		fputc('\n', stderr);
 	}
-	fputs(ctl_usage_text, stderr);
+	ctl_print_usage(stderr);
 	return CTL_EXIT_USAGE;
 }
 
@@ -329,7 +327,7 @@ int ctl_main(int argc, char **argv)
 		if (opt == 's') {
 			path = optarg;
 		} else if (opt == 'h') {
-			fputs(ctl_usage_text, stdout);
+			ctl_print_usage(stdout);
 			return CTL_EXIT_OK;
 		} else {
 			return ctl_usage("bad option '%s'", argv[optind - 1]);
@@ -338,7 +336,7 @@ int ctl_main(int argc, char **argv)
 	if (optind >= argc)
 		return ctl_usage("missing command");
 	if (strcmp(argv[optind], "help") == 0) {
-		fputs(ctl_usage_text, stdout);
+		ctl_print_usage(stdout);
 		return CTL_EXIT_OK;
 	}
 	r = ctl_build_request(argc - optind, argv + optind, &req);

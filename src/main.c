@@ -18,11 +18,11 @@
 #define SERVICE_USER "moletun"
 
 static const char usage_text[] =
-	"usage: moletun run [-c FILE]          run the daemon in the foreground\n"
-	"       moletun check [-c FILE] [-u USER] validate a configuration\n"
-	"       moletun ctl [-s SOCKET] COMMAND talk to a running daemon\n"
-	"       moletun help [SUBCOMMAND]\n"
-	"       moletun --version\n";
+	"usage: moletun run [-c FILE]                run the daemon in the foreground\n"
+	"       moletun check [-c FILE] [-u USER]    validate a configuration\n"
+	"       moletun ctl [-s SOCKET] COMMAND      talk to a running daemon\n"
+	"       moletun help [run|check|ctl|config]  this, or more on one of them\n"
+	"       moletun --version                    print the version\n";
 
 static const struct help_entry {
 	const char *name;
@@ -39,18 +39,10 @@ static const struct help_entry {
 		  "service's user, " SERVICE_USER ", when that user exists.\n"
 		  "  -c FILE   configuration file (default " CONFIG_DEFAULT_PATH ")\n"
 		  "  -u USER   check as USER (root only; -u root: as root)\n"},
-	{"ctl", "usage: moletun ctl [-s SOCKET] COMMAND [ARGS]\n"
-		"Talks to a running daemon over its control socket (default " CONFIG_DEFAULT_CONTROL_SOCKET
-		",\nor $MOLETUN_SOCKET).\n"
-		"  status [--json] [NAME]   tunnel table; exit 0 all up, 3 some not up, 1 error\n"
-		"  reconnect NAME|--all     drop and re-establish now, skipping backoff\n"
-		"  reload                   re-read the configuration (same as SIGHUP)\n"
-		"  metrics                  Prometheus text exposition\n"},
 };
 
+#include "ctl.h"
 #include "daemon.h"
-
-int ctl_main(int argc, char **argv);
 
 static int usage_error(const char *what, const char *arg)
 {
@@ -72,8 +64,16 @@ static int cmd_help(int argc, char **argv)
 			return 0;
 		}
 	}
+	if (strcmp(argv[1], "ctl") == 0) {
+		ctl_print_usage(stdout);
+		return 0;
+	}
+	/* --man: the roff source doc/mkconfman.py builds moletun.conf(5) from */
 	if (strcmp(argv[1], "config") == 0) {
-		config_print_man_keys(stdout);
+		if (argc > 2 && strcmp(argv[2], "--man") == 0)
+			config_print_man_keys(stdout);
+		else
+			config_print_keys_text(stdout);
 		return 0;
 	}
 	return usage_error("no help for", argv[1]);

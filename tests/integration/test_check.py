@@ -287,10 +287,52 @@ class CheckTest(unittest.TestCase):
         self.assertEqual(keys - documented, set(), "keys missing from conf/moletun.conf")
         self.assertEqual(documented - keys, set(), "conf/moletun.conf names unknown keys")
 
-    def help_config(self):
+    def help_config(self, *args):
+        r = subprocess.run([MOLETUN, "help", "config", "--man"] + list(args),
+                           capture_output=True, text=True, check=True)
+        return r.stdout
+
+    def test_help_config_is_text_with_every_key(self):
         r = subprocess.run([MOLETUN, "help", "config"], capture_output=True, text=True,
                            check=True)
-        return r.stdout
+        self.assertNotRegex(r.stdout, r"(?m)^\.[A-Z]{2}|\\f[BIRP]", "roff in help config")
+        keys = re.findall(r"^\\fB([a-z_]+)\\fR = ", self.help_config(), re.M)
+        text_keys = re.findall(r"^  ([a-z_]+) = ", r.stdout, re.M)
+        self.assertEqual(text_keys, keys)
+        self.assertEqual([l for l in r.stdout.splitlines() if len(l) > 90], [])
+
+    def test_help_ctl_lists_what_ctl_accepts(self):
+        """Every command in `help ctl` is one ctl parses, and every one it parses is there:
+        a word ctl does not know is a usage error (2), a known one gets as far as the
+        socket (1: nothing listens)."""
+        r = subprocess.run([MOLETUN, "help", "ctl"], capture_output=True, text=True, check=True)
+        listed = re.findall(r"^  ([a-z-]+)", r.stdout, re.M)
+        self.assertIn("alert-test", listed)
+        self.assertIn("Exit status", r.stdout)
+        self.assertIn(" 4 ", r.stdout)
+        sock = os.path.join(self.dir, "nothing.sock")
+        for cmd in listed:
+            args = {"reconnect": ["--all"]}.get(cmd, [])
+            c = subprocess.run([MOLETUN, "ctl", "-s", sock, cmd] + args, capture_output=True,
+                               text=True)
+            self.assertEqual(c.returncode, 1, "%s: %s" % (cmd, c.stderr))
+            self.assertIn("cannot connect", c.stderr)
+        c = subprocess.run([MOLETUN, "ctl", "-s", sock, "frobnicate"], capture_output=True,
+                           text=True)
+        self.assertEqual(c.returncode, 2)
+        self.assertEqual(re.findall(r"^  ([a-z-]+)", c.stderr, re.M), listed)
+
+    def test_help_names_every_subcommand_once(self):
+        r = subprocess.run([MOLETUN, "help"], capture_output=True, text=True, check=True)
+        self.assertEqual(re.findall(r"moletun ([a-z-]+)", r.stdout),
+                         ["run", "check", "ctl", "help", "--version"])
+        # one command per line, each with what it does
+        for line in r.stdout.splitlines():
+            self.assertEqual(line.count("moletun "), 1, line)
+            self.assertRegex(line, r"\S  +[a-z]", line)
+        for sub in ("run", "check", "ctl", "config"):
+            h = subprocess.run([MOLETUN, "help", sub], capture_output=True, text=True)
+            self.assertEqual(h.returncode, 0, sub)
 
     def test_man_pages(self):
         sys.dont_write_bytecode = True
