@@ -175,13 +175,20 @@ class NodeExporter:
         self.log.close()
 
 
+def series_key(series, labels, seen):
+    key = tuple(series["metric"].get(l, "") for l in labels)
+    key = key if len(key) > 1 else key[0]
+    assert key not in seen, "%r does not tell the series apart: %r" % (labels, series)
+    return key
+
+
 def series_by(result, *labels):
     """{(label values...): last value} of a query result (vector or matrix)."""
     out = {}
     for s in result:
-        key = tuple(s["metric"].get(l, "") for l in labels)
+        key = series_key(s, labels, out)
         value = s["value"] if "value" in s else s["values"][-1]
-        out[key if len(key) > 1 else key[0]] = float(value[1])
+        out[key] = float(value[1])
     return out
 
 
@@ -189,8 +196,7 @@ def series_max(result, *labels):
     """{(label values...): largest value over the range} of a matrix."""
     out = {}
     for s in result:
-        key = tuple(s["metric"].get(l, "") for l in labels)
-        out[key if len(key) > 1 else key[0]] = max(float(v[1]) for v in s["values"])
+        out[series_key(s, labels, out)] = max(float(v[1]) for v in s["values"])
     return out
 
 
@@ -457,6 +463,10 @@ class GrafanaDashboardTest(harness.TunnelTest):
         self.assertEqual(series_by(res["A"]["A"]["range"], "tunnel"),
                          {"web.main": 0, "slow-link": 1, "pg.target": 2, "gone": 3})
 
+    def local(self, tunnel):
+        """The listen address of the tunnel's local forward (the forward label)."""
+        return "127.0.0.1:%d" % self.ports[tunnel]
+
     def one_value(self, res, context="A"):
         got = res[context]["A"]["instant"]
         self.assertEqual(len(got), 1, got)
@@ -500,7 +510,9 @@ class GrafanaDashboardTest(harness.TunnelTest):
         self.assertEqual(got["web.main"], 0)
 
     def expect_channel_open_failures(self, res):
-        self.assertGreater(series_max(res["A"]["A"]["range"], "tunnel")["pg.target"], 0)
+        got = series_max(res["A"]["A"]["range"], "tunnel", "forward")
+        self.assertGreater(got[("pg.target", self.local("pg.target"))], 0)
+        self.assertEqual(got[("web.main", self.local("web.main"))], 0)
 
     def expect_reconnects(self, res):
         got = series_max(res["A"]["A"]["range"], "tunnel")
@@ -513,21 +525,23 @@ class GrafanaDashboardTest(harness.TunnelTest):
         self.assertEqual(got["slow-link"], 0)
 
     def expect_rejected_clients(self, res):
-        got = series_max(res["A"]["A"]["range"], "tunnel", "reason")
-        self.assertGreater(got[("web.main", "max_connections")], 0)
-        self.assertGreater(got[("gone", "down")], 0)
-        self.assertEqual(got[("slow-link", "down")], 0)
+        got = series_max(res["A"]["A"]["range"], "tunnel", "forward", "reason")
+        self.assertGreater(got[("web.main", self.local("web.main"), "max_connections")], 0)
+        self.assertGreater(got[("gone", self.local("gone"), "down")], 0)
+        self.assertEqual(got[("slow-link", self.local("slow-link"), "down")], 0)
 
     def expect_throughput_per_forward(self, res):
         got = series_max(res["A"]["A"]["range"], "tunnel", "forward", "direction")
-        local = "127.0.0.1:%d" % self.ports["web.main"]
+        local = self.local("web.main")
         self.assertGreater(got[("web.main", local, "in")], 0)
         self.assertGreater(got[("web.main", local, "out")], 0)
         self.assertGreater(got[("web.main", "127.0.0.1:%d" % self.rport, "in")], 0)
 
     def expect_new_connections_per_forward(self, res):
-        got = series_max(res["A"]["A"]["range"], "tunnel")
-        self.assertGreater(got["web.main"], 0)
+        got = series_max(res["A"]["A"]["range"], "tunnel", "forward")
+        self.assertGreater(got[("web.main", self.local("web.main"))], 0)
+        self.assertGreater(got[("web.main", "127.0.0.1:%d" % self.rport)], 0)
+        self.assertEqual(got[("gone", self.local("gone"))], 0)
 
     def expect_open_connections_per_forward(self, res):
         got = series_by(res["A"]["A"]["range"], "tunnel", "type")
