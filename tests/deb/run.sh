@@ -177,6 +177,7 @@ check "unit enabled at install (multi-user.target.wants)" \
 for f in /usr/share/man/man8/moletun.8.gz /usr/share/man/man5/moletun.conf.5.gz \
 	/usr/lib/sysusers.d/moletun.conf /usr/lib/tmpfiles.d/moletun.conf \
 	/usr/share/doc/moletun/examples/moletun.conf \
+	/usr/share/moletun/grafana/moletun.json /usr/share/bash-completion/completions/moletun \
 	/usr/share/moletun/prometheus/moletun-rules.yml; do
 	check "installed $f" test -f "$f"
 done
