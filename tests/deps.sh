@@ -11,6 +11,8 @@ packages=(
 	postgresql-15 systemd-container
 	# the Debian package (tests/deb/run.sh), alert rules and textfile metrics
 	debhelper dpkg-dev fakeroot lintian acl prometheus prometheus-node-exporter
+	# wall-clock steps (tests/integration/test_clock_step.py)
+	faketime
 )
 
 missing=()
