@@ -11,6 +11,9 @@ keepalives are libssh2's global requests, which libssh2 paces by the wall clock.
          keepalive_interval x keepalive_count_max; `since` ages stay sane throughout; no
          alert for the short outage (down_after is longer) and none for a round trip that
          spans a step (degraded_rtt).
+
+Runs in the plain, ASan (its runtime first in LD_PRELOAD) and valgrind (MOLETUN_WRAPPER)
+builds; margins grow with the build's slowdown.
 """
 
 import calendar
@@ -50,14 +53,15 @@ def parse_age(text):
 
 
 def faketime_env(path):
-    env = {
+    """libfaketime reading its offset from `path` at every call, monotonic clock untouched
+    (DONT_FAKE_MONOTONIC is the older name of FAKETIME_DONT_FAKE_MONOTONIC)."""
+    return {
         "LD_PRELOAD": FAKETIME_LIB,
         "FAKETIME_TIMESTAMP_FILE": path,
         "FAKETIME_NO_CACHE": "1",
         "DONT_FAKE_MONOTONIC": "1",
         "FAKETIME_DONT_FAKE_MONOTONIC": "1",
     }
-    return env
 
 
 def asan_runtime(binary):
