@@ -76,7 +76,7 @@ struct status_tunnel {
 	bool rtt_measured;
 	double rtt;	       /* smoothed keepalive round trip, seconds */
 	double rtt_last;       /* the last one */
-	struct timespec since; /* CLOCK_REALTIME of the last state change */
+	struct timespec since; /* wall clock at the snapshot minus the state's monotonic age */
 	char host[256];
 	uint16_t port;
 	char user[128];

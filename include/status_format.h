@@ -24,7 +24,8 @@
  */
 int status_format_json(const struct status *s, FILE *out);
 
-/* The `moletun ctl status` table; ages are measured against `now` (CLOCK_REALTIME). */
+/* The `moletun ctl status` table; ages are `now` (the wall clock, read when the snapshot
+ * was taken) minus `since`, which the snapshot derived from the monotonic age. */
 int status_format_table(const struct status *s, time_t now, FILE *out);
 
 /* Prometheus text exposition format 0.0.4, HELP and TYPE for every family. */

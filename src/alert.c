@@ -17,6 +17,7 @@
 
 #include "alert_debounce.h"
 #include "alert_format.h"
+#include "clock.h"
 #include "redact.h"
 #include "backoff.h"
 #include "build_config.h"
@@ -119,15 +120,6 @@ static unsigned curl_users;
 static void target_kick(struct alert_target *t);
 static void delivery_attempt(struct alert_delivery *d);
 static void check_multi_info(struct alerter *a);
-
-/* Debounce times: monotonic, unlike ev_now() which follows the wall clock. */
-static double now_mono(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
 
 static const char *target_kind(const struct alert_target *t)
 {
@@ -638,10 +630,10 @@ static void watch_event(struct alert_watch *w, const struct alert_decision *dec,
 {
 	struct alerter *a = w->target->alerter;
 	const struct alert_watch_state *st = &w->state;
-	double ago = now - watch_condition(w, dec)->down_since;
-	struct timespec wall;
+	double down_since = watch_condition(w, dec)->down_since;
+	double ago = now - down_since;
+	struct timespec wall = clock_wall();
 
-	clock_gettime(CLOCK_REALTIME, &wall);
 	memset(e, 0, sizeof(*e));
 	e->kind = dec->kind;
 	snprintf(e->tunnel, sizeof(e->tunnel), "%s", w->tunnel);
@@ -674,13 +666,7 @@ static void watch_event(struct alert_watch *w, const struct alert_decision *dec,
 	e->timestamp = wall;
 	e->down_for_seconds = ago < 0 ? 0 : ago;
 	/* the outage began `ago` seconds before now, on the wall clock */
-	e->since = wall;
-	e->since.tv_sec -= (time_t)ago;
-	e->since.tv_nsec -= (long)((ago - (double)(time_t)ago) * 1e9);
-	if (e->since.tv_nsec < 0) {
-		e->since.tv_nsec += 1000000000L;
-		e->since.tv_sec--;
-	}
+	e->since = clock_to_wall_at(down_since, now, wall);
 }
 
 static void watch_log(const struct alert_watch *w, const struct alert_event *e)
@@ -738,7 +724,7 @@ static void watch_arm(struct alert_watch *w)
 	ev_timer_stop(loop, &w->timer);
 	if (due == 0)
 		return;
-	left = due - now_mono();
+	left = due - clock_now();
 	ev_timer_set(&w->timer, left > 0 ? left : 0., 0.);
 	ev_timer_start(loop, &w->timer);
 }
@@ -748,7 +734,7 @@ static void watch_timer_cb(struct ev_loop *loop, ev_timer *timer, int revents)
 	struct alert_watch *w = timer->data;
 	struct alert_target *t = w->target;
 	struct alert_decision *decisions;
-	double now = now_mono(), due = alert_watch_due(&w->state);
+	double now = clock_now(), due = alert_watch_due(&w->state);
 	size_t n;
 
 	/* libev measured from its cached time, a hair before ours: the timer is on time */
@@ -773,7 +759,7 @@ static void watch_update(struct alert_watch *w, const struct status_tunnel *snap
 {
 	struct alert_target *t = w->target;
 	struct alert_decision *decisions;
-	double now = now_mono();
+	double now = clock_now();
 	size_t n = 0;
 
 	snprintf(w->host, sizeof(w->host), "%s", snap->host);
@@ -890,7 +876,7 @@ static int target_sync_watch(struct alert_target *t, const struct status_tunnel 
 		w = calloc(1, sizeof(*w));
 		if (!w)
 			return -ENOMEM;
-		if (alert_watch_init(&w->state, &t->policy, snap, now_mono()) < 0) {
+		if (alert_watch_init(&w->state, &t->policy, snap, clock_now()) < 0) {
 			free(w);
 			return -ENOMEM;
 		}
@@ -900,7 +886,7 @@ static int target_sync_watch(struct alert_target *t, const struct status_tunnel 
 		w->timer.data = w;
 		list_insert_tail(&t->watches, &w->link);
 	} else {
-		alert_watch_set_policy(&w->state, &t->policy, now_mono());
+		alert_watch_set_policy(&w->state, &t->policy, clock_now());
 	}
 	w->seen = true;
 	w->degraded_rtt = tc ? (double)tc->degraded_rtt_ms / 1000.0 : 0;
@@ -1169,7 +1155,7 @@ int alerter_test(struct alerter *a, const char *name, alerter_test_cb cb, void *
 	run->done.data = run;
 	run->next = a->runs;
 	a->runs = run;
-	clock_gettime(CLOCK_REALTIME, &wall);
+	wall = clock_wall();
 	e.since = wall;
 	e.timestamp = wall;
 	snprintf(e.node, sizeof(e.node), "%s", a->node);

@@ -16,6 +16,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include "clock.h"
 #include "control_proto.h"
 #include "list.h"
 #include "log.h"
@@ -232,7 +233,7 @@ static void handle_status(struct control_server *s, const struct control_request
 	if (req->json)
 		status_format_json(&st, r->body);
 	else
-		status_format_table(&st, time(NULL), r->body);
+		status_format_table(&st, clock_wall().tv_sec, r->body);
 	status_free(&st);
 }
 

@@ -12,6 +12,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "clock.h"
 #include "config.h"
 #include "control_proto.h"
 #include "ctl.h"
@@ -55,14 +56,6 @@ __attribute__((format(printf, 1, 2))) static int ctl_usage(const char *fmt, ...)
 	}
 	ctl_print_usage(stderr);
 	return CTL_EXIT_USAGE;
-}
-
-static int64_t now_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
 /* Builds the request from argv; returns 0 or the exit status of a usage error. */
@@ -154,7 +147,7 @@ static int ctl_receive(int fd, const char *path, int64_t deadline, char **ret, s
 		return -ENOMEM;
 	for (;;) {
 		struct pollfd pfd = {.fd = fd, .events = POLLIN};
-		int64_t left = deadline - now_ms();
+		int64_t left = deadline - clock_now_ms();
 		ssize_t n;
 
 		if (left <= 0 || poll(&pfd, 1, (int)left) == 0) {
@@ -252,7 +245,7 @@ static int ctl_run(const char *path, const struct control_request *req)
 	char line[CONTROL_REQUEST_MAX];
 	struct control_reply_header h;
 	int64_t deadline =
-	    now_ms() +
+	    clock_now_ms() +
 	    (req->command == CONTROL_ALERT_TEST ? CTL_ALERT_TEST_TIMEOUT_MS : CTL_TIMEOUT_MS);
 	char *reply = NULL, *lf;
 	size_t reply_len = 0, header_len, body_len;
@@ -269,7 +262,7 @@ static int ctl_run(const char *path, const struct control_request *req)
 		if (ctl_exchange(path, line, deadline, &reply, &reply_len) < 0)
 			return CTL_EXIT_ERROR;
 		if (attempt == CTL_BUSY_RETRIES || !reply_is_busy(reply, reply_len) ||
-		    now_ms() + pause_ms >= deadline)
+		    clock_now_ms() + pause_ms >= deadline)
 			break;
 		free(reply);
 		reply = NULL;

@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "atomicfile.h"
+#include "clock.h"
 #include "log.h"
 #include "status_format.h"
 
@@ -17,9 +18,9 @@ struct metrics_file {
 	metrics_file_snapshot_fn snapshot;
 	void *userdata;
 	ev_timer timer;
-	int last_error;	       /* of the last write: 0 after a success */
-	ev_tstamp last_logged; /* of a failure */
-	uint64_t failures;     /* since the last one logged */
+	int last_error;	    /* of the last write: 0 after a success */
+	double last_logged; /* clock_now() of a failure */
+	uint64_t failures;  /* since the last one logged */
 };
 
 void metrics_mark_stopped(struct status *s, struct timespec now)
@@ -40,7 +41,7 @@ void metrics_mark_stopped(struct status *s, struct timespec now)
 /* Logs the first failure, a different one, and then one every METRICS_FILE_LOG_EVERY_S. */
 static void note_result(struct metrics_file *m, int r)
 {
-	ev_tstamp now = ev_now(m->loop);
+	double now = clock_now();
 
 	if (r == 0) {
 		if (m->last_error)
@@ -75,12 +76,8 @@ static int render_and_replace(struct metrics_file *m, bool stopped)
 	r = m->snapshot(m->userdata, &s);
 	if (r < 0)
 		return r;
-	if (stopped) {
-		struct timespec now;
-
-		clock_gettime(CLOCK_REALTIME, &now);
-		metrics_mark_stopped(&s, now);
-	}
+	if (stopped)
+		metrics_mark_stopped(&s, clock_wall());
 	out = open_memstream(&text, &len);
 	if (!out) {
 		status_free(&s);

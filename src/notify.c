@@ -15,6 +15,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "clock.h"
 #include "log.h"
 
 #define RECONNECT_SEC 1.0 /* the manager's socket was gone: try again this often */
@@ -363,14 +364,11 @@ void notify_status(const char *text)
 
 void notify_reloading(void)
 {
-	struct timespec ts;
 	char text[64];
 
 	if (!notify_enabled())
 		return;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	snprintf(text, sizeof(text), "RELOADING=1\nMONOTONIC_USEC=%" PRIu64,
-		 (uint64_t)ts.tv_sec * 1000000 + (uint64_t)ts.tv_nsec / 1000);
+	snprintf(text, sizeof(text), "RELOADING=1\nMONOTONIC_USEC=%" PRIu64, clock_now_usec());
 	queue_push(MSG_RELOADING, text, -1);
 }
 

@@ -13,6 +13,8 @@ packages=(
 	debhelper dpkg-dev fakeroot lintian acl prometheus prometheus-node-exporter
 	# the completion script through bash-completion's own loader (test_bash_completion.py)
 	bash-completion
+	# wall-clock steps (tests/integration/test_clock_step.py)
+	faketime
 )
 
 missing=()
