@@ -18,6 +18,8 @@
 struct fdstore;
 
 #define FDSTORE_CONTROL "control"
+/* An FDNAME is at most 255 characters (sd_pid_notify_with_fds(3)), plus the NUL. */
+#define FDSTORE_NAME_MAX 256
 
 /* 0 or -ENOMEM; *ret untouched on failure. Never fails for bad LISTEN_* variables. */
 int fdstore_create(struct fdstore **ret);

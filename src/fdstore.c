@@ -15,7 +15,7 @@
 #include "notify.h"
 
 struct fdstore_entry {
-	char name[256];
+	char name[FDSTORE_NAME_MAX];
 	int fd;
 	bool in_use;
 };
@@ -27,8 +27,11 @@ struct fdstore {
 
 static int entry_add(struct fdstore *s, const char *name, int fd, bool in_use)
 {
+	size_t len = strlen(name);
 	struct fdstore_entry *e;
 
+	if (len >= FDSTORE_NAME_MAX)
+		return -ENAMETOOLONG;
 	if (s->n == s->cap) {
 		size_t cap = s->cap ? s->cap * 2 : 8;
 
@@ -39,7 +42,7 @@ static int entry_add(struct fdstore *s, const char *name, int fd, bool in_use)
 		s->cap = cap;
 	}
 	e = &s->entries[s->n++];
-	snprintf(e->name, sizeof(e->name), "%s", name);
+	memcpy(e->name, name, len + 1);
 	e->fd = fd;
 	e->in_use = in_use;
 	return 0;
@@ -89,6 +92,14 @@ int fdstore_create(struct fdstore **ret)
 			continue;
 		if (r == 0)
 			r = entry_add(s, name, fd, false);
+		if (r == -ENAMETOOLONG) {
+			log_warn(
+			    "descriptor %d from the service manager: name too long, closing it",
+			    fd);
+			close(fd);
+			r = 0;
+			continue;
+		}
 		if (r < 0)
 			close(fd);
 		else
@@ -156,7 +167,7 @@ static bool drop_unused_on_port(struct fdstore *s, uint16_t port)
 int fdstore_listen_tcp(struct fdstore *s, const char *host, uint16_t port)
 {
 	struct fdstore_entry *e;
-	char name[300];
+	char name[FDSTORE_NAME_MAX];
 	int fd, r;
 
 	r = fdstore_tcp_name(host, port, name, sizeof(name));
