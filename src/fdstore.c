@@ -69,45 +69,68 @@ static struct fdstore_entry *find_unused(struct fdstore *s, const char *name)
 	return NULL;
 }
 
-int fdstore_create(struct fdstore **ret)
+/*
+ * Takes the descriptors the service manager passed, named by LISTEN_FDNAMES in order. With
+ * more descriptors than names the unnamed ones are closed (nothing could ever adopt or
+ * prune them: they would listen, unserved, for as long as this process runs); surplus names
+ * are ignored. 0 or -ENOMEM (every descriptor closed).
+ */
+static int fdstore_take_passed(struct fdstore *s)
 {
-	struct fdstore *s = calloc(1, sizeof(*s));
-	char **names = NULL;
-	int n, r = 0;
+	const char *env = getenv("LISTEN_FDNAMES");
+	char *names = env ? strdup(env) : NULL, *next = names;
+	int n, n_names = 0, r = 0;
 
-	if (!s)
-		return -ENOMEM;
 	/* Unsets LISTEN_* so nothing we start inherits them. */
-	n = sd_listen_fds_with_names(1, &names);
+	n = sd_listen_fds(1);
 	if (n < 0) {
 		log_warn("descriptors from the service manager: %s; binding every socket anew",
 			 strerror(-n));
-		n = 0;
+		free(names);
+		return 0;
 	}
+	if (env && !names)
+		r = -ENOMEM;
+	for (const char *p = env; p && *p; p++)
+		n_names += *p == ':';
+	n_names += env != NULL;
+	if (env && n_names != n)
+		log_warn("the service manager passed %d descriptors but %d names (LISTEN_FDNAMES): "
+			 "%s",
+			 n, n_names,
+			 n > n_names ? "closing the descriptors without a name"
+				     : "ignoring the names without a descriptor");
 	for (int i = 0; i < n; i++) {
 		int fd = SD_LISTEN_FDS_START + i;
-		const char *name = names && names[i] ? names[i] : "unknown";
+		const char *name = env ? strsep(&next, ":") : "unknown";
 
-		if (fcntl(fd, F_SETFD, FD_CLOEXEC) < 0)
-			continue;
-		if (r == 0)
+		if (r == 0 && name)
 			r = entry_add(s, name, fd, false);
-		if (r == -ENAMETOOLONG) {
-			log_warn(
-			    "descriptor %d from the service manager: name too long, closing it",
-			    fd);
-			close(fd);
-			r = 0;
+		if (r == 0 && name) {
+			log_debug("descriptor %d from the service manager: %s", fd, name);
 			continue;
 		}
-		if (r < 0)
-			close(fd);
-		else
-			log_debug("descriptor %d from the service manager: %s", fd, name);
+		if (r == -ENAMETOOLONG) {
+			log_warn("descriptor %d from the service manager: name too long", fd);
+			r = 0;
+		}
+		if (!name)
+			log_warn("descriptor %d from the service manager has no name: closing it",
+				 fd);
+		close(fd);
 	}
-	for (int i = 0; names && names[i]; i++)
-		free(names[i]);
 	free(names);
+	return r;
+}
+
+int fdstore_create(struct fdstore **ret)
+{
+	struct fdstore *s = calloc(1, sizeof(*s));
+	int r;
+
+	if (!s)
+		return -ENOMEM;
+	r = fdstore_take_passed(s);
 	if (r < 0) {
 		fdstore_destroy(s);
 		return r;

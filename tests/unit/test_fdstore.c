@@ -9,6 +9,7 @@
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <poll.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -337,6 +338,59 @@ static void test_control_taken_by_name(void **state)
 	fdstore_destroy(s);
 }
 
+/* Fewer names than descriptors: the unnamed ones are closed, the named ones still used. */
+static void test_fewer_names_than_fds(void **state)
+{
+	unsigned p_named, p_unnamed;
+	int fds[2], fd, probe;
+	ino_t inodes[2];
+	char names[64];
+	struct fdstore *s;
+	struct sockaddr_in sin = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+
+	fds[0] = make_socket(SOCK_STREAM, &p_named);
+	fds[1] = make_socket(SOCK_STREAM, &p_unnamed);
+	snprintf(names, sizeof(names), "L-127.0.0.1-%u", p_named);
+	pass_fds(fds, inodes, 2, names);
+	assert_int_equal(fdstore_create(&s), 0);
+	assert_null(getenv("LISTEN_FDS"));
+	assert_null(getenv("LISTEN_FDNAMES"));
+	/* nothing listens on the unnamed one's port any more */
+	assert_true(fcntl(4, F_GETFD) < 0 || inode_of(4) != inodes[1]);
+	probe = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	sin.sin_port = htons((uint16_t)p_unnamed);
+	assert_int_equal(connect(probe, (struct sockaddr *)&sin, sizeof(sin)), -1);
+	assert_int_equal(errno, ECONNREFUSED);
+	close(probe);
+	fd = fdstore_listen_tcp(s, "127.0.0.1", (uint16_t)p_named);
+	assert_int_equal(fd, 3);
+	assert_true(inode_of(fd) == inodes[0]);
+	fdstore_destroy(s);
+}
+
+/* More names than descriptors: each descriptor keeps its own name, the rest is ignored. */
+static void test_more_names_than_fds(void **state)
+{
+	struct fake_systemd *f = *state;
+	unsigned port;
+	int fds[1], fd;
+	ino_t inodes[1];
+	char names[96];
+	struct fdstore *s;
+
+	fds[0] = make_socket(SOCK_STREAM, &port);
+	snprintf(names, sizeof(names), "L-127.0.0.1-%u:control", port);
+	pass_fds(fds, inodes, 1, names);
+	assert_int_equal(fdstore_create(&s), 0);
+	assert_int_equal(fdstore_take(s, FDSTORE_CONTROL), -ENOENT);
+	fd = fdstore_listen_tcp(s, "127.0.0.1", (uint16_t)port);
+	assert_int_equal(fd, 3);
+	assert_true(inode_of(fd) == inodes[0]);
+	fdstore_prune(s);
+	expect_nothing(f);
+	fdstore_destroy(s);
+}
+
 /* Outside systemd: nothing adopted, nothing sent, sockets still bound. */
 static void test_outside_systemd(void **state)
 {
@@ -366,6 +420,8 @@ int main(void)
 					    teardown),
 	    cmocka_unit_test_setup_teardown(test_port_taken_by_unused_socket, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_control_taken_by_name, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_fewer_names_than_fds, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_more_names_than_fds, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_outside_systemd, setup, teardown),
 	};
 
