@@ -13,6 +13,9 @@
  * "L-127.0.0.1-5433" ("L-__1-5433" for ::1: FDNAME allows no ':'); the control socket is
  * "control". Every socket bound here is handed to the FD store (FDSTORE=1); one that is
  * no longer configured is closed and removed from it (FDSTOREREMOVE=1) by fdstore_prune().
+ * Of descriptors passed under one name the first is kept and the others closed, leaving the
+ * FD store one entry of that name (FDSTOREREMOVE=1 removes every entry of a name); a passed
+ * descriptor without a name is closed.
  * Outside systemd nothing is adopted or stored; sockets are still kept across reloads.
  */
 struct fdstore;

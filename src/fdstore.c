@@ -48,9 +48,11 @@ static int entry_add(struct fdstore *s, const char *name, int fd, bool in_use)
 	return 0;
 }
 
+/* Keeps the order: the first of a name stays the first (see fdstore_drop_duplicates). */
 static void entry_remove(struct fdstore *s, size_t i)
 {
-	s->entries[i] = s->entries[--s->n];
+	s->n--;
+	memmove(&s->entries[i], &s->entries[i + 1], (s->n - i) * sizeof(s->entries[0]));
 }
 
 /* Closes our copy and asks the manager to close its own. */
@@ -123,6 +125,33 @@ static int fdstore_take_passed(struct fdstore *s)
 	return r;
 }
 
+/*
+ * FDSTOREREMOVE=1 removes every entry of a name, so dropping a spare would take the one in
+ * use out of the store too. The first descriptor of a name is kept and the others closed;
+ * the manager is then left one entry of the name: all removed, the kept one stored again
+ * (the manager ignores a socket it holds already, hence the removal first).
+ */
+static void fdstore_drop_duplicates(struct fdstore *s)
+{
+	for (size_t i = 0; i < s->n; i++) {
+		const char *name = s->entries[i].name;
+		bool found = false;
+
+		for (size_t j = s->n; j-- > i + 1;) {
+			if (strcmp(s->entries[j].name, name) != 0)
+				continue;
+			log_warn("descriptor %d from the service manager: another one is named %s "
+				 "already, closing it",
+				 s->entries[j].fd, name);
+			close(s->entries[j].fd);
+			entry_remove(s, j);
+			found = true;
+		}
+		if (found && notify_fdstore_remove(name) == 0)
+			notify_fdstore(s->entries[i].fd, name);
+	}
+}
+
 int fdstore_create(struct fdstore **ret)
 {
 	struct fdstore *s = calloc(1, sizeof(*s));
@@ -135,6 +164,7 @@ int fdstore_create(struct fdstore **ret)
 		fdstore_destroy(s);
 		return r;
 	}
+	fdstore_drop_duplicates(s);
 	*ret = s;
 	return 0;
 }

@@ -338,6 +338,143 @@ static void test_control_taken_by_name(void **state)
 	fdstore_destroy(s);
 }
 
+/* What the service manager holds after our messages: FDSTORE=1 adds a descriptor unless
+ * the same socket is stored already, FDSTOREREMOVE=1 removes every entry of the name. */
+struct model_store {
+	char names[8][64];
+	ino_t inodes[8];
+	int n;
+};
+
+static void model_apply(struct fake_systemd *f, struct model_store *m)
+{
+	char buf[1024];
+	union {
+		struct cmsghdr header;
+		char space[CMSG_SPACE(sizeof(int))];
+	} control;
+	struct iovec iov = {.iov_base = buf, .iov_len = sizeof(buf) - 1};
+	struct pollfd pfd = {.fd = f->fd, .events = POLLIN};
+
+	while (poll(&pfd, 1, 50) == 1) {
+		struct msghdr mh = {.msg_iov = &iov,
+				    .msg_iovlen = 1,
+				    .msg_control = &control,
+				    .msg_controllen = sizeof(control)};
+		struct cmsghdr *cm;
+		ssize_t n = recvmsg(f->fd, &mh, 0);
+		const char *name;
+		int fd = -1;
+
+		assert_true(n >= 0);
+		buf[n] = '\0';
+		cm = CMSG_FIRSTHDR(&mh);
+		if (cm && cm->cmsg_type == SCM_RIGHTS)
+			memcpy(&fd, CMSG_DATA(cm), sizeof(int));
+		name = strstr(buf, "FDNAME=");
+		assert_non_null(name);
+		name += strlen("FDNAME=");
+		if (strncmp(buf, "FDSTOREREMOVE=1\n", 16) == 0) {
+			for (int i = m->n; i-- > 0;)
+				if (strcmp(m->names[i], name) == 0) {
+					m->n--;
+					memmove(&m->names[i], &m->names[i + 1],
+						(size_t)(m->n - i) * sizeof(m->names[0]));
+					memmove(&m->inodes[i], &m->inodes[i + 1],
+						(size_t)(m->n - i) * sizeof(m->inodes[0]));
+				}
+		} else {
+			bool known = false;
+			ino_t ino;
+
+			assert_true(strncmp(buf, "FDSTORE=1\n", 10) == 0);
+			assert_true(fd >= 0);
+			ino = inode_of(fd);
+			for (int i = 0; i < m->n; i++)
+				known = known || m->inodes[i] == ino;
+			if (!known) {
+				assert_true(m->n < 8);
+				snprintf(m->names[m->n], sizeof(m->names[0]), "%s", name);
+				m->inodes[m->n++] = ino;
+			}
+		}
+		if (fd >= 0)
+			close(fd);
+	}
+}
+
+static int model_count(const struct model_store *m, const char *name, ino_t ino)
+{
+	int count = 0;
+
+	for (int i = 0; i < m->n; i++)
+		count += strcmp(m->names[i], name) == 0 && m->inodes[i] == ino;
+	return count;
+}
+
+static int unix_listener(const char *path)
+{
+	struct sockaddr_un addr = {.sun_family = AF_UNIX};
+	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+
+	assert_true(fd >= 0);
+	snprintf(addr.sun_path, sizeof(addr.sun_path), "%s", path);
+	assert_int_equal(bind(fd, (struct sockaddr *)&addr, sizeof(addr)), 0);
+	assert_int_equal(listen(fd, 16), 0);
+	return fd;
+}
+
+/*
+ * Two entries under one name (two "control", two of a forward's): the one taken stays in
+ * the manager's store and the spares go, although FDSTOREREMOVE=1 removes by name.
+ */
+static void test_duplicate_names(void **state)
+{
+	struct fake_systemd *f = *state;
+	struct model_store m = {0};
+	char paths[2][128], names[256], tcp_name[64];
+	unsigned port, port2;
+	ino_t inodes[4];
+	int fds[4], fd, tcp;
+	struct fdstore *s;
+
+	for (int i = 0; i < 2; i++) {
+		snprintf(paths[i], sizeof(paths[i]), "%s/control%d.sock", f->dir, i);
+		fds[i] = unix_listener(paths[i]);
+	}
+	fds[2] = make_socket(SOCK_STREAM, &port);
+	fds[3] = make_socket(SOCK_DGRAM, &port2); /* a spare under the same name */
+	snprintf(tcp_name, sizeof(tcp_name), "L-127.0.0.1-%u", port);
+	snprintf(names, sizeof(names), "control:control:%s:%s", tcp_name, tcp_name);
+	pass_fds(fds, inodes, 4, names);
+	for (int i = 0; i < 4; i++) {
+		snprintf(m.names[i], sizeof(m.names[0]), "%s", i < 2 ? "control" : tcp_name);
+		m.inodes[i] = inodes[i];
+	}
+	m.n = 4;
+
+	assert_int_equal(fdstore_create(&s), 0);
+	fd = fdstore_take(s, FDSTORE_CONTROL);
+	assert_true(fd >= 0);
+	tcp = fdstore_listen_tcp(s, "127.0.0.1", (uint16_t)port);
+	assert_int_equal(tcp, 5);
+	fdstore_prune(s);
+	assert_int_equal(fdstore_take(s, FDSTORE_CONTROL), -ENOENT);
+	model_apply(f, &m);
+	/* exactly the sockets in use are left in the store, once each */
+	assert_int_equal(m.n, 2);
+	assert_int_equal(model_count(&m, "control", inode_of(fd)), 1);
+	assert_int_equal(model_count(&m, tcp_name, inodes[2]), 1);
+	/* the spares are closed here (their numbers may have been reused since) */
+	for (int i = 3; i <= 6; i++)
+		if (i != fd && i != tcp && fcntl(i, F_GETFD) >= 0)
+			assert_true(inode_of(i) != inodes[i - 3]);
+	close(fd);
+	fdstore_destroy(s);
+	unlink(paths[0]);
+	unlink(paths[1]);
+}
+
 /* Fewer names than descriptors: the unnamed ones are closed, the named ones still used. */
 static void test_fewer_names_than_fds(void **state)
 {
@@ -420,6 +557,7 @@ int main(void)
 					    teardown),
 	    cmocka_unit_test_setup_teardown(test_port_taken_by_unused_socket, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_control_taken_by_name, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_duplicate_names, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_fewer_names_than_fds, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_more_names_than_fds, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_outside_systemd, setup, teardown),
