@@ -236,7 +236,7 @@ int fdstore_listen_tcp(struct fdstore *s, const char *host, uint16_t port)
 			return e->fd;
 		}
 		log_warn("descriptor %s from the service manager is not a TCP listener on that "
-			 "address (%s): binding a new one",
+			 "address as moletun binds one (%s): binding a new one",
 			 name, strerror(-r));
 		entry_drop(s, (size_t)(e - s->entries));
 	}

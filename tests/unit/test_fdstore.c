@@ -528,6 +528,60 @@ static void test_more_names_than_fds(void **state)
 	fdstore_destroy(s);
 }
 
+/* A listener on [::] and a free port, with IPV6_V6ONLY as given. */
+static int make_socket6(int v6only, unsigned *ret_port)
+{
+	struct sockaddr_in6 sin6 = {.sin6_family = AF_INET6, .sin6_addr = IN6ADDR_ANY_INIT};
+	socklen_t len = sizeof(sin6);
+	int fd = socket(AF_INET6, SOCK_STREAM | SOCK_CLOEXEC, 0);
+
+	assert_true(fd >= 0);
+	assert_int_equal(setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &v6only, sizeof(v6only)), 0);
+	assert_int_equal(bind(fd, (struct sockaddr *)&sin6, sizeof(sin6)), 0);
+	assert_int_equal(listen(fd, 16), 0);
+	assert_int_equal(getsockname(fd, (struct sockaddr *)&sin6, &len), 0);
+	*ret_port = ntohs(sin6.sin6_port);
+	return fd;
+}
+
+/*
+ * An inherited [::] listener that also takes IPv4 (IPV6_V6ONLY=0) is not what a [::]
+ * forward binds: replaced by one that takes IPv6 only, so 127.0.0.1 is refused again.
+ */
+static void test_dual_stack_listener_replaced(void **state)
+{
+	struct fake_systemd *f = *state;
+	struct sockaddr_in sin = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+	unsigned port, port_v6only;
+	int fds[2], fd, v6only = 0, probe;
+	socklen_t len = sizeof(v6only);
+	ino_t inodes[2];
+	char names[64];
+	struct fdstore *s;
+
+	fds[0] = make_socket6(0, &port);
+	fds[1] = make_socket6(1, &port_v6only);
+	snprintf(names, sizeof(names), "L-__-%u:L-__-%u", port, port_v6only);
+	pass_fds(fds, inodes, 2, names);
+	assert_int_equal(fdstore_create(&s), 0);
+
+	fd = fdstore_listen_tcp(s, "::", (uint16_t)port_v6only);
+	assert_int_equal(fd, 4); /* as moletun binds it: kept */
+	fd = fdstore_listen_tcp(s, "::", (uint16_t)port);
+	assert_true(fd >= 0);
+	assert_true(inode_of(fd) != inodes[0]);
+	assert_int_equal(getsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &v6only, &len), 0);
+	assert_int_equal(v6only, 1);
+	expect_message(f, "FDSTOREREMOVE=1\nFDNAME=L-__-%u", port);
+	expect_message(f, "FDSTORE=1\nFDNAME=L-__-%u", port);
+	probe = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	sin.sin_port = htons((uint16_t)port);
+	assert_int_equal(connect(probe, (struct sockaddr *)&sin, sizeof(sin)), -1);
+	assert_int_equal(errno, ECONNREFUSED);
+	close(probe);
+	fdstore_destroy(s);
+}
+
 /* Outside systemd: nothing adopted, nothing sent, sockets still bound. */
 static void test_outside_systemd(void **state)
 {
@@ -560,6 +614,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_duplicate_names, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_fewer_names_than_fds, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_more_names_than_fds, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_dual_stack_listener_replaced, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_outside_systemd, setup, teardown),
 	};
 
