@@ -728,7 +728,15 @@ static int load_file(struct loader *l, const char *path, size_t depth, const str
 		return r;
 	}
 	r = 0;
-	if (fstat(fileno(fp.f), &st) < 0 || !S_ISREG(st.st_mode)) {
+	if (fstat(fileno(fp.f), &st) < 0) {
+		r = -errno;
+		if (from)
+			loader_error(l, *from, "include file %s: %s", path, strerror(-r));
+		else
+			loader_error(l, (struct where){.file = fp.file}, "%s", strerror(-r));
+		goto out;
+	}
+	if (!S_ISREG(st.st_mode)) {
 		r = S_ISDIR(st.st_mode) ? -EISDIR : -EINVAL;
 		if (from)
 			loader_error(l, *from, "include file %s: not a regular file", path);
