@@ -189,6 +189,27 @@ def under_wrapper():
     return bool(os.environ.get("MOLETUN_WRAPPER", "").strip())
 
 
+_slowdown = None
+
+
+def slowdown():
+    """How many times slower than a plain build moletun runs here: 4 under
+    MOLETUN_WRAPPER (valgrind), 2 when built with AddressSanitizer, else 1. Deadlines and
+    upper bounds on durations are multiplied by it; a bound the daemon guarantees exactly
+    (a threshold, a count) is not."""
+    global _slowdown
+    if _slowdown is None:
+        asan = False
+        if not under_wrapper():
+            try:
+                with open(moletun_bin(), "rb") as f:
+                    asan = b"libasan.so" in f.read()
+            except (OSError, RuntimeError):
+                pass
+        _slowdown = 4 if under_wrapper() else 2 if asan else 1
+    return _slowdown
+
+
 def proc_cpu_seconds(pid):
     """User + system CPU time the process has used so far (/proc/PID/stat)."""
     with open("/proc/%d/stat" % pid, "rb") as f:
