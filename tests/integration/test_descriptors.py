@@ -87,7 +87,9 @@ class DescriptorTest(harness.TunnelTest):
         doc = self.status_json(m)
         daemon = doc.get("daemon")
         self.assertIsNotNone(daemon, "no daemon object in status --json: %r" % sorted(doc))
-        self.assertEqual(set(daemon), {"pid", "nofile_limit"})
+        self.assertEqual(set(daemon), {"pid", "nofile_limit", "metrics_textfile_stale",
+                                       "metrics_textfile_error"})
+        self.assertIsNone(daemon["metrics_textfile_stale"])  # none configured
         self.assertEqual(daemon["pid"], m.proc.pid)
         limit = daemon["nofile_limit"]
         lines = m.grep(r"descriptor limit \d+")
