@@ -57,6 +57,7 @@ def families(text):
 
 
 def wait_until(what, predicate, timeout):
+    timeout *= harness.slowdown()
     deadline = time.monotonic() + timeout
     while True:
         got = predicate()
@@ -195,7 +196,7 @@ class MetricsTextfileTest(harness.TunnelTest):
         m = self.moletun([section, alert], extra_global="metrics_textfile = %s\n"
                          "metrics_interval = 200ms" % path)
         self.assertUp(m)
-        got = hook.wait_requests(1, timeout=5 * harness.slowdown())
+        got = hook.wait_requests(1, timeout=5)
         self.assertEqual([r.json()["event"] for r in got], ["metrics_stale"])
         event = got[0].json()
         self.assertIn(path, event["reason"])
@@ -210,7 +211,7 @@ class MetricsTextfileTest(harness.TunnelTest):
         self.assertIn("No such file or directory", daemon["metrics_textfile_error"])
 
         os.mkdir(later)
-        got = hook.wait_requests(2, timeout=5 * harness.slowdown())
+        got = hook.wait_requests(2, timeout=5)
         self.assertEqual([r.json()["event"] for r in got], ["metrics_stale", "metrics_fresh"])
         self.assertIn('moletun_tunnel_up{tunnel="t1"} 1\n', read_text(path))
         self.assertIn("moletun_metrics_textfile_stale 0\n", ctl_metrics(m))
