@@ -113,6 +113,11 @@ struct alerter {
 	struct list socks;
 	struct list targets;
 	struct alert_test_run *runs;
+	/* the daemon's own condition (metrics_stale) while it stands, for re-sends */
+	struct alert_event daemon_event;
+	bool daemon_firing;
+	double daemon_since; /* monotonic */
+	ev_timer daemon_resend;
 };
 
 static unsigned curl_users;
@@ -142,6 +147,9 @@ static void delivery_what(const struct alert_delivery *d, char *buf, size_t size
 
 	if (e->kind == ALERT_EVENT_TEST)
 		snprintf(buf, size, "test event");
+	else if (!e->tunnel[0])
+		snprintf(buf, size, "%s%s event", d->resend ? "re-sent " : "",
+			 alert_event_str(e->kind));
 	else
 		snprintf(buf, size, "%s%s event for tunnel %s%s%s%s", d->resend ? "re-sent " : "",
 			 alert_event_str(e->kind), e->tunnel, e->target[0] ? " (" : "", e->target,
@@ -986,6 +994,83 @@ static void check_multi_info(struct alerter *a)
 	}
 }
 
+/* Sends the daemon's event to every target that wants it: all of them while it fires,
+ * those with send_resolved when it ends, those that re-send (Alertmanager) for a re-send. */
+static void daemon_event_send(struct alerter *a, bool resend)
+{
+	const struct alert_event *e = &a->daemon_event;
+	struct list *pos, *tmp;
+
+	list_for_each_safe(pos, tmp, &a->targets)
+	{
+		struct alert_target *t = list_entry(pos, struct alert_target, link);
+
+		if (resend ? t->policy.resend <= 0
+			   : !alert_event_firing(e->kind) && !t->policy.send_resolved)
+			continue;
+		if (!resend)
+			log_notice("alert %s: %s: %s", t->name, alert_event_str(e->kind),
+				   e->reason);
+		target_enqueue(t, e, resend);
+	}
+}
+
+static void daemon_event_stamp(struct alerter *a)
+{
+	struct alert_event *e = &a->daemon_event;
+	double ago = now_mono() - a->daemon_since;
+	struct timespec wall;
+
+	clock_gettime(CLOCK_REALTIME, &wall);
+	e->timestamp = wall;
+	e->down_for_seconds = ago < 0 ? 0 : ago;
+}
+
+static void daemon_resend_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+	struct alerter *a = w->data;
+
+	daemon_event_stamp(a);
+	daemon_event_send(a, true);
+}
+
+void alerter_daemon_event(struct alerter *a, enum alert_event_kind kind, const char *reason,
+			  double for_seconds)
+{
+	struct alert_event *e;
+	bool firing = alert_event_firing(kind);
+	double ago;
+
+	if (!a || firing == a->daemon_firing)
+		return;
+	e = &a->daemon_event;
+	if (firing) {
+		memset(e, 0, sizeof(*e));
+		snprintf(e->node, sizeof(e->node), "%s", a->node);
+		a->daemon_since = now_mono() - for_seconds;
+	}
+	e->kind = kind;
+	snprintf(e->reason, sizeof(e->reason), "%s", reason);
+	daemon_event_stamp(a);
+	if (firing) {
+		/* it began for_seconds ago, on the wall clock */
+		ago = e->down_for_seconds;
+		e->since = e->timestamp;
+		e->since.tv_sec -= (time_t)ago;
+		e->since.tv_nsec -= (long)((ago - (double)(time_t)ago) * 1e9);
+		if (e->since.tv_nsec < 0) {
+			e->since.tv_nsec += 1000000000L;
+			e->since.tv_sec--;
+		}
+		ev_timer_set(&a->daemon_resend, ALERTMANAGER_RESEND_SEC, ALERTMANAGER_RESEND_SEC);
+		ev_timer_start(a->loop, &a->daemon_resend);
+	} else {
+		ev_timer_stop(a->loop, &a->daemon_resend);
+	}
+	a->daemon_firing = firing;
+	daemon_event_send(a, false);
+}
+
 int alerter_create(struct ev_loop *loop, struct alerter **ret)
 {
 	struct alerter *a;
@@ -1004,6 +1089,8 @@ int alerter_create(struct ev_loop *loop, struct alerter **ret)
 	list_init(&a->targets);
 	ev_timer_init(&a->curl_timer, curl_timer_cb, 1., 0.);
 	a->curl_timer.data = a;
+	ev_timer_init(&a->daemon_resend, daemon_resend_cb, 1., 0.);
+	a->daemon_resend.data = a;
 	if (gethostname(a->node, sizeof(a->node) - 1) < 0)
 		snprintf(a->node, sizeof(a->node), "unknown");
 	a->multi = curl_multi_init();
@@ -1035,6 +1122,7 @@ void alerter_destroy(struct alerter *a)
 	if (a->multi)
 		curl_multi_cleanup(a->multi);
 	ev_timer_stop(a->loop, &a->curl_timer);
+	ev_timer_stop(a->loop, &a->daemon_resend);
 	list_for_each_safe(pos, tmp, &a->socks)
 	{
 		struct curl_sock *s = list_entry(pos, struct curl_sock, link);

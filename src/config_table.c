@@ -98,7 +98,9 @@ static const struct config_key moletun_keys[] = {
 		"/var/lib/prometheus/node-exporter). Replaced atomically (a temporary file "
 		"in the same directory, renamed over it), mode 0644; at shutdown every "
 		"tunnel is written as down. The directory must exist and be writable by the "
-		"daemon: moletun.service allows /var/lib/prometheus/node-exporter, another "
+		"daemon, and not by every user (refused, even sticky like /tmp: another "
+		"user's file there could not be replaced): moletun.service allows "
+		"/var/lib/prometheus/node-exporter, another "
 		"directory needs ReadWritePaths= in a drop-in. Unset: no file.",
     },
     {
@@ -110,7 +112,9 @@ static const struct config_key moletun_keys[] = {
 	MOLETUN_FIELD(metrics_interval_ms),
 	.placeholder = "DURATION",
 	.help = "How often metrics_textfile is rewritten; a failed write is logged and "
-		"tried again at the next one.",
+		"tried again at the next one. Three failed writes in a row are an error "
+		"and a metrics_stale alert event (node_exporter serves the older file); the "
+		"next good write sends metrics_fresh.",
     },
     {
 	.name = "window_budget",
@@ -494,7 +498,8 @@ static const struct config_key alert_keys[] = {
 	ALERT_FIELD(exec),
 	.placeholder = "PATH",
 	.help = "Program run for each event, without a shell, with MOLETUN_EVENT (down, up, "
-		"target_down, target_up, degraded, recovered or test), MOLETUN_TUNNEL, "
+		"target_down, target_up, degraded, recovered, metrics_stale, metrics_fresh or "
+		"test), MOLETUN_TUNNEL, "
 		"MOLETUN_REASON, MOLETUN_ALERT, MOLETUN_NODE, MOLETUN_HOST, MOLETUN_PORT, "
 		"MOLETUN_SINCE, MOLETUN_TIMESTAMP, MOLETUN_DOWN_FOR_SECONDS and MOLETUN_JSON "
 		"(the json payload) in its environment; the target and degraded events add "

@@ -45,6 +45,15 @@ static int daemon_snapshot(void *userdata, const char *name, struct status *ret)
 
 	s.daemon.pid = getpid();
 	fd_limit(&s.daemon.nofile_limit); /* stays 0 if it cannot be read */
+	if (d->metrics) {
+		int err = metrics_file_last_error(d->metrics);
+
+		s.daemon.metrics_textfile = true;
+		s.daemon.metrics_textfile_stale = metrics_file_stale(d->metrics);
+		if (err)
+			snprintf(s.daemon.metrics_textfile_error,
+				 sizeof(s.daemon.metrics_textfile_error), "%s", strerror(-err));
+	}
 	s.tunnels = calloc(d->n_tunnels ? d->n_tunnels : 1, sizeof(*s.tunnels));
 	if (!s.tunnels)
 		return -ENOMEM;
@@ -74,6 +83,16 @@ static int daemon_snapshot_all(void *userdata, struct status *ret)
 	return daemon_snapshot(userdata, NULL, ret);
 }
 
+/* The metrics file went stale or was written again: an alert, like a tunnel's. */
+static void on_metrics_stale(void *userdata, bool stale, const char *reason, double for_seconds)
+{
+	struct daemon *d = userdata;
+
+	alerter_daemon_event(d->alerter,
+			     stale ? ALERT_EVENT_METRICS_STALE : ALERT_EVENT_METRICS_FRESH, reason,
+			     for_seconds);
+}
+
 /*
  * Starts, moves or stops the metrics file as cfg says. A file no longer written is
  * removed, so that node_exporter does not go on serving it.
@@ -86,6 +105,9 @@ static int daemon_apply_metrics(struct daemon *d, const struct config *cfg)
 
 	if (same_path && metrics_file_interval(m) == cfg->metrics_interval_ms)
 		return 0;
+	/* a file no longer written (or written anew) is no longer stale */
+	if (m && metrics_file_stale(m))
+		on_metrics_stale(d, false, "metrics_textfile changed by a reload", 0);
 	if (m && !same_path && unlink(metrics_file_path(m)) < 0 && errno != ENOENT)
 		log_warn("metrics_textfile %s: cannot remove it: %s", metrics_file_path(m),
 			 strerror(errno));
@@ -95,8 +117,8 @@ static int daemon_apply_metrics(struct daemon *d, const struct config *cfg)
 		return 0;
 	log_info("metrics_textfile %s: rewritten every %.3gs", path,
 		 (double)cfg->metrics_interval_ms / 1000.0);
-	return metrics_file_create(d->loop, path, cfg->metrics_interval_ms, daemon_snapshot_all, d,
-				   &d->metrics);
+	return metrics_file_create(d->loop, path, cfg->metrics_interval_ms, daemon_snapshot_all,
+				   on_metrics_stale, d, &d->metrics);
 }
 
 static void daemon_update_status(struct daemon *d)

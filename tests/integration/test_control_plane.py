@@ -86,7 +86,7 @@ class NotifySocket:
     def wait_for(self, regex, since=0, timeout=10.0):
         """Index of the first message at index >= since matching regex, or None."""
         r = re.compile(regex, re.S)
-        deadline = time.monotonic() + timeout
+        deadline = time.monotonic() + timeout * harness.slowdown()
         with self.cv:
             while True:
                 for i in range(since, len(self.messages)):
@@ -273,7 +273,7 @@ class ControlPlaneTest(harness.TunnelTest):
         pings = [t for t, x in notify.messages[first:] if x == "WATCHDOG=1"]
         self.assertGreaterEqual(len(pings), 3, notify.texts())
         gaps = [b - a for a, b in zip(pings, pings[1:])]
-        self.assertLess(max(gaps), 1.0, gaps)
+        self.assertLess(max(gaps), 1.0 * harness.slowdown(), gaps)
 
         for trigger in ("sighup", "ctl"):
             mark = len(notify.messages)
@@ -451,8 +451,8 @@ class ReloadFileContentsTest(harness.TunnelTest):
     paths: a key rotated in place restarts its tunnel, a file rewritten with the same bytes
     does not, and a file that cannot be read fails the reload without touching anything."""
 
-    # valgrind slows the daemon's start and handshakes down many times
-    SLOW = 4 if harness.under_wrapper() else 1
+    # sanitizers and valgrind slow the daemon down (the harness's waits scale themselves)
+    SLOW = harness.slowdown()
 
     def setUp(self):
         super().setUp()
@@ -480,8 +480,8 @@ class ReloadFileContentsTest(harness.TunnelTest):
             tunnel_section("t2", self.sc, known_hosts_file=kh, local_forward=[
                 "127.0.0.1:%d %s" % (self.lp2, self.echo.addr)]),
         ])
-        self.assertUp(m, "t1", 10 * self.SLOW)
-        self.assertUp(m, "t2", 10 * self.SLOW)
+        self.assertUp(m, "t1", 10)
+        self.assertUp(m, "t2", 10)
         return m, kh
 
     def test_reload_restarts_tunnel_whose_key_was_rotated_in_place(self):
@@ -506,7 +506,7 @@ class ReloadFileContentsTest(harness.TunnelTest):
                             "client connection of the old session still open")
             # t2 shares nothing that changed: its connection and session carry on.
             self.assertEqual(roundtrip(s2, b"t2 still here\n"), b"t2 still here\n")
-        self.assertIsNotNone(m.wait_transition("t1", mark, new="up", timeout=10 * self.SLOW),
+        self.assertIsNotNone(m.wait_transition("t1", mark, new="up", timeout=10),
                              "t1 did not come back up with the new key")
         self.assertEqual(echo_once(self.lp1, b"new key\n", 5 * self.SLOW), b"new key\n")
         fp = harness.run([harness.SSH_KEYGEN, "-lf", new + ".pub"]).stdout.split()[1]

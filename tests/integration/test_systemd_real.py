@@ -200,7 +200,7 @@ class SystemdTest(unittest.TestCase):
         return pids[0]
 
     def wait_status(self, regex, timeout=15.0):
-        deadline = time.monotonic() + timeout
+        deadline = time.monotonic() + timeout * harness.slowdown()
         while True:
             text = self.show("StatusText")["StatusText"]
             if re.search(regex, text):
@@ -213,7 +213,7 @@ class SystemdTest(unittest.TestCase):
         return self.c.run(["journalctl", "--no-pager", "-u", UNIT] + list(args)).stdout
 
     def wait_journal(self, regex, *args, timeout=10.0):
-        deadline = time.monotonic() + timeout
+        deadline = time.monotonic() + timeout * harness.slowdown()
         while True:
             text = self.journal(*args)
             if re.search(regex, text, re.M):
@@ -392,7 +392,7 @@ class SystemdTest(unittest.TestCase):
         return re.search(r"cursor: (\S+)", out).group(1)
 
     def _wait_store(self, n, timeout=5.0):
-        deadline = time.monotonic() + timeout
+        deadline = time.monotonic() + timeout * harness.slowdown()
         while True:
             got = self.show("NFileDescriptorStore")["NFileDescriptorStore"]
             if got == str(n):
