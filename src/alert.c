@@ -1018,11 +1018,9 @@ static void daemon_event_send(struct alerter *a, bool resend)
 static void daemon_event_stamp(struct alerter *a)
 {
 	struct alert_event *e = &a->daemon_event;
-	double ago = now_mono() - a->daemon_since;
-	struct timespec wall;
+	double ago = clock_now() - a->daemon_since;
 
-	clock_gettime(CLOCK_REALTIME, &wall);
-	e->timestamp = wall;
+	e->timestamp = clock_wall();
 	e->down_for_seconds = ago < 0 ? 0 : ago;
 }
 
@@ -1047,7 +1045,7 @@ void alerter_daemon_event(struct alerter *a, enum alert_event_kind kind, const c
 	if (firing) {
 		memset(e, 0, sizeof(*e));
 		snprintf(e->node, sizeof(e->node), "%s", a->node);
-		a->daemon_since = now_mono() - for_seconds;
+		a->daemon_since = clock_now() - for_seconds;
 	}
 	e->kind = kind;
 	snprintf(e->reason, sizeof(e->reason), "%s", reason);
