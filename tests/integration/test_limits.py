@@ -244,7 +244,7 @@ class LimitsTest(harness.TunnelTest):
     # ev_timer_set(); a libev one-shot timer that already fired restarts with its remaining
     # time (~0), so every pause after the first lasts 0 ms: the daemon spins and logs
     # "accept: Too many open files; pausing accepts for 100ms" ~200,000 times a second.
-    # Remove expectedFailure once src/forward.c sets the timer before starting it.
+    # Remove expectedFailure once src/engine/forward.c sets the timer before starting it.
     def test_fd_exhaustion(self):
         served, waiting, base_fds, mark = self.exhaust_descriptors()
         m, pid = self.m, self.m.proc.pid
@@ -278,7 +278,7 @@ class LimitsTest(harness.TunnelTest):
     # BUG (reported to the lead): control.c accept_cb restarts s->accept_retry without
     # ev_timer_set(), the same libev pitfall as test_fd_exhaustion: after the first 1 s
     # pause the control socket's accept is retried in a busy loop. Remove expectedFailure
-    # once src/control.c sets the timer before starting it.
+    # once src/control/control.c sets the timer before starting it.
     def test_fd_exhaustion_control_socket(self):
         if harness.under_wrapper():
             self.skipTest("valgrind keeps descriptors of its own and its CPU time is not "
