@@ -10,7 +10,6 @@
 /* Writes the message to err (when given) and returns -EINVAL. */
 int hostspec_fail(char *err, size_t err_size, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
-bool hostspec_is_blank(char c);
 /* Letters, digits, '.', '-', '_': what a host name (or an interface zone) is made of. */
 bool hostspec_is_hostname_char(char c);
 /* An IPv6 literal without brackets; "fe80::1%eth0" too (the zone is kept, only checked). */

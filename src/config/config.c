@@ -16,6 +16,7 @@
 #include "duration.h"
 #include "privfile.h"
 #include "redact.h"
+#include "strutil.h"
 
 #define INCLUDE_DEPTH_MAX 8
 #define INCLUDE_FILES_MAX 1024
@@ -382,11 +383,6 @@ static int named_section_begin(struct file_parse *fp, const char *kind, const ch
 	return section_create(fp, name);
 }
 
-static bool is_blank(char c)
-{
-	return c == ' ' || c == '\t';
-}
-
 /* Reads "[kind]" or "[kind:NAME]", optionally followed by a comment. */
 static int section_begin(struct file_parse *fp, char *line)
 {
@@ -406,7 +402,7 @@ static int section_begin(struct file_parse *fp, char *line)
 	}
 	text = line + 1 + strspn(line + 1, " \t");
 	end = close;
-	while (end > text && is_blank(end[-1]))
+	while (end > text && strutil_is_blank(end[-1]))
 		end--;
 	*end = '\0';
 	snprintf(fp->title, sizeof(fp->title), "%s", text);
@@ -449,7 +445,7 @@ static bool is_key_line(const char *s)
 		p++;
 	if (p == s)
 		return false;
-	while (is_blank(*p))
+	while (strutil_is_blank(*p))
 		p++;
 	return *p == '=';
 }
@@ -524,7 +520,7 @@ static char *read_line(char *str, int num, void *stream)
 		s = fp->buf;
 		if (fp->line == 1 && strncmp(s, "\xef\xbb\xbf", 3) == 0)
 			s += 3;
-		indented = is_blank(*s);
+		indented = strutil_is_blank(*s);
 		s += strspn(s, " \t");
 		if (!*s || *s == '#' || *s == ';')
 			continue;

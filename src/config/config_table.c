@@ -11,6 +11,7 @@
 #include "fwdspec.h"
 #include "jumpspec.h"
 #include "log.h"
+#include "strutil.h"
 
 static_assert(sizeof(enum host_key_policy) == sizeof(int), "enum fields are set as int");
 static_assert(sizeof(enum alert_format) == sizeof(int), "enum fields are set as int");
@@ -668,7 +669,7 @@ static const struct file_digest *const_digest_of(const struct config_key *k, con
 static bool has_space(const char *s)
 {
 	for (; *s; s++)
-		if (*s == ' ' || *s == '\t')
+		if (strutil_is_blank(*s))
 			return true;
 	return false;
 }
@@ -727,7 +728,7 @@ static bool header_valid(const char *h)
 	if (p == h || *p != ':')
 		return false;
 	p++;
-	while (*p == ' ' || *p == '\t')
+	while (strutil_is_blank(*p))
 		p++;
 	return *p != '\0';
 }
@@ -1276,13 +1277,6 @@ void config_key_format(const struct config_key *k, const void *object, char *buf
 	}
 }
 
-static bool strings_equal(const char *a, const char *b)
-{
-	if (!a || !b)
-		return a == b;
-	return strcmp(a, b) == 0;
-}
-
 static bool forwards_equal(const struct forward_spec *a, const struct forward_spec *b)
 {
 	return a->kind == b->kind && a->listen_port == b->listen_port &&
@@ -1300,7 +1294,7 @@ bool config_key_equal(const struct config_key *k, const void *a, const void *b)
 	case CONFIG_TYPE_HOST:
 	case CONFIG_TYPE_URL:
 	case CONFIG_TYPE_PATH:
-		return strings_equal(*(char *const *)fa, *(char *const *)fb);
+		return strutil_equal(*(char *const *)fa, *(char *const *)fb);
 	case CONFIG_TYPE_PORT:
 		return *(const uint16_t *)fa == *(const uint16_t *)fb;
 	case CONFIG_TYPE_UINT:

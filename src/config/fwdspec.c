@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "hostspec.h"
+#include "strutil.h"
 
 #define DEFAULT_BIND "127.0.0.1"
 #define ANY_ADDRESS  "0.0.0.0"
@@ -90,10 +91,10 @@ static int next_field(const char **p, char *out, size_t size)
 	const char *s = *p, *start;
 	size_t len;
 
-	while (hostspec_is_blank(*s))
+	while (strutil_is_blank(*s))
 		s++;
 	start = s;
-	while (*s && !hostspec_is_blank(*s))
+	while (*s && !strutil_is_blank(*s))
 		s++;
 	len = (size_t)(s - start);
 	*p = s;

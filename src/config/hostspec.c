@@ -18,11 +18,6 @@ int hostspec_fail(char *err, size_t err_size, const char *fmt, ...)
 	return -EINVAL;
 }
 
-bool hostspec_is_blank(char c)
-{
-	return c == ' ' || c == '\t';
-}
-
 bool hostspec_is_hostname_char(char c)
 {
 	return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||

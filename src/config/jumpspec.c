@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "hostspec.h"
+#include "strutil.h"
 
 #define DEFAULT_PORT 22
 #define HOST_MAX     255
@@ -129,7 +130,7 @@ int jumpspec_parse(const char *text, struct jump_hop **ret_hops, size_t *ret_n, 
 	size_t n = 0;
 	int r;
 
-	while (hostspec_is_blank(*p))
+	while (strutil_is_blank(*p))
 		p++;
 	if (!*p || strcmp(p, "none") == 0) {
 		*ret_hops = NULL;
@@ -143,7 +144,7 @@ int jumpspec_parse(const char *text, struct jump_hop **ret_hops, size_t *ret_n, 
 		size_t len = strcspn(p, ",");
 		const char *next = p[len] == ',' ? p + len + 1 : NULL;
 
-		while (len > 0 && hostspec_is_blank(p[len - 1]))
+		while (len > 0 && strutil_is_blank(p[len - 1]))
 			len--;
 		if (n == JUMP_HOPS_MAX) {
 			r = -E2BIG;
@@ -157,7 +158,7 @@ int jumpspec_parse(const char *text, struct jump_hop **ret_hops, size_t *ret_n, 
 		if (!next)
 			break;
 		p = next;
-		while (hostspec_is_blank(*p))
+		while (strutil_is_blank(*p))
 			p++;
 	}
 	*ret_hops = hops;
@@ -192,20 +193,13 @@ void jumpspec_format(const struct jump_hop *hops, size_t n, char *buf, size_t si
 	buf[used < size ? used : size - 1] = '\0';
 }
 
-static bool strings_equal(const char *a, const char *b)
-{
-	if (!a || !b)
-		return a == b;
-	return strcmp(a, b) == 0;
-}
-
 bool jumpspec_equal(const struct jump_hop *a, size_t n_a, const struct jump_hop *b, size_t n_b)
 {
 	if (n_a != n_b)
 		return false;
 	for (size_t i = 0; i < n_a; i++)
-		if (a[i].port != b[i].port || !strings_equal(a[i].host, b[i].host) ||
-		    !strings_equal(a[i].user, b[i].user))
+		if (a[i].port != b[i].port || !strutil_equal(a[i].host, b[i].host) ||
+		    !strutil_equal(a[i].user, b[i].user))
 			return false;
 	return true;
 }

@@ -6,6 +6,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "strutil.h"
+
 #define MAX_TOKENS 8
 
 static const struct command_info {
@@ -43,11 +45,6 @@ ssize_t control_request_scan(const char *buf, size_t len)
 	return len >= CONTROL_REQUEST_MAX ? -EMSGSIZE : -EAGAIN;
 }
 
-static bool is_blank(char c)
-{
-	return c == ' ' || c == '\t';
-}
-
 static bool has_control_bytes(const char *s, size_t len)
 {
 	for (size_t i = 0; i < len; i++) {
@@ -72,12 +69,12 @@ static int tokenize(const char *line, size_t len, struct token tokens[MAX_TOKENS
 	for (size_t i = 0; i < len;) {
 		size_t start;
 
-		while (i < len && is_blank(line[i]))
+		while (i < len && strutil_is_blank(line[i]))
 			i++;
 		if (i == len)
 			break;
 		start = i;
-		while (i < len && !is_blank(line[i]))
+		while (i < len && !strutil_is_blank(line[i]))
 			i++;
 		if (n == MAX_TOKENS)
 			return -E2BIG;
