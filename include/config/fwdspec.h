@@ -3,6 +3,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "hostspec.h"
+
 enum forward_kind {
 	FORWARD_LOCAL,
 	FORWARD_REMOTE,
@@ -15,9 +17,10 @@ enum forward_kind {
  */
 struct forward_spec {
 	enum forward_kind kind;
-	char listen_host[256]; /* default "127.0.0.1" (loopback unless configured) */
+	char listen_host[HOSTSPEC_HOST_MAX +
+			 1]; /* default "127.0.0.1" (loopback unless configured) */
 	uint16_t listen_port;
-	char target_host[256];
+	char target_host[HOSTSPEC_HOST_MAX + 1];
 	uint16_t target_port;
 };
 

@@ -6,7 +6,7 @@
 /* Most bastions one tunnel may pass through (ssh -J has no limit; a long chain is a typo). */
 #define JUMP_HOPS_MAX 8
 
-/* "user@" + "[" + 255-byte host + "]:" + port, with its NUL. */
+/* "user@" + "[" + host + "]:" + port, with its NUL (HOSTSPEC_USER_MAX, HOSTSPEC_HOST_MAX). */
 #define JUMP_HOP_TEXT_MAX 400
 
 /*

@@ -14,6 +14,7 @@
 
 #include "config_table.h"
 #include "duration.h"
+#include "hostspec.h"
 #include "privfile.h"
 #include "redact.h"
 #include "strutil.h"
@@ -1422,10 +1423,10 @@ void config_print_summary(const struct config *c, FILE *out)
 		fputs("no tunnels configured\n", out);
 	for (size_t i = 0; i < c->n_tunnels; i++) {
 		const struct tunnel_config *t = &c->tunnels[i];
-		bool v6 = strchr(t->host, ':') != NULL;
+		char server[300];
 
-		fprintf(out, "%-*s  %s@%s%s%s:%u", width, t->name, t->user, v6 ? "[" : "", t->host,
-			v6 ? "]" : "", (unsigned)t->port);
+		hostspec_format(t->host, t->port, server, sizeof(server));
+		fprintf(out, "%-*s  %s@%s", width, t->name, t->user, server);
 		if (t->n_jump_hops > 0) {
 			char via[JUMP_HOPS_MAX * JUMP_HOP_TEXT_MAX];
 

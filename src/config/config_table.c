@@ -9,6 +9,7 @@
 #include "config.h"
 #include "duration.h"
 #include "fwdspec.h"
+#include "hostspec.h"
 #include "jumpspec.h"
 #include "log.h"
 #include "strutil.h"
@@ -25,8 +26,6 @@ static_assert(sizeof(enum alert_format) == sizeof(int), "enum fields are set as 
 
 /* sun_path holds 108 bytes including the terminating NUL. */
 #define SOCKET_PATH_MAX	  107
-#define HOST_NAME_MAX_LEN 255
-#define USER_MAX_LEN	  127
 #define FORWARDS_MAX	  256
 #define HEADERS_MAX	  32
 #define FILTER_MAX	  1024
@@ -152,7 +151,7 @@ static const struct config_key tunnel_keys[] = {
 	.name = "host",
 	.type = CONFIG_TYPE_HOST,
 	.flags = CONFIG_KEY_REQUIRED,
-	.max = HOST_NAME_MAX_LEN,
+	.max = HOSTSPEC_HOST_MAX,
 	TUNNEL_FIELD(host),
 	.placeholder = "HOST",
 	.help = "SSH server to connect to: a host name or an IPv4 or IPv6 address "
@@ -172,7 +171,7 @@ static const struct config_key tunnel_keys[] = {
 	.name = "user",
 	.type = CONFIG_TYPE_STRING,
 	.flags = CONFIG_KEY_REQUIRED,
-	.max = USER_MAX_LEN,
+	.max = HOSTSPEC_USER_MAX,
 	TUNNEL_FIELD(user),
 	.placeholder = "USER",
 	.help = "User name on the SSH server.",

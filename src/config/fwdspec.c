@@ -11,75 +11,71 @@
 
 #define DEFAULT_BIND "127.0.0.1"
 #define ANY_ADDRESS  "0.0.0.0"
-#define HOST_MAX     (sizeof(((struct forward_spec *)0)->listen_host) - 1)
 #define FIELD_MAX    300
 
+/* Cuts "host:port", "[v6]:port" or (listen side only) "port" into its parts. */
+static int split_endpoint(const char *field, bool listen, struct hostspec_parts *ret, char *err,
+			  size_t err_size)
+{
+	const char *side = listen ? "listen" : "target";
+
+	switch (hostspec_split(field, ret)) {
+	case HOSTSPEC_SPLIT_NO_CLOSE:
+		return hostspec_fail(err, err_size, "missing ']' in %s address", side);
+	case HOSTSPEC_SPLIT_AFTER_CLOSE:
+		return hostspec_fail(err, err_size, "expected ':' after ']' in %s address", side);
+	case HOSTSPEC_SPLIT_BARE_IPV6:
+		return hostspec_fail(err, err_size,
+				     "IPv6 %s address needs brackets, e.g. [::1]:5433", side);
+	case HOSTSPEC_SPLIT_OK:
+		break;
+	}
+	if (!ret->port && !ret->bracketed) {
+		if (!listen)
+			return hostspec_fail(err, err_size,
+					     "missing target port (expected host:port)");
+		*ret = (struct hostspec_parts){
+		    .host = DEFAULT_BIND, .host_len = strlen(DEFAULT_BIND), .port = field};
+	}
+	return 0;
+}
+
 /*
- * Splits "host:port", "[v6]:port" or (listen side only) "port" into its parts. An empty or
- * "*" listen host means every address.
+ * Parses "host:port", "[v6]:port" or (listen side only) "port" into host and port. An empty
+ * or "*" listen host means every address.
  */
 static int parse_endpoint(const char *field, bool listen, char *host, uint16_t *port, char *err,
 			  size_t err_size)
 {
 	const char *side = listen ? "listen" : "target";
-	const char *colon, *port_text, *host_text = field;
-	size_t host_len;
-	bool bracketed = false;
+	struct hostspec_parts p;
+	int r = split_endpoint(field, listen, &p, err, err_size);
 
-	if (field[0] == '[') {
-		const char *close = strchr(field, ']');
-
-		if (!close)
-			return hostspec_fail(err, err_size, "missing ']' in %s address", side);
-		host_text = field + 1;
-		host_len = (size_t)(close - host_text);
-		if (close[1] != ':')
-			return hostspec_fail(err, err_size,
-					     close[1] ? "expected ':' after ']' in %s address"
-						      : "missing %s port",
-					     side);
-		port_text = close + 2;
-		bracketed = true;
-	} else {
-		colon = strrchr(field, ':');
-		if (colon && strchr(field, ':') != colon)
-			return hostspec_fail(
-			    err, err_size, "IPv6 %s address needs brackets, e.g. [::1]:5433", side);
-		if (!colon) {
-			if (!listen)
-				return hostspec_fail(err, err_size,
-						     "missing target port (expected host:port)");
-			host_text = DEFAULT_BIND;
-			host_len = strlen(DEFAULT_BIND);
-			port_text = field;
-		} else {
-			host_len = (size_t)(colon - field);
-			port_text = colon + 1;
-		}
-	}
-	if (!*port_text)
+	if (r < 0)
+		return r;
+	if (!p.port || !*p.port)
 		return hostspec_fail(err, err_size, "missing %s port", side);
-	if (hostspec_parse_port(port_text, strlen(port_text), port) < 0)
+	if (hostspec_parse_port(p.port, strlen(p.port), port) < 0)
 		return hostspec_fail(err, err_size, "invalid %s port '%s' (1..65535)", side,
-				     port_text);
-	if (host_len > HOST_MAX)
-		return hostspec_fail(err, err_size, "%s host too long (max %zu characters)", side,
-				     HOST_MAX);
-	if (!bracketed && listen && (host_len == 0 || (host_len == 1 && host_text[0] == '*'))) {
+				     p.port);
+	if (p.host_len > HOSTSPEC_HOST_MAX)
+		return hostspec_fail(err, err_size, "%s host too long (max %d characters)", side,
+				     HOSTSPEC_HOST_MAX);
+	if (!p.bracketed && listen && (p.host_len == 0 || (p.host_len == 1 && p.host[0] == '*'))) {
 		strcpy(host, ANY_ADDRESS);
 		return 0;
 	}
-	if (host_len == 0)
+	if (p.host_len == 0)
 		return hostspec_fail(err, err_size, "missing %s host", side);
-	memcpy(host, host_text, host_len);
-	host[host_len] = '\0';
-	if (bracketed) {
+	memcpy(host, p.host, p.host_len);
+	host[p.host_len] = '\0';
+	if (p.bracketed) {
 		if (!hostspec_is_ipv6(host))
 			return hostspec_fail(err, err_size, "invalid IPv6 %s address '%s'", side,
 					     host);
 		return 0;
 	}
-	for (size_t i = 0; i < host_len; i++)
+	for (size_t i = 0; i < p.host_len; i++)
 		if (!hostspec_is_hostname_char(host[i]))
 			return hostspec_fail(err, err_size, "invalid %s host '%s'", side, host);
 	return 0;
@@ -135,20 +131,12 @@ int fwdspec_parse(enum forward_kind kind, const char *text, struct forward_spec 
 	return 0;
 }
 
-static void format_endpoint(const char *host, uint16_t port, char *buf, size_t size)
-{
-	if (strchr(host, ':'))
-		snprintf(buf, size, "[%s]:%u", host, (unsigned)port);
-	else
-		snprintf(buf, size, "%s:%u", host, (unsigned)port);
-}
-
 void fwdspec_format_listen(const struct forward_spec *f, char *buf, size_t size)
 {
-	format_endpoint(f->listen_host, f->listen_port, buf, size);
+	hostspec_format(f->listen_host, f->listen_port, buf, size);
 }
 
 void fwdspec_format_target(const struct forward_spec *f, char *buf, size_t size)
 {
-	format_endpoint(f->target_host, f->target_port, buf, size);
+	hostspec_format(f->target_host, f->target_port, buf, size);
 }

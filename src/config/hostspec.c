@@ -60,3 +60,41 @@ int hostspec_parse_port(const char *s, size_t len, uint16_t *ret)
 	*ret = (uint16_t)v;
 	return 0;
 }
+
+enum hostspec_split_problem hostspec_split(const char *text, struct hostspec_parts *ret)
+{
+	const char *colon;
+
+	if (text[0] == '[') {
+		const char *close = strchr(text, ']');
+
+		if (!close)
+			return HOSTSPEC_SPLIT_NO_CLOSE;
+		if (close[1] && close[1] != ':')
+			return HOSTSPEC_SPLIT_AFTER_CLOSE;
+		*ret = (struct hostspec_parts){
+		    .host = text + 1,
+		    .host_len = (size_t)(close - text - 1),
+		    .port = close[1] ? close + 2 : NULL,
+		    .bracketed = true,
+		};
+		return HOSTSPEC_SPLIT_OK;
+	}
+	colon = strchr(text, ':');
+	if (colon && strchr(colon + 1, ':'))
+		return HOSTSPEC_SPLIT_BARE_IPV6;
+	*ret = (struct hostspec_parts){
+	    .host = text,
+	    .host_len = colon ? (size_t)(colon - text) : strlen(text),
+	    .port = colon ? colon + 1 : NULL,
+	};
+	return HOSTSPEC_SPLIT_OK;
+}
+
+void hostspec_format(const char *host, uint16_t port, char *buf, size_t size)
+{
+	if (strchr(host, ':'))
+		snprintf(buf, size, "[%s]:%u", host, (unsigned)port);
+	else
+		snprintf(buf, size, "%s:%u", host, (unsigned)port);
+}

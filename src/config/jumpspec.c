@@ -11,8 +11,6 @@
 #include "strutil.h"
 
 #define DEFAULT_PORT 22
-#define HOST_MAX     255
-#define USER_MAX     127
 
 /* Printable ASCII but for the separators of the list itself; '@' is allowed (the last one
  * ends the user, as in "first.last@corp@bastion"). */
@@ -21,16 +19,87 @@ static bool is_user_char(char c)
 	return c > ' ' && c < 0x7f && c != ',' && c != '[' && c != ']';
 }
 
+/* The user of hop `n` is the `len` bytes at `text` (before its last '@'). */
+static int check_user(const char *text, size_t len, size_t n, char *err, size_t err_size)
+{
+	if (len == 0)
+		return hostspec_fail(err, err_size, "hop %zu: empty user before '@'", n);
+	if (len > HOSTSPEC_USER_MAX)
+		return hostspec_fail(err, err_size, "hop %zu: user too long (max %d characters)", n,
+				     HOSTSPEC_USER_MAX);
+	for (size_t i = 0; i < len; i++)
+		if (!is_user_char(text[i]))
+			return hostspec_fail(err, err_size, "hop %zu: invalid user '%.*s'", n,
+					     (int)len, text);
+	return 0;
+}
+
+/* The host of hop `n` into `host`: an IPv6 address when it was bracketed, else a name. */
+static int parse_host(const struct hostspec_parts *p, size_t n, char host[HOSTSPEC_HOST_MAX + 1],
+		      char *err, size_t err_size)
+{
+	struct in6_addr addr6;
+
+	if (p->bracketed) {
+		if (p->host_len > HOSTSPEC_HOST_MAX)
+			return hostspec_fail(err, err_size, "hop %zu: host too long", n);
+		memcpy(host, p->host, p->host_len);
+		host[p->host_len] = '\0';
+		if (inet_pton(AF_INET6, host, &addr6) != 1)
+			return hostspec_fail(err, err_size, "hop %zu: invalid IPv6 address '%s'", n,
+					     host);
+		return 0;
+	}
+	if (p->host_len == 0)
+		return hostspec_fail(err, err_size, "hop %zu: missing host", n);
+	if (p->host_len > HOSTSPEC_HOST_MAX)
+		return hostspec_fail(err, err_size, "hop %zu: host too long (max %d characters)", n,
+				     HOSTSPEC_HOST_MAX);
+	memcpy(host, p->host, p->host_len);
+	host[p->host_len] = '\0';
+	for (size_t i = 0; i < p->host_len; i++)
+		if (!hostspec_is_hostname_char(host[i]))
+			return hostspec_fail(err, err_size, "hop %zu: invalid host '%s'", n, host);
+	return 0;
+}
+
+/* "host", "host:port", "[v6]" or "[v6]:port" of hop `n`; the port defaults to 22. */
+static int parse_address(const char *text, size_t n, char host[HOSTSPEC_HOST_MAX + 1],
+			 uint16_t *port, char *err, size_t err_size)
+{
+	struct hostspec_parts p;
+	int r;
+
+	switch (hostspec_split(text, &p)) {
+	case HOSTSPEC_SPLIT_NO_CLOSE:
+		return hostspec_fail(err, err_size, "hop %zu: missing ']' after IPv6 address", n);
+	case HOSTSPEC_SPLIT_AFTER_CLOSE:
+		return hostspec_fail(err, err_size, "hop %zu: expected ':' after ']'", n);
+	case HOSTSPEC_SPLIT_BARE_IPV6:
+		return hostspec_fail(err, err_size,
+				     "hop %zu: IPv6 address needs brackets, e.g. [fd00::1]:22", n);
+	case HOSTSPEC_SPLIT_OK:
+		break;
+	}
+	r = parse_host(&p, n, host, err, err_size);
+	if (r < 0)
+		return r;
+	*port = DEFAULT_PORT;
+	if (p.port && hostspec_parse_port(p.port, strlen(p.port), port) < 0)
+		return hostspec_fail(err, err_size, "hop %zu: invalid port '%s' (1..65535)", n,
+				     p.port);
+	return 0;
+}
+
 /* One hop of `len` bytes at `s`, blanks already trimmed; `n` counts from 1 for messages. */
 static int parse_hop(const char *s, size_t len, size_t n, struct jump_hop *ret, char *err,
 		     size_t err_size)
 {
-	char text[HOST_MAX + USER_MAX + 16], host[HOST_MAX + 1];
-	const char *at, *rest, *host_text, *port_text = NULL;
-	size_t user_len = 0, host_len;
-	struct in6_addr addr6;
-	uint16_t port = DEFAULT_PORT;
+	char text[HOSTSPEC_HOST_MAX + HOSTSPEC_USER_MAX + 16], host[HOSTSPEC_HOST_MAX + 1];
+	const char *at;
+	uint16_t port;
 	char *user = NULL;
+	int r;
 
 	if (len == 0)
 		return hostspec_fail(err, err_size, "hop %zu is empty", n);
@@ -39,67 +108,13 @@ static int parse_hop(const char *s, size_t len, size_t n, struct jump_hop *ret, 
 	memcpy(text, s, len);
 	text[len] = '\0';
 	at = strrchr(text, '@');
-	rest = at ? at + 1 : text;
-	if (at) {
-		user_len = (size_t)(at - text);
-		if (user_len == 0)
-			return hostspec_fail(err, err_size, "hop %zu: empty user before '@'", n);
-		if (user_len > USER_MAX)
-			return hostspec_fail(err, err_size,
-					     "hop %zu: user too long (max %d characters)", n,
-					     USER_MAX);
-		for (size_t i = 0; i < user_len; i++)
-			if (!is_user_char(text[i]))
-				return hostspec_fail(err, err_size, "hop %zu: invalid user '%.*s'",
-						     n, (int)user_len, text);
-	}
-	if (rest[0] == '[') {
-		const char *close = strchr(rest, ']');
-
-		if (!close)
-			return hostspec_fail(err, err_size,
-					     "hop %zu: missing ']' after IPv6 address", n);
-		host_text = rest + 1;
-		host_len = (size_t)(close - host_text);
-		if (close[1] == ':')
-			port_text = close + 2;
-		else if (close[1])
-			return hostspec_fail(err, err_size, "hop %zu: expected ':' after ']'", n);
-		if (host_len > HOST_MAX)
-			return hostspec_fail(err, err_size, "hop %zu: host too long", n);
-		memcpy(host, host_text, host_len);
-		host[host_len] = '\0';
-		if (inet_pton(AF_INET6, host, &addr6) != 1)
-			return hostspec_fail(err, err_size, "hop %zu: invalid IPv6 address '%s'", n,
-					     host);
-	} else {
-		const char *colon = strchr(rest, ':');
-
-		if (colon && strchr(colon + 1, ':'))
-			return hostspec_fail(
-			    err, err_size,
-			    "hop %zu: IPv6 address needs brackets, e.g. [fd00::1]:22", n);
-		host_text = rest;
-		host_len = colon ? (size_t)(colon - rest) : strlen(rest);
-		if (colon)
-			port_text = colon + 1;
-		if (host_len == 0)
-			return hostspec_fail(err, err_size, "hop %zu: missing host", n);
-		if (host_len > HOST_MAX)
-			return hostspec_fail(err, err_size,
-					     "hop %zu: host too long (max %d characters)", n,
-					     HOST_MAX);
-		memcpy(host, host_text, host_len);
-		host[host_len] = '\0';
-		for (size_t i = 0; i < host_len; i++)
-			if (!hostspec_is_hostname_char(host[i]))
-				return hostspec_fail(err, err_size, "hop %zu: invalid host '%s'", n,
-						     host);
-	}
-	if (port_text && hostspec_parse_port(port_text, strlen(port_text), &port) < 0)
-		return hostspec_fail(err, err_size, "hop %zu: invalid port '%s' (1..65535)", n,
-				     port_text);
-	if (at && !(user = strndup(text, user_len)))
+	r = at ? check_user(text, (size_t)(at - text), n, err, err_size) : 0;
+	if (r < 0)
+		return r;
+	r = parse_address(at ? at + 1 : text, n, host, &port, err, err_size);
+	if (r < 0)
+		return r;
+	if (at && !(user = strndup(text, (size_t)(at - text))))
 		return -ENOMEM;
 	ret->user = user;
 	ret->host = strdup(host);
@@ -171,10 +186,10 @@ fail:
 
 void jumpspec_format_hop(const struct jump_hop *hop, char *buf, size_t size)
 {
-	bool v6 = strchr(hop->host, ':') != NULL;
+	int n = snprintf(buf, size, "%s%s", hop->user ? hop->user : "", hop->user ? "@" : "");
 
-	snprintf(buf, size, "%s%s%s%s%s:%u", hop->user ? hop->user : "", hop->user ? "@" : "",
-		 v6 ? "[" : "", hop->host, v6 ? "]" : "", (unsigned)hop->port);
+	if (n >= 0 && (size_t)n < size)
+		hostspec_format(hop->host, hop->port, buf + n, size - (size_t)n);
 }
 
 void jumpspec_format(const struct jump_hop *hops, size_t n, char *buf, size_t size)
