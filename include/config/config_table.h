@@ -5,9 +5,10 @@
 #include <stdio.h>
 
 /*
- * The configuration keys as data (internal to config.c and its tests). One table per
- * section kind drives parsing, defaults, validation of values, the `check` summary and the
- * moletun.conf(5) key reference, so they cannot disagree.
+ * The configuration keys as data (internal to the config folder and its tests). One table
+ * per section kind drives parsing, defaults, validation of values, the `check` summary and
+ * the moletun.conf(5) key reference, so they cannot disagree. The keys are in config_keys.c,
+ * what each value type does in config_types.c.
  */
 
 enum config_section {
@@ -36,6 +37,7 @@ enum config_type {
 	CONFIG_TYPE_HEADER,    /* char ** + size_t: one "Name: value" per occurrence */
 	CONFIG_TYPE_JUMP,      /* struct jump_hop * + size_t: an ssh -J list, "" or none */
 	CONFIG_TYPE_INCLUDE,   /* glob, handled by the loader */
+	CONFIG_TYPE_COUNT,
 };
 
 #define CONFIG_KEY_REQUIRED   0x1u /* must be set in every section of its kind */
