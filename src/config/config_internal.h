@@ -2,7 +2,11 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
+#include <sys/types.h>
+
+#include "config.h"
 
 #include "config_table.h"
 
@@ -76,3 +80,108 @@ extern const struct config_type_ops config_forward_ops;
 extern const struct config_type_ops config_words_ops;
 extern const struct config_type_ops config_header_ops;
 extern const struct config_type_ops config_jump_ops;
+
+/*
+ * The loader: config_load.c reads files and includes, config_read.c their lines and
+ * sections, config_check.c validates what they built.
+ */
+
+#define INCLUDE_DEPTH_MAX 8
+
+/* A place in the configuration: index into loader.files and a 1-based line (0: none). */
+struct where {
+	size_t file;
+	unsigned line;
+};
+
+/* What the loader remembers about one section while validating it. */
+struct section_state {
+	struct where at;
+	struct where key_at[CONFIG_MAX_KEYS]; /* first occurrence; line 0 when unset */
+	bool key_bad[CONFIG_MAX_KEYS];	      /* some occurrence had an invalid value */
+	struct where *items;		      /* per forward (tunnel) or filter name (alert) */
+	size_t n_items;
+};
+
+/* An error message waiting to be sorted by place. */
+struct pending_diag {
+	struct where at;
+	size_t seq;
+	char *text;
+};
+
+struct loader {
+	struct config *config;
+	char **files; /* every file name seen, for diagnostics */
+	size_t n_files;
+	struct pending_diag *diags;
+	size_t n_diags;
+	size_t errors;
+	bool out_of_memory;
+	bool keep_config;		/* handed to the caller: loader_finish leaves it alone */
+	bool no_includes;		/* [include] is an error (config_load_buffer) */
+	config_key_verifier verify_key; /* config_load_verified */
+	struct section_state moletun_state;
+	struct section_state include_state;
+	struct section_state *tunnel_states; /* parallel to config->tunnels */
+	struct section_state *alert_states;  /* parallel to config->alerts */
+	/* Sections that are reported but not kept (duplicate or invalid name): their keys are
+	 * still checked so that every error shows in one run. */
+	struct tunnel_config scratch_tunnel;
+	struct alert_config scratch_alert;
+	struct section_state scratch_state;
+	struct {
+		dev_t dev;
+		ino_t ino;
+	} open_files[INCLUDE_DEPTH_MAX + 1];
+	size_t depth;
+	size_t files_read;
+};
+
+enum section_mode {
+	SECTION_NONE,	 /* before the first header */
+	SECTION_IGNORED, /* unknown section: its keys are not checked */
+	SECTION_KEPT,
+	SECTION_SCRATCH,
+};
+
+/* One file (or buffer) being read. */
+struct file_parse {
+	struct loader *loader;
+	FILE *f;	 /* NULL when reading from memory instead: */
+	const char *mem; /* the text not read yet */
+	size_t mem_left;
+	size_t file;
+	char *dir;
+	size_t depth; /* 0 for the main file */
+	unsigned line;
+	char *buf;
+	size_t cap;
+	enum section_mode mode;
+	enum config_section section;
+	size_t index;	 /* into config->tunnels or config->alerts */
+	char title[128]; /* "tunnel:primary" */
+	bool after_key;	 /* for the continuation-line message */
+};
+
+/* Records an error at `at` (sorted by place when handed over); counts past the cap. */
+void loader_error(struct loader *l, struct where at, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+/* Too many errors, or out of memory: nothing more is read or checked. */
+bool loader_stopped(const struct loader *l);
+
+static inline const char *loader_file(const struct loader *l, struct where at)
+{
+	return l->files[at.file];
+}
+
+/* [include] files = GLOB at the current line of fp: every match, sorted, read there. */
+void loader_include(struct file_parse *fp, const char *pattern);
+/* Reads every line of fp (a file or a buffer) named `path`; 0 or -ENOMEM. */
+int loader_parse(struct loader *l, struct file_parse *fp, const char *path);
+/* The checks across keys and sections, once everything is read (config_check.c). */
+void loader_validate(struct loader *l);
+
+void section_state_finish(struct section_state *s);
+void tunnel_config_finish(struct tunnel_config *t);
+void alert_config_finish(struct alert_config *a);

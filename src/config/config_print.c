@@ -6,10 +6,14 @@
 
 #include "config_internal.h"
 #include "config_table.h"
+#include "fwdspec.h"
+#include "hostspec.h"
+#include "jumpspec.h"
+#include "redact.h"
 
 /*
  * The configuration as people read it: the key reference from the key table (moletun
- * help config, moletun.conf(5)).
+ * help config, moletun.conf(5)) and the summary of a loaded one (moletun check).
  */
 
 /* man(7) text: a leading '.' or '\'' would be a request, '-' must be a real hyphen-minus. */
@@ -151,5 +155,79 @@ void config_print_man_keys(FILE *out)
 		fputc('\n', out);
 		for (size_t i = 0; i < sec->n_keys; i++)
 			man_key(out, &sec->keys[i]);
+	}
+}
+
+static void print_non_defaults(enum config_section section, const void *object, const char *skip,
+			       FILE *out)
+{
+	const struct config_section_info *info = &config_sections[section];
+	char value[256];
+
+	for (size_t k = 0; k < info->n_keys; k++) {
+		const struct config_key *key = &info->keys[k];
+
+		if (skip && strcmp(key->name, skip) == 0)
+			continue;
+		if (!key->default_value || config_key_is_default(key, object))
+			continue;
+		config_key_format(key, object, value, sizeof(value));
+		fprintf(out, "  %s=%s", key->name, value);
+	}
+}
+
+void config_print_summary(const struct config *c, FILE *out)
+{
+	int width = 0, alert_width = 0;
+
+	/* Names are padded within tunnels and within alerts, so columns line up. */
+	for (size_t i = 0; i < c->n_tunnels; i++)
+		if ((int)strlen(c->tunnels[i].name) > width)
+			width = (int)strlen(c->tunnels[i].name);
+	for (size_t i = 0; i < c->n_alerts; i++)
+		if ((int)strlen(c->alerts[i].name) > alert_width)
+			alert_width = (int)strlen(c->alerts[i].name);
+	if (c->n_tunnels == 0)
+		fputs("no tunnels configured\n", out);
+	for (size_t i = 0; i < c->n_tunnels; i++) {
+		const struct tunnel_config *t = &c->tunnels[i];
+		char server[300];
+
+		hostspec_format(t->host, t->port, server, sizeof(server));
+		fprintf(out, "%-*s  %s@%s", width, t->name, t->user, server);
+		if (t->n_jump_hops > 0) {
+			char via[JUMP_HOPS_MAX * JUMP_HOP_TEXT_MAX];
+
+			jumpspec_format(t->jump_hops, t->n_jump_hops, via, sizeof(via));
+			fprintf(out, " via %s", via);
+		}
+		for (size_t f = 0; f < t->n_forwards; f++) {
+			char listen[300], target[300];
+
+			fwdspec_format_listen(&t->forwards[f], listen, sizeof(listen));
+			fwdspec_format_target(&t->forwards[f], target, sizeof(target));
+			fprintf(out, "  %c %s -> %s",
+				t->forwards[f].kind == FORWARD_LOCAL ? 'L' : 'R', listen, target);
+		}
+		print_non_defaults(CONFIG_SECTION_TUNNEL, t, "port", out);
+		fputc('\n', out);
+	}
+	for (size_t i = 0; i < c->n_alerts; i++) {
+		const struct alert_config *a = &c->alerts[i];
+		char target[300];
+
+		if (a->url)
+			url_redact(a->url, target, sizeof(target));
+		fprintf(out, "alert:%-*s  %s %s", alert_width, a->name,
+			a->url ? alert_format_str(a->format) : "exec", a->url ? target : a->exec);
+		print_non_defaults(CONFIG_SECTION_ALERT, a, "format", out);
+		if (a->n_tunnels) {
+			fputs("  tunnels=", out);
+			for (size_t j = 0; j < a->n_tunnels; j++)
+				fprintf(out, "%s%s", j ? "," : "", a->tunnels[j]);
+		}
+		if (a->n_headers)
+			fprintf(out, "  headers=%zu", a->n_headers);
+		fputc('\n', out);
 	}
 }

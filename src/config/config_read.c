@@ -1,0 +1,434 @@
+#include "config.h"
+
+#include <errno.h>
+#include <ini.h>
+#include <libgen.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "config_internal.h"
+#include "config_table.h"
+#include "strutil.h"
+
+/*
+ * The lines of one file: inih's reader, the section headers (kept, checked and thrown
+ * away, or ignored) and each key = value set through the key table.
+ */
+
+#define TUNNELS_MAX 1024
+#define ALERTS_MAX  64
+
+static struct where here(const struct file_parse *fp)
+{
+	return (struct where){.file = fp->file, .line = fp->line};
+}
+
+/* The object and bookkeeping of the section being read, or NULL for [include]. */
+static void *current_object(struct file_parse *fp, struct section_state **ret_state)
+{
+	struct loader *l = fp->loader;
+	bool scratch = fp->mode == SECTION_SCRATCH;
+
+	switch (fp->section) {
+	case CONFIG_SECTION_MOLETUN:
+		*ret_state = &l->moletun_state;
+		return l->config;
+	case CONFIG_SECTION_TUNNEL:
+		*ret_state = scratch ? &l->scratch_state : &l->tunnel_states[fp->index];
+		return scratch ? &l->scratch_tunnel : (void *)&l->config->tunnels[fp->index];
+	case CONFIG_SECTION_ALERT:
+		*ret_state = scratch ? &l->scratch_state : &l->alert_states[fp->index];
+		return scratch ? &l->scratch_alert : (void *)&l->config->alerts[fp->index];
+	default:
+		*ret_state = &l->include_state;
+		return NULL;
+	}
+}
+
+/* Starts a kept [tunnel:NAME] or [alert:NAME] with every default set. */
+static int section_create(struct file_parse *fp, const char *name)
+{
+	struct loader *l = fp->loader;
+	struct config *c = l->config;
+	char **name_field, **file_field;
+	unsigned *line_field;
+	struct section_state *state;
+	void *object;
+	int r;
+
+	if (fp->section == CONFIG_SECTION_TUNNEL) {
+		struct tunnel_config *t = array_grow(c->tunnels, c->n_tunnels, sizeof(*t));
+		struct section_state *states;
+
+		if (!t)
+			return -ENOMEM;
+		c->tunnels = t;
+		states = array_grow(l->tunnel_states, c->n_tunnels, sizeof(*states));
+		if (!states)
+			return -ENOMEM;
+		l->tunnel_states = states;
+		fp->index = c->n_tunnels++;
+		t = &c->tunnels[fp->index];
+		state = &l->tunnel_states[fp->index];
+		memset(t, 0, sizeof(*t));
+		object = t;
+		name_field = &t->name;
+		file_field = &t->file;
+		line_field = &t->line;
+	} else {
+		struct alert_config *a = array_grow(c->alerts, c->n_alerts, sizeof(*a));
+		struct section_state *states;
+
+		if (!a)
+			return -ENOMEM;
+		c->alerts = a;
+		states = array_grow(l->alert_states, c->n_alerts, sizeof(*states));
+		if (!states)
+			return -ENOMEM;
+		l->alert_states = states;
+		fp->index = c->n_alerts++;
+		a = &c->alerts[fp->index];
+		state = &l->alert_states[fp->index];
+		memset(a, 0, sizeof(*a));
+		object = a;
+		name_field = &a->name;
+		file_field = &a->file;
+		line_field = &a->line;
+	}
+	memset(state, 0, sizeof(*state));
+	state->at = here(fp);
+	*line_field = fp->line;
+	*name_field = strdup(name);
+	*file_field = strdup(l->files[fp->file]);
+	if (!*name_field || !*file_field)
+		return -ENOMEM;
+	r = config_section_defaults(fp->section, object);
+	if (r < 0)
+		return r;
+	fp->mode = SECTION_KEPT;
+	return 0;
+}
+
+/* Starts a section whose keys are checked and then thrown away. */
+static int section_scratch(struct file_parse *fp)
+{
+	struct loader *l = fp->loader;
+
+	tunnel_config_finish(&l->scratch_tunnel);
+	alert_config_finish(&l->scratch_alert);
+	section_state_finish(&l->scratch_state);
+	l->scratch_state.at = here(fp);
+	fp->mode = SECTION_SCRATCH;
+	if (fp->section == CONFIG_SECTION_TUNNEL)
+		return config_section_defaults(fp->section, &l->scratch_tunnel);
+	if (fp->section == CONFIG_SECTION_ALERT)
+		return config_section_defaults(fp->section, &l->scratch_alert);
+	return 0;
+}
+
+static const struct where *named_section_find(const struct loader *l, enum config_section s,
+					      const char *name)
+{
+	const struct config *c = l->config;
+
+	if (s == CONFIG_SECTION_TUNNEL) {
+		for (size_t i = 0; i < c->n_tunnels; i++)
+			if (strcmp(c->tunnels[i].name, name) == 0)
+				return &l->tunnel_states[i].at;
+	} else {
+		for (size_t i = 0; i < c->n_alerts; i++)
+			if (strcmp(c->alerts[i].name, name) == 0)
+				return &l->alert_states[i].at;
+	}
+	return NULL;
+}
+
+static int named_section_begin(struct file_parse *fp, const char *kind, const char *name)
+{
+	struct loader *l = fp->loader;
+	const struct where *first;
+	size_t count, limit;
+
+	if (!config_name_valid(name)) {
+		loader_error(l, here(fp),
+			     "invalid %s name '%s' (use up to %d letters, digits, '.', '_' or '-')",
+			     kind, name, CONFIG_NAME_MAX);
+		return section_scratch(fp);
+	}
+	first = named_section_find(l, fp->section, name);
+	if (first) {
+		loader_error(l, here(fp), "duplicate %s name '%s' (first defined at %s:%u)", kind,
+			     name, loader_file(l, *first), first->line);
+		return section_scratch(fp);
+	}
+	count = fp->section == CONFIG_SECTION_TUNNEL ? l->config->n_tunnels : l->config->n_alerts;
+	limit = fp->section == CONFIG_SECTION_TUNNEL ? TUNNELS_MAX : ALERTS_MAX;
+	if (count >= limit) {
+		loader_error(l, here(fp), "too many %s sections (max %zu)", kind, limit);
+		return section_scratch(fp);
+	}
+	return section_create(fp, name);
+}
+
+/* Reads "[kind]" or "[kind:NAME]", optionally followed by a comment. */
+static int section_begin(struct file_parse *fp, char *line)
+{
+	struct loader *l = fp->loader;
+	char *close = strchr(line, ']'), *text, *end, *colon, *after;
+	size_t kind_len;
+
+	fp->mode = SECTION_IGNORED;
+	if (!close) {
+		loader_error(l, here(fp), "missing ']' in section header");
+		return 0;
+	}
+	after = close + 1 + strspn(close + 1, " \t");
+	if (*after && *after != ';' && *after != '#') {
+		loader_error(l, here(fp), "unexpected text after section header");
+		return 0;
+	}
+	text = line + 1 + strspn(line + 1, " \t");
+	end = close;
+	while (end > text && strutil_is_blank(end[-1]))
+		end--;
+	*end = '\0';
+	snprintf(fp->title, sizeof(fp->title), "%s", text);
+	colon = strchr(text, ':');
+	kind_len = colon ? (size_t)(colon - text) : strlen(text);
+	for (size_t s = 0; s < CONFIG_SECTION_COUNT; s++) {
+		const struct config_section_info *sec = &config_sections[s];
+
+		if (strlen(sec->name) != kind_len || strncmp(sec->name, text, kind_len) != 0)
+			continue;
+		if (!sec->named && colon)
+			break;
+		fp->section = (enum config_section)s;
+		if (!sec->named) {
+			fp->mode = SECTION_KEPT;
+			return 0;
+		}
+		if (!colon || !colon[1]) {
+			loader_error(l, here(fp), "section name missing in [%s] (use [%s:NAME])",
+				     text, sec->name);
+			return section_scratch(fp);
+		}
+		return named_section_begin(fp, sec->name, colon + 1);
+	}
+	loader_error(l, here(fp), "unknown section [%s]", text);
+	return 0;
+}
+
+static bool is_key_char(char c)
+{
+	return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+	       c == '_' || c == '-' || c == '.';
+}
+
+static bool is_key_line(const char *s)
+{
+	const char *p = s;
+
+	while (is_key_char(*p))
+		p++;
+	if (p == s)
+		return false;
+	while (strutil_is_blank(*p))
+		p++;
+	return *p == '=';
+}
+
+/* The next physical line into fp->buf, newline kept, as getline() returns it. */
+static ssize_t next_line(struct file_parse *fp)
+{
+	const char *nl;
+	size_t n;
+
+	if (fp->f)
+		return getline(&fp->buf, &fp->cap, fp->f);
+	if (fp->mem_left == 0)
+		return -1;
+	nl = memchr(fp->mem, '\n', fp->mem_left);
+	n = nl ? (size_t)(nl - fp->mem) + 1 : fp->mem_left;
+	if (n + 1 > fp->cap) {
+		char *grown = realloc(fp->buf, n + 1);
+
+		if (!grown) {
+			fp->loader->out_of_memory = true;
+			return -1;
+		}
+		fp->buf = grown;
+		fp->cap = n + 1;
+	}
+	memcpy(fp->buf, fp->mem, n);
+	fp->buf[n] = '\0';
+	fp->mem += n;
+	fp->mem_left -= n;
+	return (ssize_t)n;
+}
+
+/*
+ * The inih reader. inih sees only "key = value" lines, left-trimmed: this function counts
+ * physical lines (so the handler knows its line), handles section headers itself (inih
+ * never reports an empty section), rejects lines inih would cut at INI_MAX_LINE, and never
+ * passes an indented line, which inih would take as the continuation of the previous key.
+ */
+static char *read_line(char *str, int num, void *stream)
+{
+	struct file_parse *fp = stream;
+	struct loader *l = fp->loader;
+	size_t max = num > 2 ? (size_t)num - 2 : 0;
+
+	while (!loader_stopped(l)) {
+		ssize_t n = next_line(fp);
+		bool indented;
+		size_t len;
+		char *s;
+
+		if (n < 0) {
+			if (fp->f && ferror(fp->f))
+				loader_error(l, here(fp), "read error: %s", strerror(errno));
+			return NULL;
+		}
+		fp->line++;
+		len = (size_t)n;
+		if (len > 0 && fp->buf[len - 1] == '\n')
+			len--;
+		if (len > 0 && fp->buf[len - 1] == '\r')
+			len--;
+		fp->buf[len] = '\0';
+		if (strlen(fp->buf) != len) {
+			loader_error(l, here(fp), "line contains a NUL byte");
+			continue;
+		}
+		if (len > max) {
+			loader_error(l, here(fp), "line too long (max %zu characters)", max);
+			continue;
+		}
+		s = fp->buf;
+		if (fp->line == 1 && strncmp(s, "\xef\xbb\xbf", 3) == 0)
+			s += 3;
+		indented = strutil_is_blank(*s);
+		s += strspn(s, " \t");
+		if (!*s || *s == '#' || *s == ';')
+			continue;
+		if (*s == '[') {
+			fp->after_key = false;
+			if (section_begin(fp, s) < 0)
+				l->out_of_memory = true;
+			continue;
+		}
+		if (!is_key_line(s)) {
+			if (indented && fp->after_key)
+				loader_error(l, here(fp),
+					     "continuation lines are not supported "
+					     "(repeat the key on a line of its own)");
+			else
+				loader_error(l, here(fp),
+					     "expected 'key = value', '[section]' or a "
+					     "comment");
+			continue;
+		}
+		fp->after_key = true;
+		len = strlen(s);
+		memcpy(str, s, len);
+		str[len] = '\n';
+		str[len + 1] = '\0';
+		return str;
+	}
+	return NULL;
+}
+
+static int handle_pair(void *user, const char *section, const char *name, const char *value)
+{
+	struct file_parse *fp = user;
+	struct loader *l = fp->loader;
+	struct section_state *state;
+	const struct config_key *k;
+	size_t key, before = 0;
+	char err[512];
+	void *object;
+	int r;
+
+	(void)section;
+	if (loader_stopped(l) || fp->mode == SECTION_IGNORED)
+		return 1;
+	if (fp->mode == SECTION_NONE) {
+		loader_error(l, here(fp), "key '%s' outside of any section", name);
+		return 1;
+	}
+	k = config_key_find(fp->section, name);
+	if (!k) {
+		loader_error(l, here(fp), "unknown key '%s' in [%s]", name, fp->title);
+		return 1;
+	}
+	object = current_object(fp, &state);
+	key = config_key_index(fp->section, k);
+	if (state->key_at[key].line && !(k->flags & CONFIG_KEY_REPEATABLE)) {
+		loader_error(l, here(fp), "duplicate key '%s' in [%s] (first set at %s:%u)", name,
+			     fp->title, loader_file(l, state->key_at[key]),
+			     state->key_at[key].line);
+		return 1;
+	}
+	if (!state->key_at[key].line)
+		state->key_at[key] = here(fp);
+	if (k->type == CONFIG_TYPE_INCLUDE) {
+		if (l->no_includes)
+			loader_error(l, here(fp), "includes are not allowed here");
+		else
+			loader_include(fp, value);
+		return 1;
+	}
+	if (k->type == CONFIG_TYPE_FORWARD || k->type == CONFIG_TYPE_WORDS)
+		before = *(size_t *)(void *)((char *)object + k->count_offset);
+	r = config_key_set(k, object, value, fp->dir, err, sizeof(err));
+	if (r == -ENOMEM) {
+		l->out_of_memory = true;
+		return 1;
+	}
+	if (r < 0) {
+		state->key_bad[key] = true;
+		loader_error(l, here(fp), "%s", err);
+	}
+	/* Even after an error: "tunnels = a b/c" has kept "a". */
+	if (k->type == CONFIG_TYPE_FORWARD || k->type == CONFIG_TYPE_WORDS) {
+		size_t after = *(size_t *)(void *)((char *)object + k->count_offset);
+
+		for (size_t i = before; i < after; i++) {
+			struct where *items =
+			    array_grow(state->items, state->n_items, sizeof(*items));
+
+			if (!items) {
+				l->out_of_memory = true;
+				return 1;
+			}
+			state->items = items;
+			state->items[state->n_items++] = here(fp);
+		}
+	}
+	return 1;
+}
+
+int loader_parse(struct loader *l, struct file_parse *fp, const char *path)
+{
+	char *copy = strdup(path);
+	int r;
+
+	fp->dir = copy ? strdup(dirname(copy)) : NULL;
+	free(copy);
+	if (!fp->dir) {
+		l->out_of_memory = true;
+		return -ENOMEM;
+	}
+	r = ini_parse_stream(read_line, fp, handle_pair, fp);
+	/* The reader passes inih nothing it can reject; this is only a safety net. */
+	if (r == -2)
+		l->out_of_memory = true;
+	else if (r != 0)
+		loader_error(l, (struct where){.file = fp->file, .line = (unsigned)r},
+			     "syntax error");
+	free(fp->buf);
+	free(fp->dir);
+	fp->buf = fp->dir = NULL;
+	return 0;
+}
