@@ -3,7 +3,6 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <grp.h>
-#include <libgen.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -170,7 +169,7 @@ static void check_known_hosts(struct loader *l, struct tunnel_config *t, struct 
 	const char *path = t->known_hosts_file;
 	struct privfile_result res;
 	struct stat st;
-	char *copy, *dir, why[200];
+	char *dir, why[200];
 	int fd = privfile_open(path, O_RDONLY, PRIVFILE_MODE_TRUSTED, &res);
 
 	if (fd >= 0) {
@@ -187,19 +186,18 @@ static void check_known_hosts(struct loader *l, struct tunnel_config *t, struct 
 		return;
 	}
 	/* accept-new creates the file, but not its directory. */
-	copy = strdup(path);
-	if (!copy) {
+	dir = loader_dir_of(path);
+	if (!dir) {
 		l->out_of_memory = true;
 		return;
 	}
-	dir = dirname(copy);
 	if (stat(dir, &st) < 0)
 		loader_error(l, at, "known_hosts file %s cannot be created: %s: %s", path, dir,
 			     strerror(errno));
 	else if (!S_ISDIR(st.st_mode))
 		loader_error(l, at, "known_hosts file %s cannot be created: %s: not a directory",
 			     path, dir);
-	free(copy);
+	free(dir);
 }
 
 /* The names of one key's config keys and where its fields are. */
@@ -496,16 +494,15 @@ static void validate_metrics_textfile(struct loader *l)
 	const char *path = l->config->metrics_textfile;
 	struct where at;
 	struct stat st;
-	char *copy, *dir;
+	char *dir;
 
 	if (!path)
 		return;
-	copy = strdup(path);
-	if (!copy) {
+	dir = loader_dir_of(path);
+	if (!dir) {
 		l->out_of_memory = true;
 		return;
 	}
-	dir = dirname(copy);
 	at = key_where(&l->moletun_state, CONFIG_SECTION_MOLETUN, "metrics_textfile");
 	if (stat(dir, &st) == 0 && S_ISDIR(st.st_mode) && (st.st_mode & S_IWOTH)) {
 		bool sticky = st.st_mode & S_ISVTX;
@@ -520,7 +517,7 @@ static void validate_metrics_textfile(struct loader *l)
 				      "by moletun, and node_exporter would serve it"
 				    : "another user can replace the file node_exporter serves");
 	}
-	free(copy);
+	free(dir);
 }
 
 void loader_validate(struct loader *l)

@@ -182,6 +182,9 @@ int loader_parse(struct loader *l, struct file_parse *fp, const char *path);
 /* The checks across keys and sections, once everything is read (config_check.c). */
 void loader_validate(struct loader *l);
 
+/* The directory part of `path` (dirname(3)) in a string of its own, or NULL. */
+char *loader_dir_of(const char *path);
+
 void section_state_finish(struct section_state *s);
 void tunnel_config_finish(struct tunnel_config *t);
 void alert_config_finish(struct alert_config *a);

@@ -137,6 +137,27 @@ void config_free(struct config *c)
 	free(c);
 }
 
+char *loader_dir_of(const char *path)
+{
+	char *copy = strdup(path), *dir;
+
+	if (!copy)
+		return NULL;
+	dir = strdup(dirname(copy));
+	free(copy);
+	return dir;
+}
+
+/* A file that cannot be read: reported at the include naming it, or at the file itself. */
+static void file_error(struct loader *l, const struct where *from, size_t file, const char *path,
+		       const char *why)
+{
+	if (from)
+		loader_error(l, *from, "include file %s: %s", path, why);
+	else
+		loader_error(l, (struct where){.file = file}, "%s", why);
+}
+
 /* Reads `path` (an include when `from` is set: errors are reported there). */
 static int load_file(struct loader *l, const char *path, size_t depth, const struct where *from)
 {
@@ -160,27 +181,18 @@ static int load_file(struct loader *l, const char *path, size_t depth, const str
 	fp.f = fopen(path, "re");
 	if (!fp.f) {
 		r = -errno;
-		if (from)
-			loader_error(l, *from, "include file %s: %s", path, strerror(-r));
-		else
-			loader_error(l, (struct where){.file = fp.file}, "%s", strerror(-r));
+		file_error(l, from, fp.file, path, strerror(-r));
 		return r;
 	}
 	r = 0;
 	if (fstat(fileno(fp.f), &st) < 0) {
 		r = -errno;
-		if (from)
-			loader_error(l, *from, "include file %s: %s", path, strerror(-r));
-		else
-			loader_error(l, (struct where){.file = fp.file}, "%s", strerror(-r));
+		file_error(l, from, fp.file, path, strerror(-r));
 		goto out;
 	}
 	if (!S_ISREG(st.st_mode)) {
 		r = S_ISDIR(st.st_mode) ? -EISDIR : -EINVAL;
-		if (from)
-			loader_error(l, *from, "include file %s: not a regular file", path);
-		else
-			loader_error(l, (struct where){.file = fp.file}, "not a regular file");
+		file_error(l, from, fp.file, path, "not a regular file");
 		goto out;
 	}
 	for (size_t i = 0; i < l->depth; i++) {

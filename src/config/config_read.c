@@ -2,7 +2,6 @@
 
 #include <errno.h>
 #include <ini.h>
-#include <libgen.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -46,61 +45,31 @@ static void *current_object(struct file_parse *fp, struct section_state **ret_st
 	}
 }
 
-/* Starts a kept [tunnel:NAME] or [alert:NAME] with every default set. */
-static int section_create(struct file_parse *fp, const char *name)
+/*
+ * Room for one more section of `size` bytes after the `n` in `array`, and for its
+ * bookkeeping in *states: the grown array, or NULL when out of memory (what grew stays).
+ */
+static void *sections_grow(void *array, size_t n, size_t size, struct section_state **states)
 {
-	struct loader *l = fp->loader;
-	struct config *c = l->config;
-	char **name_field, **file_field;
-	unsigned *line_field;
-	struct section_state *state;
-	void *object;
+	struct section_state *grown = array_grow(*states, n, sizeof(*grown));
+
+	if (!grown)
+		return NULL;
+	*states = grown;
+	return array_grow(array, n, size);
+}
+
+/* Fills in what every kept named section has, then its defaults. */
+static int section_fill(struct file_parse *fp, const char *name, void *object, char **name_field,
+			char **file_field, unsigned *line_field, struct section_state *state)
+{
 	int r;
 
-	if (fp->section == CONFIG_SECTION_TUNNEL) {
-		struct tunnel_config *t = array_grow(c->tunnels, c->n_tunnels, sizeof(*t));
-		struct section_state *states;
-
-		if (!t)
-			return -ENOMEM;
-		c->tunnels = t;
-		states = array_grow(l->tunnel_states, c->n_tunnels, sizeof(*states));
-		if (!states)
-			return -ENOMEM;
-		l->tunnel_states = states;
-		fp->index = c->n_tunnels++;
-		t = &c->tunnels[fp->index];
-		state = &l->tunnel_states[fp->index];
-		memset(t, 0, sizeof(*t));
-		object = t;
-		name_field = &t->name;
-		file_field = &t->file;
-		line_field = &t->line;
-	} else {
-		struct alert_config *a = array_grow(c->alerts, c->n_alerts, sizeof(*a));
-		struct section_state *states;
-
-		if (!a)
-			return -ENOMEM;
-		c->alerts = a;
-		states = array_grow(l->alert_states, c->n_alerts, sizeof(*states));
-		if (!states)
-			return -ENOMEM;
-		l->alert_states = states;
-		fp->index = c->n_alerts++;
-		a = &c->alerts[fp->index];
-		state = &l->alert_states[fp->index];
-		memset(a, 0, sizeof(*a));
-		object = a;
-		name_field = &a->name;
-		file_field = &a->file;
-		line_field = &a->line;
-	}
 	memset(state, 0, sizeof(*state));
 	state->at = here(fp);
 	*line_field = fp->line;
 	*name_field = strdup(name);
-	*file_field = strdup(l->files[fp->file]);
+	*file_field = strdup(loader_file(fp->loader, state->at));
 	if (!*name_field || !*file_field)
 		return -ENOMEM;
 	r = config_section_defaults(fp->section, object);
@@ -108,6 +77,35 @@ static int section_create(struct file_parse *fp, const char *name)
 		return r;
 	fp->mode = SECTION_KEPT;
 	return 0;
+}
+
+/* Starts a kept [tunnel:NAME] or [alert:NAME] with every default set. */
+static int section_create(struct file_parse *fp, const char *name)
+{
+	struct loader *l = fp->loader;
+	struct config *c = l->config;
+
+	if (fp->section == CONFIG_SECTION_TUNNEL) {
+		struct tunnel_config *t =
+		    sections_grow(c->tunnels, c->n_tunnels, sizeof(*t), &l->tunnel_states);
+
+		if (!t)
+			return -ENOMEM;
+		c->tunnels = t;
+		fp->index = c->n_tunnels++;
+		t = memset(&t[fp->index], 0, sizeof(*t));
+		return section_fill(fp, name, t, &t->name, &t->file, &t->line,
+				    &l->tunnel_states[fp->index]);
+	}
+	struct alert_config *a =
+	    sections_grow(c->alerts, c->n_alerts, sizeof(*a), &l->alert_states);
+
+	if (!a)
+		return -ENOMEM;
+	c->alerts = a;
+	fp->index = c->n_alerts++;
+	a = memset(&a[fp->index], 0, sizeof(*a));
+	return section_fill(fp, name, a, &a->name, &a->file, &a->line, &l->alert_states[fp->index]);
 }
 
 /* Starts a section whose keys are checked and then thrown away. */
@@ -411,11 +409,9 @@ static int handle_pair(void *user, const char *section, const char *name, const 
 
 int loader_parse(struct loader *l, struct file_parse *fp, const char *path)
 {
-	char *copy = strdup(path);
 	int r;
 
-	fp->dir = copy ? strdup(dirname(copy)) : NULL;
-	free(copy);
+	fp->dir = loader_dir_of(path);
 	if (!fp->dir) {
 		l->out_of_memory = true;
 		return -ENOMEM;
