@@ -65,7 +65,7 @@ struct tunnel_config {
 	uint64_t probe_timeout_ms;
 	uint64_t degraded_rtt_ms;       /* 0: never degraded */
 	/* Contents of the files above when loaded, so that a reload notices a file rewritten
-	 * in place (zero when not recorded: unset, or see check_known_hosts in config.c). */
+	 * in place (zero when not recorded: unset, or see check_known_hosts in config_check.c). */
 	struct file_digest identity_file_digest;
 	struct file_digest identity_passphrase_file_digest;
 	struct file_digest known_hosts_file_digest;

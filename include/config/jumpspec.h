@@ -15,7 +15,7 @@
  * direct-tcpip channel of the one before.
  */
 struct jump_hop {
-	char *user; /* NULL when not written: the tunnel's user (config.c fills it in) */
+	char *user; /* NULL when not written: the tunnel's user (config_check.c fills it in) */
 	char *host; /* a host name or an IP address; IPv6 without brackets */
 	uint16_t port;
 };
