@@ -38,7 +38,7 @@ void loader_error(struct loader *l, struct where at, const char *fmt, ...)
 		l->out_of_memory = true;
 		return;
 	}
-	grown = realloc(l->diags, (l->n_diags + 1) * sizeof(*grown));
+	grown = array_grow(l->diags, l->n_diags, sizeof(*grown));
 	if (!grown) {
 		free(text);
 		l->out_of_memory = true;
@@ -89,7 +89,7 @@ static ssize_t loader_intern_file(struct loader *l, const char *path)
 		if (strcmp(l->files[i], path) == 0)
 			return (ssize_t)i;
 	copy = strdup(path);
-	grown = copy ? realloc(l->files, (l->n_files + 1) * sizeof(*grown)) : NULL;
+	grown = copy ? array_grow(l->files, l->n_files, sizeof(*grown)) : NULL;
 	if (!grown) {
 		free(copy);
 		l->out_of_memory = true;
