@@ -378,7 +378,7 @@ static int handle_pair(void *user, const char *section, const char *name, const 
 		return 1;
 	}
 	if (k->type == CONFIG_TYPE_FORWARD || k->type == CONFIG_TYPE_WORDS)
-		before = *(size_t *)(void *)((char *)object + k->count_offset);
+		before = *config_count(k, object);
 	r = config_key_set(k, object, value, fp->dir, err, sizeof(err));
 	if (r == -ENOMEM) {
 		l->out_of_memory = true;
@@ -390,7 +390,7 @@ static int handle_pair(void *user, const char *section, const char *name, const 
 	}
 	/* Even after an error: "tunnels = a b/c" has kept "a". */
 	if (k->type == CONFIG_TYPE_FORWARD || k->type == CONFIG_TYPE_WORDS) {
-		size_t after = *(size_t *)(void *)((char *)object + k->count_offset);
+		size_t after = *config_count(k, object);
 
 		for (size_t i = before; i < after; i++) {
 			struct where *items =
