@@ -162,7 +162,9 @@ if [ "$port" = 22 ]; then
 fi
 for key in $hostkeys; do
 	pub=$(ssh-keygen -y -f "$key" | cut -d ' ' -f 1,2)
-	fingerprint=$(printf '%s\n' "$pub" | ssh-keygen -l -f - | awk '{ print $2, $NF }')
+	# "256 SHA256:... COMMENT (ED25519)" -> "SHA256:... (ED25519)"
+	fingerprint=$(printf '%s\n' "$pub" | ssh-keygen -l -f - |
+		sed 's/^[0-9]* \([^ ]*\) .*\(([^)]*)\)$/\1 \2/')
 	say "host key $fingerprint: $pub"
 	say "  known_hosts line, NAME being the name web nodes connect to: $name $pub"
 done
