@@ -230,11 +230,14 @@ class TunnelUser:
 
     def __init__(self, workdir):
         self.uid = TEST_UID
-        self.passwd = write(os.path.join(workdir, "passwd"), read("/etc/passwd") +
+
+        def others(path):  # a tunnel user of this machine's (the Debian package's) left out
+            return "".join(l for l in read(path).splitlines(True) if not l.startswith("tunnel:"))
+        self.passwd = write(os.path.join(workdir, "passwd"), others("/etc/passwd") +
                             "tunnel:x:%d:%d:tunnel:/nonexistent:/usr/sbin/nologin\n" % (
                                 TEST_UID, TEST_UID))
         self.group = write(os.path.join(workdir, "group"),
-                           read("/etc/group") + "tunnel:x:%d:\n" % TEST_UID)
+                           others("/etc/group") + "tunnel:x:%d:\n" % TEST_UID)
         self.hosts = write(os.path.join(workdir, "hosts"),
                            "127.0.0.1 localhost\n127.0.0.1 pg_main\n")
 
