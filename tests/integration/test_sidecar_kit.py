@@ -670,6 +670,35 @@ class KitNetnsTest(harness.TunnelTest):
         self.assertTrue(banner.startswith(b"SSH-2.0-OpenSSH_"), banner)
         self.assertNotIn(b"Debian", banner)
 
+    def test_i_key_rotation_as_the_readme_says(self):
+        port = harness.free_port()
+        old_key = self.kit.user_key
+        m = self.moletun(moletun_section("t1", self.ns.addr, old_key, self.kh, port))
+        self.assertUp(m, timeout=15 * SLOW)
+        keys_file = os.path.join(self.kit.keys_dir, "tunnel")
+        original = read(keys_file)
+        self.addCleanup(write, keys_file, original)
+        # add the new key's line, switch the node, remove the old line
+        new_key = harness.keygen(os.path.join(self.tmp, "id_new"), comment="moletun@web1-new")
+        write(keys_file, original + harness.read_pubkey(new_key + ".pub") + " moletun@web1-new\n")
+        write(m.config_path, read(m.config_path).replace("identity_file = " + old_key,
+                                                          "identity_file = " + new_key))
+        mark, log_mark = m.mark(), self.kit.log_size()
+        r = subprocess.run([harness.moletun_bin(), "ctl", "-s", m.control_socket, "reload"],
+                           capture_output=True, text=True, timeout=30)
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        self.assertIsNotNone(m.wait_transition("t1", mark, new="up", timeout=15 * SLOW),
+                             m.log_text(mark))
+        fp = sh(["ssh-keygen", "-l", "-f", new_key + ".pub"]).stdout.split()[1]
+        self.assertIn("Accepted publickey for tunnel from %s port " % self.ns.host_addr,
+                      self.kit.log_text(log_mark))
+        self.assertIn("ED25519 " + fp, self.kit.log_text(log_mark))
+        write(keys_file, harness.read_pubkey(new_key + ".pub") + " moletun@web1-new\n")
+        carries_data(self, port, 65536)
+        rc, out, err = self.ssh("-W", "pg_main:5432", input=b"old\n")
+        self.assertEqual(rc, 255)
+        self.assertIn(b"Permission denied (publickey)", err)
+
 
 # ---------------------------------------------------------------------------------------
 # The container recipe: built with buildah, run under systemd-nspawn
@@ -910,6 +939,14 @@ class KitContainerTest(harness.TunnelTest):
         kh, pub = self.printed_known_hosts(self.current[1])
         self.assertEqual(pub, harness.read_pubkey(
             os.path.join(self.keys_volume, "ssh_host_ed25519_key.pub")))
+        # README.md's check of a key seen over the network: the fingerprints of
+        # ssh-keyscan's line and of the key file on the database host agree
+        scanned = write(os.path.join(self.tmp, "scanned"), sh(
+            ["ssh-keyscan", "-p", str(SSHD_PORT), "-t", "ed25519", self.ns.addr]).stdout)
+        on_host = sh(["ssh-keygen", "-lf", os.path.join(
+            self.keys_volume, "ssh_host_ed25519_key.pub")]).stdout.split()[1]
+        self.assertEqual(sh(["ssh-keygen", "-lf", scanned]).stdout.split()[1], on_host)
+        self.assertIn("host key %s (ED25519)" % on_host, read(self.current[1]))
         port = harness.free_port()
         m = self.moletun(moletun_section("t1", self.ns.addr, self.user_key, kh, port))
         self.assertUp(m, timeout=15 * SLOW)
