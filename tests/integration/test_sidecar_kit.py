@@ -395,6 +395,25 @@ class KitConfigTest(unittest.TestCase):
         self.assertEqual({k: settings.get(k) for k in expect}, expect)
         self.assertNotIn("subsystem", settings)
 
+    def test_compose_example(self):
+        try:
+            import yaml
+        except ImportError:
+            self.skipTest("python3-yaml not installed: compose.yaml not parsed")
+        with open(os.path.join(KIT, "compose.yaml")) as f:
+            doc = yaml.safe_load(f)
+        pg, sc = doc["services"]["pg_main"], doc["services"]["sidecar"]
+        self.assertEqual(doc["networks"]["db"], {"internal": True})
+        self.assertNotIn("ports", pg)
+        self.assertEqual(pg["networks"], ["db"])
+        self.assertEqual(sorted(sc["networks"]), ["db", "edge"])
+        self.assertEqual(sc["ports"], ["2222:2222"])
+        self.assertEqual((sc["read_only"], sc["cap_drop"], sc["security_opt"], sc["user"]),
+                         (True, ["ALL"], ["no-new-privileges:true"], "tunnel"))
+        self.assertIn("sidecar-keys:/var/lib/moletun-sidecar", sc["volumes"])
+        self.assertIn("./authorized_keys:/etc/moletun-sidecar/authorized_keys:ro", sc["volumes"])
+        self.assertEqual(sc["build"]["context"], ".")
+
     def run_entrypoint(self, config, as_user=True, keys_writable=False, prepare=True):
         """The entrypoint as the tunnel user on `config` (a text, or None: no file);
         returns (exit code, output)."""
