@@ -11,6 +11,9 @@ packages=(
 	postgresql-15 systemd-container
 	# the Debian package (tests/deb/run.sh), alert rules and textfile metrics
 	debhelper dpkg-dev fakeroot lintian acl prometheus prometheus-node-exporter
+	# the deployment scenario (tests/scenario/run.sh): its writers, its timeline picture,
+	# and the wall-clock step of one node's daemon
+	python3-psycopg2 python3-matplotlib faketime
 )
 
 missing=()
