@@ -163,7 +163,8 @@ def fault_row(f, w_end, name, node, p, checks):
              if f["start"] <= t < w_end and TRANSITION_RE.search(l)]
     outs = [o for o in outages(node, w_end) if o[1] > f["start"] and o[0] < w_end]
     down = sum(min(b, w_end) - max(a, f["start"]) for a, b, _ in outs)
-    alerts = [a["event"] for t, a in node["alerts"] if f["start"] <= t < w_end]
+    alerts = [a["event"] for t, a in node["alerts"]
+              if f["start"] <= t < w_end and a["event"] != "test"]
     samples = [s for t, s in node["status"] if f["start"] <= t < w_end]
     row = {"fault": f["key"], "label": f["label"], "node": name, "writer_gap": gap,
            "first_write": first, "catchup": catch, "tunnel_down": down,
@@ -216,7 +217,8 @@ def check_alerts(res, checks):
     shorter ones; nothing else. Outages within 0.5 s of down_after may go either way."""
     da = res["params"]["down_after"]
     for name, node in res["nodes"].items():
-        events = sorted((t, a["event"]) for t, a in node["alerts"])
+        # test events are the scenario reading the daemon's wall clock
+        events = sorted((t, a["event"]) for t, a in node["alerts"] if a["event"] != "test")
         used = set()
         for start, end, seen_from in outages(node, res["t_end"]):
             dur = end - seen_from
@@ -280,7 +282,10 @@ def summary_text(res, rows, checks):
     out = ["moletun deployment scenario: 2 web nodes (web2 behind %d ms each way), writers "
            "at up to %d rows/s, keepalive %gs x %d, down_after %gs" % (
                p["long_delay_ms"], p["rate"], p["keepalive_interval"], p["keepalive_count_max"],
-               p["down_after"]), ""]
+               p["down_after"])]
+    if p.get("scale", 1.0) != 1.0:
+        out.append("sanitizer build (%s): time bounds x%g" % (p["moletun"], p["scale"]))
+    out.append("")
     hdr = "%-44s %-5s %9s %11s %9s %8s  %s" % ("fault", "node", "writer", "writes", "replica",
                                                "tunnel", "alerts")
     out.append(hdr)

@@ -33,5 +33,7 @@ id postgres >/dev/null 2>&1 || skip "no \`postgres\` user (postgresql-15)"
 }
 
 mkdir -p "$build/scenario"
-exec env PYTHONDONTWRITEBYTECODE=1 /usr/bin/python3 tests/scenario/scenario.py \
+# full malloc stacks and the suppressions of the integration tests, for a sanitizer build
+exec env PYTHONDONTWRITEBYTECODE=1 ASAN_OPTIONS=fast_unwind_on_malloc=0 \
+	LSAN_OPTIONS=suppressions="$PWD/tests/lsan.supp" /usr/bin/python3 tests/scenario/scenario.py \
 	--moletun "$build/moletun" --out "$build/scenario" "${@:2}"

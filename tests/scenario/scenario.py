@@ -28,8 +28,10 @@ prints SKIP with the reason otherwise.
 """
 
 import argparse
+import datetime
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -178,7 +180,6 @@ class Cluster:
         os.chmod(self.dir, 0o700)
         self.data = os.path.join(self.dir, "data")
         self.log = os.path.join(self.dir, "postgresql.log")
-        self.started = False
 
     def tool(self, name, *args, ns=None, timeout=120, check=True):
         return sh(*in_ns(ns or self.ns), "runuser", "-u", "postgres", "--",
@@ -220,14 +221,13 @@ class Cluster:
 
     def start(self):
         self.tool("pg_ctl", "-D", self.data, "-l", self.log, "-w", "-t", "120", "start")
-        self.started = True
 
     def restart(self):
         self.tool("pg_ctl", "-D", self.data, "-l", self.log, "-w", "-t", "120", "-m", "fast",
                   "restart")
 
     def stop(self, mode="fast"):
-        if not self.started:
+        if not os.path.exists(os.path.join(self.data, "postmaster.pid")):
             return
         r = self.tool("pg_ctl", "-D", self.data, "-m", mode, "-w", "-t", "30", "stop",
                       check=False)
@@ -235,7 +235,6 @@ class Cluster:
             pid = self.postmaster_pid()
             if pid:
                 harness.kill_tree(pid)
-        self.started = False
 
     def postmaster_pid(self):
         try:
@@ -297,8 +296,7 @@ class NodeDaemon(harness.Moletun):
             # clients that connect while it is down wait for it (served the moment it is
             # up) instead of being closed and trying again later
             "down_hold = 2s",
-            "probe = postgres",
-            "probe_interval = 2s",
+            "probe = postgres",  # every probe_interval (10 s)
             "",
             "[alert:ops]",
             "url = %s" % n.hook.url("/hook"),
@@ -317,8 +315,12 @@ class NodeDaemon(harness.Moletun):
         os.makedirs(self.dir, exist_ok=True)
         cmd = in_ns(self.node.ns) + ["env"]
         if self.faketime_file:
-            cmd += ["LD_PRELOAD=" + FAKETIME_LIB, "FAKETIME_TIMESTAMP_FILE=" + self.faketime_file,
-                    "FAKETIME_NO_CACHE=1", "DONT_FAKE_MONOTONIC=1"]
+            # A sanitizer build wants its runtime first; its clock_gettime interceptor then
+            # calls libfaketime's (the other way round, the step never arrives).
+            preload = sanitizer_runtimes(self.binary) + [FAKETIME_LIB]
+            cmd += ["LD_PRELOAD=" + " ".join(preload),
+                    "FAKETIME_TIMESTAMP_FILE=" + self.faketime_file, "FAKETIME_NO_CACHE=1",
+                    "DONT_FAKE_MONOTONIC=1"]
         cmd += [self.binary, "run", "-c", self.config_path]
         e = dict(os.environ)
         e.pop("JOURNAL_STREAM", None)
@@ -343,6 +345,26 @@ class NodeDaemon(harness.Moletun):
     def ctl(self, *args, timeout=30):
         return sh(self.binary, "ctl", "-s", self.control_socket, *args, check=False,
                   timeout=timeout)
+
+
+def sanitizer_runtimes(binary):
+    """Paths of the ASan/UBSan runtimes the binary links ([] for a plain build)."""
+    out = sh("ldd", binary, check=False).stdout
+    return re.findall(r"=> (\S*lib[at]san\.so[.\d]*) ", out)
+
+
+def wall_clock_offset(node):
+    """How far the node's moletun's wall clock is from ours, in seconds: asks for a test
+    alert and reads its timestamp (the daemon's CLOCK_REALTIME)."""
+    mark = len(node.hook.received())
+    t = time.time()
+    r = node.daemon.ctl("alert-test")
+    got = node.hook.received()[mark:]
+    if r.returncode != 0 or not got:
+        return None
+    stamp = got[-1].json()["timestamp"]
+    when = datetime.datetime.strptime(stamp[:19], "%Y-%m-%dT%H:%M:%S")
+    return when.replace(tzinfo=datetime.timezone.utc).timestamp() - t
 
 
 def control_status(path, timeout=0.5):
@@ -460,6 +482,11 @@ class Scenario:
         self.tmp = tempfile.mkdtemp(prefix="moletun-scenario-")
         os.chmod(self.tmp, 0o755)  # postgres must traverse it to its own directories
         self.nodes = [Node(1, False, self.tmp), Node(2, True, self.tmp)]
+        # A sanitizer build runs several times slower: its time bounds are doubled, and the
+        # summary says so. The plain build (tests/run.sh) is held to the bounds themselves.
+        self.scale = 2.0 if sanitizer_runtimes(args.moletun) else 1.0
+        for n in self.nodes:
+            n.write_bound *= self.scale
         self.procs = []  # (name, Popen) of helpers: relay, socat, writers
         self.primary = None
         self.sidecar = None
@@ -682,6 +709,14 @@ class Scenario:
             fh.write("%+d\n" % offset)
         os.rename(n.clock_file + ".new", n.clock_file)
 
+    def check_clock(self, n, offset):
+        """The step reached the daemon (a test alert carries its wall clock): without it
+        the clock faults would pass for nothing."""
+        got = wall_clock_offset(n)
+        self.checks.append((got is not None and abs(got - offset) < 60,
+                            "%s: moletun's wall clock is %s s from the real one (set: %+d s)"
+                            % (n.name, "?" if got is None else "%+.0f" % got, offset)))
+
     def pause_writers(self, on):
         for n in self.nodes:
             if on:
@@ -699,6 +734,7 @@ class Scenario:
         f["step"] = time.monotonic()
         self.set_clock(self.nodes[0], 3600)
         time.sleep(KEEPALIVE_INTERVAL * KEEPALIVE_COUNT_MAX + 1.0)
+        self.check_clock(self.nodes[0], 3600)
         self.pause_writers(False)
         f["idle"].append(time.monotonic())
 
@@ -714,6 +750,7 @@ class Scenario:
         self.set_clock(n, 0)
         time.sleep(5.0)
         blackhole([n], False)
+        self.check_clock(n, 0)
         self.pause_writers(False)
         f["idle"].append(time.monotonic())
 
@@ -754,7 +791,7 @@ class Scenario:
         self.t0 = time.monotonic()
         time.sleep(3.0)  # a calm start on the time line
         both = [n.name for n in self.nodes]
-        detect = KEEPALIVE_INTERVAL * KEEPALIVE_COUNT_MAX + 1.5  # + scheduling margin
+        detect = KEEPALIVE_INTERVAL * KEEPALIVE_COUNT_MAX + 1.5 * self.scale  # + scheduling
         self.fault("sidecar", "sidecar sshd killed, restarted after 7 s", self.nodes,
                    self.kill_sidecar, down=both)
         self.fault("blackhole", "path dropped (iptables DROP) for 10 s", self.nodes,
@@ -793,6 +830,11 @@ class Scenario:
             caught[n.name] = bool(ok)
         self.t_end = time.monotonic()
         self.sampler.stop()
+        # a clean exit also runs the shutdown path (and, in a sanitizer build, LeakSanitizer)
+        for n in self.nodes:
+            rc, dt = n.daemon.stop(timeout=30)
+            self.checks.append((rc == 0 and dt < 3.0, "%s: moletun exited %s %.1fs after "
+                                                      "SIGTERM" % (n.name, rc, dt)))
         rows = {"primary": self.row_counts(self.primary)}
         for n in self.nodes:
             rows[n.name] = self.row_counts(n.replica)
@@ -826,12 +868,13 @@ class Scenario:
             "params": {"rate": RATE, "long_delay_ms": LONG_DELAY_MS,
                        "keepalive_interval": KEEPALIVE_INTERVAL,
                        "keepalive_count_max": KEEPALIVE_COUNT_MAX, "down_after": DOWN_AFTER,
-                       "catchup_bound": 2.0},
+                       "catchup_bound": 2.0 * self.scale, "scale": self.scale,
+                       "moletun": self.args.moletun},
             "nodes": nodes,
             "primary_lsn": self.sampler.primary_lsn,
             "faults": self.faults,
             "rows": rows,
-            "checks": self.checks,
+            "checks": list(self.checks),
         }
 
     def save_logs(self, out):
@@ -852,32 +895,40 @@ class Scenario:
                 shutil.copy(src, os.path.join(d, name))
 
     def cleanup(self):
+        """Stops everything this run started, whatever state it is in; each step on its
+        own, so one that fails leaves the others to run."""
+        steps = []
         if self.sampler:
-            self.sampler.stop()
+            steps.append(self.sampler.stop)
         for name, p in self.procs:
-            if p.poll() is None:
-                harness.kill_tree(p.pid)
-                try:
-                    p.wait(5)
-                except subprocess.TimeoutExpired:
-                    pass
+            steps.append(lambda p=p: stop_process(p))
         for n in self.nodes:
             if n.daemon:
-                n.daemon.cleanup()
-                if n.daemon.needed_kill:
-                    self.checks.append((False, "%s: moletun did not exit within 3 s of "
-                                               "SIGTERM" % n.name))
+                steps.append(n.daemon.cleanup)
+        for c in [n.replica for n in self.nodes] + [self.primary]:
+            if c:
+                steps.append(lambda c=c: c.stop("immediate"))
+        steps.append(harness.cleanup_everything)  # sshd, webhook receivers
+        steps.append(lambda: net_down(self.nodes))
+        for step in steps:
+            try:
+                step()
+            except Exception as e:
+                print("cleanup: %r" % e, flush=True)
         for n in self.nodes:
-            if n.replica:
-                n.replica.stop("immediate")
-        if self.primary:
-            self.primary.stop("immediate")
-        harness.cleanup_everything()  # sshd, webhook receivers
-        net_down(self.nodes)
+            if n.daemon and n.daemon.needed_kill:
+                self.checks.append((False, "%s: moletun did not exit within 3 s of SIGTERM"
+                                    % n.name))
         if self.args.keep:
             print("kept %s" % self.tmp)
         else:
             shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+def stop_process(p):
+    if p.poll() is None:
+        harness.kill_tree(p.pid)
+        p.wait(5)
 
 
 def main():
@@ -892,26 +943,33 @@ def main():
     def on_term(signum, frame):
         raise KeyboardInterrupt("signal %d" % signum)
 
-    signal.signal(signal.SIGTERM, on_term)
-    signal.signal(signal.SIGHUP, on_term)
+    # also SIGINT: a shell starts background jobs with it ignored, and Python then leaves it so
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, on_term)
     sc = Scenario(args)
-    failed = True
+    failed, interrupted = True, None
     try:
         sc.run()
         path = os.path.join(args.out, "results.json")
         with open(path, "w") as f:
             json.dump(sc.results, f)
         failed = report.main([path, args.out]) != 0
+    except KeyboardInterrupt as e:
+        interrupted = e
     finally:
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):  # cleanup runs to its end
+            signal.signal(sig, signal.SIG_IGN)
         try:
             sc.save_logs(args.out)
         except Exception as e:  # the logs are a help, not the result
             print("saving logs failed: %r" % e)
         sc.cleanup()
         print("logs: %s" % os.path.join(args.out, "logs"))
-    # cleanup may have found more (a daemon that would not stop)
-    late = [t for ok, t in sc.checks if not ok and t not in
-            [c[1] for c in sc.results["checks"]]] if hasattr(sc, "results") else []
+    if interrupted:
+        print("interrupted (%s): stopped and removed everything it had started" % interrupted)
+        return 130
+    # what cleanup found (a daemon that would not stop)
+    late = [t for ok, t in sc.checks[len(sc.results["checks"]):] if not ok]
     for t in late:
         print("FAIL: " + t)
     return 1 if failed or late else 0
