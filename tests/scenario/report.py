@@ -440,7 +440,7 @@ def plot(res, rows, path):
     legend = [Line2D([], [], ls="", marker="o", ms=4, color="#1565c0",
                      label="write acknowledged (latency)"),
               Line2D([], [], ls="", marker="x", ms=5, color="#d32f2f",
-                     label="write failed (after)"),
+                     label="write failed (at the time it took)"),
               Line2D([], [], color="#1b5e20", ls="", marker="$1.0s$", ms=14,
                      label="writing again after the fault"),
               Line2D([], [], color="#6a1b9a", label="replica lag"),
