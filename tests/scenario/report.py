@@ -306,6 +306,9 @@ def summary_text(res, rows, checks):
         out.append("%s: %d rows acknowledged, %d unacknowledged (connection broke), %d "
                    "failed to connect" % (name, len(w["acks"]), len(w["unknown"]),
                                           len(w["failed"])))
+    if res.get("status_no_answer"):
+        out.append("ctl status samples without an answer within 1 s (left out): %d" %
+                   res["status_no_answer"])
     out.append("")
     for ok, text in checks:
         out.append("%s %s" % ("ok  " if ok else "FAIL", text))

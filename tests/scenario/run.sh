@@ -14,7 +14,7 @@ skip() {
 	exit 0
 }
 
-[ "$(id -u)" -eq 0 ] || skip "needs root (network namespaces, iptables, runuser)"
+[ "$EUID" -eq 0 ] || skip "needs root (network namespaces, iptables, runuser)"
 for tool in ip iptables socat cc runuser ssh-keygen; do
 	command -v "$tool" >/dev/null || skip "\`$tool\` not found (bash tests/deps.sh installs it)"
 done

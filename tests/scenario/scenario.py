@@ -367,8 +367,13 @@ def wall_clock_offset(node):
     return when.replace(tzinfo=datetime.timezone.utc).timestamp() - t
 
 
-def control_status(path, timeout=0.5):
-    """The daemon's `status --json` through its control socket, or None (no daemon)."""
+class NoAnswer(Exception):
+    """The daemon took longer than the timeout to answer (a loaded machine): no sample."""
+
+
+def control_status(path, timeout=1.0):
+    """The daemon's `status --json` through its control socket, or None (no daemon
+    listening); raises NoAnswer when the answer does not come in time."""
     s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     s.settimeout(timeout)
     try:
@@ -380,6 +385,8 @@ def control_status(path, timeout=0.5):
             if not b:
                 break
             chunks.append(b)
+    except socket.timeout:
+        raise NoAnswer()
     except OSError:
         return None
     finally:
@@ -408,6 +415,7 @@ class Sampler:
         self.status = {n.name: [] for n in nodes}
         self.replica = {n.name: [] for n in nodes}
         self.primary_lsn = []
+        self.no_answer = 0
         self.stop_ev = threading.Event()
         self.threads = [threading.Thread(target=self._status_loop, daemon=True),
                         threading.Thread(target=self._pg_loop, daemon=True)]
@@ -425,7 +433,11 @@ class Sampler:
         while not self.stop_ev.wait(0.2):
             for n in self.nodes:
                 t = time.monotonic()
-                st = control_status(n.daemon.control_socket)
+                try:
+                    st = control_status(n.daemon.control_socket)
+                except NoAnswer:
+                    self.no_answer += 1
+                    continue
                 rec = None
                 if st and st.get("tunnels"):
                     tu = st["tunnels"][0]
@@ -619,6 +631,13 @@ class Scenario:
     def acks_after(self, n, t):
         return [w for w in self.writes(n)["acks"] if w[2] >= t]
 
+    def tunnel_status(self, n):
+        try:
+            st = control_status(n.daemon.control_socket, timeout=5.0)
+        except NoAnswer:
+            return None
+        return st and st["tunnels"][0]
+
     def replay_lsn(self, n):
         try:
             row = n.replica.query("SELECT pg_last_wal_replay_lsn()::text", timeout=1)
@@ -668,8 +687,7 @@ class Scenario:
             done = not pending and all(self.acks_after(n, f["end"]) for n in self.nodes)
             if done:
                 for n in self.nodes:
-                    st = control_status(n.daemon.control_socket)
-                    tu = st and st["tunnels"][0]
+                    tu = self.tunnel_status(n)
                     if not tu or tu["state"] != "up" or tu["health"] != "ok":
                         done = False
             if done and time.monotonic() >= f["end"] + MIN_SETTLE:
@@ -678,8 +696,7 @@ class Scenario:
         f["settled"] = time.monotonic()
         f["recovered_status"] = {}
         for n in self.nodes:
-            st = control_status(n.daemon.control_socket)
-            tu = st and st["tunnels"][0]
+            tu = self.tunnel_status(n)
             f["recovered_status"][n.name] = bool(tu and tu["state"] == "up" and
                                                  tu["health"] == "ok")
 
@@ -874,6 +891,7 @@ class Scenario:
             "primary_lsn": self.sampler.primary_lsn,
             "faults": self.faults,
             "rows": rows,
+            "status_no_answer": self.sampler.no_answer,
             "checks": list(self.checks),
         }
 
