@@ -14,7 +14,6 @@ import re
 import sys
 
 TRANSITION_RE = re.compile(r"tunnel (\S+): state (\w+) -> (\w+)(?:: (.*))?")
-HEALTH_RE = re.compile(r"tunnel (\S+): health (\w+) -> (\w+)")
 
 SHORT = {
     "sidecar": "sidecar killed",

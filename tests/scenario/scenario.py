@@ -983,6 +983,9 @@ def main():
             print("saving logs failed: %r" % e)
         sc.cleanup()
         print("logs: %s" % os.path.join(args.out, "logs"))
+    png = os.path.join(args.out, "timeline.png")
+    if os.path.exists(png) and not interrupted:
+        print("timeline: %s" % png)
     if interrupted:
         print("interrupted (%s): stopped and removed everything it had started" % interrupted)
         return 130
