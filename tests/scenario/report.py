@@ -473,7 +473,7 @@ def health_segments(node, t_end):
     return out
 
 
-def main(argv):
+def main(argv, announce=True):
     path, outdir = argv[0], argv[1]
     with open(path) as f:
         res = json.load(f)
@@ -484,8 +484,9 @@ def main(argv):
     png = os.path.join(outdir, "timeline.png")
     plot(res, rows, png)
     print(text, end="")
-    print("timeline: %s" % png)
-    print("summary: %s" % os.path.join(outdir, "summary.txt"))
+    if announce:
+        print("timeline: %s" % png)
+        print("summary: %s" % os.path.join(outdir, "summary.txt"))
     return 0 if all(ok for ok, _ in checks) else 1
 
 

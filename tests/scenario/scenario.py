@@ -971,7 +971,7 @@ def main():
         path = os.path.join(args.out, "results.json")
         with open(path, "w") as f:
             json.dump(sc.results, f)
-        failed = report.main([path, args.out]) != 0
+        failed = report.main([path, args.out], announce=False) != 0
     except KeyboardInterrupt as e:
         interrupted = e
     finally:
@@ -985,6 +985,7 @@ def main():
         print("logs: %s" % os.path.join(args.out, "logs"))
     png = os.path.join(args.out, "timeline.png")
     if os.path.exists(png) and not interrupted:
+        print("summary: %s" % os.path.join(args.out, "summary.txt"))
         print("timeline: %s" % png)
     if interrupted:
         print("interrupted (%s): stopped and removed everything it had started" % interrupted)
