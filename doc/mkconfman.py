@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Builds moletun.conf(5): the hand-written template with the key reference that
-`moletun help config` prints from the key table in place of the @KEYS@ line.
+`moletun help config --man` prints from the key table in place of the @KEYS@ line.
 
 usage: mkconfman.py MOLETUN TEMPLATE OUTPUT VERSION
 """
@@ -9,7 +9,7 @@ import sys
 
 
 def render(moletun, template_path, version):
-    keys = subprocess.run([moletun, "help", "config"], check=True, capture_output=True,
+    keys = subprocess.run([moletun, "help", "config", "--man"], check=True, capture_output=True,
                           text=True).stdout
     with open(template_path, encoding="utf-8") as f:
         template = f.read()

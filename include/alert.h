@@ -55,5 +55,16 @@ typedef void (*alerter_test_cb)(void *userdata, size_t targets, size_t failed, c
  */
 int alerter_test(struct alerter *a, const char *name, alerter_test_cb cb, void *userdata);
 
+/*
+ * The daemon's own condition, not a tunnel's (ALERT_EVENT_METRICS_STALE: the metrics
+ * textfile is stale), to every target whatever its `tunnels`: the firing kind when it
+ * begins (for_seconds ago), the resolving kind (ALERT_EVENT_METRICS_FRESH) when it ends,
+ * sent only with send_resolved. No down_after: the caller debounces. While it stands it
+ * is re-sent every ALERTMANAGER_RESEND_SEC to Alertmanager targets. The same state twice
+ * sends nothing. Accepts a NULL alerter.
+ */
+void alerter_daemon_event(struct alerter *a, enum alert_event_kind kind, const char *reason,
+			  double for_seconds);
+
 /* Copies the per-target counters into s->alerts. Returns 0 or -ENOMEM. */
 int alerter_snapshot(const struct alerter *a, struct status *s);

@@ -18,7 +18,7 @@
 /* A test alert shows up in Alertmanager and resolves itself after this long. */
 #define ALERTMANAGER_TEST_SEC 300
 
-/* True for down, target_down and degraded: the events that open a condition. */
+/* True for down, target_down, degraded and metrics_stale: the events that open a condition. */
 bool alert_event_firing(enum alert_event_kind k);
 
 /*
@@ -28,9 +28,9 @@ bool alert_event_firing(enum alert_event_kind k);
  */
 struct alert_event {
 	enum alert_event_kind kind;
-	char tunnel[128]; /* "" for a test event */
+	char tunnel[128]; /* "" for a test event and the daemon's own (metrics_*) */
 	char node[256];	  /* this machine's hostname */
-	char host[256];	  /* the tunnel's SSH server ("" for a test event) */
+	char host[256];	  /* the tunnel's SSH server ("" for a test event, metrics_*) */
 	uint16_t port;
 	char forward[300];	   /* target_*: the forward's listen address, else "" */
 	char target[300];	   /* target_*: the forward's HOST:PORT, else "" */
@@ -64,7 +64,9 @@ void alert_format_rfc3339(const struct timespec *t, char *buf, size_t size);
  *                "endsAt":..}] where endsAt is TIMESTAMP + ALERTMANAGER_VALID_SEC while
  *                firing and TIMESTAMP once resolved; target_down/target_up are
  *                "MoletunTargetDown" with labels tunnel, forward, target and instance,
- *                degraded/recovered "MoletunTunnelDegraded"; a test event is "MoletunTest".
+ *                degraded/recovered "MoletunTunnelDegraded"; metrics_stale/metrics_fresh
+ *                "MoletunMetricsNotWritten" (labels instance only); a test event is
+ *                "MoletunTest".
  */
 int alert_format_payload(enum alert_format format, const struct alert_event *e, FILE *out);
 

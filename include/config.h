@@ -165,6 +165,9 @@ void config_warnings(const struct config *c, struct diag *out);
 
 /* Prints the key reference (from the key table) as man(7) source for moletun.conf(5). */
 void config_print_man_keys(FILE *out);
+/* The same as plain text for `moletun help config`: per key its value, default, range and
+ * the first sentence of its help. */
+void config_print_keys_text(FILE *out);
 
 const char *host_key_policy_str(enum host_key_policy p);
 const char *alert_format_str(enum alert_format f);

@@ -61,7 +61,7 @@ struct listener {
 	int fd;
 	ev_io io;
 	ev_timer pause; /* accept paused after EMFILE/ENFILE */
-	ev_tstamp last_warn;
+	double last_warn;
 };
 
 /* A remote_forward: the server-side listener of the current session. */
@@ -98,14 +98,14 @@ struct conn {
 	bool eof_sent;	  /* EOF sent on the channel */
 	bool probe;	  /* a target probe: no client, never counted as a connection */
 	bool probe_done;  /* its outcome is recorded: the rest is cleanup */
-	ev_tstamp probe_started;
+	double probe_started;
 	/* The receive window kept open (local forwards, window.h) and the epoch it is judged
 	 * by: bytes the client took since epoch_start, and whether any had to wait. */
 	uint64_t window;
 	uint64_t window_charge;	 /* its share of the daemon-wide window budget */
 	uint32_t window_pending; /* a grant libssh2 could not send yet (EAGAIN) */
 	uint64_t epoch_bytes;
-	ev_tstamp epoch_start;
+	double epoch_start;
 	bool epoch_backlog;
 	struct buffer up;   /* client -> channel bytes the window did not take yet */
 	struct buffer down; /* channel -> client bytes the client did not take yet */

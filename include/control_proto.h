@@ -1,6 +1,7 @@
 #pragma once
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdio.h>
 #include <sys/types.h>
 
 /*
@@ -72,6 +73,9 @@ int control_request_format(const struct control_request *r, char *buf, size_t si
 bool control_command_mutates(enum control_command c);
 
 const char *control_command_str(enum control_command c);
+
+/* One usage line per command, from the table the parser dispatches on (for help). */
+void control_commands_print(FILE *out);
 
 struct control_reply_header {
 	bool ok;

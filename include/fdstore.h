@@ -13,11 +13,16 @@
  * "L-127.0.0.1-5433" ("L-__1-5433" for ::1: FDNAME allows no ':'); the control socket is
  * "control". Every socket bound here is handed to the FD store (FDSTORE=1); one that is
  * no longer configured is closed and removed from it (FDSTOREREMOVE=1) by fdstore_prune().
+ * Of descriptors passed under one name the first is kept and the others closed, leaving the
+ * FD store one entry of that name (FDSTOREREMOVE=1 removes every entry of a name); a passed
+ * descriptor without a name is closed.
  * Outside systemd nothing is adopted or stored; sockets are still kept across reloads.
  */
 struct fdstore;
 
 #define FDSTORE_CONTROL "control"
+/* An FDNAME is at most 255 characters (sd_pid_notify_with_fds(3)), plus the NUL. */
+#define FDSTORE_NAME_MAX 256
 
 /* 0 or -ENOMEM; *ret untouched on failure. Never fails for bad LISTEN_* variables. */
 int fdstore_create(struct fdstore **ret);

@@ -4,6 +4,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "filedigest.h"
+
 enum hostkey_verdict {
 	HOSTKEY_MATCH,
 	HOSTKEY_MISMATCH,  /* known with this key type but another key: "HOST KEY CHANGED" */
@@ -39,3 +41,20 @@ int hostkey_append(LIBSSH2_SESSION *session, const char *known_hosts_file, const
 
 /* "ssh-ed25519 SHA256:base64" for log lines. */
 void hostkey_describe(LIBSSH2_SESSION *session, char *buf, size_t size);
+
+/* One host:port whose key a known_hosts file decides (a tunnel's server, or a bastion). */
+struct hostkey_dest {
+	const char *host;
+	uint16_t port;
+};
+
+/*
+ * The digest of what in the known_hosts file behind `fd` can decide the host key of one of
+ * the `n` destinations: the lines libssh2 matches for one of them with any key type (as
+ * hostkey_check() would), and lines it cannot parse (such a line fails every connection
+ * that reads the file). Comments, blank lines and lines for other hosts leave it as it
+ * is, so a reload after another host's key was added need not restart the tunnel. Reads
+ * `fd` from offset 0 (pread: the position is left alone). 0 or -errno (*ret untouched).
+ */
+int hostkey_relevant_digest(int fd, const struct hostkey_dest *dests, size_t n,
+			    struct file_digest *ret);

@@ -97,7 +97,7 @@ struct link {
 	struct libssh2_agent_publickey *agent_identity;
 	LIBSSH2_CHANNEL *keepalive_channel; /* NULL: fall back to global keepalives */
 	bool keepalive_pending;
-	ev_tstamp keepalive_sent;
+	double keepalive_sent;
 	struct addrinfo *addrs, *addr;
 	struct gaicb *gai;
 	ev_timer resolve_poll;
@@ -112,8 +112,8 @@ struct link {
 	int session_error; /* a libssh2 code the upper layer found fatal, 0 while healthy */
 	bool dead;	   /* no more socket I/O: sends are dropped, recvs fail */
 	int unread_seen;   /* FIONREAD when nothing can drain the socket (no channels) */
-	ev_tstamp last_rx;
-	ev_tstamp last_tx;     /* the socket last took bytes, or bytes started waiting */
+	double last_rx;
+	double last_tx;	       /* the socket last took bytes, or bytes started waiting */
 	bool out_overflow;     /* the out-buffer passed LINK_OUT_MAX */
 	unsigned rx_iteration; /* loop iteration rx_budget belongs to */
 	size_t rx_budget;      /* bytes recv may still read in that iteration */

@@ -3,13 +3,14 @@
 #include <stddef.h>
 
 /*
- * Liveness of an SSH peer as pure decisions (no I/O, times in seconds). A keepalive goes
- * out after `probe_after` of silence and again every `probe_after` while the silence lasts
- * (every `probe_after` regardless when its answers can be seen: they also time the round
- * trip); the peer is dead after interval * count_max without a byte, with a keepalive
- * unanswered that long, or with bytes waiting that the socket has not taken that long.
- * probe_after is the interval, except with count_max 1, where it is half of it so an answer
- * can arrive before the deadline.
+ * Liveness of an SSH peer as pure decisions (no I/O; times in seconds on the monotonic
+ * clock of clock.h, so a wall-clock step neither kills a live peer nor hides a dead one).
+ * A keepalive goes out after `probe_after` of silence and again every `probe_after` while
+ * the silence lasts (every `probe_after` regardless when its answers can be seen: they also
+ * time the round trip); the peer is dead after interval * count_max without a byte, with a
+ * keepalive unanswered that long, or with bytes waiting that the socket has not taken that
+ * long. probe_after is the interval, except with count_max 1, where it is half of it so an
+ * answer can arrive before the deadline.
  */
 struct liveness_input {
 	double now;

@@ -14,9 +14,10 @@ void net_quickack(int fd);
 /* Binds and listens on host:port (numeric address), non-blocking, SO_REUSEADDR. */
 int net_listen(const char *host, uint16_t port);
 /*
- * 0 when fd is a listening TCP socket bound to host:port (numeric), as a descriptor
- * inherited from the service manager must be before it is used; -EINVAL when it is not a
- * listening TCP socket, -EADDRNOTAVAIL when it is bound elsewhere, or another -errno.
+ * 0 when fd is a listening TCP socket bound to host:port (numeric) as net_listen() binds
+ * it (IPv6: V6ONLY on), as a descriptor inherited from the service manager must be before
+ * it is used; -EINVAL when it is not such a listening TCP socket, -EADDRNOTAVAIL when it is
+ * bound elsewhere, or another -errno.
  */
 int net_check_listener(int fd, const char *host, uint16_t port);
 /* The numeric host in inet_ntop's canonical spelling ("::1" for "0:0::1"). */

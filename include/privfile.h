@@ -26,6 +26,7 @@ enum privfile_problem {
 
 struct privfile_result {
 	enum privfile_problem problem;
+	const char *path; /* as given to privfile_open(), for the hint in privfile_describe() */
 	int error;	  /* errno, for PRIVFILE_ERRNO */
 	struct stat st;	  /* valid from PRIVFILE_NOT_REGULAR on */
 	mode_t forbidden; /* the mode bits that were asked about */
@@ -42,8 +43,10 @@ int privfile_open(const char *path, int flags, mode_t forbidden, struct privfile
 /*
  * Why a privfile_open() failed, to follow "identity file PATH": "No such file or
  * directory", "is a symbolic link (moletun does not follow links to secrets)", "is owned by
- * uid 1000 (must be root or uid 998, moletun's user)", "is readable by group or others
- * (mode 0644)", ...
+ * uid 1000 (must be root or moletun, uid 998, the user moletun runs as: chown moletun:
+ * PATH)", "is readable by group or others (mode 0644)", ... A file the effective user may
+ * not open names the chown that gives it to that user (a root-owned 0600 key is the usual
+ * case: the service runs as an unprivileged user).
  */
 void privfile_describe(const struct privfile_result *res, char *buf, size_t size);
 

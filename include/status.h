@@ -76,7 +76,7 @@ struct status_tunnel {
 	bool rtt_measured;
 	double rtt;	       /* smoothed keepalive round trip, seconds */
 	double rtt_last;       /* the last one */
-	struct timespec since; /* CLOCK_REALTIME of the last state change */
+	struct timespec since; /* wall clock at the snapshot minus the state's monotonic age */
 	char host[256];
 	uint16_t port;
 	char user[128];
@@ -98,12 +98,15 @@ enum alert_event_kind {
 	ALERT_EVENT_DEGRADED, /* the tunnel stayed degraded (smoothed RTT above degraded_rtt) */
 	ALERT_EVENT_RECOVERED,
 	ALERT_EVENT_TEST, /* moletun ctl alert-test */
+	/* the daemon's own: metrics_textfile not written for METRICS_FILE_STALE_WRITES intervals */
+	ALERT_EVENT_METRICS_STALE,
+	ALERT_EVENT_METRICS_FRESH, /* written again */
 	ALERT_EVENT_COUNT,
 };
 
 /*
- * "down", "up", "target_down", "target_up", "degraded", "recovered", "test": the names
- * used in payloads, env, logs and metrics.
+ * "down", "up", "target_down", "target_up", "degraded", "recovered", "test",
+ * "metrics_stale", "metrics_fresh": the names used in payloads, env, logs and metrics.
  */
 const char *alert_event_str(enum alert_event_kind k);
 
@@ -117,7 +120,10 @@ struct status_alert {
 /* The daemon process itself. */
 struct status_daemon {
 	pid_t pid;
-	uint64_t nofile_limit; /* soft RLIMIT_NOFILE: the most descriptors it may hold */
+	uint64_t nofile_limit;		  /* soft RLIMIT_NOFILE: the most descriptors it may hold */
+	bool metrics_textfile;		  /* one is configured: the two below mean something */
+	bool metrics_textfile_stale;	  /* not written for METRICS_FILE_STALE_WRITES intervals */
+	char metrics_textfile_error[128]; /* why the last write failed; "" after a success */
 };
 
 struct status {

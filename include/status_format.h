@@ -19,12 +19,14 @@
  * direct),"reconnects":0,"last_error":null,"forwards":[{"type":"local","listen":..,
  * "target":..,"active":0,"connections_total":0,"bytes_in":0,"bytes_out":0,
  * "open_failures":0,"rejected":0,"rejected_by_reason":{"max_connections":0,"down":0}}]}],
- * "daemon":{"pid":1234,"nofile_limit":524288}} followed by a newline; "rejected" is the
- * sum of "rejected_by_reason".
+ * "daemon":{"pid":1234,"nofile_limit":524288,"metrics_textfile_stale":false,
+ * "metrics_textfile_error":null}} followed by a newline; "rejected" is the sum of
+ * "rejected_by_reason"; the metrics_textfile_* are null without a metrics_textfile.
  */
 int status_format_json(const struct status *s, FILE *out);
 
-/* The `moletun ctl status` table; ages are measured against `now` (CLOCK_REALTIME). */
+/* The `moletun ctl status` table; ages are `now` (the wall clock, read when the snapshot
+ * was taken) minus `since`, which the snapshot derived from the monotonic age. */
 int status_format_table(const struct status *s, time_t now, FILE *out);
 
 /* Prometheus text exposition format 0.0.4, HELP and TYPE for every family. */

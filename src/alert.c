@@ -17,6 +17,7 @@
 
 #include "alert_debounce.h"
 #include "alert_format.h"
+#include "clock.h"
 #include "redact.h"
 #include "backoff.h"
 #include "build_config.h"
@@ -112,6 +113,11 @@ struct alerter {
 	struct list socks;
 	struct list targets;
 	struct alert_test_run *runs;
+	/* the daemon's own condition (metrics_stale) while it stands, for re-sends */
+	struct alert_event daemon_event;
+	bool daemon_firing;
+	double daemon_since; /* monotonic */
+	ev_timer daemon_resend;
 };
 
 static unsigned curl_users;
@@ -119,15 +125,6 @@ static unsigned curl_users;
 static void target_kick(struct alert_target *t);
 static void delivery_attempt(struct alert_delivery *d);
 static void check_multi_info(struct alerter *a);
-
-/* Debounce times: monotonic, unlike ev_now() which follows the wall clock. */
-static double now_mono(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
 
 static const char *target_kind(const struct alert_target *t)
 {
@@ -150,6 +147,9 @@ static void delivery_what(const struct alert_delivery *d, char *buf, size_t size
 
 	if (e->kind == ALERT_EVENT_TEST)
 		snprintf(buf, size, "test event");
+	else if (!e->tunnel[0])
+		snprintf(buf, size, "%s%s event", d->resend ? "re-sent " : "",
+			 alert_event_str(e->kind));
 	else
 		snprintf(buf, size, "%s%s event for tunnel %s%s%s%s", d->resend ? "re-sent " : "",
 			 alert_event_str(e->kind), e->tunnel, e->target[0] ? " (" : "", e->target,
@@ -638,10 +638,10 @@ static void watch_event(struct alert_watch *w, const struct alert_decision *dec,
 {
 	struct alerter *a = w->target->alerter;
 	const struct alert_watch_state *st = &w->state;
-	double ago = now - watch_condition(w, dec)->down_since;
-	struct timespec wall;
+	double down_since = watch_condition(w, dec)->down_since;
+	double ago = now - down_since;
+	struct timespec wall = clock_wall();
 
-	clock_gettime(CLOCK_REALTIME, &wall);
 	memset(e, 0, sizeof(*e));
 	e->kind = dec->kind;
 	snprintf(e->tunnel, sizeof(e->tunnel), "%s", w->tunnel);
@@ -674,13 +674,7 @@ static void watch_event(struct alert_watch *w, const struct alert_decision *dec,
 	e->timestamp = wall;
 	e->down_for_seconds = ago < 0 ? 0 : ago;
 	/* the outage began `ago` seconds before now, on the wall clock */
-	e->since = wall;
-	e->since.tv_sec -= (time_t)ago;
-	e->since.tv_nsec -= (long)((ago - (double)(time_t)ago) * 1e9);
-	if (e->since.tv_nsec < 0) {
-		e->since.tv_nsec += 1000000000L;
-		e->since.tv_sec--;
-	}
+	e->since = clock_to_wall_at(down_since, now, wall);
 }
 
 static void watch_log(const struct alert_watch *w, const struct alert_event *e)
@@ -738,7 +732,7 @@ static void watch_arm(struct alert_watch *w)
 	ev_timer_stop(loop, &w->timer);
 	if (due == 0)
 		return;
-	left = due - now_mono();
+	left = due - clock_now();
 	ev_timer_set(&w->timer, left > 0 ? left : 0., 0.);
 	ev_timer_start(loop, &w->timer);
 }
@@ -748,7 +742,7 @@ static void watch_timer_cb(struct ev_loop *loop, ev_timer *timer, int revents)
 	struct alert_watch *w = timer->data;
 	struct alert_target *t = w->target;
 	struct alert_decision *decisions;
-	double now = now_mono(), due = alert_watch_due(&w->state);
+	double now = clock_now(), due = alert_watch_due(&w->state);
 	size_t n;
 
 	/* libev measured from its cached time, a hair before ours: the timer is on time */
@@ -773,7 +767,7 @@ static void watch_update(struct alert_watch *w, const struct status_tunnel *snap
 {
 	struct alert_target *t = w->target;
 	struct alert_decision *decisions;
-	double now = now_mono();
+	double now = clock_now();
 	size_t n = 0;
 
 	snprintf(w->host, sizeof(w->host), "%s", snap->host);
@@ -890,7 +884,7 @@ static int target_sync_watch(struct alert_target *t, const struct status_tunnel 
 		w = calloc(1, sizeof(*w));
 		if (!w)
 			return -ENOMEM;
-		if (alert_watch_init(&w->state, &t->policy, snap, now_mono()) < 0) {
+		if (alert_watch_init(&w->state, &t->policy, snap, clock_now()) < 0) {
 			free(w);
 			return -ENOMEM;
 		}
@@ -900,7 +894,7 @@ static int target_sync_watch(struct alert_target *t, const struct status_tunnel 
 		w->timer.data = w;
 		list_insert_tail(&t->watches, &w->link);
 	} else {
-		alert_watch_set_policy(&w->state, &t->policy, now_mono());
+		alert_watch_set_policy(&w->state, &t->policy, clock_now());
 	}
 	w->seen = true;
 	w->degraded_rtt = tc ? (double)tc->degraded_rtt_ms / 1000.0 : 0;
@@ -1000,6 +994,81 @@ static void check_multi_info(struct alerter *a)
 	}
 }
 
+/* Sends the daemon's event to every target that wants it: all of them while it fires,
+ * those with send_resolved when it ends, those that re-send (Alertmanager) for a re-send. */
+static void daemon_event_send(struct alerter *a, bool resend)
+{
+	const struct alert_event *e = &a->daemon_event;
+	struct list *pos, *tmp;
+
+	list_for_each_safe(pos, tmp, &a->targets)
+	{
+		struct alert_target *t = list_entry(pos, struct alert_target, link);
+
+		if (resend ? t->policy.resend <= 0
+			   : !alert_event_firing(e->kind) && !t->policy.send_resolved)
+			continue;
+		if (!resend)
+			log_notice("alert %s: %s: %s", t->name, alert_event_str(e->kind),
+				   e->reason);
+		target_enqueue(t, e, resend);
+	}
+}
+
+static void daemon_event_stamp(struct alerter *a)
+{
+	struct alert_event *e = &a->daemon_event;
+	double ago = clock_now() - a->daemon_since;
+
+	e->timestamp = clock_wall();
+	e->down_for_seconds = ago < 0 ? 0 : ago;
+}
+
+static void daemon_resend_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+	struct alerter *a = w->data;
+
+	daemon_event_stamp(a);
+	daemon_event_send(a, true);
+}
+
+void alerter_daemon_event(struct alerter *a, enum alert_event_kind kind, const char *reason,
+			  double for_seconds)
+{
+	struct alert_event *e;
+	bool firing = alert_event_firing(kind);
+	double ago;
+
+	if (!a || firing == a->daemon_firing)
+		return;
+	e = &a->daemon_event;
+	if (firing) {
+		memset(e, 0, sizeof(*e));
+		snprintf(e->node, sizeof(e->node), "%s", a->node);
+		a->daemon_since = clock_now() - for_seconds;
+	}
+	e->kind = kind;
+	snprintf(e->reason, sizeof(e->reason), "%s", reason);
+	daemon_event_stamp(a);
+	if (firing) {
+		/* it began for_seconds ago, on the wall clock */
+		ago = e->down_for_seconds;
+		e->since = e->timestamp;
+		e->since.tv_sec -= (time_t)ago;
+		e->since.tv_nsec -= (long)((ago - (double)(time_t)ago) * 1e9);
+		if (e->since.tv_nsec < 0) {
+			e->since.tv_nsec += 1000000000L;
+			e->since.tv_sec--;
+		}
+		ev_timer_set(&a->daemon_resend, ALERTMANAGER_RESEND_SEC, ALERTMANAGER_RESEND_SEC);
+		ev_timer_start(a->loop, &a->daemon_resend);
+	} else {
+		ev_timer_stop(a->loop, &a->daemon_resend);
+	}
+	a->daemon_firing = firing;
+	daemon_event_send(a, false);
+}
+
 int alerter_create(struct ev_loop *loop, struct alerter **ret)
 {
 	struct alerter *a;
@@ -1018,6 +1087,8 @@ int alerter_create(struct ev_loop *loop, struct alerter **ret)
 	list_init(&a->targets);
 	ev_timer_init(&a->curl_timer, curl_timer_cb, 1., 0.);
 	a->curl_timer.data = a;
+	ev_timer_init(&a->daemon_resend, daemon_resend_cb, 1., 0.);
+	a->daemon_resend.data = a;
 	if (gethostname(a->node, sizeof(a->node) - 1) < 0)
 		snprintf(a->node, sizeof(a->node), "unknown");
 	a->multi = curl_multi_init();
@@ -1049,6 +1120,7 @@ void alerter_destroy(struct alerter *a)
 	if (a->multi)
 		curl_multi_cleanup(a->multi);
 	ev_timer_stop(a->loop, &a->curl_timer);
+	ev_timer_stop(a->loop, &a->daemon_resend);
 	list_for_each_safe(pos, tmp, &a->socks)
 	{
 		struct curl_sock *s = list_entry(pos, struct curl_sock, link);
@@ -1169,7 +1241,7 @@ int alerter_test(struct alerter *a, const char *name, alerter_test_cb cb, void *
 	run->done.data = run;
 	run->next = a->runs;
 	a->runs = run;
-	clock_gettime(CLOCK_REALTIME, &wall);
+	wall = clock_wall();
 	e.since = wall;
 	e.timestamp = wall;
 	snprintf(e.node, sizeof(e.node), "%s", a->node);

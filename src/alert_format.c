@@ -9,7 +9,14 @@
 
 bool alert_event_firing(enum alert_event_kind k)
 {
-	return k == ALERT_EVENT_DOWN || k == ALERT_EVENT_TARGET_DOWN || k == ALERT_EVENT_DEGRADED;
+	return k == ALERT_EVENT_DOWN || k == ALERT_EVENT_TARGET_DOWN || k == ALERT_EVENT_DEGRADED ||
+	       k == ALERT_EVENT_METRICS_STALE;
+}
+
+/* The daemon's own events: no tunnel. */
+static bool daemon_event(enum alert_event_kind k)
+{
+	return k == ALERT_EVENT_METRICS_STALE || k == ALERT_EVENT_METRICS_FRESH;
 }
 
 /* The events about a forward's target or the tunnel's RTT: they carry forward, target, rtt. */
@@ -168,6 +175,18 @@ static void slack_text(const struct alert_event *e, char *buf, size_t size)
 			 "degraded (was: %s)",
 			 e->node, e->tunnel, where, dur, e->reason);
 		break;
+	case ALERT_EVENT_METRICS_STALE:
+		snprintf(buf, size,
+			 ":red_circle: moletun on %s: metrics are STALE: %s (for %s, since %s; "
+			 "node_exporter serves an old file)",
+			 e->node, e->reason, dur, since);
+		break;
+	case ALERT_EVENT_METRICS_FRESH:
+		snprintf(buf, size,
+			 ":large_green_circle: moletun on %s: metrics written again after %s (was: "
+			 "%s)",
+			 e->node, dur, e->reason);
+		break;
 	default:
 		snprintf(buf, size, ":white_circle: moletun on %s: %s", e->node, e->reason);
 		break;
@@ -196,6 +215,9 @@ static const char *alertmanager_name(enum alert_event_kind k)
 	case ALERT_EVENT_DEGRADED:
 	case ALERT_EVENT_RECOVERED:
 		return "MoletunTunnelDegraded";
+	case ALERT_EVENT_METRICS_STALE:
+	case ALERT_EVENT_METRICS_FRESH:
+		return "MoletunMetricsNotWritten";
 	default:
 		return "MoletunTest";
 	}
@@ -210,7 +232,12 @@ static void alertmanager_text(const struct alert_event *e, char *summary, size_t
 
 	endpoint(e, where, sizeof(where));
 	duration_text(e->down_for_seconds, dur, sizeof(dur));
-	if (target_event(e->kind)) {
+	if (daemon_event(e->kind)) {
+		snprintf(summary, summary_size, "moletun on %s cannot write its metrics textfile",
+			 e->node);
+		snprintf(description, description_size, "%s (%s %s)", e->reason,
+			 firing ? "stale for" : "was stale for", dur);
+	} else if (target_event(e->kind)) {
 		snprintf(summary, summary_size, "Target %s of SSH tunnel %s on %s is unreachable",
 			 e->target, e->tunnel, e->node);
 		snprintf(description, description_size, "forward %s -> %s: %s (%s %s)", e->forward,
@@ -245,7 +272,7 @@ static void put_alertmanager(FILE *out, const struct alert_event *e)
 		alertmanager_text(e, summary, sizeof(summary), description, sizeof(description));
 	}
 	fprintf(out, "[{\"labels\":{\"alertname\":\"%s\",", alertmanager_name(e->kind));
-	if (!test) {
+	if (!test && !daemon_event(e->kind)) {
 		fputs("\"tunnel\":", out);
 		put_string(out, e->tunnel);
 		fputc(',', out);

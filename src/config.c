@@ -728,7 +728,15 @@ static int load_file(struct loader *l, const char *path, size_t depth, const str
 		return r;
 	}
 	r = 0;
-	if (fstat(fileno(fp.f), &st) < 0 || !S_ISREG(st.st_mode)) {
+	if (fstat(fileno(fp.f), &st) < 0) {
+		r = -errno;
+		if (from)
+			loader_error(l, *from, "include file %s: %s", path, strerror(-r));
+		else
+			loader_error(l, (struct where){.file = fp.file}, "%s", strerror(-r));
+		goto out;
+	}
+	if (!S_ISREG(st.st_mode)) {
 		r = S_ISDIR(st.st_mode) ? -EISDIR : -EINVAL;
 		if (from)
 			loader_error(l, *from, "include file %s: not a regular file", path);
@@ -888,7 +896,8 @@ out:
 
 /*
  * A reload compares the contents of known_hosts_file only under strict_host_key_checking =
- * yes. Under accept-new moletun appends to the file itself, so every tunnel naming it would
+ * yes (the daemon narrows the digest taken here to the lines that name the tunnel's server
+ * or bastions: daemon_digest_known_hosts). Under accept-new moletun appends to the file itself, so every tunnel naming it would
  * restart at the next reload after any of them learned a host key, and such a restart
  * would re-check little: the file is read again at every connection anyway, and a host
  * missing from it is trusted anew. After correcting a learned key by hand, use moletun ctl
@@ -1215,6 +1224,45 @@ static void validate_group(struct loader *l)
 			     "unknown group '%s' for control_group", c->control_group);
 }
 
+/*
+ * node_exporter serves whatever file is at metrics_textfile. In a directory every user may
+ * write to, another user can replace the file moletun wrote or, with the sticky bit (as
+ * /tmp), put one there first that moletun then cannot replace: the metrics would say
+ * what that user wants. A directory that does not exist yet is fine: the daemon logs its
+ * failed writes until it does.
+ */
+static void validate_metrics_textfile(struct loader *l)
+{
+	const char *path = l->config->metrics_textfile;
+	struct where at;
+	struct stat st;
+	char *copy, *dir;
+
+	if (!path)
+		return;
+	copy = strdup(path);
+	if (!copy) {
+		l->out_of_memory = true;
+		return;
+	}
+	dir = dirname(copy);
+	at = key_where(&l->moletun_state, CONFIG_SECTION_MOLETUN, "metrics_textfile");
+	if (stat(dir, &st) == 0 && S_ISDIR(st.st_mode) && (st.st_mode & S_IWOTH)) {
+		bool sticky = st.st_mode & S_ISVTX;
+
+		loader_error(l, at,
+			     "metrics_textfile %s: directory %s is writable by every user (mode "
+			     "%04o%s): %s; use a directory only moletun and root may write, such "
+			     "as /var/lib/prometheus/node-exporter",
+			     path, dir, (unsigned)(st.st_mode & 07777),
+			     sticky ? ", sticky like /tmp" : "",
+			     sticky ? "a file another user puts there first cannot be replaced "
+				      "by moletun, and node_exporter would serve it"
+				    : "another user can replace the file node_exporter serves");
+	}
+	free(copy);
+}
+
 static void validate(struct loader *l)
 {
 	for (size_t i = 0; i < l->config->n_tunnels; i++)
@@ -1224,6 +1272,7 @@ static void validate(struct loader *l)
 	for (size_t i = 0; i < l->config->n_alerts; i++)
 		validate_alert(l, i);
 	validate_group(l);
+	validate_metrics_textfile(l);
 }
 
 static void loader_finish(struct loader *l)

@@ -98,7 +98,9 @@ static const struct config_key moletun_keys[] = {
 		"/var/lib/prometheus/node-exporter). Replaced atomically (a temporary file "
 		"in the same directory, renamed over it), mode 0644; at shutdown every "
 		"tunnel is written as down. The directory must exist and be writable by the "
-		"daemon: moletun.service allows /var/lib/prometheus/node-exporter, another "
+		"daemon, and not by every user (refused, even sticky like /tmp: another "
+		"user's file there could not be replaced): moletun.service allows "
+		"/var/lib/prometheus/node-exporter, another "
 		"directory needs ReadWritePaths= in a drop-in. Unset: no file.",
     },
     {
@@ -110,7 +112,9 @@ static const struct config_key moletun_keys[] = {
 	MOLETUN_FIELD(metrics_interval_ms),
 	.placeholder = "DURATION",
 	.help = "How often metrics_textfile is rewritten; a failed write is logged and "
-		"tried again at the next one.",
+		"tried again at the next one. Three failed writes in a row are an error "
+		"and a metrics_stale alert event (node_exporter serves the older file); the "
+		"next good write sends metrics_fresh.",
     },
     {
 	.name = "window_budget",
@@ -223,7 +227,9 @@ static const struct config_key tunnel_keys[] = {
 	.help = "OpenSSH known_hosts file holding the server's host key. Required unless "
 		"strict_host_key_checking = no; must exist unless it is accept-new. Owned by "
 		"root or moletun's user, not writable by group or others, named directly (a "
-		"symbolic link is refused).",
+		"symbolic link is refused). Several tunnels may share one: under "
+		"strict_host_key_checking = yes a reload restarts a tunnel only when the lines "
+		"that name its server or one of its bastions changed.",
     },
     {
 	.name = "strict_host_key_checking",
@@ -492,7 +498,8 @@ static const struct config_key alert_keys[] = {
 	ALERT_FIELD(exec),
 	.placeholder = "PATH",
 	.help = "Program run for each event, without a shell, with MOLETUN_EVENT (down, up, "
-		"target_down, target_up, degraded, recovered or test), MOLETUN_TUNNEL, "
+		"target_down, target_up, degraded, recovered, metrics_stale, metrics_fresh or "
+		"test), MOLETUN_TUNNEL, "
 		"MOLETUN_REASON, MOLETUN_ALERT, MOLETUN_NODE, MOLETUN_HOST, MOLETUN_PORT, "
 		"MOLETUN_SINCE, MOLETUN_TIMESTAMP, MOLETUN_DOWN_FOR_SECONDS and MOLETUN_JSON "
 		"(the json payload) in its environment; the target and degraded events add "
@@ -1420,6 +1427,93 @@ static void man_key(FILE *out, const struct config_key *k)
 		man_text(out, k->default_value);
 		fputs("\\fR.\n", out);
 	}
+}
+
+/* The first sentence of a help text: up to ". " or its end, at most `max` bytes. */
+static int first_sentence_len(const char *help, int max)
+{
+	const char *end = strstr(help, ". ");
+	int len = end ? (int)(end - help) + 1 : (int)strlen(help);
+
+	return len < max ? len : max;
+}
+
+/* "default 5s, 1s to 1h; required; repeatable" for one key: what a reader checks first. */
+static void text_key_facts(const struct config_key *k, char *buf, size_t size)
+{
+	char lo[32], hi[32];
+	size_t used = 0;
+
+#define FACT(...)                                                                            \
+	do {                                                                                 \
+		int n_ = snprintf(buf + used, size - used, "%s", used ? ", " : "");          \
+		if (n_ > 0 && (size_t)n_ < size - used)                                      \
+			used += (size_t)n_;                                                  \
+		n_ = snprintf(buf + used, size - used, __VA_ARGS__);                         \
+		if (n_ > 0 && (size_t)n_ < size - used)                                      \
+			used += (size_t)n_;                                                  \
+	} while (0)
+	buf[0] = '\0';
+	if (k->default_value)
+		FACT("default %s", k->default_value);
+	if (k->type == CONFIG_TYPE_DURATION) {
+		duration_format(k->min, lo, sizeof(lo));
+		duration_format(k->max, hi, sizeof(hi));
+		FACT("%s to %s", lo, hi);
+	} else if (k->type == CONFIG_TYPE_UINT) {
+		FACT("%llu to %llu", (unsigned long long)k->min, (unsigned long long)k->max);
+	} else if (k->type == CONFIG_TYPE_SIZE) {
+		size_format(k->min, lo, sizeof(lo));
+		size_format(k->max, hi, sizeof(hi));
+		FACT("%s to %s", lo, hi);
+	}
+	if (k->flags & CONFIG_KEY_REQUIRED)
+		FACT("required");
+	if (k->flags & CONFIG_KEY_REPEATABLE)
+		FACT("repeatable");
+#undef FACT
+}
+
+/* `len` bytes of `text`, indented by `indent` and broken at blanks before `width`. */
+static void print_wrapped(FILE *out, int indent, const char *text, int len, int width)
+{
+	int start = 0;
+
+	while (start < len) {
+		int end = len, room = width - indent;
+
+		if (len - start > room) {
+			end = start + room;
+			while (end > start && text[end] != ' ')
+				end--;
+			if (end == start) /* one word longer than the line */
+				end = start + room;
+		}
+		fprintf(out, "%*s%.*s\n", indent, "", end - start, text + start);
+		start = end;
+		while (start < len && text[start] == ' ')
+			start++;
+	}
+}
+
+void config_print_keys_text(FILE *out)
+{
+	for (size_t s = 0; s < CONFIG_SECTION_COUNT; s++) {
+		const struct config_section_info *sec = &config_sections[s];
+
+		fprintf(out, "%s[%s%s]  %.*s\n", s ? "\n" : "", sec->name, sec->named ? ":NAME" : "",
+			first_sentence_len(sec->help, 200), sec->help);
+		for (size_t i = 0; i < sec->n_keys; i++) {
+			const struct config_key *k = &sec->keys[i];
+			char facts[160];
+
+			text_key_facts(k, facts, sizeof(facts));
+			fprintf(out, "  %s = %s%s%s%s\n", k->name, k->placeholder, facts[0] ? "  (" : "",
+				facts, facts[0] ? ")" : "");
+			print_wrapped(out, 6, k->help, first_sentence_len(k->help, 400), 88);
+		}
+	}
+	fputs("\nThe whole text of every key: man 5 moletun.conf\n", out);
 }
 
 void config_print_man_keys(FILE *out)

@@ -3,7 +3,6 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <grp.h>
-#include <poll.h>
 #include <pwd.h>
 #include <stdarg.h>
 #include <stdbool.h>
@@ -16,6 +15,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include "clock.h"
 #include "control_proto.h"
 #include "list.h"
 #include "log.h"
@@ -232,7 +232,7 @@ static void handle_status(struct control_server *s, const struct control_request
 	if (req->json)
 		status_format_json(&st, r->body);
 	else
-		status_format_table(&st, time(NULL), r->body);
+		status_format_table(&st, clock_wall().tv_sec, r->body);
 	status_free(&st);
 }
 
@@ -807,23 +807,75 @@ static int server_listen(struct control_server *s, const struct sockaddr_un *add
 	return 0;
 }
 
-/*
- * Whether a connect to `addr` reaches the listening socket fd. A socket file's inode says
- * nothing about which socket is bound to it, so a probe connects: the connection queued
- * on fd makes fd readable (the server later accepts it and sees it close). A socket that
- * is readable already has clients waiting, who reached it through the same path.
- */
-static int path_leads_to(int fd, const struct sockaddr_un *addr)
+/* A client found queued on an inherited socket: served like one accepted later. */
+static void server_take_queued(struct control_server *s, int fd)
 {
-	struct pollfd pfd = {.fd = fd, .events = POLLIN};
+	if (s->n_clients >= CONTROL_CLIENTS_MAX) {
+		send(fd, "error busy\n", strlen("error busy\n"), MSG_NOSIGNAL | MSG_DONTWAIT);
+		close(fd);
+		server_note_full(s, false, NO_PEER_UID);
+		return;
+	}
+	if (client_create(s, fd) < 0)
+		close(fd);
+}
+
+/*
+ * Accepts what is queued on fd (non-blocking) until the connection from `probe_addr`
+ * comes out: true when it did. The clients accepted before it become s's.
+ */
+static bool accept_until(struct control_server *s, int fd, const struct sockaddr_un *probe_addr,
+			 socklen_t probe_len)
+{
+	for (;;) {
+		struct sockaddr_un peer;
+		socklen_t len = sizeof(peer);
+		int c = accept4(fd, (struct sockaddr *)&peer, &len, SOCK_NONBLOCK | SOCK_CLOEXEC);
+
+		if (c < 0 && (errno == EINTR || errno == ECONNABORTED))
+			continue;
+		if (c < 0)
+			return false;
+		if (probe_addr && len == probe_len && memcmp(&peer, probe_addr, len) == 0) {
+			close(c);
+			return true;
+		}
+		server_take_queued(s, c);
+	}
+}
+
+/*
+ * Whether a connect to `addr` reaches the listening socket fd (non-blocking). Neither the
+ * socket file's inode nor fd's readiness says which socket the path leads to (fd may have
+ * clients queued from before the path was taken over), so a probe connects from an
+ * address of its own (autobind, abstract) and fd's queue is accepted until the probe comes
+ * out of it. The clients queued before it reached fd through the path: they become s's.
+ */
+static int path_leads_to(struct control_server *s, int fd, const struct sockaddr_un *addr)
+{
+	struct sockaddr_un mine = {.sun_family = AF_UNIX};
+	socklen_t mine_len = sizeof(mine);
 	int probe = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 	int r;
 
 	if (probe < 0)
 		return -errno;
+	if (bind(probe, (struct sockaddr *)&mine, sizeof(sa_family_t)) < 0 ||
+	    getsockname(probe, (struct sockaddr *)&mine, &mine_len) < 0) {
+		r = -errno;
+		goto out;
+	}
 	r = connect(probe, (const struct sockaddr *)addr, sizeof(*addr)) < 0 ? -errno : 0;
-	if (r == 0 || r == -EAGAIN)
-		r = poll(&pfd, 1, 0) == 1 ? 0 : -EADDRINUSE;
+	if (r == -EAGAIN) {
+		/* A full backlog: if it is fd's, taking its clients makes room for the probe. */
+		accept_until(s, fd, NULL, 0);
+		r = connect(probe, (const struct sockaddr *)addr, sizeof(*addr)) < 0 ? -errno : 0;
+	}
+	if (r == 0 && !accept_until(s, fd, &mine, mine_len))
+		r = -EADDRINUSE;
+	else if (r == -EAGAIN)
+		r = -EADDRINUSE;
+out:
 	close(probe);
 	return r;
 }
@@ -856,13 +908,13 @@ static int server_adopt(struct control_server *s, int fd, const struct sockaddr_
 		return -errno;
 	if (!S_ISSOCK(st.st_mode))
 		return -EEXIST;
-	err = path_leads_to(fd, addr);
-	if (err < 0)
-		return err;
 	flags = fcntl(fd, F_GETFL);
 	if (flags < 0 || fcntl(fd, F_SETFL, flags | O_NONBLOCK) < 0 ||
 	    fcntl(fd, F_SETFD, FD_CLOEXEC) < 0)
 		return -errno;
+	err = path_leads_to(s, fd, addr);
+	if (err < 0)
+		return err;
 	err = server_own_path(s, addr->sun_path, group);
 	if (err < 0)
 		return err;

@@ -14,12 +14,21 @@ static const struct command_info {
 	const char *option; /* the one option the command takes, or NULL */
 	int min_names, max_names;
 	bool mutates;
+	const char *summary; /* for `moletun help ctl`; "\n" continues it on the next line */
 } commands[] = {
-    [CONTROL_STATUS] = {"status", "usage: status [--json] [NAME]", "--json", 0, 1, false},
-    [CONTROL_METRICS] = {"metrics", "usage: metrics", NULL, 0, 0, false},
-    [CONTROL_RECONNECT] = {"reconnect", "usage: reconnect NAME|--all", "--all", 0, 1, true},
-    [CONTROL_RELOAD] = {"reload", "usage: reload", NULL, 0, 0, true},
-    [CONTROL_ALERT_TEST] = {"alert-test", "usage: alert-test [NAME]", NULL, 0, 1, true},
+    [CONTROL_STATUS] = {"status", "usage: status [--json] [NAME]", "--json", 0, 1, false,
+			"the tunnel table; exit 0 all up and ok, 3 some not up,\n"
+			"4 all up but some not ok (target down, degraded), 1 error"},
+    [CONTROL_METRICS] = {"metrics", "usage: metrics", NULL, 0, 0, false,
+			 "Prometheus text exposition"},
+    [CONTROL_RECONNECT] = {"reconnect", "usage: reconnect NAME|--all", "--all", 0, 1, true,
+			   "drop and re-establish now, skipping backoff"},
+    [CONTROL_RELOAD] = {"reload", "usage: reload", NULL, 0, 0, true,
+			"re-read the configuration (as SIGHUP does) and wait:\n"
+			"exit 0 applied, 1 refused (the running one stays)"},
+    [CONTROL_ALERT_TEST] = {"alert-test", "usage: alert-test [NAME]", NULL, 0, 1, true,
+			    "send a test event to every alert target (or NAME);\n"
+			    "exit 0 all delivered, 1 some failed"},
 };
 
 #define N_COMMANDS (sizeof(commands) / sizeof(commands[0]))
@@ -230,4 +239,24 @@ int control_reply_header_parse(const char *line, size_t len, struct control_repl
 	}
 	*ret = h;
 	return 0;
+}
+
+void control_commands_print(FILE *out)
+{
+	for (size_t i = 0; i < N_COMMANDS; i++) {
+		const char *synopsis = commands[i].usage + strlen("usage: ");
+		const char *line = commands[i].summary;
+
+		fprintf(out, "  %-24s ", synopsis);
+		for (;;) {
+			const char *nl = strchr(line, '\n');
+
+			if (!nl) {
+				fprintf(out, "%s\n", line);
+				break;
+			}
+			fprintf(out, "%.*s\n%27s", (int)(nl - line), line, "");
+			line = nl + 1;
+		}
+	}
 }

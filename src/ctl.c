@@ -12,8 +12,10 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "clock.h"
 #include "config.h"
 #include "control_proto.h"
+#include "ctl.h"
 
 #define CTL_TIMEOUT_MS 5000
 /* "error busy" is asked again this many times, after 10, 20, 40 and 80 ms */
@@ -31,18 +33,15 @@ enum {
 	CTL_EXIT_UNHEALTHY = 4,
 };
 
-int ctl_main(int argc, char **argv);
-
-static const char ctl_usage_text[] =
-    "usage: moletun ctl [-s SOCKET] COMMAND [ARGS]\n"
-    "  status [--json] [NAME]   tunnel table; exit 0 all up and ok, 3 some not up,\n"
-    "                           4 all up but some not ok (target down, degraded), 1 error\n"
-    "  reconnect NAME|--all     drop and re-establish now, skipping backoff\n"
-    "  reload                   re-read the configuration (same as SIGHUP)\n"
-    "  metrics                  Prometheus text exposition\n"
-    "  alert-test [NAME]        send a test event to every alert target (or NAME);\n"
-    "                           exit 0 all delivered, 1 some failed\n"
-    "SOCKET defaults to $MOLETUN_SOCKET, then " CONFIG_DEFAULT_CONTROL_SOCKET ".\n";
+void ctl_print_usage(FILE *out)
+{
+	fputs("usage: moletun ctl [-s SOCKET] COMMAND [ARGS]\n", out);
+	control_commands_print(out);
+	fputs("Exit status: 0 done, 1 error (the daemon's reason on stderr), 2 usage, 3 and 4\n"
+	      "as status says.\n"
+	      "SOCKET defaults to $MOLETUN_SOCKET, then " CONFIG_DEFAULT_CONTROL_SOCKET ".\n",
+	      out);
+}
 
 __attribute__((format(printf, 1, 2))) static int ctl_usage(const char *fmt, ...)
 {
@@ -55,16 +54,8 @@ __attribute__((format(printf, 1, 2))) static int ctl_usage(const char *fmt, ...)
 		va_end(ap);
 		fputc('\n', stderr);
 	}
-	fputs(ctl_usage_text, stderr);
+	ctl_print_usage(stderr);
 	return CTL_EXIT_USAGE;
-}
-
-static int64_t now_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
 /* Builds the request from argv; returns 0 or the exit status of a usage error. */
@@ -156,7 +147,7 @@ static int ctl_receive(int fd, const char *path, int64_t deadline, char **ret, s
 		return -ENOMEM;
 	for (;;) {
 		struct pollfd pfd = {.fd = fd, .events = POLLIN};
-		int64_t left = deadline - now_ms();
+		int64_t left = deadline - clock_now_ms();
 		ssize_t n;
 
 		if (left <= 0 || poll(&pfd, 1, (int)left) == 0) {
@@ -254,7 +245,7 @@ static int ctl_run(const char *path, const struct control_request *req)
 	char line[CONTROL_REQUEST_MAX];
 	struct control_reply_header h;
 	int64_t deadline =
-	    now_ms() +
+	    clock_now_ms() +
 	    (req->command == CONTROL_ALERT_TEST ? CTL_ALERT_TEST_TIMEOUT_MS : CTL_TIMEOUT_MS);
 	char *reply = NULL, *lf;
 	size_t reply_len = 0, header_len, body_len;
@@ -271,7 +262,7 @@ static int ctl_run(const char *path, const struct control_request *req)
 		if (ctl_exchange(path, line, deadline, &reply, &reply_len) < 0)
 			return CTL_EXIT_ERROR;
 		if (attempt == CTL_BUSY_RETRIES || !reply_is_busy(reply, reply_len) ||
-		    now_ms() + pause_ms >= deadline)
+		    clock_now_ms() + pause_ms >= deadline)
 			break;
 		free(reply);
 		reply = NULL;
@@ -329,7 +320,7 @@ int ctl_main(int argc, char **argv)
 		if (opt == 's') {
 			path = optarg;
 		} else if (opt == 'h') {
-			fputs(ctl_usage_text, stdout);
+			ctl_print_usage(stdout);
 			return CTL_EXIT_OK;
 		} else {
 			return ctl_usage("bad option '%s'", argv[optind - 1]);
@@ -338,7 +329,7 @@ int ctl_main(int argc, char **argv)
 	if (optind >= argc)
 		return ctl_usage("missing command");
 	if (strcmp(argv[optind], "help") == 0) {
-		fputs(ctl_usage_text, stdout);
+		ctl_print_usage(stdout);
 		return CTL_EXIT_OK;
 	}
 	r = ctl_build_request(argc - optind, argv + optind, &req);

@@ -1,6 +1,7 @@
 #include "daemon.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <libssh2.h>
 #include <signal.h>
@@ -14,10 +15,12 @@
 #include "control.h"
 #include "fd.h"
 #include "fdstore.h"
+#include "hostkey.h"
 #include "identity.h"
 #include "log.h"
 #include "metrics_file.h"
 #include "notify.h"
+#include "privfile.h"
 #include "status_format.h"
 #include "tunnel.h"
 
@@ -42,6 +45,15 @@ static int daemon_snapshot(void *userdata, const char *name, struct status *ret)
 
 	s.daemon.pid = getpid();
 	fd_limit(&s.daemon.nofile_limit); /* stays 0 if it cannot be read */
+	if (d->metrics) {
+		int err = metrics_file_last_error(d->metrics);
+
+		s.daemon.metrics_textfile = true;
+		s.daemon.metrics_textfile_stale = metrics_file_stale(d->metrics);
+		if (err)
+			snprintf(s.daemon.metrics_textfile_error,
+				 sizeof(s.daemon.metrics_textfile_error), "%s", strerror(-err));
+	}
 	s.tunnels = calloc(d->n_tunnels ? d->n_tunnels : 1, sizeof(*s.tunnels));
 	if (!s.tunnels)
 		return -ENOMEM;
@@ -71,6 +83,16 @@ static int daemon_snapshot_all(void *userdata, struct status *ret)
 	return daemon_snapshot(userdata, NULL, ret);
 }
 
+/* The metrics file went stale or was written again: an alert, like a tunnel's. */
+static void on_metrics_stale(void *userdata, bool stale, const char *reason, double for_seconds)
+{
+	struct daemon *d = userdata;
+
+	alerter_daemon_event(d->alerter,
+			     stale ? ALERT_EVENT_METRICS_STALE : ALERT_EVENT_METRICS_FRESH, reason,
+			     for_seconds);
+}
+
 /*
  * Starts, moves or stops the metrics file as cfg says. A file no longer written is
  * removed, so that node_exporter does not go on serving it.
@@ -83,6 +105,9 @@ static int daemon_apply_metrics(struct daemon *d, const struct config *cfg)
 
 	if (same_path && metrics_file_interval(m) == cfg->metrics_interval_ms)
 		return 0;
+	/* a file no longer written (or written anew) is no longer stale */
+	if (m && metrics_file_stale(m))
+		on_metrics_stale(d, false, "metrics_textfile changed by a reload", 0);
 	if (m && !same_path && unlink(metrics_file_path(m)) < 0 && errno != ENOENT)
 		log_warn("metrics_textfile %s: cannot remove it: %s", metrics_file_path(m),
 			 strerror(errno));
@@ -92,8 +117,8 @@ static int daemon_apply_metrics(struct daemon *d, const struct config *cfg)
 		return 0;
 	log_info("metrics_textfile %s: rewritten every %.3gs", path,
 		 (double)cfg->metrics_interval_ms / 1000.0);
-	return metrics_file_create(d->loop, path, cfg->metrics_interval_ms, daemon_snapshot_all, d,
-				   &d->metrics);
+	return metrics_file_create(d->loop, path, cfg->metrics_interval_ms, daemon_snapshot_all,
+				   on_metrics_stale, d, &d->metrics);
 }
 
 static void daemon_update_status(struct daemon *d)
@@ -187,6 +212,38 @@ static void warn_config(const struct config *c)
 }
 
 /* Starts a tunnel with its identity already loaded (taken over, also on failure). */
+/*
+ * Narrows each strict tunnel's known_hosts digest, while the new configuration is still
+ * being built, to the lines that can decide its server's or a bastion's key: several
+ * tunnels often share one file, and a line added for another host must not restart them
+ * (dropping every connection they carry). Where the file cannot be read again now, the
+ * whole-file digest config_load() took stays: a change then restarts the tunnel, as before.
+ */
+static void daemon_digest_known_hosts(struct config *c)
+{
+	for (size_t i = 0; i < c->n_tunnels; i++) {
+		struct tunnel_config *t = &c->tunnels[i];
+		struct hostkey_dest dests[1 + JUMP_HOPS_MAX];
+		struct privfile_result res;
+		size_t n = 0;
+		int fd;
+
+		if (t->strict_host_key_checking != HOST_KEY_STRICT || !t->known_hosts_file)
+			continue;
+		dests[n++] = (struct hostkey_dest){t->host, t->port};
+		for (size_t h = 0; h < t->n_jump_hops && n < sizeof(dests) / sizeof(dests[0]); h++)
+			dests[n++] = (struct hostkey_dest){t->jump_hops[h].host, t->jump_hops[h].port};
+		fd = privfile_open(t->known_hosts_file, O_RDONLY, PRIVFILE_MODE_TRUSTED, &res);
+		if (fd < 0)
+			continue;
+		if (hostkey_relevant_digest(fd, dests, n, &t->known_hosts_file_digest) < 0)
+			log_warn("tunnel %s: known_hosts file %s: cannot read it again: any change "
+				 "to it restarts the tunnel",
+				 t->name, t->known_hosts_file);
+		close(fd);
+	}
+}
+
 static int daemon_add_tunnel(struct daemon *d, const struct tunnel_config *tc, struct identity *id)
 {
 	struct tunnel *t;
@@ -272,6 +329,7 @@ static int daemon_reload(void *userdata, struct diag *errors)
 		return -EINVAL;
 	}
 	notify_reloading();
+	daemon_digest_known_hosts(next);
 	tunnels = calloc(next->n_tunnels ? next->n_tunnels : 1, sizeof(*tunnels));
 	ids = calloc(next->n_tunnels ? next->n_tunnels : 1, sizeof(*ids));
 	if (!tunnels || !ids) {
@@ -349,7 +407,7 @@ static int daemon_reload(void *userdata, struct diag *errors)
 	warn_config(next);
 	notify_ready();
 	daemon_update_status(d);
-	log_info("reloaded: %zu tunnels", d->n_tunnels);
+	log_info("reloaded: %zu tunnel%s", d->n_tunnels, d->n_tunnels == 1 ? "" : "s");
 	/* applied, but not completely: not an invalid configuration */
 	return failed ? -EIO : 0;
 }
@@ -482,6 +540,7 @@ static int daemon_run(const char *config_path)
 		config_free(d.cfg);
 		return 1;
 	}
+	daemon_digest_known_hosts(d.cfg);
 	d.loop = ev_default_loop(EVFLAG_AUTO);
 	log_attach(d.loop);
 	d.listen = (struct listen_ops){
@@ -543,7 +602,8 @@ static int daemon_run(const char *config_path)
 	ev_signal_start(d.loop, &d.sigint);
 	ev_signal_start(d.loop, &d.sighup);
 	notify_init(d.loop);
-	log_notice("moletun started: %zu tunnels, control socket %s", d.n_tunnels,
+	log_notice("moletun started: %zu tunnel%s, control socket %s", d.n_tunnels,
+		   d.n_tunnels == 1 ? "" : "s",
 		   d.cfg->control_socket);
 	for (size_t i = 0; i < d.n_tunnels; i++)
 		tunnel_start(d.tunnels[i]);

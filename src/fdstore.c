@@ -15,7 +15,7 @@
 #include "notify.h"
 
 struct fdstore_entry {
-	char name[256];
+	char name[FDSTORE_NAME_MAX];
 	int fd;
 	bool in_use;
 };
@@ -27,8 +27,11 @@ struct fdstore {
 
 static int entry_add(struct fdstore *s, const char *name, int fd, bool in_use)
 {
+	size_t len = strlen(name);
 	struct fdstore_entry *e;
 
+	if (len >= FDSTORE_NAME_MAX)
+		return -ENAMETOOLONG;
 	if (s->n == s->cap) {
 		size_t cap = s->cap ? s->cap * 2 : 8;
 
@@ -39,15 +42,17 @@ static int entry_add(struct fdstore *s, const char *name, int fd, bool in_use)
 		s->cap = cap;
 	}
 	e = &s->entries[s->n++];
-	snprintf(e->name, sizeof(e->name), "%s", name);
+	memcpy(e->name, name, len + 1);
 	e->fd = fd;
 	e->in_use = in_use;
 	return 0;
 }
 
+/* Keeps the order: the first of a name stays the first (see fdstore_drop_duplicates). */
 static void entry_remove(struct fdstore *s, size_t i)
 {
-	s->entries[i] = s->entries[--s->n];
+	s->n--;
+	memmove(&s->entries[i], &s->entries[i + 1], (s->n - i) * sizeof(s->entries[0]));
 }
 
 /* Closes our copy and asks the manager to close its own. */
@@ -66,41 +71,100 @@ static struct fdstore_entry *find_unused(struct fdstore *s, const char *name)
 	return NULL;
 }
 
-int fdstore_create(struct fdstore **ret)
+/*
+ * Takes the descriptors the service manager passed, named by LISTEN_FDNAMES in order. With
+ * more descriptors than names the unnamed ones are closed (nothing could ever adopt or
+ * prune them: they would listen, unserved, for as long as this process runs); surplus names
+ * are ignored. 0 or -ENOMEM (every descriptor closed).
+ */
+static int fdstore_take_passed(struct fdstore *s)
 {
-	struct fdstore *s = calloc(1, sizeof(*s));
-	char **names = NULL;
-	int n, r = 0;
+	const char *env = getenv("LISTEN_FDNAMES");
+	char *names = env ? strdup(env) : NULL, *next = names;
+	int n, n_names = 0, r = 0;
 
-	if (!s)
-		return -ENOMEM;
 	/* Unsets LISTEN_* so nothing we start inherits them. */
-	n = sd_listen_fds_with_names(1, &names);
+	n = sd_listen_fds(1);
 	if (n < 0) {
 		log_warn("descriptors from the service manager: %s; binding every socket anew",
 			 strerror(-n));
-		n = 0;
+		free(names);
+		return 0;
 	}
+	if (env && !names)
+		r = -ENOMEM;
+	for (const char *p = env; p && *p; p++)
+		n_names += *p == ':';
+	n_names += env != NULL;
+	if (env && n_names != n)
+		log_warn("the service manager passed %d descriptors but %d names (LISTEN_FDNAMES): "
+			 "%s",
+			 n, n_names,
+			 n > n_names ? "closing the descriptors without a name"
+				     : "ignoring the names without a descriptor");
 	for (int i = 0; i < n; i++) {
 		int fd = SD_LISTEN_FDS_START + i;
-		const char *name = names && names[i] ? names[i] : "unknown";
+		const char *name = env ? strsep(&next, ":") : "unknown";
 
-		if (fcntl(fd, F_SETFD, FD_CLOEXEC) < 0)
-			continue;
-		if (r == 0)
+		if (r == 0 && name)
 			r = entry_add(s, name, fd, false);
-		if (r < 0)
-			close(fd);
-		else
+		if (r == 0 && name) {
 			log_debug("descriptor %d from the service manager: %s", fd, name);
+			continue;
+		}
+		if (r == -ENAMETOOLONG) {
+			log_warn("descriptor %d from the service manager: name too long", fd);
+			r = 0;
+		}
+		if (!name)
+			log_warn("descriptor %d from the service manager has no name: closing it",
+				 fd);
+		close(fd);
 	}
-	for (int i = 0; names && names[i]; i++)
-		free(names[i]);
 	free(names);
+	return r;
+}
+
+/*
+ * FDSTOREREMOVE=1 removes every entry of a name, so dropping a spare would take the one in
+ * use out of the store too. The first descriptor of a name is kept and the others closed;
+ * the manager is then left one entry of the name: all removed, the kept one stored again
+ * (the manager ignores a socket it holds already, hence the removal first).
+ */
+static void fdstore_drop_duplicates(struct fdstore *s)
+{
+	for (size_t i = 0; i < s->n; i++) {
+		const char *name = s->entries[i].name;
+		bool found = false;
+
+		for (size_t j = s->n; j-- > i + 1;) {
+			if (strcmp(s->entries[j].name, name) != 0)
+				continue;
+			log_warn("descriptor %d from the service manager: another one is named %s "
+				 "already, closing it",
+				 s->entries[j].fd, name);
+			close(s->entries[j].fd);
+			entry_remove(s, j);
+			found = true;
+		}
+		if (found && notify_fdstore_remove(name) == 0)
+			notify_fdstore(s->entries[i].fd, name);
+	}
+}
+
+int fdstore_create(struct fdstore **ret)
+{
+	struct fdstore *s = calloc(1, sizeof(*s));
+	int r;
+
+	if (!s)
+		return -ENOMEM;
+	r = fdstore_take_passed(s);
 	if (r < 0) {
 		fdstore_destroy(s);
 		return r;
 	}
+	fdstore_drop_duplicates(s);
 	*ret = s;
 	return 0;
 }
@@ -156,7 +220,7 @@ static bool drop_unused_on_port(struct fdstore *s, uint16_t port)
 int fdstore_listen_tcp(struct fdstore *s, const char *host, uint16_t port)
 {
 	struct fdstore_entry *e;
-	char name[300];
+	char name[FDSTORE_NAME_MAX];
 	int fd, r;
 
 	r = fdstore_tcp_name(host, port, name, sizeof(name));
@@ -172,7 +236,7 @@ int fdstore_listen_tcp(struct fdstore *s, const char *host, uint16_t port)
 			return e->fd;
 		}
 		log_warn("descriptor %s from the service manager is not a TCP listener on that "
-			 "address (%s): binding a new one",
+			 "address as moletun binds one (%s): binding a new one",
 			 name, strerror(-r));
 		entry_drop(s, (size_t)(e - s->entries));
 	}

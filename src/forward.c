@@ -7,6 +7,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "clock.h"
 #include "forward.h"
 #include "log.h"
 #include "net.h"
@@ -140,7 +141,7 @@ static void forward_accept_cb(struct ev_loop *loop, ev_io *w, int revents)
 		if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
 			/* Out of descriptors: the listener stays readable, so pause instead of
 			 * spinning; connections wait in the backlog meanwhile. */
-			ev_tstamp now = ev_now(loop);
+			double now = clock_now();
 
 			if (now - li->last_warn >= 10.0) {
 				log_warn(
@@ -352,7 +353,7 @@ static int conn_window_flush(struct conn *c)
 static int conn_window_update(struct conn *c, size_t n, size_t waiting)
 {
 	struct forwarder *fw = c->fw;
-	ev_tstamp now = ev_now(fw->loop);
+	double now = clock_now();
 	struct window_input in;
 	uint64_t next, open, held;
 	int rc;

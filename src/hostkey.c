@@ -119,6 +119,77 @@ void hostkey_known_methods(LIBSSH2_SESSION *session, const char *known_hosts_fil
 	libssh2_knownhost_free(hosts);
 }
 
+/* Whether the one known_hosts line `line` names one of the destinations, for any key
+ * type; a line libssh2 cannot parse counts as naming them all. */
+static bool line_is_relevant(LIBSSH2_SESSION *session, const char *line, size_t len,
+			     const struct hostkey_dest *dests, size_t n)
+{
+	LIBSSH2_KNOWNHOSTS *hosts = libssh2_knownhost_init(session);
+	bool relevant = false;
+
+	if (!hosts || libssh2_knownhost_readline(hosts, line, len,
+						 LIBSSH2_KNOWNHOST_FILE_OPENSSH) < 0) {
+		relevant = true;
+		goto out;
+	}
+	for (size_t d = 0; d < n && !relevant; d++)
+		for (size_t i = 0; i < sizeof(key_types) / sizeof(key_types[0]); i++) {
+			/* a one-byte probe key never matches: MISMATCH means "names this host" */
+			int mask = LIBSSH2_KNOWNHOST_TYPE_PLAIN | LIBSSH2_KNOWNHOST_KEYENC_RAW |
+				   key_types[i].knownhost_key;
+			int r = libssh2_knownhost_checkp(hosts, dests[d].host, dests[d].port, "x", 1,
+							 mask, NULL);
+
+			if (r == LIBSSH2_KNOWNHOST_CHECK_MISMATCH ||
+			    r == LIBSSH2_KNOWNHOST_CHECK_MATCH) {
+				relevant = true;
+				break;
+			}
+		}
+out:
+	if (hosts)
+		libssh2_knownhost_free(hosts);
+	return relevant;
+}
+
+int hostkey_relevant_digest(int fd, const struct hostkey_dest *dests, size_t n,
+			    struct file_digest *ret)
+{
+	struct file_digest digest = {.size = 0, .hash = FILE_DIGEST_HASH_INIT};
+	LIBSSH2_SESSION *session;
+	char *text = NULL;
+	size_t len = 0;
+	int r;
+
+	r = privfile_read(fd, KNOWN_HOSTS_MAX, &text, &len);
+	if (r < 0)
+		return r;
+	/* only for libssh2_knownhost_init(): it never connects */
+	session = libssh2_session_init();
+	if (!session) {
+		free(text);
+		return -ENOMEM;
+	}
+	for (const char *line = text; line < text + len;) {
+		const char *nl = memchr(line, '\n', (size_t)(text + len - line));
+		size_t n_line = nl ? (size_t)(nl - line) + 1 : (size_t)(text + len - line);
+		size_t skip = 0;
+
+		while (skip < n_line && (line[skip] == ' ' || line[skip] == '\t'))
+			skip++;
+		if (skip < n_line && line[skip] != '#' && line[skip] != '\n' &&
+		    line_is_relevant(session, line, n_line, dests, n)) {
+			digest.hash = file_digest_hash(digest.hash, line, n_line);
+			digest.size += n_line;
+		}
+		line += n_line;
+	}
+	libssh2_session_free(session);
+	free(text);
+	*ret = digest;
+	return 0;
+}
+
 enum hostkey_verdict hostkey_check(LIBSSH2_SESSION *session, const char *known_hosts_file,
 				   bool missing_ok, const char *host, uint16_t port, char *err,
 				   size_t err_size)

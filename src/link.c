@@ -9,6 +9,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "clock.h"
 #include "log.h"
 #include "net.h"
 
@@ -41,7 +42,7 @@ static ssize_t link_send(libssh2_socket_t fd, const void *buf, size_t len, int f
 		return (ssize_t)len;
 	}
 	if (buffer_len(&l->out) == 0)
-		l->last_tx = ev_now(l->loop);
+		l->last_tx = clock_now();
 	if (buffer_append(&l->out, buf, len) < 0)
 		return -ENOMEM;
 	ev_prepare_start(l->loop, &l->flush);
@@ -67,7 +68,7 @@ static ssize_t stream_recv(struct link *l, void *buf, size_t len)
 	memcpy(buf, l->stream_in.data + l->stream_in.start, len);
 	buffer_consume(&l->stream_in, len);
 	buffer_compact(&l->stream_in);
-	l->last_rx = ev_now(l->loop);
+	l->last_rx = clock_now();
 	l->rx_progress = true;
 	link_want_pump(l);
 	/* the channel was left unread while this was full: read it again */
@@ -86,7 +87,7 @@ static int stream_flush(struct link *l)
 
 		if (n > 0) {
 			buffer_consume(&l->out, (size_t)n);
-			l->last_tx = ev_now(l->loop);
+			l->last_tx = clock_now();
 			continue;
 		}
 		if (n == 0 || n == LIBSSH2_ERROR_EAGAIN)
@@ -141,7 +142,7 @@ static ssize_t link_recv(libssh2_socket_t fd, void *buf, size_t len, int flags, 
 		 * series of 40 ms stalls into a series of round trips.
 		 */
 		net_quickack(fd);
-		l->last_rx = ev_now(l->loop);
+		l->last_rx = clock_now();
 		l->rx_progress = true;
 		link_want_pump(l);
 		return n;
@@ -198,7 +199,7 @@ int link_flush(struct link *l)
 		return (int)n;
 	}
 	if (n > 0)
-		l->last_tx = ev_now(l->loop);
+		l->last_tx = clock_now();
 	if (buffer_len(&l->out) > 0) {
 		ev_io_start(l->loop, &l->wio);
 	} else {

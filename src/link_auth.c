@@ -9,6 +9,9 @@
 #include "link.h"
 #include "log.h"
 
+/* A libssh2 keepalive interval that makes every libssh2_keepalive_send() send (see its use) */
+#define KEEPALIVE_ALWAYS 0x80000000u
+
 /* The connecting steps after TCP: handshake, host key, authentication, keepalive channel.
  * Each step resumes after EAGAIN; the layer above bounds them all (connect_timeout). */
 
@@ -180,7 +183,14 @@ static bool step_keepalive_channel(struct link *l)
 	log_notice("%s: server refused a session channel (%s); keepalives use global "
 		   "requests",
 		   l->p.name, link_last_error(l));
-	libssh2_keepalive_config(l->session, 1, 1);
+	/*
+	 * libssh2 1.10 sends only when keepalive_last_sent + interval <= time(NULL), the wall
+	 * clock: after a step back it would stay silent for as long as the step, and the peer
+	 * would look dead. liveness.c already decides when to send, on the monotonic clock, so
+	 * the interval is one no step can defeat: libssh2 keeps it in an int, and this value
+	 * reads there as INT_MIN (1 would become 2 and skip every other keepalive, too).
+	 */
+	libssh2_keepalive_config(l->session, 1, KEEPALIVE_ALWAYS);
 	return true;
 }
 

@@ -8,6 +8,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "clock.h"
 #include "link.h"
 #include "liveness.h"
 #include "log.h"
@@ -24,7 +25,7 @@ static void send_keepalive(struct link *l)
 {
 	int rc, next;
 
-	l->keepalive_sent = ev_now(l->loop);
+	l->keepalive_sent = clock_now();
 	if (!l->keepalive_channel) {
 		libssh2_keepalive_send(l->session, &next);
 		return;
@@ -55,7 +56,7 @@ static int keepalive_poll(struct link *l)
 	if (rc == 0 || rc == LIBSSH2_ERROR_CHANNEL_REQUEST_DENIED) {
 		/* the answer: one round trip through sshd */
 		if (l->ops.on_rtt)
-			l->ops.on_rtt(l->ops.userdata, ev_now(l->loop) - l->keepalive_sent);
+			l->ops.on_rtt(l->ops.userdata, clock_now() - l->keepalive_sent);
 		return 0;
 	}
 	return ssh_error_fatal(rc) ? rc : 0;
@@ -63,7 +64,7 @@ static int keepalive_poll(struct link *l)
 
 static void liveness_tick(struct link *l)
 {
-	double now = ev_now(l->loop);
+	double now = clock_now();
 	struct liveness_input in = {
 	    .now = now,
 	    .last_tx = l->last_tx,
@@ -404,7 +405,7 @@ static void link_start_session(struct link *l)
 		return;
 	}
 	link_setup_session(l);
-	l->last_rx = ev_now(l->loop);
+	l->last_rx = clock_now();
 	l->step = LINK_HANDSHAKE;
 	if (!l->below)
 		ev_io_start(l->loop, &l->rio);

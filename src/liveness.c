@@ -21,8 +21,9 @@ enum liveness_verdict liveness_check(const struct liveness_input *in)
 		return LIVENESS_DEAD_UNANSWERED;
 	if (in->out_len > 0 && in->now - in->last_tx >= dead_after)
 		return LIVENESS_DEAD_NOT_TAKEN;
+	/* "none yet" is tested as such: on the monotonic clock `now` may be only seconds */
 	if ((idle >= probe_after || in->answers) && !in->pending &&
-	    in->now - in->keepalive_sent >= probe_after)
+	    (in->keepalive_sent == 0 || in->now - in->keepalive_sent >= probe_after))
 		return LIVENESS_SEND;
 	return LIVENESS_OK;
 }

@@ -16,6 +16,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "clock.h"
+
 #define LINE_MAX_BYTES 2048
 
 /*
@@ -161,11 +163,10 @@ static size_t format_line(char *out, size_t size, int priority, const char *text
 	if (lg.journal) {
 		n = snprintf(out, size, "<%d>%s\n", priority, text);
 	} else {
-		struct timespec ts;
+		struct timespec ts = clock_wall();
 		struct tm tm;
 		char stamp[32];
 
-		clock_gettime(CLOCK_REALTIME, &ts);
 		gmtime_r(&ts.tv_sec, &tm);
 		strftime(stamp, sizeof(stamp), "%Y-%m-%dT%H:%M:%S", &tm);
 		n = snprintf(out, size, "%s.%03ldZ %s: %s\n", stamp, ts.tv_nsec / 1000000,
@@ -248,17 +249,14 @@ static void log_flush(void)
 
 void log_finish(double wait_seconds)
 {
-	struct timespec start, now;
+	double start;
 
 	log_detach();
-	clock_gettime(CLOCK_MONOTONIC, &start);
+	start = clock_now();
 	while (lg.queued && lg.fd >= 0 && lg.off < lg.len) {
 		struct pollfd pfd = {.fd = lg.fd, .events = POLLOUT};
-		double left;
+		double left = wait_seconds - (clock_now() - start);
 
-		clock_gettime(CLOCK_MONOTONIC, &now);
-		left = wait_seconds - (double)(now.tv_sec - start.tv_sec) -
-		       (double)(now.tv_nsec - start.tv_nsec) / 1e9;
 		if (left <= 0 || poll(&pfd, 1, (int)(left * 1000) + 1) < 0)
 			break;
 		log_flush();

@@ -150,11 +150,18 @@ int net_check_listener(int fd, const char *host, uint16_t port)
 			return -EADDRNOTAVAIL;
 	} else {
 		const struct sockaddr_in6 *a = (const void *)&want, *b = (const void *)&got;
+		int v6only = 0;
 
 		if (a->sin6_port != b->sin6_port ||
 		    memcmp(&a->sin6_addr, &b->sin6_addr, sizeof(a->sin6_addr)) != 0 ||
 		    a->sin6_scope_id != b->sin6_scope_id)
 			return -EADDRNOTAVAIL;
+		/* With V6ONLY off, [::] takes IPv4 too: more than net_listen() would bind. */
+		n = sizeof(v6only);
+		if (getsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &v6only, &n) < 0)
+			return -errno;
+		if (!v6only)
+			return -EINVAL;
 	}
 	return 0;
 }

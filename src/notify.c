@@ -15,6 +15,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "clock.h"
 #include "log.h"
 
 #define RECONNECT_SEC 1.0 /* the manager's socket was gone: try again this often */
@@ -46,6 +47,7 @@ static struct {
 	char *status_pending; /* latest STATUS= text not sent yet */
 	char *status_sent;    /* last STATUS= text sent */
 	bool watchdog_pending;
+	bool long_path_logged; /* $NOTIFY_SOCKET does not fit a sockaddr_un: said once */
 } notify = {.fd = -1, .tail = &notify.head};
 
 static void notify_flush(void);
@@ -68,12 +70,22 @@ static int notify_connect(void)
 
 	if (len == 0 || (path[0] != '/' && path[0] != '@'))
 		return -EAFNOSUPPORT;
-	if (len > sizeof(addr.sun_path))
+	if (len > sizeof(addr.sun_path)) {
+		if (!notify.long_path_logged)
+			log_err(
+			    "NOTIFY_SOCKET is %zu bytes long, too long for a socket address (at "
+			    "most %zu): the service manager will hear nothing from moletun "
+			    "(READY=1, STATUS, WATCHDOG=1)",
+			    len, sizeof(addr.sun_path));
+		notify.long_path_logged = true;
 		return -ENAMETOOLONG;
+	}
 	memcpy(addr.sun_path, path, len);
 	if (path[0] == '@')
 		addr.sun_path[0] = '\0';
-	addr_len = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + len + (path[0] == '/'));
+	/* The length counts a path's NUL only where it fits: Linux takes a full sun_path. */
+	addr_len = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + len +
+			       (path[0] == '/' && len < sizeof(addr.sun_path)));
 	fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
 	if (fd < 0)
 		return -errno;
@@ -324,6 +336,7 @@ void notify_finish(struct ev_loop *loop)
 	free(notify.status_sent);
 	notify.status_pending = notify.status_sent = NULL;
 	notify.watchdog_pending = false;
+	notify.long_path_logged = false;
 }
 
 void notify_ready(void)
@@ -363,14 +376,11 @@ void notify_status(const char *text)
 
 void notify_reloading(void)
 {
-	struct timespec ts;
 	char text[64];
 
 	if (!notify_enabled())
 		return;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	snprintf(text, sizeof(text), "RELOADING=1\nMONOTONIC_USEC=%" PRIu64,
-		 (uint64_t)ts.tv_sec * 1000000 + (uint64_t)ts.tv_nsec / 1000);
+	snprintf(text, sizeof(text), "RELOADING=1\nMONOTONIC_USEC=%" PRIu64, clock_now_usec());
 	queue_push(MSG_RELOADING, text, -1);
 }
 

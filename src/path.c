@@ -189,6 +189,12 @@ void path_step_str(const struct path *p, char *buf, size_t size)
 	for (size_t i = 0; i <= p->n_hops; i++) {
 		const struct link *l = &p->links[i];
 
+		/* the first link has none before it: nothing opened yet, or closed again */
+		if (!l->active && i == 0) {
+			snprintf(buf, size, "connecting to %s:%u", p->params[0].host,
+				 p->params[0].port);
+			return;
+		}
 		if (!l->active) {
 			snprintf(buf, size, "opening a channel to %s:%u via %s:%u",
 				 p->params[i].host, p->params[i].port, p->params[i - 1].host,

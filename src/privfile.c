@@ -2,6 +2,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <pwd.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -14,6 +15,7 @@ int privfile_open(const char *path, int flags, mode_t forbidden, struct privfile
 	int fd;
 
 	memset(res, 0, sizeof(*res));
+	res->path = path;
 	res->forbidden = forbidden;
 	if ((flags & O_ACCMODE) == O_RDONLY)
 		flags |= O_NONBLOCK;
@@ -40,15 +42,34 @@ int privfile_open(const char *path, int flags, mode_t forbidden, struct privfile
 	return -1;
 }
 
+/* The effective user's name, or its uid as text when it has no name. */
+static const char *euser_name(char *buf, size_t size)
+{
+	struct passwd *pw = getpwuid(geteuid());
+
+	if (pw && pw->pw_name[0])
+		return pw->pw_name;
+	snprintf(buf, size, "%u", (unsigned)geteuid());
+	return buf;
+}
+
 void privfile_describe(const struct privfile_result *res, char *buf, size_t size)
 {
 	mode_t mode = res->st.st_mode & 07777;
+	char uid_text[16];
+	const char *user;
 
 	switch (res->problem) {
 	case PRIVFILE_OK:
 		snprintf(buf, size, "ok");
 		break;
 	case PRIVFILE_ERRNO:
+		if (res->error == EACCES && geteuid() != 0 && res->path) {
+			user = euser_name(uid_text, sizeof(uid_text));
+			snprintf(buf, size, "%s (moletun runs as %s here: chown %s: %s)",
+				 strerror(res->error), user, user, res->path);
+			break;
+		}
 		snprintf(buf, size, "%s", strerror(res->error));
 		break;
 	case PRIVFILE_SYMLINK:
@@ -60,8 +81,18 @@ void privfile_describe(const struct privfile_result *res, char *buf, size_t size
 		snprintf(buf, size, "not a regular file");
 		break;
 	case PRIVFILE_OWNER:
-		snprintf(buf, size, "is owned by uid %u (must be root or uid %u, moletun's user)",
-			 (unsigned)res->st.st_uid, (unsigned)geteuid());
+		user = euser_name(uid_text, sizeof(uid_text));
+		if (geteuid() == 0)
+			snprintf(buf, size,
+				 "is owned by uid %u (must be root, the user moletun runs as here: "
+				 "chown root: %s)",
+				 (unsigned)res->st.st_uid, res->path ? res->path : "FILE");
+		else
+			snprintf(buf, size,
+				 "is owned by uid %u (must be root or %s, uid %u, the user moletun "
+				 "runs as here: chown %s: %s)",
+				 (unsigned)res->st.st_uid, user, (unsigned)geteuid(), user,
+				 res->path ? res->path : "FILE");
 		break;
 	case PRIVFILE_MODE:
 		if (res->forbidden & 044)

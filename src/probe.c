@@ -1,6 +1,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "clock.h"
 #include "log.h"
 #include "probe.h"
 
@@ -38,7 +39,7 @@ static void probe_record(struct conn *c, bool reachable, const char *why)
 	c->probe_done = true;
 	ev_timer_stop(fw->loop, &c->hold);
 	if (reachable) {
-		st->probe_rtt = ev_now(fw->loop) - c->probe_started;
+		st->probe_rtt = clock_now() - c->probe_started;
 		st->probe_rtt_measured = true;
 	} else {
 		st->probe_failures++;
@@ -90,7 +91,7 @@ static void probe_tick(struct ev_loop *loop, ev_timer *w, int revents)
 		if (!c)
 			return;
 		c->probe = true;
-		c->probe_started = ev_now(loop);
+		c->probe_started = clock_now();
 		snprintf(c->peer_host, sizeof(c->peer_host), "127.0.0.1");
 		ev_set_cb(&c->hold, probe_timeout);
 		ev_timer_set(&c->hold, (double)fw->cfg->probe_timeout_ms / 1000.0, 0.);

@@ -63,6 +63,8 @@ static const char *const alert_event_names[] = {
     [ALERT_EVENT_DEGRADED] = "degraded",
     [ALERT_EVENT_RECOVERED] = "recovered",
     [ALERT_EVENT_TEST] = "test",
+    [ALERT_EVENT_METRICS_STALE] = "metrics_stale",
+    [ALERT_EVENT_METRICS_FRESH] = "metrics_fresh",
 };
 
 const char *alert_event_str(enum alert_event_kind k)

@@ -186,8 +186,20 @@ int status_format_json(const struct status *s, FILE *out)
 			fputc(',', out);
 		put_json_tunnel(out, &s->tunnels[i]);
 	}
-	fprintf(out, "],\"daemon\":{\"pid\":%ld,\"nofile_limit\":%" PRIu64 "}}\n",
-		(long)s->daemon.pid, s->daemon.nofile_limit);
+	fprintf(out, "],\"daemon\":{\"pid\":%ld,\"nofile_limit\":%" PRIu64, (long)s->daemon.pid,
+		s->daemon.nofile_limit);
+	fputs(",\"metrics_textfile_stale\":", out);
+	if (s->daemon.metrics_textfile)
+		fputs(s->daemon.metrics_textfile_stale ? "true" : "false", out);
+	else
+		fputs("null", out);
+	fputs(",\"metrics_textfile_error\":", out);
+	if (s->daemon.metrics_textfile && s->daemon.metrics_textfile_error[0])
+		put_json_string(out, s->daemon.metrics_textfile_error,
+				sizeof(s->daemon.metrics_textfile_error));
+	else
+		fputs("null", out);
+	fputs("}}\n", out);
 	return stream_result(out);
 }
 
@@ -242,7 +254,8 @@ static void table_row_fill(struct cell row[N_COLUMNS], const struct status_tunne
 	cell_set(&row[COLUMN_TUNNEL], t->name, sizeof(t->name));
 	cell_set(&row[COLUMN_STATE], tunnel_state_str(t->state), SIZE_MAX);
 	cell_set(&row[COLUMN_HEALTH], tunnel_health_str(t->health), SIZE_MAX);
-	if (t->rtt_measured)
+	/* a tunnel that is not up has no round trip now: its last one would mislead */
+	if (t->rtt_measured && t->state == TUNNEL_UP)
 		snprintf(buf, sizeof(buf), t->rtt < 0.01 ? "%.1fms" : "%.0fms", t->rtt * 1000.0);
 	else
 		snprintf(buf, sizeof(buf), "-");
@@ -303,6 +316,18 @@ static void put_forward_line(FILE *out, const struct status_forward *f, size_t l
 	fputc('\n', out);
 }
 
+/* node_exporter serves an old file: said under the table. */
+static void put_metrics_textfile_line(FILE *out, const struct status_daemon *d)
+{
+	struct cell why;
+
+	if (!d->metrics_textfile || !d->metrics_textfile_stale)
+		return;
+	cell_set(&why, d->metrics_textfile_error[0] ? d->metrics_textfile_error : "unknown error",
+		 sizeof(d->metrics_textfile_error));
+	fprintf(out, "metrics_textfile stale (%s): node_exporter serves an old file\n", why.text);
+}
+
 int status_format_table(const struct status *s, time_t now, FILE *out)
 {
 	size_t width[N_COLUMNS], listen_width = 0;
@@ -310,6 +335,7 @@ int status_format_table(const struct status *s, time_t now, FILE *out)
 
 	if (s->n_tunnels == 0) {
 		fputs("no tunnels configured\n", out);
+		put_metrics_textfile_line(out, &s->daemon);
 		return stream_result(out);
 	}
 	for (size_t c = 0; c < N_COLUMNS; c++)
@@ -346,6 +372,7 @@ int status_format_table(const struct status *s, time_t now, FILE *out)
 		for (size_t j = 0; j < t->n_forwards; j++)
 			put_forward_line(out, &t->forwards[j], listen_width);
 	}
+	put_metrics_textfile_line(out, &s->daemon);
 	return stream_result(out);
 }
 
@@ -521,9 +548,11 @@ static void put_health_families(FILE *out, const struct status *s)
 		for (size_t j = 0; j < s->tunnels[i].n_forwards; j++) {
 			const struct status_forward *f = &s->tunnels[i].forwards[j];
 
+			/* the target as a label too, for alerts to name it: one series per
+			 * forward all the same */
 			if (f->target_state != TARGET_UNKNOWN)
 				put_forward_sample(out, "moletun_forward_target_up", &s->tunnels[i],
-						   f, NULL, NULL,
+						   f, "target", f->target,
 						   f->target_state == TARGET_REACHABLE);
 		}
 	put_metric_family(out, "moletun_forward_probe_failures_total", "counter",
@@ -547,7 +576,7 @@ static void put_alert_families(FILE *out, const struct status *s)
 	put_metric_family(out, "moletun_alerts_sent_total", "counter",
 			  "Alert events delivered (HTTP 2xx, or exit status 0 for exec), by "
 			  "alert target and event (down, up, target_down, target_up, degraded, "
-			  "recovered, test).");
+			  "recovered, test, metrics_stale, metrics_fresh).");
 	for (size_t i = 0; i < s->n_alerts; i++) {
 		const struct status_alert *a = &s->alerts[i];
 
@@ -583,6 +612,13 @@ int status_format_metrics(const struct status *s, FILE *out)
 			  "Most descriptors the daemon may hold (soft RLIMIT_NOFILE, raised to the "
 			  "hard limit at start).");
 	fprintf(out, "moletun_daemon_nofile_limit %" PRIu64 "\n", s->daemon.nofile_limit);
+	if (s->daemon.metrics_textfile) {
+		put_metric_family(out, "moletun_metrics_textfile_stale", "gauge",
+				  "1 when metrics_textfile failed to be written 3 times in a row: "
+				  "node_exporter serves an older file.");
+		fprintf(out, "moletun_metrics_textfile_stale %d\n",
+			s->daemon.metrics_textfile_stale ? 1 : 0);
+	}
 	put_health_families(out, s);
 	put_alert_families(out, s);
 	return stream_result(out);

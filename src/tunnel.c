@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include "backoff.h"
+#include "clock.h"
 #include "duration.h"
 #include "forward.h"
 #include "health.h"
@@ -26,8 +27,7 @@ struct tunnel {
 	struct identity identity;
 	struct identity jump_identity; /* proxy_jump_identity_file; empty: hops use identity */
 	enum tunnel_state state;
-	struct timespec since;
-	ev_tstamp since_mono;
+	double since;		/* clock_now() of the last state change */
 	char name[160];		/* "tunnel NAME", the destination link's log prefix */
 	char (*hop_names)[160]; /* per bastion: "tunnel NAME via HOST:PORT" */
 	char last_error[256];
@@ -95,8 +95,7 @@ static void set_state(struct tunnel *t, enum tunnel_event e, const char *reason,
 	}
 	t->state = tunnel_next_state(old, e);
 	t->health = decide_health(t); /* the state line says it: no line of its own */
-	clock_gettime(CLOCK_REALTIME, &t->since);
-	t->since_mono = ev_now(t->loop);
+	t->since = clock_now();
 	log_msg(t->state == TUNNEL_UP ? LOG_NOTICE : (old == TUNNEL_UP ? LOG_WARNING : LOG_INFO),
 		"tunnel %s: state %s -> %s%s%s%s", t->cfg->name, tunnel_state_str(old),
 		tunnel_state_str(t->state), reason ? ": " : "", reason ? reason : "", retry);
@@ -120,7 +119,7 @@ static void session_end(struct tunnel *t, bool goodbye)
 
 static void tunnel_fail(struct tunnel *t, bool needs_human, const char *reason)
 {
-	double up_for = t->state == TUNNEL_UP ? ev_now(t->loop) - t->since_mono : -1;
+	double up_for = t->state == TUNNEL_UP ? clock_now() - t->since : -1;
 	uint64_t delay;
 
 	snprintf(t->last_error, sizeof(t->last_error), "%s", reason);
@@ -337,8 +336,7 @@ int tunnel_create(struct ev_loop *loop, const struct tunnel_config *cfg, struct 
 		snprintf(t->hop_names[i], sizeof(t->hop_names[i]), "tunnel %s via %s:%u", cfg->name,
 			 cfg->jump_hops[i].host, cfg->jump_hops[i].port);
 	t->state = TUNNEL_CONNECTING;
-	clock_gettime(CLOCK_REALTIME, &t->since);
-	t->since_mono = ev_now(loop);
+	t->since = clock_now();
 	ev_timer_init(&t->timer, timer_cb, 1.0, 0.0);
 	t->timer.data = t;
 	rtt_init(&t->rtt);
@@ -363,14 +361,19 @@ int tunnel_create(struct ev_loop *loop, const struct tunnel_config *cfg, struct 
 
 void tunnel_start(struct tunnel *t)
 {
+	char via[JUMP_HOPS_MAX * 300] = "";
+	size_t used = 0;
+
 	forward_start(&t->fw);
-	if (t->cfg->n_jump_hops)
-		log_info("tunnel %s: connecting to %s@%s:%u via %s:%u%s", t->cfg->name,
-			 t->cfg->user, t->cfg->host, t->cfg->port, t->cfg->jump_hops[0].host,
-			 t->cfg->jump_hops[0].port, t->cfg->n_jump_hops > 1 ? " and more" : "");
-	else
-		log_info("tunnel %s: connecting to %s@%s:%u", t->cfg->name, t->cfg->user,
-			 t->cfg->host, t->cfg->port);
+	/* the hops as status shows them: user@host:port, in order */
+	for (size_t i = 0; i < t->cfg->n_jump_hops && used + 2 < sizeof(via); i++) {
+		if (i > 0)
+			used += (size_t)snprintf(via + used, sizeof(via) - used, ",");
+		jumpspec_format_hop(&t->cfg->jump_hops[i], via + used, sizeof(via) - used);
+		used += strlen(via + used);
+	}
+	log_info("tunnel %s: connecting to %s@%s:%u%s%s", t->cfg->name, t->cfg->user, t->cfg->host,
+		 t->cfg->port, used ? " via " : "", via);
 	connect_begin(t, TUNNEL_EVENT_START, NULL);
 }
 
@@ -431,7 +434,7 @@ int tunnel_snapshot(const struct tunnel *t, struct status_tunnel *out)
 	out->rtt_measured = t->rtt.measured;
 	out->rtt = t->rtt.srtt;
 	out->rtt_last = t->rtt.last;
-	out->since = t->since;
+	out->since = clock_to_wall(t->since);
 	snprintf(out->host, sizeof(out->host), "%s", cfg->host);
 	out->port = cfg->port;
 	snprintf(out->user, sizeof(out->user), "%s", cfg->user);

@@ -11,9 +11,12 @@ packages=(
 	postgresql-15 systemd-container
 	# the Debian package (tests/deb/run.sh), alert rules and textfile metrics
 	debhelper dpkg-dev fakeroot lintian acl prometheus prometheus-node-exporter
-	# the deployment scenario (tests/scenario/run.sh): its writers, its timeline picture,
-	# and the wall-clock step of one node's daemon
-	python3-psycopg2 python3-matplotlib faketime
+	# the completion script through bash-completion's own loader (test_bash_completion.py)
+	bash-completion
+	# wall-clock steps (tests/integration/test_clock_step.py, the deployment scenario)
+	faketime
+	# the deployment scenario (tests/scenario/run.sh): its writers and its timeline picture
+	python3-psycopg2 python3-matplotlib
 )
 
 missing=()

@@ -9,12 +9,13 @@
 #     `systemd-analyze verify` of the installed unit, the user, the modes of /etc/moletun,
 #     the conffile, the enabled unit, and that the service user can write its metrics file
 #     into node_exporter's textfile directory;
-#  4. purges it and checks that nothing is left: the files
-#     under /etc, /usr and /var/lib are those of before, and the user and group are
-#     gone.
-# Without systemd as PID 1 (CI) the postinst enables the unit but does not start it.
-# It refuses to run where moletun is installed or a moletun user exists already, since
-# the purge would remove them.
+#     `moletun check` run by root judges key files as user moletun will open them;
+#  4. purges it and checks that nothing is left: the files under /etc, /usr and /var/lib
+#     are those of before, and the moletun user and group are kept (a key left in
+#     /etc/moletun stays owned by them, not by a uid that could be handed out again).
+# Without systemd as PID 1 (CI) the postinst enables the unit but does not start it
+# (tests/deb/readme_install.py installs it into a booted systemd). It refuses to run where
+# moletun is installed already, since the purge would remove it.
 #   bash tests/deb/run.sh
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -31,10 +32,8 @@ if dpkg-query -W -f='${Status}' moletun 2>/dev/null | grep -q 'installed\|config
 	echo "FAIL: the moletun package is already on this machine; purge it first" >&2
 	exit 1
 fi
-if getent passwd moletun >/dev/null || getent group moletun >/dev/null; then
-	echo "FAIL: a moletun user or group exists already; the purge would remove it" >&2
-	exit 1
-fi
+# A purge keeps the moletun system user and group (Debian's practice): they may be here
+# from an earlier run; the install then reuses them.
 
 apt_get() {
 	# another apt run on the same machine must make this one wait, not fail
@@ -108,6 +107,14 @@ lintian --fail-on error,warning --info "$work"/moletun_*.changes >"$work/lintian
 grep -v 'running with root privileges is not recommended' "$work/lintian.log" || true
 check "lintian: no errors or warnings (exit $rc)" test "$rc" = 0
 
+echo "== the README's install steps under a booted systemd (tests/deb/readme_install.py) =="
+# Before the install here: the container's root is an overlay of this machine's.
+if python3 tests/deb/readme_install.py "$deb"; then
+	ok "readme_install.py"
+else
+	fail "readme_install.py"
+fi
+
 echo "== install (apt-get install ./$(basename "$deb")) =="
 before=$(snapshot)
 textfile_dir=/var/lib/prometheus/node-exporter
@@ -127,6 +134,29 @@ out=$(runuser -u moletun -- moletun check 2>&1) && rc=0 || rc=$?
 check "moletun check accepts the shipped /etc/moletun/moletun.conf, as user moletun" \
 	test "$rc" = 0
 check "  and says it has no tunnels ($out)" test "$out" = "no tunnels configured"
+out=$(moletun check 2>&1) && rc=0 || rc=$?
+check "moletun check run by root checks the service's configuration as user moletun ($out)" \
+	test "$rc" = 0 -a "$out" = "moletun: checking as user moletun, the user the service runs as (-u root: as root)
+no tunnels configured"
+
+# A key is judged as the daemon (user moletun) will open it: root's 0600 key is refused
+# with the chown to run, the same key given to moletun passes.
+ssh-keygen -q -t ed25519 -N '' -C moletun-deb-test -f "$work/id_ed25519"
+install -m 0600 "$work/id_ed25519" /etc/moletun/id_ed25519
+: >/etc/moletun/known_hosts
+printf '%s\n' '[tunnel:primary]' 'host = db.example.com' 'user = tunnel' \
+	'identity_file = /etc/moletun/id_ed25519' 'known_hosts_file = /etc/moletun/known_hosts' \
+	'local_forward = 127.0.0.1:5433 pg_main:5432' >/etc/moletun/conf.d/primary.conf
+out=$(moletun check 2>&1) && rc=0 || rc=$?
+check "moletun check refuses root's 0600 key and names the chown (exit $rc)" test "$rc" = 1
+check "  message: $(tail -n 1 <<<"$out")" grep -q -F \
+	"/etc/moletun/conf.d/primary.conf:4: identity file /etc/moletun/id_ed25519: Permission denied (moletun runs as moletun here: chown moletun: /etc/moletun/id_ed25519)" <<<"$out"
+chown moletun: /etc/moletun/id_ed25519
+out=$(moletun check 2>&1) && rc=0 || rc=$?
+check "moletun check accepts the key once it is moletun's (exit $rc: $out)" test "$rc" = 0
+out=$(moletun check -u root 2>&1) && rc=0 || rc=$?
+check "moletun check -u root refuses it, as root would open it (exit $rc)" test "$rc" = 1
+rm -f /etc/moletun/id_ed25519 /etc/moletun/known_hosts /etc/moletun/conf.d/primary.conf
 check "/etc/moletun/moletun.conf is a conffile" \
 	bash -c "dpkg-query -W -f='\${Conffiles}' moletun | grep -q '^ /etc/moletun/moletun.conf '"
 check "every line of the shipped config but sections and the include is a comment" \
@@ -147,6 +177,7 @@ check "unit enabled at install (multi-user.target.wants)" \
 for f in /usr/share/man/man8/moletun.8.gz /usr/share/man/man5/moletun.conf.5.gz \
 	/usr/lib/sysusers.d/moletun.conf /usr/lib/tmpfiles.d/moletun.conf \
 	/usr/share/doc/moletun/examples/moletun.conf \
+	/usr/share/moletun/grafana/moletun.json /usr/share/bash-completion/completions/moletun \
 	/usr/share/moletun/prometheus/moletun-rules.yml; do
 	check "installed $f" test -f "$f"
 done
@@ -198,9 +229,9 @@ installed=0
 ok "apt-get purge"
 check "package gone from dpkg's database" \
 	bash -c "! dpkg-query -W -f='\${Status}' moletun 2>/dev/null | grep -q 'installed\|config-files'"
-check "user and group moletun removed" \
-	bash -c '! getent passwd moletun && ! getent group moletun'
-check "/etc/passwd and /etc/group as before" test "$(sort /etc/passwd /etc/group)" = "$passwd_before"
+check "user and group moletun kept" bash -c 'getent passwd moletun && getent group moletun'
+check "/etc/passwd and /etc/group as before but for them" \
+	test "$(sort /etc/passwd /etc/group | grep -v '^moletun:')" = "$(grep -v '^moletun:' <<<"$passwd_before")"
 after=$(snapshot)
 left=$(diff <(printf '%s\n' "$before") <(printf '%s\n' "$after") || true)
 check "nothing left behind or removed under /etc /usr /var/lib${left:+:

@@ -21,6 +21,11 @@ Exit code 77 tells meson a test was skipped; `skip_module()` prints the reason f
 MOLETUN_WRAPPER (e.g. "valgrind --leak-check=full --log-file={logdir}/valgrind.%p.log")
 runs every `moletun run` under that command; {logdir} becomes the daemon's work dir, and
 each valgrind.*.log there is checked like the sanitizer output (tests/valgrind.sh).
+
+slowdown() is the one scale factor for time in the tests (valgrind, ASan): the waits here
+(wait_for, wait_state, wait_transition, assertUp, wait_echo, stop, and the webhook
+receiver's wait_requests) apply it themselves; a test multiplies its own deadlines and the
+upper bounds it asserts on durations by it, never a bound the daemon keeps exactly.
 """
 
 import base64
@@ -42,6 +47,7 @@ import time
 import unittest
 
 SKIP_EXIT = 77
+EXIT_WAIT = 3.0  # seconds from SIGTERM to exit at the end of a test (times slowdown())
 SSHD = "/usr/sbin/sshd"
 SSH_KEYGEN = shutil.which("ssh-keygen") or "/usr/bin/ssh-keygen"
 NOLOGIN = "/usr/sbin/nologin"
@@ -187,6 +193,27 @@ def under_wrapper():
     """True when moletun runs under MOLETUN_WRAPPER (valgrind): slower, and its CPU time
     includes the tool's."""
     return bool(os.environ.get("MOLETUN_WRAPPER", "").strip())
+
+
+_slowdown = None
+
+
+def slowdown():
+    """How many times slower than a plain build moletun runs here: 4 under
+    MOLETUN_WRAPPER (valgrind), 2 when built with AddressSanitizer, else 1. Deadlines and
+    upper bounds on durations are multiplied by it; a bound the daemon guarantees exactly
+    (a threshold, a count) is not."""
+    global _slowdown
+    if _slowdown is None:
+        asan = False
+        if not under_wrapper():
+            try:
+                with open(moletun_bin(), "rb") as f:
+                    asan = b"libasan.so" in f.read()
+            except (OSError, RuntimeError):
+                pass
+        _slowdown = 4 if under_wrapper() else 2 if asan else 1
+    return _slowdown
 
 
 def proc_cpu_seconds(pid):
@@ -944,9 +971,10 @@ class Moletun:
 
     def wait_for(self, regex, timeout, since=0):
         """Waits for a log line matching regex (at index >= since); returns (time, line, match)
-        or None on timeout or when the process ended without printing it."""
+        or None on timeout or when the process ended without printing it. Like every wait
+        here, timeout is multiplied by slowdown()."""
         r = re.compile(regex)
-        deadline = time.monotonic() + timeout
+        deadline = time.monotonic() + timeout * slowdown()
         i = since
         with self.cv:
             while True:
@@ -982,7 +1010,7 @@ class Moletun:
     def wait_state(self, tunnel, state, timeout):
         """Waits until the tunnel's latest transition ends in `state`; returns the transition
         tuple or None."""
-        deadline = time.monotonic() + timeout
+        deadline = time.monotonic() + timeout * slowdown()
         while True:
             tr = self.transitions(tunnel)
             if tr and tr[-1][3] == state:
@@ -995,7 +1023,7 @@ class Moletun:
 
     def wait_transition(self, tunnel, since, old=None, new=None, timeout=5.0):
         """Waits for a transition logged at index >= since matching old/new (None = any)."""
-        deadline = time.monotonic() + timeout
+        deadline = time.monotonic() + timeout * slowdown()
         while True:
             for tr in self.transitions(tunnel, since):
                 if (old is None or tr[2] == old) and (new is None or tr[3] == new):
@@ -1014,7 +1042,7 @@ class Moletun:
         t0 = time.monotonic()
         _signal(self.proc.pid, sig)
         try:
-            rc = self.proc.wait(timeout)
+            rc = self.proc.wait(timeout * slowdown())
         except subprocess.TimeoutExpired:
             return None, time.monotonic() - t0
         dt = time.monotonic() - t0
@@ -1042,8 +1070,8 @@ class Moletun:
                 # sanitizer build, LeakSanitizer); SIGKILL if it does not come.
                 _signal(self.proc.pid, signal.SIGTERM)
                 try:
-                    # under valgrind the leak check at exit takes a while
-                    self.proc.wait(30 if under_wrapper() else 3)
+                    # the leak check at exit takes a while under valgrind, and ASan's too
+                    self.proc.wait(EXIT_WAIT * (10 if under_wrapper() else slowdown()))
                 except subprocess.TimeoutExpired:
                     self.needed_kill = True
                     kill_tree(self.proc.pid)
@@ -1096,9 +1124,10 @@ def echo_once(port, payload=b"ping\n", timeout=3.0, host="127.0.0.1"):
 
 
 def wait_echo(port, timeout, payload=b"ping\n", attempt_timeout=1.0, pause=0.02):
-    """Retries echo_once until it echoes payload; returns seconds taken or None."""
+    """Retries echo_once until it echoes payload; returns seconds taken or None (after
+    timeout x slowdown())."""
     t0 = time.monotonic()
-    while time.monotonic() - t0 < timeout:
+    while time.monotonic() - t0 < timeout * slowdown():
         try:
             if echo_once(port, payload, attempt_timeout) == payload:
                 return time.monotonic() - t0
@@ -1231,7 +1260,8 @@ class TunnelTest(unittest.TestCase):
         if reports:
             self.fail("valgrind reports errors:\n" + "\n".join(reports))
         if m.needed_kill:
-            self.fail("moletun did not exit within 3 s of SIGTERM at the end of the test")
+            self.fail("moletun did not exit within %g s of SIGTERM at the end of the test" %
+                      (EXIT_WAIT * (10 if under_wrapper() else slowdown())))
 
     def simple_tunnel(self, sidecar, local_forward=(), name="t1", known_hosts=None, **keys):
         """One-tunnel moletun against `sidecar` with a plain known_hosts file; started."""
@@ -1243,7 +1273,8 @@ class TunnelTest(unittest.TestCase):
         tr = m.wait_state(tunnel, "up", timeout)
         if tr is None:
             self.fail("tunnel %s not up within %.1fs; transitions: %s; running: %s" % (
-                tunnel, timeout, [x[2:] for x in m.transitions(tunnel)], m.running()))
+                tunnel, timeout * slowdown(), [x[2:] for x in m.transitions(tunnel)],
+                m.running()))
         return tr
 
 

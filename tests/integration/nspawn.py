@@ -68,17 +68,26 @@ def find_installed(dest, name, under=()):
 class Container:
     """One booted container. binds: {host_dir: container_dir}, bound read-only."""
 
-    def __init__(self, workdir, binds, name=None, timeout=600):
+    def __init__(self, workdir, binds, name=None, timeout=600, root="/", netns=None):
+        """root: "/" boots this machine's own /usr on a tmpfs root (--volatile=yes); any
+        other directory (an overlay of / that dpkg may write into) is booted as it is.
+        netns: the name of a network namespace (ip netns) to boot into, else the host's."""
         self.name = name or "moletun-test-%d" % os.getpid()
         self.binds = dict(binds)
         self.timeout = timeout
+        self.root = root
+        self.netns = netns
         self.console_path = os.path.join(workdir, "console-%s.log" % self.name)
         self.proc = None
         self.init_pid = None
 
     def boot(self, wait=60.0):
-        args = ["timeout", "-s", "KILL", str(self.timeout), NSPAWN, "-D", "/", "--volatile=yes",
-                "-M", self.name, "--register=no", "--keep-unit", "--console=pipe", "-b"]
+        args = ["timeout", "-s", "KILL", str(self.timeout), NSPAWN, "-D", self.root]
+        if self.root == "/":
+            args.append("--volatile=yes")
+        if self.netns:
+            args.append("--network-namespace-path=/run/netns/%s" % self.netns)
+        args += ["-M", self.name, "--register=no", "--keep-unit", "--console=pipe", "-b"]
         args += ["--bind-ro=%s:%s" % (h, c) for h, c in self.binds.items()]
         args += ["--", "systemd.firstboot=off"]
         args += ["systemd.mask=%s" % u for u in MASKED_UNITS]
@@ -126,7 +135,8 @@ class Container:
 
     def run(self, cmd, check=True, input=None, timeout=60.0):
         """Runs cmd (a list) inside; returns CompletedProcess with stdout+stderr together."""
-        full = [NSENTER, "-t", str(self.init_pid), "-m", "-u", "-i", "-p", "--"] + list(cmd)
+        ns = ["-m", "-u", "-i", "-p"] + (["-n"] if self.netns else [])
+        full = [NSENTER, "-t", str(self.init_pid)] + ns + ["--"] + list(cmd)
         r = subprocess.run(full, input=input, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                            universal_newlines=True, timeout=timeout)
         if check and r.returncode != 0:

@@ -97,7 +97,7 @@ class AlertTest(harness.TunnelTest):
             dt = r.time - t_kill
             print("%s: down alert %.3fs after the sidecar was killed" % (r.path, dt))
             self.assertGreater(dt, 0.9, "sooner than down_after")
-            self.assertLess(dt, 2.5)
+            self.assertLess(dt, 1.0 + 1.5 * harness.slowdown())
             self.assertEqual(r.method, "POST")
             self.assertEqual(r.headers["content-type"], "application/json")
         js = hook.received("/json?token=" + URL_QUERY_SECRET)[0]
@@ -114,7 +114,7 @@ class AlertTest(harness.TunnelTest):
         self.assertRegex(down["since"], RFC3339_UTC)
         self.assertRegex(down["timestamp"], RFC3339_UTC)
         self.assertGreaterEqual(down["down_for_seconds"], 1.0)
-        self.assertLess(down["down_for_seconds"], 2.5)
+        self.assertLess(down["down_for_seconds"], 1.0 + 1.5 * harness.slowdown())
         slack = hook.received("/slack")[0].json()
         self.assertEqual(list(slack), ["text"])
         self.assertIn("tunnel t1", slack["text"])
@@ -139,7 +139,8 @@ class AlertTest(harness.TunnelTest):
             got[-1].time - t_restart, up["down_for_seconds"]))
         self.assertEqual(up["event"], "up")
         self.assertEqual(up["since"], down["since"])
-        self.assertGreater(up["down_for_seconds"], 2.5)
+        # down from the kill until after the down alerts (1 s) and 1.5 s of quiet
+        self.assertGreater(up["down_for_seconds"], 2.0)
         self.assertIn("UP again", hook.received("/slack")[1].json()["text"])
         resolved = hook.received("/api/v2/alerts")[1].json()[0]
         self.assertEqual(resolved["startsAt"], am[0]["startsAt"])
@@ -263,7 +264,7 @@ class AlertTest(harness.TunnelTest):
             n += 1
             time.sleep(0.02)
         print("%d echo round trips while the webhook hung, worst %.1f ms" % (n, worst * 1e3))
-        self.assertLess(worst, 0.25)
+        self.assertLess(worst, 0.25 * harness.slowdown())
         line = m.wait_for(r"alert hung: down event for tunnel t1: attempt 1 of 5 failed: "
                           r"timed out after 1s", 1)
         self.assertIsNotNone(line, "no timeout logged")
@@ -273,7 +274,7 @@ class AlertTest(harness.TunnelTest):
         rc, dt = m.stop()
         print("stopped %.3fs after SIGTERM with a hung delivery" % dt)
         self.assertEqual(rc, 0)
-        self.assertLess(dt, 2.0)
+        self.assertLess(dt, 2.0 * harness.slowdown())
         self.assertIsNotNone(m.wait_for(r"alert hung: shutting down: dropping 1 undelivered "
                                         r"event", 1))
 
@@ -290,7 +291,7 @@ class AlertTest(harness.TunnelTest):
         got = hook.wait_requests(1, 5)
         self.assertEqual(len(got), 1, "no alert for a changed host key")
         print("host key alert %.3fs after start (down_after 30s)" % (got[0].time - t0))
-        self.assertLess(got[0].time - t0, 3.0)
+        self.assertLess(got[0].time - t0, 3.0 * harness.slowdown())
         body = got[0].json()
         self.assertEqual(body["event"], "down")
         self.assertIn("HOST KEY CHANGED", body["reason"])
@@ -319,7 +320,7 @@ class AlertTest(harness.TunnelTest):
         m.start(env={"NOTIFY_SOCKET": notify_path})
         self.assertUp(m)
         self.sc.kill()
-        deadline = time.monotonic() + 5
+        deadline = time.monotonic() + 5 * harness.slowdown()
         while not os.path.exists(out + ".down") and time.monotonic() < deadline:
             time.sleep(0.05)
         self.assertTrue(os.path.exists(out + ".down"), "the exec target did not run")
@@ -345,8 +346,8 @@ class AlertTest(harness.TunnelTest):
         print("alert-test of a hanging program answered after %.3fs: %r" % (dt, r.stdout))
         self.assertEqual(r.returncode, 1)
         self.assertEqual(r.stdout, "slow: failed: timed out after 1s (killed)\n")
-        self.assertLess(dt, 3.0)
-        deadline = time.monotonic() + 2
+        self.assertLess(dt, 1.0 + 2.0 * harness.slowdown())  # timeout 1s + margin
+        deadline = time.monotonic() + 2 * harness.slowdown()
         while harness.descendants(m.proc.pid) and time.monotonic() < deadline:
             time.sleep(0.05)
         self.assertEqual(harness.descendants(m.proc.pid), [], "the program's children live on")
@@ -399,7 +400,9 @@ class AlertTest(harness.TunnelTest):
 
     def test_https_certificate_is_verified(self):
         hook = self.receiver(tls_dir=self.tmp)
-        m = self.start([alert_section("tls", hook.url(), timeout="5s")])
+        # long enough for the handshake on a loaded machine: the refusal is what is tested
+        m = self.start([alert_section("tls", hook.url(), timeout="%ds" % (
+            5 * harness.slowdown()))])
         r = ctl(m, "alert-test")
         print("alert-test against a self-signed certificate: %r" % r.stdout)
         self.assertEqual(r.returncode, 1)
@@ -427,14 +430,14 @@ class AlertTest(harness.TunnelTest):
         for i in range(20):
             t0 = time.monotonic()
             self.assertEqual(echo_once(self.lp, b"x%d\n" % i), b"x%d\n" % i)
-            self.assertLess(time.monotonic() - t0, 0.25)
+            self.assertLess(time.monotonic() - t0, 0.25 * harness.slowdown())
             self.assertEqual(ctl(m, "status", "t1").returncode, 0)
-        th.join(10)
+        th.join(10 * harness.slowdown())
         print("alert-test with a hung webhook answered after %.3fs" % result["dt"])
         self.assertEqual(result["r"].returncode, 1)
         self.assertRegex(result["r"].stdout, r"^hung: failed: timed out after 2s")
         self.assertGreater(result["dt"], 1.8)
-        self.assertLess(result["dt"], 4.0)
+        self.assertLess(result["dt"], 2.0 + 2.0 * harness.slowdown())  # timeout 2s + margin
         self.assertEqual(ctl(m, "status", "t1").returncode, 0)
         self.assertTrue(m.running())
 

@@ -23,7 +23,7 @@ NS_ADDR = "10.213.%d.2" % SUBNET
 
 KEEPALIVE_INTERVAL = 1.0
 KEEPALIVE_COUNT_MAX = 3
-BOUND = KEEPALIVE_INTERVAL * KEEPALIVE_COUNT_MAX + 1.0 + 1.5  # + scheduling margin
+BOUND = KEEPALIVE_INTERVAL * KEEPALIVE_COUNT_MAX + 1.0 + 1.5 * harness.slowdown()  # + margin
 
 
 def sh(*args, check=True):
@@ -113,7 +113,7 @@ class BlackholeTest(harness.TunnelTest):
         self.assertLessEqual(detect, BOUND)
 
         # The open client's channel died with the session.
-        client.settimeout(3)
+        client.settimeout(3 * harness.slowdown())
         try:
             data = client.recv(100)
         except ConnectionResetError:

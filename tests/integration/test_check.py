@@ -196,11 +196,32 @@ class CheckTest(unittest.TestCase):
         r = check(path)
         self.assertEqual(r.returncode, 1, r.stderr)
         self.assertEqual(self.templated(r.stderr), "".join(
-            "@DIR@/other.conf:%d: %s @DIR@/other/%s: is owned by uid 65534 (must be root or "
-            "uid 0, moletun's user)\n" % (line, what, name) for line, what, name in (
+            "@DIR@/other.conf:%d: %s @DIR@/other/%s: is owned by uid 65534 (must be root, "
+            "the user moletun runs as here: chown root: @DIR@/other/%s)\n" % (
+                line, what, name, name) for line, what, name in (
                 (4, "identity file", "id_ed25519"),
                 (5, "identity passphrase file", "passphrase"),
                 (6, "known_hosts file", "known_hosts"))))
+
+    @unittest.skipUnless(shutil.which("ssh-keygen"), "needs ssh-keygen to make RSA keys")
+    def test_rsa_user_key_is_refused_with_the_fix(self):
+        """An RSA key loads but cannot log in to OpenSSH >= 8.8 through libssh2 1.10
+        (SHA-1 signatures only): check fails at its line, saying why and what to run."""
+        for fmt, name in (([], "id_rsa"), (["-m", "PEM"], "id_rsa_pem")):
+            key = os.path.join(self.dir, name)
+            subprocess.run(["ssh-keygen", "-q", "-t", "rsa", "-b", "2048", "-N", ""] + fmt +
+                           ["-f", key], check=True)
+            path = os.path.join(self.dir, name + ".conf")
+            write(path, "[tunnel:t]\nhost = db.example.com\nuser = tunnel\n"
+                  "identity_file = %s\nknown_hosts_file = %s/keys/known_hosts\n"
+                  "local_forward = 127.0.0.1:5433 x:1\n" % (key, self.dir), 0o644)
+            r = check(path)
+            self.assertEqual(r.returncode, 1, r.stdout + r.stderr)
+            self.assertEqual(self.templated(r.stderr), (
+                "@DIR@/%s.conf:4: identity file @DIR@/%s is an RSA key: libssh2 1.10 signs "
+                "RSA keys only with SHA-1 (ssh-rsa), which OpenSSH >= 8.8 refuses; make an "
+                "ed25519 key: ssh-keygen -t ed25519 -N '' -f @DIR@/%s (and authorize its "
+                ".pub on the server)\n") % (name, name, name))
 
     def test_relative_path_from_working_directory(self):
         r = check("minimal.conf", cwd=os.path.join(self.dir, "good"))
@@ -266,10 +287,52 @@ class CheckTest(unittest.TestCase):
         self.assertEqual(keys - documented, set(), "keys missing from conf/moletun.conf")
         self.assertEqual(documented - keys, set(), "conf/moletun.conf names unknown keys")
 
-    def help_config(self):
+    def help_config(self, *args):
+        r = subprocess.run([MOLETUN, "help", "config", "--man"] + list(args),
+                           capture_output=True, text=True, check=True)
+        return r.stdout
+
+    def test_help_config_is_text_with_every_key(self):
         r = subprocess.run([MOLETUN, "help", "config"], capture_output=True, text=True,
                            check=True)
-        return r.stdout
+        self.assertNotRegex(r.stdout, r"(?m)^\.[A-Z]{2}|\\f[BIRP]", "roff in help config")
+        keys = re.findall(r"^\\fB([a-z_]+)\\fR = ", self.help_config(), re.M)
+        text_keys = re.findall(r"^  ([a-z_]+) = ", r.stdout, re.M)
+        self.assertEqual(text_keys, keys)
+        self.assertEqual([l for l in r.stdout.splitlines() if len(l) > 90], [])
+
+    def test_help_ctl_lists_what_ctl_accepts(self):
+        """Every command in `help ctl` is one ctl parses, and every one it parses is there:
+        a word ctl does not know is a usage error (2), a known one gets as far as the
+        socket (1: nothing listens)."""
+        r = subprocess.run([MOLETUN, "help", "ctl"], capture_output=True, text=True, check=True)
+        listed = re.findall(r"^  ([a-z-]+)", r.stdout, re.M)
+        self.assertIn("alert-test", listed)
+        self.assertIn("Exit status", r.stdout)
+        self.assertIn(" 4 ", r.stdout)
+        sock = os.path.join(self.dir, "nothing.sock")
+        for cmd in listed:
+            args = {"reconnect": ["--all"]}.get(cmd, [])
+            c = subprocess.run([MOLETUN, "ctl", "-s", sock, cmd] + args, capture_output=True,
+                               text=True)
+            self.assertEqual(c.returncode, 1, "%s: %s" % (cmd, c.stderr))
+            self.assertIn("cannot connect", c.stderr)
+        c = subprocess.run([MOLETUN, "ctl", "-s", sock, "frobnicate"], capture_output=True,
+                           text=True)
+        self.assertEqual(c.returncode, 2)
+        self.assertEqual(re.findall(r"^  ([a-z-]+)", c.stderr, re.M), listed)
+
+    def test_help_names_every_subcommand_once(self):
+        r = subprocess.run([MOLETUN, "help"], capture_output=True, text=True, check=True)
+        self.assertEqual(re.findall(r"moletun ([a-z-]+)", r.stdout),
+                         ["run", "check", "ctl", "help", "--version"])
+        # one command per line, each with what it does
+        for line in r.stdout.splitlines():
+            self.assertEqual(line.count("moletun "), 1, line)
+            self.assertRegex(line, r"\S  +[a-z]", line)
+        for sub in ("run", "check", "ctl", "config"):
+            h = subprocess.run([MOLETUN, "help", sub], capture_output=True, text=True)
+            self.assertEqual(h.returncode, 0, sub)
 
     def test_man_pages(self):
         sys.dont_write_bytecode = True

@@ -87,7 +87,9 @@ class DescriptorTest(harness.TunnelTest):
         doc = self.status_json(m)
         daemon = doc.get("daemon")
         self.assertIsNotNone(daemon, "no daemon object in status --json: %r" % sorted(doc))
-        self.assertEqual(set(daemon), {"pid", "nofile_limit"})
+        self.assertEqual(set(daemon), {"pid", "nofile_limit", "metrics_textfile_stale",
+                                       "metrics_textfile_error"})
+        self.assertIsNone(daemon["metrics_textfile_stale"])  # none configured
         self.assertEqual(daemon["pid"], m.proc.pid)
         limit = daemon["nofile_limit"]
         lines = m.grep(r"descriptor limit \d+")
@@ -165,7 +167,7 @@ class DescriptorTest(harness.TunnelTest):
         self.addCleanup(th.join, 30)
         self.addCleanup(hook.cleanup)
         self.assertEqual(len(hook.wait_requests(1, 5)), 1, "no webhook request")
-        deadline = time.monotonic() + 5
+        deadline = time.monotonic() + 5 * harness.slowdown()
         while not os.path.exists(out) and time.monotonic() < deadline:
             time.sleep(0.05)
         self.assertTrue(os.path.exists(out), "the exec target did not run")
@@ -205,7 +207,7 @@ class DescriptorTest(harness.TunnelTest):
                                  stderr=subprocess.DEVNULL)
         self.addCleanup(agent.wait)
         self.addCleanup(agent.kill)
-        deadline = time.monotonic() + 5
+        deadline = time.monotonic() + 5 * harness.slowdown()
         while not os.path.exists(sock) and time.monotonic() < deadline:
             time.sleep(0.02)
         self.assertTrue(os.path.exists(sock), "ssh-agent did not create its socket")

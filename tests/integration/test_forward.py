@@ -135,13 +135,13 @@ class ForwardTest(harness.TunnelTest):
                          [str(len(body)), hashlib.sha256(body).hexdigest()])
 
     def test_target_close_reaches_client(self):
-        with connect(self.p_sink, timeout=5) as s:
+        with connect(self.p_sink, timeout=5 * harness.slowdown()) as s:
             s.sendall(b"SOURCE 1000\n")
             t0 = time.monotonic()
             data = recv_all(s)  # socket.timeout here means EOF was not propagated
             dt = time.monotonic() - t0
         self.assertEqual(len(data.split(b"\n", 1)[1]), 1000)
-        self.assertLess(dt, 3.0)
+        self.assertLess(dt, 3.0 * harness.slowdown())
 
     def test_target_half_close_client_can_still_send(self):
         with connect(self.p_sink, timeout=5) as s:
@@ -166,9 +166,9 @@ class ForwardTest(harness.TunnelTest):
 
     def test_target_down(self):
         mark = self.m.mark()
-        closed, dt, got = harness.closed_promptly(self.p_dead, timeout=5)
+        closed, dt, got = harness.closed_promptly(self.p_dead, timeout=5 * harness.slowdown())
         self.assertTrue(closed, "failed channel: client connection left open")
-        self.assertLess(dt, 3.0)
+        self.assertLess(dt, 3.0 * harness.slowdown())
         line = self.m.wait_for(r"(?i)channel open.*(connect failed|refused)", 3, mark)
         self.assertIsNotNone(line, "no log line about the failed channel open")
         self.assertEqual(self.m.transitions("t1", mark), [], "tunnel changed state")

@@ -180,14 +180,14 @@ class HostileTest(harness.TunnelTest):
         self.assertRegex(last_error, expect_error)
 
         # clients are turned away at once meanwhile
-        closed, dt, _ = closed_promptly(self.lp, timeout=3)
+        closed, dt, _ = closed_promptly(self.lp, timeout=3 * harness.slowdown())
         self.assertTrue(closed)
-        self.assertLess(dt, 0.5)
+        self.assertLess(dt, 0.5 * harness.slowdown())
 
         print("%s: %d attempts, slowest ended after %.3fs (connect_timeout %.0fs); %s; "
               "last_error: %s" % (what, len(attempts), slowest, CONNECT_TIMEOUT, meter,
                                  last_error))
-        self.assertLess(slowest, CONNECT_TIMEOUT + 0.5,
+        self.assertLess(slowest, CONNECT_TIMEOUT + 0.5 * harness.slowdown(),
                         "an attempt outlived connect_timeout")
         if not harness.under_wrapper():
             self.assertLess(meter.share, CPU_SHARE_MAX, "daemon spins against %s" % what)
@@ -260,7 +260,7 @@ except ImportError:  # Debian's python3-paramiko, when python3 is not Debian's o
     except ImportError:
         paramiko = None
 
-SLOW = 4 if harness.under_wrapper() else 1  # valgrind runs moletun ~20x slower
+SLOW = harness.slowdown()  # valgrind runs moletun ~20x slower, ASan ~2x
 ECHO_RTT_MAX = 0.5 * SLOW  # a round trip through the healthy tunnel during a flood
 CTL_MAX = 1.0 * SLOW       # `moletun ctl status` during a flood
 RSS_MAX_MB = 100           # the daemon's VmRSS during a flood (see rss_bound_mb)

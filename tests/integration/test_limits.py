@@ -95,7 +95,7 @@ class LimitsTest(harness.TunnelTest):
     def wait_idle(self, timeout=5.0):
         """Waits until no client is counted on the forward: a client that closed stays
         counted until its channel has closed too."""
-        deadline = time.monotonic() + timeout
+        deadline = time.monotonic() + timeout * harness.slowdown()
         while tunnel_status(self.m)["forwards"][0]["active"] != 0:
             self.assertLess(time.monotonic(), deadline, "clients still counted as active")
             time.sleep(0.05)
@@ -109,11 +109,11 @@ class LimitsTest(harness.TunnelTest):
         # Over the limit: closed at once, nothing queued; the others keep working.
         mark = m.mark()
         for _ in range(3):
-            closed, dt, got = closed_promptly(self.lp, timeout=3)
+            closed, dt, got = closed_promptly(self.lp, timeout=3 * harness.slowdown())
             self.assertTrue(closed, "client over max_connections was not closed")
             self.assertEqual(got, b"")
-            self.assertLess(dt, 1.0)
-        deadline = time.monotonic() + 3
+            self.assertLess(dt, 1.0 * harness.slowdown())
+        deadline = time.monotonic() + 3 * harness.slowdown()
         while len(m.grep(r"max_connections \(4\) reached", mark)) < 3:
             self.assertLess(time.monotonic(), deadline, "not every rejection logged")
             time.sleep(0.02)
@@ -188,7 +188,7 @@ class LimitsTest(harness.TunnelTest):
             remote_forward=["127.0.0.1:%d %s" % (rport, self.echo.addr)]))
         self.assertUp(m, timeout=20)
         self.assertIsNotNone(wait_echo(rport, 5.0), "remote forward not working")
-        deadline = time.monotonic() + 5
+        deadline = time.monotonic() + 5 * harness.slowdown()
         while self.echo.active:
             self.assertLess(time.monotonic(), deadline, "probe connection still open")
             time.sleep(0.05)
@@ -224,7 +224,7 @@ class LimitsTest(harness.TunnelTest):
         mark = m.mark()
         self.clients = [connect(self.lp) for _ in range(100)]
         self.addCleanup(lambda: [c.close() for c in self.clients])
-        served = echo_all(self.clients, b"x\n", 2)
+        served = echo_all(self.clients, b"x\n", 2 * harness.slowdown())
         waiting = [c for c in self.clients if c not in served]
         print("ulimit -n 64: %d descriptors at rest, %d of 100 clients served, %d waiting"
               % (base_fds, len(served), len(waiting)))
@@ -269,7 +269,7 @@ class LimitsTest(harness.TunnelTest):
             c.close()
         self.clients.clear()
         self.assertIsNotNone(wait_echo(self.lp, 5.0), "not serving once clients left")
-        deadline = time.monotonic() + 5
+        deadline = time.monotonic() + 5 * harness.slowdown()
         while harness.proc_fd_count(pid) > base_fds and time.monotonic() < deadline:
             time.sleep(0.1)
         self.assertEqual(harness.proc_fd_count(pid), base_fds)

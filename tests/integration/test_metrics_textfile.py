@@ -14,6 +14,7 @@ Against a real sshd and echo target, with metrics_interval = 100ms:
   the file's mtime.
 """
 
+import json
 import os
 import re
 import shutil
@@ -24,6 +25,7 @@ import urllib.request
 
 import harness
 from harness import tunnel_section
+from webhook import WebhookReceiver
 
 NODE_EXPORTER = "/usr/bin/prometheus-node-exporter"
 PROMTOOL = shutil.which("promtool")
@@ -38,6 +40,13 @@ def ctl_metrics(m):
     return r.stdout
 
 
+def ctl_status(m):
+    r = subprocess.run([harness.moletun_bin(), "ctl", "-s", m.control_socket, "status",
+                        "--json"], capture_output=True, text=True, timeout=30)
+    assert r.returncode in (0, 3, 4), r.stderr
+    return json.loads(r.stdout)
+
+
 def series(text):
     """{name{labels}} of every sample, without values."""
     return {line.rsplit(" ", 1)[0] for line in text.splitlines() if not line.startswith("#")}
@@ -48,6 +57,7 @@ def families(text):
 
 
 def wait_until(what, predicate, timeout):
+    timeout *= harness.slowdown()
     deadline = time.monotonic() + timeout
     while True:
         got = predicate()
@@ -153,7 +163,7 @@ class MetricsTextfileTest(harness.TunnelTest):
         self.assertUp(m)
         self.assertTrue(m.wait_for(r"warning: metrics_textfile .*: No such file or directory", 5))
         time.sleep(1.0)  # about ten more failed writes
-        self.assertEqual(len(m.grep(r"metrics_textfile .*No such file")), 1, m.log_text())
+        self.assertEqual(len(m.grep(r"warning: metrics_textfile .*No such file")), 1, m.log_text())
         self.assertTrue(m.running())
         harness.echo_once(self.port)
         os.mkdir(later)
@@ -170,6 +180,68 @@ class MetricsTextfileTest(harness.TunnelTest):
         self.assertTrue(m.wait_for(r"reloaded", 5, since=mark))
         wait_until("the new file", lambda: read_text(self.path), 5)
         wait_until("the old file gone", lambda: not os.path.exists(path), 5)
+
+    def test_stale_file_is_an_error_and_an_alert(self):
+        # node_exporter would go on serving the last file written (moletun_tunnel_up 1 for
+        # a tunnel long down): not written for 3 intervals is an error, an alert event, and
+        # shows in status and metrics; written again resolves it.
+        hook = WebhookReceiver()
+        self.addCleanup(hook.cleanup)
+        later = os.path.join(self.tmp, "later")
+        path = os.path.join(later, "moletun.prom")
+        kh = self.known_hosts(self.sc)
+        section = tunnel_section("t1", self.sc, local_forward=["127.0.0.1:%d %s" % (
+            self.port, self.echo.addr)], known_hosts_file=kh)
+        alert = "[alert:ops]\nurl = %s\nformat = json\n" % hook.url()
+        m = self.moletun([section, alert], extra_global="metrics_textfile = %s\n"
+                         "metrics_interval = 200ms" % path)
+        self.assertUp(m)
+        got = hook.wait_requests(1, timeout=5)
+        self.assertEqual([r.json()["event"] for r in got], ["metrics_stale"])
+        event = got[0].json()
+        self.assertIn(path, event["reason"])
+        self.assertIn("No such file or directory", event["reason"])
+        # 3 failed writes x 200 ms; the payload rounds to 0.1 s
+        self.assertGreaterEqual(event["down_for_seconds"], 0.6)
+        line = m.wait_for(r"err: metrics_textfile %s: not written for " % re.escape(path), 5)
+        self.assertIsNotNone(line, m.log_text())
+        self.assertIn("moletun_metrics_textfile_stale 1\n", ctl_metrics(m))
+        daemon = ctl_status(m)["daemon"]
+        self.assertTrue(daemon["metrics_textfile_stale"])
+        self.assertIn("No such file or directory", daemon["metrics_textfile_error"])
+
+        os.mkdir(later)
+        got = hook.wait_requests(2, timeout=5)
+        self.assertEqual([r.json()["event"] for r in got], ["metrics_stale", "metrics_fresh"])
+        self.assertIn('moletun_tunnel_up{tunnel="t1"} 1\n', read_text(path))
+        self.assertIn("moletun_metrics_textfile_stale 0\n", ctl_metrics(m))
+        daemon = ctl_status(m)["daemon"]
+        self.assertFalse(daemon["metrics_textfile_stale"])
+        self.assertIsNone(daemon["metrics_textfile_error"])
+        time.sleep(1.0)  # nothing more comes
+        self.assertEqual(len(hook.received()), 2)
+
+    def test_directory_writable_by_every_user_refused(self):
+        # Like /tmp: another user's file put there first could not be replaced, and
+        # node_exporter would serve it. check refuses it, and so does the daemon.
+        shared = os.path.join(self.tmp, "shared")
+        os.mkdir(shared)
+        os.chmod(shared, 0o1777)
+        kh = self.known_hosts(self.sc)
+        section = tunnel_section("t1", self.sc, local_forward=["127.0.0.1:%d %s" % (
+            self.port, self.echo.addr)], known_hosts_file=kh)
+        m = self.moletun(section, start=False, extra_global="metrics_textfile = %s" %
+                         os.path.join(shared, "moletun.prom"))
+        r = subprocess.run([harness.moletun_bin(), "check", "-c", m.config_path],
+                           capture_output=True, text=True, timeout=30)
+        self.assertEqual(r.returncode, 1, r.stdout + r.stderr)
+        self.assertIn("metrics_textfile %s/moletun.prom: directory %s is writable by every "
+                      "user (mode 1777, sticky like /tmp): a file another user puts there "
+                      "first cannot be replaced by moletun" % (shared, shared), r.stderr)
+        os.chmod(shared, 0o755)
+        r = subprocess.run([harness.moletun_bin(), "check", "-c", m.config_path],
+                           capture_output=True, text=True, timeout=30)
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
 
     def test_node_exporter_serves_the_series(self):
         if not os.access(NODE_EXPORTER, os.X_OK):

@@ -26,7 +26,7 @@ from jumpnet import BASTION_ADDR, NS_BASTION, NS_SIDE, SIDE_ADDR
 KEEPALIVE_INTERVAL = 1.0
 KEEPALIVE_COUNT_MAX = 3
 # as test_blackhole.py: detection bound plus scheduling margin, wider under valgrind
-SLOW = 3.0 if harness.under_wrapper() else 1.0
+SLOW = harness.slowdown()
 BOUND = (KEEPALIVE_INTERVAL * KEEPALIVE_COUNT_MAX + 1.0 + 1.5) * SLOW
 UP_TIMEOUT = 15.0 * SLOW
 AUTH_ACTIVITY = r"(Accepted \S+ for |Accepted key |Postponed publickey|Failed publickey)"
@@ -125,7 +125,7 @@ class ProxyJumpTest(harness.TunnelTest):
         # moletun itself, told to go direct, never gets there (the probe from the bastion's
         # namespace above is the sidecar's only connection).
         # sshd logs the probe's connection a moment later: count from after it
-        deadline = time.monotonic() + 5
+        deadline = time.monotonic() + 5 * SLOW
         while self.side.connection_count() < 1 and time.monotonic() < deadline:
             time.sleep(0.05)
         time.sleep(0.2)
@@ -231,7 +231,7 @@ class ProxyJumpTest(harness.TunnelTest):
         print("blackholed bastion detected after %.3fs (keepalive %gs x %d; -> %s: %s)" % (
             detect, KEEPALIVE_INTERVAL, KEEPALIVE_COUNT_MAX, left[3], left[4]))
         self.assertLessEqual(detect, BOUND)
-        client.settimeout(3)
+        client.settimeout(3 * SLOW)
         try:
             data = client.recv(100)
         except ConnectionResetError:
@@ -261,7 +261,8 @@ class ProxyJumpTest(harness.TunnelTest):
         gaps = [b - a for a, b in zip(starts, starts[1:])]
         print("bastion host key mismatch: gaps between attempts %s (auth_retry_interval 2s)"
               % ["%.2f" % g for g in gaps])
-        self.assertGreaterEqual(min(gaps), 2.0 - 0.02, "retried faster than auth_retry_interval")
+        # times are when the test read each line: one read late shortens the next gap
+        self.assertGreaterEqual(min(gaps), 2.0 - 0.1, "retried faster than auth_retry_interval")
         self.assertLessEqual(max(gaps), 2.0 * 1.1 + 0.5 * SLOW, "retries too slow")
         self.assertIsNone(m.wait_state("t1", "up", 0.1))
         self.assertTrue(m.running())
@@ -327,7 +328,7 @@ class ProxyJumpTest(harness.TunnelTest):
         m = self.moletun(self.jump_section(hop_key=False, proxy_jump="%s,%s@%s:%d" % (
             hop_text(self.bastion), "ops", "[fd00::9]", 2222)))
         # The path comes from the configuration: shown whatever the state.
-        deadline = time.monotonic() + 5
+        deadline = time.monotonic() + 5 * SLOW
         while True:
             r = ctl(m, "status", "--json")
             if r.stdout or time.monotonic() > deadline:

@@ -153,7 +153,7 @@ class SecretsTest(harness.TunnelTest):
         self.assertIsNotNone(m.wait_transition("t1", mark, new="up", timeout=10))
         self.sc.kill()
         self.assertIsNotNone(m.wait_state("t1", "backoff", 5))
-        deadline = time.monotonic() + 5
+        deadline = time.monotonic() + 5 * harness.slowdown()
         while not hook.requests and time.monotonic() < deadline:
             time.sleep(0.1)
         time.sleep(1.0)

@@ -21,9 +21,11 @@ class ShutdownTest(harness.TunnelTest):
     def assertPromptExit(self, m, sig=signal.SIGTERM):
         rc, dt = m.stop(sig, timeout=10)
         print("%s: exit %s after %.3fs" % (signal.Signals(sig).name, rc, dt))
-        self.assertIsNotNone(rc, "still running 10 s after %s" % signal.Signals(sig).name)
+        self.assertIsNotNone(rc, "still running %g s after %s" % (
+            10 * harness.slowdown(), signal.Signals(sig).name))
         self.assertEqual(rc, 0)
-        self.assertLess(dt, 2.0)
+        # the daemon's own bound (log_finish waits at most 1 s), and LeakSanitizer's check
+        self.assertLess(dt, 2.0 * harness.slowdown())
 
     def test_sigterm_up(self):
         m = self.start()

@@ -17,8 +17,8 @@ import harness
 from harness import CloseServer, EchoServer, connect, tunnel_section
 
 STALL_SECONDS = 25.0
-ECHO_LIMIT = 0.5  # seconds, each round trip
-CTL_LIMIT = 1.0  # seconds, each `ctl status`
+ECHO_LIMIT = 0.5 * harness.slowdown()  # seconds, each round trip
+CTL_LIMIT = 1.0 * harness.slowdown()  # seconds, each `ctl status`
 
 
 def max_dgram_qlen():
@@ -138,7 +138,7 @@ class StalledReadersTest(harness.TunnelTest):
         backlog = max_dgram_qlen() + 1
         notify.settimeout(3.0)
         got = []
-        deadline = time.monotonic() + 5.0
+        deadline = time.monotonic() + 5.0 * harness.slowdown()
         while time.monotonic() < deadline:
             try:
                 got.append(notify.recv(4096).decode())

@@ -126,10 +126,12 @@ def set_up():
     kh = sc.write_known_hosts(os.path.join(files, "known_hosts"))
     os.chmod(kh, 0o644)
 
-    # The installed unit, unmodified; the drop-in only moves ExecStart and the watchdog.
+    # The installed unit, unmodified; the drop-in only moves ExecStart, ExecReload and the
+    # watchdog.
     with open(env["unit_path"]) as f:
         unit_text = f.read()
     exec_start = re.search(r"^ExecStart=(\S+)(.*)$", unit_text, re.M)
+    exec_reload = re.search(r"^ExecReload=(\S+)(.*)$", unit_text, re.M)
     env["bin"] = INSTALL + exec_start.group(1)
     c.write("/etc/systemd/system/moletun.service", unit_text)
     c.run(["mkdir", "-p", "/etc/systemd/system/moletun.service.d"])
@@ -141,8 +143,10 @@ def set_up():
         print("AddressSanitizer build: leak check at exit off inside the container")
         extra = "Environment=ASAN_OPTIONS=detect_leaks=0\n"
     c.write("/etc/systemd/system/moletun.service.d/test.conf",
-            "[Service]\nExecStart=\nExecStart=%s%s%s\nWatchdogSec=%ds\n%s" % (
-                INSTALL, exec_start.group(1), exec_start.group(2), WATCHDOG_SEC, extra))
+            "[Service]\nExecStart=\nExecStart=%s%s%s\nExecReload=\nExecReload=%s%s%s\n"
+            "WatchdogSec=%ds\n%s" % (
+                INSTALL, exec_start.group(1), exec_start.group(2), INSTALL, exec_reload.group(1),
+                exec_reload.group(2), WATCHDOG_SEC, extra))
     env["port"] = free_port()
     env["port2"] = free_port()
     write_config([env["port"]])
@@ -196,7 +200,7 @@ class SystemdTest(unittest.TestCase):
         return pids[0]
 
     def wait_status(self, regex, timeout=15.0):
-        deadline = time.monotonic() + timeout
+        deadline = time.monotonic() + timeout * harness.slowdown()
         while True:
             text = self.show("StatusText")["StatusText"]
             if re.search(regex, text):
@@ -209,7 +213,7 @@ class SystemdTest(unittest.TestCase):
         return self.c.run(["journalctl", "--no-pager", "-u", UNIT] + list(args)).stdout
 
     def wait_journal(self, regex, *args, timeout=10.0):
-        deadline = time.monotonic() + timeout
+        deadline = time.monotonic() + timeout * harness.slowdown()
         while True:
             text = self.journal(*args)
             if re.search(regex, text, re.M):
@@ -231,7 +235,7 @@ class SystemdTest(unittest.TestCase):
         st = self.show("ActiveState", "SubState", "Type", "MainPID", "NotifyAccess")
         self.assertEqual((st["ActiveState"], st["SubState"], st["Type"]),
                          ("active", "running", "notify"), st)
-        self.wait_journal(r"moletun started: 1 tunnels", "-o", "cat")
+        self.wait_journal(r"moletun started: 1 tunnel,", "-o", "cat")
         # READY=1 comes after the listeners are bound: a client is accepted at once and
         # held (down_hold) until the tunnel is up.
         got = harness.echo_once(env["port"], b"first\n", timeout=10)
@@ -311,7 +315,12 @@ class SystemdTest(unittest.TestCase):
         self.ensure_up()
         write_config([env["port"]], broken=True)
         try:
-            self.systemctl("reload", UNIT)
+            # A refused configuration is a failed reload, with the reason in status.
+            r = self.systemctl("reload", UNIT, check=False)
+            self.assertNotEqual(r.returncode, 0, r.stdout)
+            status = self.systemctl("status", "--no-pager", "-n", "20", UNIT, check=False)
+            self.assertRegex(status.stdout, r"unknown key|no_such_key")
+            self.assertRegex(status.stdout, r"reload failed")
             self.wait_journal(r"reload failed", "-o", "cat")
         finally:
             write_config([env["port"]])
@@ -343,8 +352,10 @@ class SystemdTest(unittest.TestCase):
         write_config([p1, p2])
         self.systemctl("reload", UNIT)
         self.assertEqual(self.show("ActiveState")["ActiveState"], "active")
-        # systemd 252 may finish the reload job when `kill -HUP` exits, before moletun has
-        # read the signal: wait for the new listener to reach the store.
+        # ExecReload returns once the daemon has applied the configuration: the new forward
+        # listens and is in status as soon as `systemctl reload` returns.
+        r = self.c.run([env["bin"], "ctl", "status", "--json"], check=False)
+        self.assertIn("127.0.0.1:%d" % p2, r.stdout)
         self._wait_store(3)
         self.assertEqual(harness.echo_once(p2, timeout=10), b"ping\n")
         self.assertEqual(harness.echo_once(p1, timeout=10), b"ping\n")
@@ -381,7 +392,7 @@ class SystemdTest(unittest.TestCase):
         return re.search(r"cursor: (\S+)", out).group(1)
 
     def _wait_store(self, n, timeout=5.0):
-        deadline = time.monotonic() + timeout
+        deadline = time.monotonic() + timeout * harness.slowdown()
         while True:
             got = self.show("NFileDescriptorStore")["NFileDescriptorStore"]
             if got == str(n):

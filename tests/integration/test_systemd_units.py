@@ -23,7 +23,6 @@ MAX_EXPOSURE = 2.0
 # Lines that must be in the unit exactly: what the daemon and the issue rely on.
 REQUIRED = [
     "Type=notify",
-    "ExecReload=/bin/kill -HUP $MAINPID",
     "Restart=always",
     "RestartSec=1",
     "StartLimitIntervalSec=0",
@@ -90,11 +89,15 @@ def test_unit(workdir):
           "unit has MemoryHigh= below MemoryMax= (in M)")
     match = re.search(r"^ExecStart=(\S+)/moletun run$", text, re.M)
     check(match is not None and match.group(1).startswith("/"), "ExecStart is absolute")
+    # a refused configuration fails `systemctl reload`, which returns once it is applied
+    check(match is not None and
+          re.search(r"^ExecReload=%s/moletun ctl reload$" % re.escape(match.group(1)), text, re.M),
+          "ExecReload runs moletun ctl reload from ExecStart's directory")
 
     # verify insists that ExecStart exists: point it at the binary just built.
     unit = os.path.join(workdir, "moletun.service")
     with open(unit, "w") as f:
-        f.write(re.sub(r"^ExecStart=\S+", f"ExecStart={binary}", text, flags=re.M))
+        f.write(re.sub(r"^(ExecStart|ExecReload)=\S+", f"\\1={binary}", text, flags=re.M))
     r = run(["systemd-analyze", "verify", "--man=no", unit])
     complaints = [l for l in (r.stdout + r.stderr).splitlines() if "moletun" in l]
     check(r.returncode == 0 and not complaints, "systemd-analyze verify",

@@ -105,8 +105,9 @@ class WebhookReceiver:
             return [r for r in self.requests if path is None or r.path == path]
 
     def wait_requests(self, n, timeout, path=None):
-        """Waits until at least n requests (to path, if given) arrived; returns them all."""
-        deadline = time.monotonic() + timeout
+        """Waits until at least n requests (to path, if given) arrived; returns them all.
+        The timeout is multiplied by harness.slowdown(), as the harness's waits are."""
+        deadline = time.monotonic() + timeout * harness.slowdown()
         with self.cv:
             while True:
                 got = [r for r in self.requests if path is None or r.path == path]

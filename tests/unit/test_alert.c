@@ -268,6 +268,63 @@ static void test_health_events_delivered(void **state)
 	ev_loop_destroy(loop);
 }
 
+/*
+ * The daemon's own event (metrics_stale) goes to a target whatever tunnels it watches;
+ * the same state twice sends nothing; metrics_fresh ends it, only with send_resolved.
+ */
+static void test_daemon_event_to_every_target(void **state)
+{
+	struct ev_loop *loop = ev_loop_new(EVFLAG_AUTO);
+	struct hung_hook hook, quiet;
+	char *only[] = {"other"};
+	struct alert_config alerts[2] = {
+	    {.name = "hook",
+	     .format = ALERT_FORMAT_JSON,
+	     .timeout_ms = 5000,
+	     .send_resolved = true,
+	     .tunnels = only,
+	     .n_tunnels = 1},
+	    {.name = "quiet", .format = ALERT_FORMAT_JSON, .timeout_ms = 5000},
+	};
+	struct config cfg = {.alerts = alerts, .n_alerts = 2};
+	struct status st = {0};
+	struct alerter *a;
+
+	hung_hook_open(&hook);
+	hung_hook_open(&quiet);
+	alerts[0].url = hook.url;
+	alerts[1].url = quiet.url;
+	assert_int_equal(alerter_create(loop, &a), 0);
+	assert_int_equal(alerter_sync(a, &cfg, NULL, 0), 0);
+
+	alerter_daemon_event(a, ALERT_EVENT_METRICS_STALE,
+			     "metrics_textfile /x/m.prom not written: Permission denied", 0.6);
+	alerter_daemon_event(a, ALERT_EVENT_METRICS_STALE, "again", 0.8);
+	assert_next_event(&hook, loop, "{\"event\":\"metrics_stale\",\"tunnel\":\"\",\"node\":",
+			  "\"reason\":\"metrics_textfile /x/m.prom not written: Permission "
+			  "denied\",\"since\":");
+	assert_next_event(&quiet, loop, "{\"event\":\"metrics_stale\",", NULL);
+	alerter_daemon_event(a, ALERT_EVENT_METRICS_FRESH, "written again", 1.0);
+	alerter_daemon_event(a, ALERT_EVENT_METRICS_FRESH, "written again", 1.0);
+	assert_next_event(&hook, loop, "{\"event\":\"metrics_fresh\",", "written again");
+	/* nothing else, to either */
+	spin(loop, 50);
+	assert_int_equal(accept(hook.fd, NULL, NULL), -1);
+	assert_int_equal(accept(quiet.fd, NULL, NULL), -1);
+
+	assert_int_equal(alerter_snapshot(a, &st), 0);
+	assert_int_equal(st.alerts[0].sent[ALERT_EVENT_METRICS_STALE], 1);
+	assert_int_equal(st.alerts[0].sent[ALERT_EVENT_METRICS_FRESH], 1);
+	assert_int_equal(st.alerts[1].sent[ALERT_EVENT_METRICS_STALE], 1);
+	assert_int_equal(st.alerts[1].sent[ALERT_EVENT_METRICS_FRESH], 0);
+	status_free(&st);
+	alerter_daemon_event(NULL, ALERT_EVENT_METRICS_STALE, "ignored", 0);
+	alerter_destroy(a);
+	close(hook.fd);
+	close(quiet.fd);
+	ev_loop_destroy(loop);
+}
+
 /* Targets are kept by name across syncs (counters too); removed ones go. */
 static void test_sync_keeps_targets(void **state)
 {
@@ -306,6 +363,7 @@ int main(void)
 	    cmocka_unit_test(test_queue_bounded_and_destroy),
 	    cmocka_unit_test(test_health_events_delivered),
 	    cmocka_unit_test(test_sync_keeps_targets),
+	    cmocka_unit_test(test_daemon_event_to_every_target),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -52,6 +52,10 @@ static void test_event_names(void **state)
 	assert_string_equal(alert_event_str(ALERT_EVENT_DEGRADED), "degraded");
 	assert_string_equal(alert_event_str(ALERT_EVENT_RECOVERED), "recovered");
 	assert_string_equal(alert_event_str(ALERT_EVENT_TEST), "test");
+	assert_string_equal(alert_event_str(ALERT_EVENT_METRICS_STALE), "metrics_stale");
+	assert_string_equal(alert_event_str(ALERT_EVENT_METRICS_FRESH), "metrics_fresh");
+	assert_true(alert_event_firing(ALERT_EVENT_METRICS_STALE));
+	assert_false(alert_event_firing(ALERT_EVENT_METRICS_FRESH));
 	assert_true(alert_event_firing(ALERT_EVENT_DOWN));
 	assert_true(alert_event_firing(ALERT_EVENT_TARGET_DOWN));
 	assert_true(alert_event_firing(ALERT_EVENT_DEGRADED));
@@ -150,6 +154,48 @@ static void test_slack(void **state)
 	assert_body(ALERT_FORMAT_SLACK, &e,
 		    "{\"text\":\":white_circle: moletun on web1: test event sent by moletun ctl "
 		    "alert-test\"}");
+}
+
+/* The daemon's own event: no tunnel, host or rtt; Alertmanager labels it by instance. */
+static void test_metrics_stale(void **state)
+{
+	struct alert_event e = {.kind = ALERT_EVENT_METRICS_STALE};
+
+	snprintf(e.node, sizeof(e.node), "web1");
+	snprintf(e.reason, sizeof(e.reason),
+		 "metrics_textfile /x/moletun.prom not written: "
+		 "Operation not permitted");
+	e.since.tv_sec = T0;
+	e.timestamp.tv_sec = T0 + 12;
+	e.down_for_seconds = 12.3;
+	assert_body(ALERT_FORMAT_JSON, &e,
+		    "{\"event\":\"metrics_stale\",\"tunnel\":\"\",\"node\":\"web1\",\"host\":\"\","
+		    "\"port\":0,\"reason\":\"metrics_textfile /x/moletun.prom not written: "
+		    "Operation not permitted\",\"since\":\"2024-05-01T12:00:00Z\","
+		    "\"down_for_seconds\":12.3,\"timestamp\":\"2024-05-01T12:00:12Z\"}");
+	assert_body(ALERT_FORMAT_SLACK, &e,
+		    "{\"text\":\":red_circle: moletun on web1: metrics are STALE: metrics_textfile "
+		    "/x/moletun.prom not written: Operation not permitted (for 12.3s, since "
+		    "2024-05-01T12:00:00Z; node_exporter serves an old file)\"}");
+	assert_body(
+	    ALERT_FORMAT_ALERTMANAGER, &e,
+	    "[{\"labels\":{\"alertname\":\"MoletunMetricsNotWritten\",\"instance\":\"web1\"},"
+	    "\"annotations\":{\"summary\":\"moletun on web1 cannot write its metrics "
+	    "textfile\",\"description\":\"metrics_textfile /x/moletun.prom not written: "
+	    "Operation not permitted (stale for 12.3s)\"},\"startsAt\":"
+	    "\"2024-05-01T12:00:00Z\",\"endsAt\":\"2024-05-01T12:04:12Z\"}]");
+	e.kind = ALERT_EVENT_METRICS_FRESH;
+	assert_body(ALERT_FORMAT_SLACK, &e,
+		    "{\"text\":\":large_green_circle: moletun on web1: metrics written again "
+		    "after 12.3s (was: metrics_textfile /x/moletun.prom not written: Operation not "
+		    "permitted)\"}");
+	assert_body(
+	    ALERT_FORMAT_ALERTMANAGER, &e,
+	    "[{\"labels\":{\"alertname\":\"MoletunMetricsNotWritten\",\"instance\":\"web1\"},"
+	    "\"annotations\":{\"summary\":\"moletun on web1 cannot write its metrics "
+	    "textfile\",\"description\":\"metrics_textfile /x/moletun.prom not written: "
+	    "Operation not permitted (was stale for 12.3s)\"},\"startsAt\":"
+	    "\"2024-05-01T12:00:00Z\",\"endsAt\":\"2024-05-01T12:00:12Z\"}]");
 }
 
 static void test_alertmanager(void **state)
@@ -408,6 +454,7 @@ int main(void)
 	    cmocka_unit_test(test_json_escaping),
 	    cmocka_unit_test(test_slack),
 	    cmocka_unit_test(test_alertmanager),
+	    cmocka_unit_test(test_metrics_stale),
 	    cmocka_unit_test(test_rtt_reason),
 	    cmocka_unit_test(test_json_health_events),
 	    cmocka_unit_test(test_slack_health_events),

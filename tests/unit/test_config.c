@@ -1084,6 +1084,86 @@ static void test_many_errors_all_reported(void **state)
 	diag_finish(&d);
 }
 
+/* A [moletun] metrics_textfile at DIR/name/moletun.prom and one tunnel. */
+static void write_textfile_config(const char *name)
+{
+	char text[PATH_MAX + 512];
+
+	snprintf(text, sizeof(text),
+		 "[moletun]\nmetrics_textfile = %s/%s/moletun.prom\n"
+		 "[tunnel:a]\n" TUNNEL_BODY "local_forward = 5001 db:5432\n",
+		 dir, name);
+	write_file("m.conf", 0644, text);
+}
+
+/*
+ * node_exporter serves whatever file is there: a directory every user may write to is
+ * refused, sticky (/tmp) or not; one only root may write, or none yet, is fine.
+ */
+static void test_textfile_directory(void **state)
+{
+	struct config *c;
+
+	(void)state;
+	assert_int_equal(mkdir(path_of("tmp"), 0755), 0);
+	assert_int_equal(chmod(path_of("tmp"), 01777), 0);
+	write_textfile_config("tmp");
+	load_fails("m.conf", EXPECT("@DIR@/m.conf:2: metrics_textfile @DIR@/tmp/moletun.prom: "
+				    "directory @DIR@/tmp is writable by every user (mode 1777, "
+				    "sticky like /tmp): a file another user puts there first "
+				    "cannot be replaced by moletun, and node_exporter would serve "
+				    "it; use a directory only moletun and root may write, such as "
+				    "/var/lib/prometheus/node-exporter"));
+	assert_int_equal(chmod(path_of("tmp"), 0777), 0);
+	load_fails("m.conf", EXPECT("@DIR@/m.conf:2: metrics_textfile @DIR@/tmp/moletun.prom: "
+				    "directory @DIR@/tmp is writable by every user (mode 0777): "
+				    "another user can replace the file node_exporter serves; use a "
+				    "directory only moletun and root may write, such as "
+				    "/var/lib/prometheus/node-exporter"));
+	assert_int_equal(chmod(path_of("tmp"), 0755), 0);
+	c = load_ok("m.conf");
+	config_free(c);
+	write_textfile_config("not-yet");
+	c = load_ok("m.conf");
+	config_free(c);
+}
+
+/*
+ * Linked with -Wl,--wrap=fstat64 (tests/meson.build; fstat() is fstat64 with
+ * _FILE_OFFSET_BITS=64): the next fstat() can be made to fail.
+ */
+int __real_fstat64(int fd, struct stat *st);
+int __wrap_fstat64(int fd, struct stat *st);
+static int fstat_fails_with; /* errno of the next fstat(); 0: the real one */
+
+int __wrap_fstat64(int fd, struct stat *st)
+{
+	int err = fstat_fails_with;
+
+	if (!err)
+		return __real_fstat64(fd, st);
+	fstat_fails_with = 0;
+	/* what a caller that reads *st anyway would find: anything, here a directory */
+	memset(st, 0, sizeof(*st));
+	st->st_mode = S_IFDIR;
+	errno = err;
+	return -1;
+}
+
+/* A file opened but not statable: the error is fstat's, not a guess from *st. */
+static void test_fstat_failure(void **state)
+{
+	static const char *const expected[] = {"@DIR@/m.conf: Input/output error", NULL};
+	struct config *c = NULL;
+
+	(void)state;
+	write_file("m.conf", 0644, "[tunnel:a]\n" TUNNEL_BODY "local_forward = 5001 db:5432\n");
+	fstat_fails_with = EIO;
+	assert_int_equal(load_expect("m.conf", &c, expected), -EIO);
+	assert_null(c);
+	assert_int_equal(fstat_fails_with, 0);
+}
+
 static struct config *load_text(const char *text)
 {
 	write_file("eq.conf", 0644, text);
@@ -1467,6 +1547,8 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_find_tunnel, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_summary, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_warnings, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_fstat_failure, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_textfile_directory, setup, teardown),
 	    cmocka_unit_test(test_table),
 	    cmocka_unit_test(test_man_keys),
 	};

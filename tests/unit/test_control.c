@@ -1099,6 +1099,28 @@ static void test_adopt_inherited_socket(void **state)
 	close(fd);
 	close(impostor);
 
+	/*
+	 * The same with a client waiting on the inherited socket (it connected before the
+	 * path was taken over), so that socket is readable whatever the path leads to.
+	 */
+	unlink(f->path);
+	fd = listening_at(f->path);
+	queued = client_connect(f->path);
+	assert_true(queued >= 0);
+	unlink(f->path);
+	impostor = listening_at(f->path);
+	assert_int_equal(lstat(f->path, &before), 0);
+	assert_int_equal(control_server_adopt(f->loop, fd, f->path, NULL, &f->ops, &s),
+			 -EADDRINUSE);
+	assert_null(s);
+	assert_int_equal(lstat(f->path, &st), 0);
+	assert_true(st.st_ino == before.st_ino);
+	assert_true(fcntl(fd, F_GETFD) >= 0);
+	close(queued);
+	close(fd);
+	close(impostor);
+	unlink(f->path);
+
 	/* Not a listening socket. */
 	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
 	assert_int_equal(control_server_adopt(f->loop, fd, f->path, NULL, &f->ops, &s), -EINVAL);

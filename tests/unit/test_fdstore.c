@@ -9,6 +9,7 @@
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <poll.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -337,6 +338,250 @@ static void test_control_taken_by_name(void **state)
 	fdstore_destroy(s);
 }
 
+/* What the service manager holds after our messages: FDSTORE=1 adds a descriptor unless
+ * the same socket is stored already, FDSTOREREMOVE=1 removes every entry of the name. */
+struct model_store {
+	char names[8][64];
+	ino_t inodes[8];
+	int n;
+};
+
+static void model_apply(struct fake_systemd *f, struct model_store *m)
+{
+	char buf[1024];
+	union {
+		struct cmsghdr header;
+		char space[CMSG_SPACE(sizeof(int))];
+	} control;
+	struct iovec iov = {.iov_base = buf, .iov_len = sizeof(buf) - 1};
+	struct pollfd pfd = {.fd = f->fd, .events = POLLIN};
+
+	while (poll(&pfd, 1, 50) == 1) {
+		struct msghdr mh = {.msg_iov = &iov,
+				    .msg_iovlen = 1,
+				    .msg_control = &control,
+				    .msg_controllen = sizeof(control)};
+		struct cmsghdr *cm;
+		ssize_t n = recvmsg(f->fd, &mh, 0);
+		const char *name;
+		int fd = -1;
+
+		assert_true(n >= 0);
+		buf[n] = '\0';
+		cm = CMSG_FIRSTHDR(&mh);
+		if (cm && cm->cmsg_type == SCM_RIGHTS)
+			memcpy(&fd, CMSG_DATA(cm), sizeof(int));
+		name = strstr(buf, "FDNAME=");
+		assert_non_null(name);
+		name += strlen("FDNAME=");
+		if (strncmp(buf, "FDSTOREREMOVE=1\n", 16) == 0) {
+			for (int i = m->n; i-- > 0;)
+				if (strcmp(m->names[i], name) == 0) {
+					m->n--;
+					memmove(&m->names[i], &m->names[i + 1],
+						(size_t)(m->n - i) * sizeof(m->names[0]));
+					memmove(&m->inodes[i], &m->inodes[i + 1],
+						(size_t)(m->n - i) * sizeof(m->inodes[0]));
+				}
+		} else {
+			bool known = false;
+			ino_t ino;
+
+			assert_true(strncmp(buf, "FDSTORE=1\n", 10) == 0);
+			assert_true(fd >= 0);
+			ino = inode_of(fd);
+			for (int i = 0; i < m->n; i++)
+				known = known || m->inodes[i] == ino;
+			if (!known) {
+				assert_true(m->n < 8);
+				snprintf(m->names[m->n], sizeof(m->names[0]), "%s", name);
+				m->inodes[m->n++] = ino;
+			}
+		}
+		if (fd >= 0)
+			close(fd);
+	}
+}
+
+static int model_count(const struct model_store *m, const char *name, ino_t ino)
+{
+	int count = 0;
+
+	for (int i = 0; i < m->n; i++)
+		count += strcmp(m->names[i], name) == 0 && m->inodes[i] == ino;
+	return count;
+}
+
+static int unix_listener(const char *path)
+{
+	struct sockaddr_un addr = {.sun_family = AF_UNIX};
+	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+
+	assert_true(fd >= 0);
+	snprintf(addr.sun_path, sizeof(addr.sun_path), "%s", path);
+	assert_int_equal(bind(fd, (struct sockaddr *)&addr, sizeof(addr)), 0);
+	assert_int_equal(listen(fd, 16), 0);
+	return fd;
+}
+
+/*
+ * Two entries under one name (two "control", two of a forward's): the one taken stays in
+ * the manager's store and the spares go, although FDSTOREREMOVE=1 removes by name.
+ */
+static void test_duplicate_names(void **state)
+{
+	struct fake_systemd *f = *state;
+	struct model_store m = {0};
+	char paths[2][128], names[256], tcp_name[64];
+	unsigned port, port2;
+	ino_t inodes[4];
+	int fds[4], fd, tcp;
+	struct fdstore *s;
+
+	for (int i = 0; i < 2; i++) {
+		snprintf(paths[i], sizeof(paths[i]), "%s/control%d.sock", f->dir, i);
+		fds[i] = unix_listener(paths[i]);
+	}
+	fds[2] = make_socket(SOCK_STREAM, &port);
+	fds[3] = make_socket(SOCK_DGRAM, &port2); /* a spare under the same name */
+	snprintf(tcp_name, sizeof(tcp_name), "L-127.0.0.1-%u", port);
+	snprintf(names, sizeof(names), "control:control:%s:%s", tcp_name, tcp_name);
+	pass_fds(fds, inodes, 4, names);
+	for (int i = 0; i < 4; i++) {
+		snprintf(m.names[i], sizeof(m.names[0]), "%s", i < 2 ? "control" : tcp_name);
+		m.inodes[i] = inodes[i];
+	}
+	m.n = 4;
+
+	assert_int_equal(fdstore_create(&s), 0);
+	fd = fdstore_take(s, FDSTORE_CONTROL);
+	assert_true(fd >= 0);
+	tcp = fdstore_listen_tcp(s, "127.0.0.1", (uint16_t)port);
+	assert_int_equal(tcp, 5);
+	fdstore_prune(s);
+	assert_int_equal(fdstore_take(s, FDSTORE_CONTROL), -ENOENT);
+	model_apply(f, &m);
+	/* exactly the sockets in use are left in the store, once each */
+	assert_int_equal(m.n, 2);
+	assert_int_equal(model_count(&m, "control", inode_of(fd)), 1);
+	assert_int_equal(model_count(&m, tcp_name, inodes[2]), 1);
+	/* the spares are closed here (their numbers may have been reused since) */
+	for (int i = 3; i <= 6; i++)
+		if (i != fd && i != tcp && fcntl(i, F_GETFD) >= 0)
+			assert_true(inode_of(i) != inodes[i - 3]);
+	close(fd);
+	fdstore_destroy(s);
+	unlink(paths[0]);
+	unlink(paths[1]);
+}
+
+/* Fewer names than descriptors: the unnamed ones are closed, the named ones still used. */
+static void test_fewer_names_than_fds(void **state)
+{
+	unsigned p_named, p_unnamed;
+	int fds[2], fd, probe;
+	ino_t inodes[2];
+	char names[64];
+	struct fdstore *s;
+	struct sockaddr_in sin = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+
+	fds[0] = make_socket(SOCK_STREAM, &p_named);
+	fds[1] = make_socket(SOCK_STREAM, &p_unnamed);
+	snprintf(names, sizeof(names), "L-127.0.0.1-%u", p_named);
+	pass_fds(fds, inodes, 2, names);
+	assert_int_equal(fdstore_create(&s), 0);
+	assert_null(getenv("LISTEN_FDS"));
+	assert_null(getenv("LISTEN_FDNAMES"));
+	/* nothing listens on the unnamed one's port any more */
+	assert_true(fcntl(4, F_GETFD) < 0 || inode_of(4) != inodes[1]);
+	probe = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	sin.sin_port = htons((uint16_t)p_unnamed);
+	assert_int_equal(connect(probe, (struct sockaddr *)&sin, sizeof(sin)), -1);
+	assert_int_equal(errno, ECONNREFUSED);
+	close(probe);
+	fd = fdstore_listen_tcp(s, "127.0.0.1", (uint16_t)p_named);
+	assert_int_equal(fd, 3);
+	assert_true(inode_of(fd) == inodes[0]);
+	fdstore_destroy(s);
+}
+
+/* More names than descriptors: each descriptor keeps its own name, the rest is ignored. */
+static void test_more_names_than_fds(void **state)
+{
+	struct fake_systemd *f = *state;
+	unsigned port;
+	int fds[1], fd;
+	ino_t inodes[1];
+	char names[96];
+	struct fdstore *s;
+
+	fds[0] = make_socket(SOCK_STREAM, &port);
+	snprintf(names, sizeof(names), "L-127.0.0.1-%u:control", port);
+	pass_fds(fds, inodes, 1, names);
+	assert_int_equal(fdstore_create(&s), 0);
+	assert_int_equal(fdstore_take(s, FDSTORE_CONTROL), -ENOENT);
+	fd = fdstore_listen_tcp(s, "127.0.0.1", (uint16_t)port);
+	assert_int_equal(fd, 3);
+	assert_true(inode_of(fd) == inodes[0]);
+	fdstore_prune(s);
+	expect_nothing(f);
+	fdstore_destroy(s);
+}
+
+/* A listener on [::] and a free port, with IPV6_V6ONLY as given. */
+static int make_socket6(int v6only, unsigned *ret_port)
+{
+	struct sockaddr_in6 sin6 = {.sin6_family = AF_INET6, .sin6_addr = IN6ADDR_ANY_INIT};
+	socklen_t len = sizeof(sin6);
+	int fd = socket(AF_INET6, SOCK_STREAM | SOCK_CLOEXEC, 0);
+
+	assert_true(fd >= 0);
+	assert_int_equal(setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &v6only, sizeof(v6only)), 0);
+	assert_int_equal(bind(fd, (struct sockaddr *)&sin6, sizeof(sin6)), 0);
+	assert_int_equal(listen(fd, 16), 0);
+	assert_int_equal(getsockname(fd, (struct sockaddr *)&sin6, &len), 0);
+	*ret_port = ntohs(sin6.sin6_port);
+	return fd;
+}
+
+/*
+ * An inherited [::] listener that also takes IPv4 (IPV6_V6ONLY=0) is not what a [::]
+ * forward binds: replaced by one that takes IPv6 only, so 127.0.0.1 is refused again.
+ */
+static void test_dual_stack_listener_replaced(void **state)
+{
+	struct fake_systemd *f = *state;
+	struct sockaddr_in sin = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+	unsigned port, port_v6only;
+	int fds[2], fd, v6only = 0, probe;
+	socklen_t len = sizeof(v6only);
+	ino_t inodes[2];
+	char names[64];
+	struct fdstore *s;
+
+	fds[0] = make_socket6(0, &port);
+	fds[1] = make_socket6(1, &port_v6only);
+	snprintf(names, sizeof(names), "L-__-%u:L-__-%u", port, port_v6only);
+	pass_fds(fds, inodes, 2, names);
+	assert_int_equal(fdstore_create(&s), 0);
+
+	fd = fdstore_listen_tcp(s, "::", (uint16_t)port_v6only);
+	assert_int_equal(fd, 4); /* as moletun binds it: kept */
+	fd = fdstore_listen_tcp(s, "::", (uint16_t)port);
+	assert_true(fd >= 0);
+	assert_true(inode_of(fd) != inodes[0]);
+	assert_int_equal(getsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &v6only, &len), 0);
+	assert_int_equal(v6only, 1);
+	expect_message(f, "FDSTOREREMOVE=1\nFDNAME=L-__-%u", port);
+	expect_message(f, "FDSTORE=1\nFDNAME=L-__-%u", port);
+	probe = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	sin.sin_port = htons((uint16_t)port);
+	assert_int_equal(connect(probe, (struct sockaddr *)&sin, sizeof(sin)), -1);
+	assert_int_equal(errno, ECONNREFUSED);
+	close(probe);
+	fdstore_destroy(s);
+}
+
 /* Outside systemd: nothing adopted, nothing sent, sockets still bound. */
 static void test_outside_systemd(void **state)
 {
@@ -366,6 +611,10 @@ int main(void)
 					    teardown),
 	    cmocka_unit_test_setup_teardown(test_port_taken_by_unused_socket, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_control_taken_by_name, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_duplicate_names, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_fewer_names_than_fds, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_more_names_than_fds, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_dual_stack_listener_replaced, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_outside_systemd, setup, teardown),
 	};
 

@@ -102,6 +102,25 @@ static void test_next_check(void **state)
 	assert_near(liveness_next_check(&in), 114.0);
 }
 
+/* Times are monotonic: seconds after boot in a fresh container can be fewer than the
+ * interval, and "no keepalive yet" (0) must not read as "one was just sent". */
+static void test_first_keepalive_near_clock_zero(void **state)
+{
+	struct liveness_input in = base(2.0);
+
+	in.last_rx = 1.5;
+	in.last_tx = 1.5;
+	in.keepalive_sent = 0;
+	assert_int_equal(liveness_check(&in), LIVENESS_SEND);
+	/* global keepalives: still only after silence */
+	in.answers = false;
+	assert_int_equal(liveness_check(&in), LIVENESS_OK);
+	in.now = 6.5;
+	assert_int_equal(liveness_check(&in), LIVENESS_SEND);
+	in.now = 16.5;
+	assert_int_equal(liveness_check(&in), LIVENESS_DEAD_SILENT);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -110,6 +129,7 @@ int main(void)
 	    cmocka_unit_test(test_busy_link_still_sends_when_answers_are_seen),
 	    cmocka_unit_test(test_server_that_stopped_reading),
 	    cmocka_unit_test(test_next_check),
+	    cmocka_unit_test(test_first_keepalive_near_clock_zero),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -6,10 +6,12 @@
 #include <dirent.h>
 #include <errno.h>
 #include <ev.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "atomicfile.h"
@@ -193,11 +195,19 @@ static void test_mark_stopped(void **state)
 	status_free(&s);
 }
 
+struct stale_calls {
+	int n;
+	bool stale;
+	char reason[512];
+	double for_seconds;
+};
+
 struct fake_daemon {
 	int snapshots;
 	int fail; /* errno to fail snapshots with */
 	struct ev_loop *loop;
 	ev_timer stop;
+	struct stale_calls *stale_calls;
 };
 
 static int fake_snapshot(void *userdata, struct status *ret)
@@ -232,7 +242,7 @@ static void test_rewritten_every_interval(void **state)
 	char *text;
 
 	(void)state;
-	assert_int_equal(metrics_file_create(d.loop, path, 100, fake_snapshot, &d, &m), 0);
+	assert_int_equal(metrics_file_create(d.loop, path, 100, fake_snapshot, NULL, &d, &m), 0);
 	assert_string_equal(metrics_file_path(m), path);
 	assert_int_equal(metrics_file_interval(m), 100);
 	run_for(&d, 0.55);
@@ -268,7 +278,8 @@ static void test_failures_are_not_fatal(void **state)
 
 	(void)state;
 	assert_int_equal(
-	    metrics_file_create(d.loop, path_in("later/m.prom"), 100, fake_snapshot, &d, &m), 0);
+	    metrics_file_create(d.loop, path_in("later/m.prom"), 100, fake_snapshot, NULL, &d, &m),
+	    0);
 	run_for(&d, 0.25);
 	assert_true(d.snapshots >= 2);
 	assert_int_equal(metrics_file_write(m), -ENOENT);
@@ -283,6 +294,120 @@ static void test_failures_are_not_fatal(void **state)
 	ev_loop_destroy(d.loop);
 }
 
+static void record_stale(void *userdata, bool stale, const char *reason, double for_seconds)
+{
+	struct stale_calls *calls = ((struct fake_daemon *)userdata)->stale_calls;
+
+	calls->n++;
+	calls->stale = stale;
+	snprintf(calls->reason, sizeof(calls->reason), "%s", reason);
+	calls->for_seconds = for_seconds;
+}
+
+/* Three failed writes in a row make the file stale (told once), a success fresh again. */
+static void test_stale_after_three_failed_writes(void **state)
+{
+	struct stale_calls calls = {0};
+	struct fake_daemon d = {.loop = ev_loop_new(EVFLAG_AUTO), .stale_calls = &calls};
+	struct metrics_file *m;
+
+	(void)state;
+	assert_int_equal(metrics_file_create(d.loop, path_in("later/m.prom"), 100, fake_snapshot,
+					     record_stale, &d, &m),
+			 0);
+	/* two failures and a success: never stale */
+	assert_int_equal(metrics_file_write(m), -ENOENT);
+	assert_int_equal(metrics_file_write(m), -ENOENT);
+	assert_int_equal(mkdir(path_in("later"), 0755), 0);
+	assert_int_equal(metrics_file_write(m), 0);
+	assert_int_equal(rmdir(path_in("later")), -1); /* the file is in it */
+	assert_int_equal(unlink(path_in("later/m.prom")), 0);
+	assert_int_equal(rmdir(path_in("later")), 0);
+	assert_int_equal(metrics_file_write(m), -ENOENT);
+	assert_int_equal(metrics_file_write(m), -ENOENT);
+	assert_int_equal(calls.n, 0);
+	assert_false(metrics_file_stale(m));
+	assert_int_equal(metrics_file_last_error(m), -ENOENT);
+
+	/* the third in a row */
+	assert_int_equal(metrics_file_write(m), -ENOENT);
+	assert_int_equal(calls.n, 1);
+	assert_true(calls.stale);
+	assert_true(metrics_file_stale(m));
+	assert_non_null(strstr(calls.reason, path_in("later/m.prom")));
+	assert_non_null(strstr(calls.reason, "No such file or directory"));
+	assert_true(calls.for_seconds > 0.29 && calls.for_seconds < 0.31);
+	assert_int_equal(metrics_file_write(m), -ENOENT);
+	assert_int_equal(calls.n, 1);
+
+	/* written again: fresh, told once */
+	assert_int_equal(mkdir(path_in("later"), 0755), 0);
+	assert_int_equal(metrics_file_write(m), 0);
+	assert_int_equal(calls.n, 2);
+	assert_false(calls.stale);
+	assert_false(metrics_file_stale(m));
+	assert_int_equal(metrics_file_last_error(m), 0);
+	assert_true(calls.for_seconds > 0.39 && calls.for_seconds < 0.41);
+	assert_int_equal(metrics_file_write(m), 0);
+	assert_int_equal(calls.n, 2);
+
+	/* the last write at shutdown tells nobody */
+	assert_int_equal(unlink(path_in("later/m.prom")), 0);
+	assert_int_equal(rmdir(path_in("later")), 0);
+	for (int i = 0; i < 4; i++)
+		assert_int_equal(metrics_file_write_stopped(m), -ENOENT);
+	assert_int_equal(calls.n, 2);
+	metrics_file_destroy(m);
+	ev_loop_destroy(d.loop);
+}
+
+/*
+ * A sticky directory every user may write to (/tmp) where another user created the file
+ * first: the rename over it fails (the sticky bit forbids it) and says so, the file stays
+ * that user's, no temporary file is left. Run as `nobody` in a child, as the daemon runs
+ * as its own user (root would be allowed).
+ */
+static void test_sticky_directory_foreign_file(void **state)
+{
+	char path[256];
+	struct dirent **names;
+	struct stat st;
+	char *text;
+	pid_t pid;
+	int status, n;
+
+	(void)state;
+	snprintf(path, sizeof(path), "%s", path_in("tmp/m.prom"));
+	if (geteuid() != 0) {
+		print_message("not root: cannot plant another user's file, skipped\n");
+		return;
+	}
+	assert_int_equal(chmod(dir, 0755), 0);
+	assert_int_equal(mkdir(path_in("tmp"), 0755), 0);
+	assert_int_equal(chmod(path_in("tmp"), 01777), 0);
+	assert_int_equal(atomicfile_replace(path, "planted 1\n", 10, 0644), 0);
+	pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		if (setgid(65534) < 0 || setuid(65534) < 0)
+			_exit(10);
+		_exit(atomicfile_replace(path, "moletun 1\n", 10, 0644) == -EPERM ? 0 : 11);
+	}
+	assert_int_equal(waitpid(pid, &status, 0), pid);
+	assert_true(WIFEXITED(status));
+	assert_int_equal(WEXITSTATUS(status), 0);
+	assert_int_equal(stat(path, &st), 0);
+	assert_int_equal(st.st_uid, 0);
+	text = slurp(path);
+	assert_string_equal(text, "planted 1\n");
+	free(text);
+	n = scandir(path_in("tmp"), &names, NULL, alphasort);
+	assert_int_equal(n, 3); /* ., .. and m.prom: no temporary file left */
+	for (int i = 0; i < n; i++)
+		free(names[i]);
+	free(names);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -291,6 +416,8 @@ int main(void)
 	    cmocka_unit_test(test_mark_stopped),
 	    cmocka_unit_test_setup_teardown(test_rewritten_every_interval, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_failures_are_not_fatal, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_stale_after_three_failed_writes, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_sticky_directory_foreign_file, setup, teardown),
 	};
 
 	log_init(LOG_ERR);

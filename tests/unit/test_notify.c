@@ -466,6 +466,97 @@ static void test_fdstore_order_after_stall(void **state)
 	close(fds[1]);
 }
 
+/* A datagram socket bound to `path` exactly as long as given (no NUL when 108 bytes). */
+static int bind_exact(const char *path, size_t len)
+{
+	struct sockaddr_un addr = {.sun_family = AF_UNIX};
+	int fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+
+	assert_true(fd >= 0);
+	assert_true(len <= sizeof(addr.sun_path));
+	memcpy(addr.sun_path, path, len);
+	if (path[0] == '@')
+		addr.sun_path[0] = '\0';
+	assert_int_equal(bind(fd, (struct sockaddr *)&addr,
+			      (socklen_t)(offsetof(struct sockaddr_un, sun_path) + len)),
+			 0);
+	return fd;
+}
+
+/* What `path` as NOTIFY_SOCKET makes notify_ready() send to `fd`, or NULL; stderr in err. */
+static char *ready_through(const char *path, int fd, char *err, size_t err_size)
+{
+	static char buf[64];
+	struct pollfd pfd = {.fd = fd, .events = POLLIN};
+	FILE *captured = tmpfile();
+	int saved = dup(STDERR_FILENO);
+	ssize_t n;
+
+	assert_non_null(captured);
+	setenv("NOTIFY_SOCKET", path, 1);
+	fflush(stderr);
+	dup2(fileno(captured), STDERR_FILENO);
+	notify_ready();
+	fflush(stderr);
+	dup2(saved, STDERR_FILENO);
+	close(saved);
+	rewind(captured);
+	n = (ssize_t)fread(err, 1, err_size - 1, captured);
+	err[n > 0 ? n : 0] = '\0';
+	fclose(captured);
+	notify_finish(NULL);
+	if (fd < 0 || poll(&pfd, 1, 200) != 1)
+		return NULL;
+	n = recv(fd, buf, sizeof(buf) - 1, 0);
+	assert_true(n >= 0);
+	buf[n] = '\0';
+	return buf;
+}
+
+/*
+ * NOTIFY_SOCKET at the limits of sockaddr_un: a path of 108 bytes (no room for a NUL) and
+ * an abstract name of 107 are reached; a longer path is refused with a log line saying so.
+ */
+static void test_socket_path_limits(void **state)
+{
+	char dir[64], path[128], err[512], *got;
+	size_t dir_len;
+	int fd;
+
+	snprintf(dir, sizeof(dir), "/tmp/moletun-notify-XXXXXX");
+	assert_non_null(mkdtemp(dir));
+	dir_len = strlen(dir);
+	memset(path, 'n', sizeof(path));
+	memcpy(path, dir, dir_len);
+	path[dir_len] = '/';
+	path[108] = '\0';
+	fd = bind_exact(path, 108);
+	got = ready_through(path, fd, err, sizeof(err));
+	assert_non_null(got);
+	assert_string_equal(got, "READY=1");
+	close(fd);
+	unlink(path);
+
+	snprintf(path, sizeof(path), "@moletun-notify-%d-", (int)getpid());
+	memset(path + strlen(path), 'a', 108 - strlen(path));
+	path[108] = '\0';
+	fd = bind_exact(path, 108);
+	got = ready_through(path, fd, err, sizeof(err));
+	assert_non_null(got);
+	assert_string_equal(got, "READY=1");
+	close(fd);
+
+	memset(path, 'n', sizeof(path));
+	memcpy(path, dir, dir_len);
+	path[dir_len] = '/';
+	path[109] = '\0';
+	assert_null(ready_through(path, -1, err, sizeof(err)));
+	if (!strstr(err, "NOTIFY_SOCKET") || !strstr(err, "too long"))
+		fail_msg("no log line about the long NOTIFY_SOCKET: '%s'", err);
+	unsetenv("NOTIFY_SOCKET");
+	rmdir(dir);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -480,6 +571,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_fdstore_carries_descriptor, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_fdstore_remove, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_fdstore_order_after_stall, setup, teardown),
+	    cmocka_unit_test(test_socket_path_limits),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -162,7 +162,8 @@ static void test_json_exact(void **state)
 	    "\"rejected\":31,\"rejected_by_reason\":{\"max_connections\":15,\"down\":16},"
 	    "\"target_state\":\"unknown\",\"target_error\":null,\"probe_rtt_ms\":null,"
 	    "\"probe_failures\":0,\"window_largest_bytes\":0,\"window_total_bytes\":0}]}"
-	    "],\"daemon\":{\"pid\":4242,\"nofile_limit\":524288}}\n");
+	    "],\"daemon\":{\"pid\":4242,\"nofile_limit\":524288,\"metrics_textfile_stale\":null,"
+	    "\"metrics_textfile_error\":null}}\n");
 	free(json);
 	status_free(&s);
 }
@@ -172,7 +173,9 @@ static void test_json_empty_and_big_numbers(void **state)
 	struct status s = {0};
 	char *json = render(&s, status_format_json);
 
-	assert_string_equal(json, "{\"tunnels\":[],\"daemon\":{\"pid\":0,\"nofile_limit\":0}}\n");
+	assert_string_equal(json,
+			    "{\"tunnels\":[],\"daemon\":{\"pid\":0,\"nofile_limit\":0,"
+			    "\"metrics_textfile_stale\":null,\"metrics_textfile_error\":null}}\n");
 	free(json);
 	make_sample(&s);
 	s.daemon.nofile_limit = UINT64_MAX;
@@ -180,7 +183,7 @@ static void test_json_empty_and_big_numbers(void **state)
 	s.tunnels[0].port = 65535;
 	json = render(&s, status_format_json);
 	assert_non_null(strstr(json, "\"bytes_out\":18446744073709551615,"));
-	assert_non_null(strstr(json, "\"nofile_limit\":18446744073709551615}"));
+	assert_non_null(strstr(json, "\"nofile_limit\":18446744073709551615,"));
 	assert_non_null(strstr(json, "\"port\":65535,"));
 	free(json);
 	status_free(&s);
@@ -272,6 +275,13 @@ static void test_table_exact(void **state)
 	assert_non_null(strstr(table, "primary  up       target_down  12ms  1h03m  "));
 	assert_non_null(strstr(table, "  local   127.0.0.1:5433  -> pg_main:5432  0 active, target "
 				      "unreachable (connect failed: Connection refused)\n"));
+	free(table);
+
+	/* A tunnel that went down shows no RTT: the last one measured is not its RTT now. */
+	s.tunnels[0].state = TUNNEL_BACKOFF;
+	s.tunnels[0].health = HEALTH_DOWN;
+	table = render(&s, render_table_at_t0_plus_192);
+	assert_non_null(strstr(table, "primary  backoff  down    -    1h03m  "));
 	free(table);
 	status_free(&s);
 }
@@ -475,7 +485,7 @@ static void test_metrics_exact(void **state)
 		    "probe or client (1) or not (0); absent while unknown.\n"
 		    "# TYPE moletun_forward_target_up gauge\n"
 		    "moletun_forward_target_up{tunnel=\"primary\",type=\"local\","
-		    "forward=\"127.0.0.1:5433\"} 1\n"
+		    "forward=\"127.0.0.1:5433\",target=\"pg_main:5432\"} 1\n"
 		    "# HELP moletun_forward_probe_failures_total Probes of a local forward's "
 		    "target that "
 		    "failed or timed out.\n"
@@ -687,7 +697,7 @@ static void test_metrics_alerts(void **state)
 	static const char families[] =
 	    "# HELP moletun_alerts_sent_total Alert events delivered (HTTP 2xx, or exit status 0 "
 	    "for exec), by alert target and event (down, up, target_down, target_up, degraded, "
-	    "recovered, test).\n"
+	    "recovered, test, metrics_stale, metrics_fresh).\n"
 	    "# TYPE moletun_alerts_sent_total counter\n"
 	    "moletun_alerts_sent_total{alert=\"ops\",event=\"down\"} 2\n"
 	    "moletun_alerts_sent_total{alert=\"ops\",event=\"up\"} 1\n"
@@ -696,6 +706,8 @@ static void test_metrics_alerts(void **state)
 	    "moletun_alerts_sent_total{alert=\"ops\",event=\"degraded\"} 7\n"
 	    "moletun_alerts_sent_total{alert=\"ops\",event=\"recovered\"} 6\n"
 	    "moletun_alerts_sent_total{alert=\"ops\",event=\"test\"} 0\n"
+	    "moletun_alerts_sent_total{alert=\"ops\",event=\"metrics_stale\"} 0\n"
+	    "moletun_alerts_sent_total{alert=\"ops\",event=\"metrics_fresh\"} 0\n"
 	    "moletun_alerts_sent_total{alert=\"pa\\\"ger\",event=\"down\"} 0\n"
 	    "moletun_alerts_sent_total{alert=\"pa\\\"ger\",event=\"up\"} 0\n"
 	    "moletun_alerts_sent_total{alert=\"pa\\\"ger\",event=\"target_down\"} 0\n"
@@ -703,6 +715,8 @@ static void test_metrics_alerts(void **state)
 	    "moletun_alerts_sent_total{alert=\"pa\\\"ger\",event=\"degraded\"} 0\n"
 	    "moletun_alerts_sent_total{alert=\"pa\\\"ger\",event=\"recovered\"} 0\n"
 	    "moletun_alerts_sent_total{alert=\"pa\\\"ger\",event=\"test\"} 4\n"
+	    "moletun_alerts_sent_total{alert=\"pa\\\"ger\",event=\"metrics_stale\"} 0\n"
+	    "moletun_alerts_sent_total{alert=\"pa\\\"ger\",event=\"metrics_fresh\"} 0\n"
 	    "# HELP moletun_alerts_failed_total Alert events not delivered: given up after "
 	    "retries, refused, or dropped from a full queue.\n"
 	    "# TYPE moletun_alerts_failed_total counter\n"
@@ -737,6 +751,49 @@ static void test_metrics_alerts(void **state)
 	status_free(&s);
 	assert_null(s.alerts);
 	assert_int_equal(s.n_alerts, 0);
+}
+
+/* A metrics_textfile node_exporter serves stale: in JSON, metrics and under the table. */
+static void test_metrics_textfile_state(void **state)
+{
+	struct status s = {0};
+	char why[512];
+	char *text;
+
+	make_sample(&s);
+	text = render(&s, status_format_metrics);
+	assert_null(strstr(text, "moletun_metrics_textfile_stale"));
+	free(text);
+
+	s.daemon.metrics_textfile = true;
+	text = render(&s, status_format_json);
+	assert_non_null(
+	    strstr(text, "\"metrics_textfile_stale\":false,\"metrics_textfile_error\":null}}\n"));
+	free(text);
+	text = render(&s, status_format_metrics);
+	assert_non_null(strstr(text, "# TYPE moletun_metrics_textfile_stale gauge\n"
+				     "moletun_metrics_textfile_stale 0\n"));
+	free(text);
+	text = render(&s, render_table_at_t0_plus_192);
+	assert_null(strstr(text, "metrics_textfile"));
+	free(text);
+
+	s.daemon.metrics_textfile_stale = true;
+	snprintf(s.daemon.metrics_textfile_error, sizeof(s.daemon.metrics_textfile_error),
+		 "Operation not permitted");
+	text = render(&s, status_format_json);
+	assert_non_null(strstr(text, "\"metrics_textfile_stale\":true,"
+				     "\"metrics_textfile_error\":\"Operation not permitted\"}}\n"));
+	free(text);
+	text = render(&s, status_format_metrics);
+	assert_non_null(strstr(text, "moletun_metrics_textfile_stale 1\n"));
+	assert_null(lint_metrics(text, why, sizeof(why)));
+	free(text);
+	text = render(&s, render_table_at_t0_plus_192);
+	assert_non_null(strstr(text, "\nmetrics_textfile stale (Operation not permitted): "
+				     "node_exporter serves an old file\n"));
+	free(text);
+	status_free(&s);
 }
 
 static void test_summary(void **state)
@@ -796,6 +853,7 @@ int main(void)
 	    cmocka_unit_test(test_metrics_lint),
 	    cmocka_unit_test(test_metrics_promtool),
 	    cmocka_unit_test(test_metrics_alerts),
+	    cmocka_unit_test(test_metrics_textfile_state),
 	    cmocka_unit_test(test_summary),
 	};
 
