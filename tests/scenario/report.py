@@ -128,6 +128,13 @@ def analyze(res):
     check_alerts(res, checks)
     check_rows(res, checks)
     for name, node in res["nodes"].items():
+        # the sidecar refuses session channels (MaxSessions 0): keepalives must still time
+        # the round trip, or health cannot be degraded and windows cannot grow
+        rtts = [s["rtt_ms"] for t, s in node["status"] if s and s["rtt_ms"] is not None]
+        checks.append((bool(rtts), "%s: keepalive round trip measured against the hardened "
+                                   "sidecar (%d of %d status samples have rtt_ms)" % (
+                                       name, len(rtts), len([s for t, s in node["status"]
+                                                             if s]))))
         if node["sanitizer"]:
             checks.append((False, "%s: sanitizer reports: %s" % (name, node["sanitizer"][:5])))
         checks.append((node["replica_caught_up_at_end"],
@@ -388,9 +395,10 @@ def plot(res, rows, path):
             if not r or f["key"] == "clock_fwd":
                 continue
             bad = r["first_write"] is None or r["first_write"] > r["bound"]
-            ax_w.text(f["end"] - t0 + 0.15, 3.5e4, "%s" % fmt_s(r["first_write"]),
-                      fontsize=8, va="center", ha="left",
-                      color="#b71c1c" if bad else "#1b5e20")
+            ax_w.text(f["end"] - t0 + 0.15, 3.5e4, fmt_s(r["first_write"]) + (" !" if bad else ""),
+                      fontsize=8.5 if bad else 8, va="center", ha="left",
+                      fontweight="bold" if bad else "normal",
+                      color="#d50000" if bad else "#1b5e20")
 
         lag = replica_lag(node, res["primary_lsn"])
         ax_r.plot([t - t0 for t, _ in lag], [v for _, v in lag], color="#6a1b9a", lw=1.2)
