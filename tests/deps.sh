@@ -15,8 +15,10 @@ packages=(
 	debhelper dpkg-dev fakeroot lintian acl prometheus prometheus-node-exporter
 	# the completion script through bash-completion's own loader (test_bash_completion.py)
 	bash-completion
-	# wall-clock steps (tests/integration/test_clock_step.py)
+	# wall-clock steps (tests/integration/test_clock_step.py, the deployment scenario)
 	faketime
+	# the deployment scenario (tests/scenario/run.sh): its writers and its timeline picture
+	python3-psycopg2 python3-matplotlib
 )
 
 missing=()
