@@ -24,7 +24,9 @@ static const char usage_text[] =
 	"       moletun ctl [-s SOCKET] COMMAND      talk to a running daemon\n"
 	"       moletun authorize [-c FILE] [--from ADDR,...] [TUNNEL...]\n"
 	"                                            print the sidecar's authorized_keys lines\n"
-	"       moletun help [run|check|ctl|authorize|config]\n"
+	"       moletun audit [-c FILE] [--json] [TUNNEL...]\n"
+	"                                            check what each sidecar allows\n"
+	"       moletun help [run|check|ctl|authorize|audit|config]\n"
 	"                                            this, or more on one of them\n"
 	"       moletun --version                    print the version\n";
 
@@ -44,6 +46,7 @@ static const struct help_entry {
 		  "  -c FILE   configuration file (default " CONFIG_DEFAULT_PATH ")\n"
 		  "  -u USER   check as USER (root only; -u root: as root)\n"},
 	{"authorize", authorize_help},
+	{"audit", audit_help},
 };
 
 #include "ctl.h"
@@ -346,6 +349,19 @@ static int cmd_authorize(int argc, char **argv)
 	return authorize_run(&args);
 }
 
+static int cmd_audit(int argc, char **argv)
+{
+	struct audit_args args;
+	int r = audit_parse_args(argc, argv, &args);
+
+	if (r)
+		return r < 0 ? 0 : r;
+	r = as_service_user(args.sel.config_path, "audit");
+	if (r)
+		return r;
+	return audit_run(&args);
+}
+
 static int cmd_run(int argc, char **argv)
 {
 	const char *path = CONFIG_DEFAULT_PATH;
@@ -376,5 +392,7 @@ int main(int argc, char **argv)
 		return ctl_main(argc - 1, argv + 1);
 	if (strcmp(argv[1], "authorize") == 0)
 		return cmd_authorize(argc - 1, argv + 1);
+	if (strcmp(argv[1], "audit") == 0)
+		return cmd_audit(argc - 1, argv + 1);
 	return usage_error("unknown command", argv[1]);
 }
