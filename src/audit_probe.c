@@ -10,6 +10,8 @@
 
 /* What a forced command printed that the audit keeps (a shell's answer is far shorter). */
 #define OUTPUT_MAX 4096
+/* A forced command that keeps printing is not read to its end. */
+#define OUTPUT_READ_MAX (256 * 1024)
 
 /* The probe's channels get a small window: nothing is read through them but a line. */
 #define PROBE_WINDOW (64 * 1024)
@@ -50,23 +52,31 @@ static void marker(char *command, size_t command_size, char *expect, size_t expe
 	snprintf(expect, expect_size, "moletun-audit-%u%u", r[0], r[1]);
 }
 
-/* Reads one stream of the channel until EOF, the timeout or an error, keeping what fits. */
-static int drain(LIBSSH2_CHANNEL *ch, int stream, char *out, size_t *len, bool *ret_ended)
+/* Reads one stream of the channel until EOF, keeping what fits in out. Stops (with
+ * *ret_ended false) at the session's timeout for one read, at `deadline`, or past
+ * OUTPUT_READ_MAX bytes in all. 0 or a libssh2 error. */
+static int drain(LIBSSH2_CHANNEL *ch, int stream, char *out, size_t *len, size_t *total,
+		 time_t deadline, bool *ret_ended)
 {
 	char buf[1024];
 
 	for (;;) {
-		ssize_t n = libssh2_channel_read_ex(ch, stream, buf, sizeof(buf));
+		ssize_t n;
 
-		if (n == 0) {
+		if (*total > OUTPUT_READ_MAX || time(NULL) > deadline) {
+			*ret_ended = false;
 			return 0;
 		}
+		n = libssh2_channel_read_ex(ch, stream, buf, sizeof(buf));
+		if (n == 0)
+			return 0;
 		if (n == LIBSSH2_ERROR_TIMEOUT) {
 			*ret_ended = false;
 			return 0;
 		}
 		if (n < 0)
 			return (int)n;
+		*total += (size_t)n;
 		if (*len < OUTPUT_MAX) {
 			size_t take = (size_t)n < OUTPUT_MAX - *len ? (size_t)n : OUTPUT_MAX - *len;
 
@@ -97,8 +107,10 @@ static void first_line(const char *out, size_t len, char *buf, size_t size)
 int audit_probe_session(LIBSSH2_SESSION *s, struct audit_session *ret)
 {
 	char command[64], expect[48], out[OUTPUT_MAX + 1];
+	/* the whole probe gets what one step may take, and a second for time()'s resolution */
+	time_t deadline = time(NULL) + libssh2_session_get_timeout(s) / 1000 + 1;
 	LIBSSH2_CHANNEL *ch;
-	size_t len = 0;
+	size_t len = 0, total = 0;
 	int rc, fatal = 0;
 
 	memset(ret, 0, sizeof(*ret));
@@ -120,9 +132,9 @@ int audit_probe_session(LIBSSH2_SESSION *s, struct audit_session *ret)
 	/* nothing on its standard input: a program that reads it ends now */
 	libssh2_channel_send_eof(ch);
 	ret->ended = true;
-	rc = drain(ch, 0, out, &len, &ret->ended);
+	rc = drain(ch, 0, out, &len, &total, deadline, &ret->ended);
 	if (rc == 0 && ret->ended)
-		rc = drain(ch, SSH_EXTENDED_DATA_STDERR, out, &len, &ret->ended);
+		rc = drain(ch, SSH_EXTENDED_DATA_STDERR, out, &len, &total, deadline, &ret->ended);
 	if (rc < 0 && rc != LIBSSH2_ERROR_CHANNEL_CLOSED && rc != LIBSSH2_ERROR_CHANNEL_EOF_SENT)
 		return rc;
 	out[len] = '\0';

@@ -22,12 +22,9 @@ static const char usage_text[] =
 	"usage: moletun run [-c FILE]                run the daemon in the foreground\n"
 	"       moletun check [-c FILE] [-u USER]    validate a configuration\n"
 	"       moletun ctl [-s SOCKET] COMMAND      talk to a running daemon\n"
-	"       moletun authorize [-c FILE] [--from ADDR,...] [TUNNEL...]\n"
-	"                                            print the sidecar's authorized_keys lines\n"
-	"       moletun audit [-c FILE] [--json] [TUNNEL...]\n"
-	"                                            check what each sidecar allows\n"
-	"       moletun help [run|check|ctl|authorize|audit|config]\n"
-	"                                            this, or more on one of them\n"
+	"       moletun authorize [TUNNEL...]        print the sidecar's authorized_keys lines\n"
+	"       moletun audit [TUNNEL...]            check what the sidecar allows\n"
+	"       moletun help [COMMAND|config]        this, or more on one of them\n"
 	"       moletun --version                    print the version\n";
 
 static const struct help_entry {
@@ -339,8 +336,10 @@ static int cmd_authorize(int argc, char **argv)
 	struct authorize_args args;
 	int r = authorize_parse_args(argc, argv, &args);
 
-	if (r)
+	if (r) {
+		free(args.from);
 		return r < 0 ? 0 : r;
+	}
 	r = as_service_user(args.sel.config_path, "authorize");
 	if (r) {
 		free(args.from);
