@@ -171,40 +171,52 @@ static char *both(const struct kexinit *k, enum kexinit_list a, enum kexinit_lis
 	return s;
 }
 
-/* Drops repeated names from a comma-separated list, in place. */
-static void unique(char *list)
+static bool has_name(const char *list, const char *name, size_t len)
 {
-	char *out = list;
-	const char *cursor = list, *name;
-	size_t len;
-	char *copy = strdup(list);
+	const char *cursor = list, *n;
+	size_t l;
 
-	if (!copy)
-		return;
-	cursor = copy;
-	*out = '\0';
-	while (kexinit_next_name(&cursor, &name, &len)) {
-		char one[256];
-
-		snprintf(one, sizeof(one), "%.*s", (int)len, name);
-		if (kexinit_list_has(list, one))
-			continue;
-		if (out != list)
-			*out++ = ',';
-		memcpy(out, name, len);
-		out += len;
-		*out = '\0';
-	}
-	free(copy);
+	while (kexinit_next_name(&cursor, &n, &l))
+		if (l == len && memcmp(n, name, len) == 0)
+			return true;
+	return false;
 }
 
-static void judge_list(struct audit_report *r, const char *check, const char *list,
+/* A copy of a comma-separated list with each name once, in first-seen order; NULL when
+ * out of memory. */
+static char *unique(const char *list)
+{
+	const char *cursor = list, *name;
+	char *out = malloc(strlen(list) + 1);
+	size_t len, used = 0;
+
+	if (!out)
+		return NULL;
+	out[0] = '\0';
+	while (kexinit_next_name(&cursor, &name, &len)) {
+		if (has_name(out, name, len))
+			continue;
+		if (used)
+			out[used++] = ',';
+		memcpy(out + used, name, len);
+		used += len;
+		out[used] = '\0';
+	}
+	return out;
+}
+
+static void judge_list(struct audit_report *r, const char *check, const char *offered,
 		       bool (*weak)(const char *, size_t), const char *what, const char *keyword)
 {
-	char found[400], fix[450];
-	size_t total, n = pick(list, weak, found, sizeof(found), &total);
+	char found[400], fix[450], *list = unique(offered);
+	size_t total, n;
 
-	unique(found);
+	if (!list) {
+		r->out_of_memory = true;
+		return;
+	}
+	n = pick(list, weak, found, sizeof(found), &total);
+	free(list);
 	if (n == 0) {
 		audit_add(r, check, NULL, AUDIT_PASS, AUDIT_FIX_NONE, NULL,
 			  "no %s among the %zu offered", what, total);

@@ -1,6 +1,7 @@
 #include <errno.h>
 #include <string.h>
 
+#include "audit.h"
 #include "fuzz.h"
 #include "kexinit.h"
 
@@ -12,8 +13,30 @@ static bool printable(const char *s, bool spaces)
 	return true;
 }
 
-/* kexinit_scan() on what a server might send first; a success holds only printable text,
- * every prefix of a success asks for more, and a scan is the same on a second run. */
+/* The audit's verdicts on what a server offers: four findings, each pass or fail, printable. */
+static void check_verdicts(const struct kexinit *k)
+{
+	struct audit_report r;
+	FILE *null = fopen("/dev/null", "w");
+
+	audit_report_init(&r);
+	audit_judge_algorithms(&r, k);
+	FUZZ_ASSERT(r.out_of_memory || r.n == 4);
+	for (size_t i = 0; i < r.n; i++) {
+		FUZZ_ASSERT(r.items[i].result == AUDIT_PASS || r.items[i].result == AUDIT_FAIL);
+		FUZZ_ASSERT(printable(r.items[i].detail, true) && printable(r.items[i].fix, true));
+		FUZZ_ASSERT((r.items[i].result == AUDIT_FAIL) == (r.items[i].fix[0] != '\0'));
+	}
+	if (null) {
+		audit_report_print_json(&r, null);
+		audit_report_print_text(&r, null);
+		fclose(null);
+	}
+	audit_report_finish(&r);
+}
+
+/* kexinit_scan() on what a server might send first; a success holds only printable text
+ * and a scan is the same on a second run. */
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	struct kexinit k, again;
@@ -43,6 +66,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 				    name + len <= k.lists[i] + strlen(k.lists[i]));
 		}
 	}
+	check_verdicts(&k);
 	memset(&again, 0, sizeof(again));
 	FUZZ_ASSERT(kexinit_scan(data, size, &again) == 0);
 	FUZZ_ASSERT(strcmp(again.version, k.version) == 0);
