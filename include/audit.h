@@ -71,6 +71,12 @@ enum audit_pty {
 	AUDIT_PTY_GRANTED,
 };
 
+enum audit_sftp {
+	AUDIT_SFTP_NO_SESSION,
+	AUDIT_SFTP_REFUSED,  /* no SFTP server answered (refused, or a forced command ran) */
+	AUDIT_SFTP_ANSWERED, /* an SFTP server answered its version: files are reachable */
+};
+
 /* Whether direct-tcpip is limited to listed destinations, from the non-target probes. */
 enum audit_forwarding {
 	AUDIT_FORWARDING_UNKNOWN,
@@ -97,6 +103,8 @@ void audit_judge_auth_methods(struct audit_report *r, const char *methods);
 /* session: refused passes; a forced command warns; running our command fails. */
 void audit_judge_session(struct audit_report *r, const struct audit_session *s);
 void audit_judge_pty(struct audit_report *r, enum audit_pty p);
+/* sftp: the subsystem runs even for a user whose shell is nologin (internal-sftp). */
+void audit_judge_sftp(struct audit_report *r, enum audit_sftp s);
 /* direct_tcpip to a destination that is not one of the tunnel's targets. */
 void audit_judge_direct_tcpip(struct audit_report *r, const char *dest, enum audit_open o);
 /* What the answers for non-targets say about forwarding as a whole. */

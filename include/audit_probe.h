@@ -18,6 +18,10 @@
 int audit_probe_session(LIBSSH2_SESSION *s, struct audit_session *ret);
 /* A pty request on a new session channel (none when sessions are refused). */
 int audit_probe_pty(LIBSSH2_SESSION *s, bool sessions_open, enum audit_pty *ret);
+/* The sftp subsystem on a new session channel: whether an SFTP server answers its
+ * version (libssh2_sftp_init), then shut at once. Never ends the audit: a dead session
+ * shows in the next probe. */
+int audit_probe_sftp(LIBSSH2_SESSION *s, bool sessions_open, enum audit_sftp *ret);
 int audit_probe_direct_tcpip(LIBSSH2_SESSION *s, const char *host, uint16_t port,
 			     enum audit_open *ret);
 /* direct-streamlocal@openssh.com to a Unix socket path on the server. */

@@ -337,6 +337,28 @@ void audit_judge_pty(struct audit_report *r, enum audit_pty p)
 	}
 }
 
+void audit_judge_sftp(struct audit_report *r, enum audit_sftp s)
+{
+	switch (s) {
+	case AUDIT_SFTP_NO_SESSION:
+		audit_add(r, "sftp", NULL, AUDIT_PASS, AUDIT_FIX_NONE, NULL,
+			  "no session channel to ask on");
+		break;
+	case AUDIT_SFTP_REFUSED:
+		audit_add(r, "sftp", NULL, AUDIT_PASS, AUDIT_FIX_NONE, NULL,
+			  "no SFTP server answered");
+		break;
+	case AUDIT_SFTP_ANSWERED:
+		audit_add(r, "sftp", NULL, AUDIT_FAIL, AUDIT_FIX_KEY,
+			  KEY_LINE "command=\"" AUTHORIZE_COMMAND "\"" AUTHORIZE_HINT
+				   "; or sshd_config: ForceCommand " AUTHORIZE_COMMAND
+				   " (forced commands replace subsystems too)",
+			  "an SFTP server answered: the key can read and write files (closed after "
+			  "its version)");
+		break;
+	}
+}
+
 static const char forwarding_fix[] = KEY_LINE "permitopen=\"TARGET\" for each target" AUTHORIZE_HINT
 					      "; or sshd_config: PermitOpen TARGET...";
 

@@ -2,6 +2,7 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <libssh2_sftp.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/random.h>
@@ -167,6 +168,21 @@ int audit_probe_pty(LIBSSH2_SESSION *s, bool sessions_open, enum audit_pty *ret)
 	else
 		return fatal;
 	libssh2_channel_free(ch);
+	return 0;
+}
+
+int audit_probe_sftp(LIBSSH2_SESSION *s, bool sessions_open, enum audit_sftp *ret)
+{
+	LIBSSH2_SFTP *sftp;
+
+	*ret = AUDIT_SFTP_NO_SESSION;
+	if (!sessions_open)
+		return 0;
+	/* INIT, then the server's VERSION: nothing is opened, read or written */
+	sftp = libssh2_sftp_init(s);
+	*ret = sftp ? AUDIT_SFTP_ANSWERED : AUDIT_SFTP_REFUSED;
+	if (sftp)
+		libssh2_sftp_shutdown(sftp);
 	return 0;
 }
 

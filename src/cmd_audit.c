@@ -35,10 +35,10 @@ const char audit_help[] =
     "Connects to each tunnel's sidecar (every tunnel by default) with the tunnel's own key,\n"
     "known_hosts and proxy_jump bastions, and checks what the sidecar allows: the\n"
     "algorithms it offers, public-key authentication only, no session channel (or only\n"
-    "a forced command), no pty, direct-tcpip to the tunnel's targets only, no Unix socket\n"
-    "forwarding, no remote listens but the tunnel's. Every probe is harmless: channels\n"
-    "close at once and nothing is sent to any destination. One line per check: pass,\n"
-    "warn, fail or skip, and for what is not a pass, what fixes it and where\n"
+    "a forced command), no pty, no SFTP, direct-tcpip to the tunnel's targets only, no\n"
+    "Unix socket forwarding, no remote listens but the tunnel's. Every probe is harmless:\n"
+    "channels close at once and nothing is sent to any destination. One line per check:\n"
+    "pass, warn, fail or skip, and for what is not a pass, what fixes it and where\n"
     "(authorized_keys: the key line moletun authorize prints; sshd_config: only the\n"
     "server's configuration can).\n"
     "  -c FILE        configuration file (default " CONFIG_DEFAULT_PATH ")\n"
@@ -133,6 +133,7 @@ static int run_probes(const struct audit_args *a, struct tunnel_audit *ta, LIBSS
 	enum audit_forwarding forwarding;
 	struct audit_session session;
 	enum audit_pty pty;
+	enum audit_sftp sftp;
 	size_t n_answers = 0, n_remote = 0;
 	char dest[300];
 	bool granted;
@@ -147,6 +148,10 @@ static int run_probes(const struct audit_args *a, struct tunnel_audit *ta, LIBSS
 	if (rc)
 		return rc;
 	audit_judge_pty(r, pty);
+	rc = audit_probe_sftp(s, session.opened, &sftp);
+	if (rc)
+		return rc;
+	audit_judge_sftp(r, sftp);
 	for (size_t i = 0; i < sizeof(non_targets) / sizeof(non_targets[0]); i++) {
 		if (is_target(t, non_targets[i].host, non_targets[i].port))
 			continue;

@@ -207,7 +207,7 @@ class AuditTest(AuditBase):
         names = {c["check"] for c in t["checks"]}
         for want in ("algorithms.kex", "algorithms.ciphers", "algorithms.macs",
                      "algorithms.host_key", "host_key", "auth_methods", "session", "pty",
-                     "direct_tcpip", "target", "direct_streamlocal", "tcpip_forward"):
+                     "sftp", "direct_tcpip", "target", "direct_streamlocal", "tcpip_forward"):
             self.assertIn(want, names)
         session = [c for c in t["checks"] if c["check"] == "session"][0]
         self.assertIn("refused", session["detail"])
@@ -221,8 +221,9 @@ class AuditTest(AuditBase):
         code, doc, text = self.audit(m)
         self.assertEqual(code, 1, text)
         failed = self.by_result(doc, "fail")
-        # the shell, forwarding anywhere, the Unix socket, a pty and remote listens
-        for want in ("session", "direct_tcpip", "direct_streamlocal", "pty", "tcpip_forward"):
+        # the shell, files, forwarding anywhere, the Unix socket, a pty and remote listens
+        for want in ("session", "sftp", "direct_tcpip", "direct_streamlocal", "pty",
+                     "tcpip_forward"):
             self.assertIn(want, failed, text)
         session = [c for c in self.checks(doc) if c["check"] == "session"][0]
         self.assertIn("can run any command", session["detail"])
@@ -282,7 +283,8 @@ class AuditTest(AuditBase):
         self.assertEqual(self.by_result(doc, "fail"), ["algorithms.macs"], text)
         self.assertEqual(self.by_result(doc, "warn"), ["session"], text)
         self.assertEqual(code, 1, text)
-        for check in ("pty", "direct_tcpip", "direct_streamlocal", "tcpip_forward", "target"):
+        for check in ("pty", "sftp", "direct_tcpip", "direct_streamlocal", "tcpip_forward",
+                      "target"):
             self.assertIn(check, self.by_result(doc, "pass"))
         self.assertNothingSentToSocket()
         self.assertIn("fix: sshd_config: MACs -hmac-sha1-etm@openssh.com,hmac-sha1", text)

@@ -257,6 +257,23 @@ static void test_pty(void **state)
 	audit_report_finish(&r);
 }
 
+static void test_sftp(void **state)
+{
+	struct audit_report r;
+
+	(void)state;
+	audit_report_init(&r);
+	audit_judge_sftp(&r, AUDIT_SFTP_NO_SESSION);
+	audit_judge_sftp(&r, AUDIT_SFTP_REFUSED);
+	audit_judge_sftp(&r, AUDIT_SFTP_ANSWERED);
+	assert_int_equal(r.items[0].result, AUDIT_PASS);
+	assert_int_equal(r.items[1].result, AUDIT_PASS);
+	assert_int_equal(r.items[2].result, AUDIT_FAIL);
+	assert_int_equal(r.items[2].fix_in, AUDIT_FIX_KEY);
+	assert_non_null(strstr(r.items[2].fix, "subsystems"));
+	audit_report_finish(&r);
+}
+
 static void test_direct_tcpip_and_target(void **state)
 {
 	static const struct {
@@ -418,6 +435,7 @@ int main(void)
 	    cmocka_unit_test(test_auth_methods),
 	    cmocka_unit_test(test_session),
 	    cmocka_unit_test(test_pty),
+	    cmocka_unit_test(test_sftp),
 	    cmocka_unit_test(test_direct_tcpip_and_target),
 	    cmocka_unit_test(test_forwarding_and_streamlocal),
 	    cmocka_unit_test(test_tcpip_forward),
