@@ -9,12 +9,16 @@ packages=(
 	meson ninja-build pkg-config gcc clang
 	openssh-server openssh-client python3 python3-paramiko iproute2 iptables socat
 	postgresql-15 systemd-container
+	# the sidecar kit's container image, built by tests/integration/test_sidecar_kit.py
+	buildah debootstrap
 	# the Debian package (tests/deb/run.sh), alert rules and textfile metrics
 	debhelper dpkg-dev fakeroot lintian acl prometheus prometheus-node-exporter
 	# the completion script through bash-completion's own loader (test_bash_completion.py)
 	bash-completion
-	# wall-clock steps (tests/integration/test_clock_step.py)
+	# wall-clock steps (tests/integration/test_clock_step.py, the deployment scenario)
 	faketime
+	# the deployment scenario (tests/scenario/run.sh): its writers and its timeline picture
+	python3-psycopg2 python3-matplotlib
 )
 
 missing=()

@@ -3,8 +3,9 @@
 # integration tests against a real sshd), compiles the benchmark's release build (-O3,
 # werror), runs the suite again built with ASan+UBSan, then the
 # daemon's integration tests under valgrind memcheck, a short libFuzzer run of every
-# parser, the README's demo in its self-test mode, and the Debian package built, checked
-# by lintian, installed and purged (tests/deb/run.sh).
+# parser, the README's demo in its self-test mode, the deployment scenario with its
+# timeline (tests/scenario/run.sh), and the Debian package built, checked by lintian,
+# installed and purged (tests/deb/run.sh).
 #   bash tests/run.sh
 # MOLETUN_FUZZ_SECONDS (default 30) sets the fuzzing time per target; 0 skips fuzzing.
 set -euo pipefail
@@ -66,7 +67,10 @@ fi
 echo "== README demo (tests/demo/run.sh --selftest) =="
 MOLETUN_DEPS_DONE=1 bash tests/demo/run.sh --selftest
 
+echo "== deployment scenario (tests/scenario/run.sh) =="
+bash tests/scenario/run.sh build
+
 echo "== Debian package: build, lintian, install, purge (tests/deb/run.sh) =="
 MOLETUN_DEPS_DONE=1 bash tests/deb/run.sh
 
-echo "== all tests passed (plain and sanitized builds, valgrind, fuzzing, demo, package) =="
+echo "== all tests passed (plain and sanitized builds, valgrind, fuzzing, demo, scenario, package) =="

@@ -21,6 +21,7 @@
 #include "metrics_file.h"
 #include "notify.h"
 #include "privfile.h"
+#include "reload_plan.h"
 #include "status_format.h"
 #include "tunnel.h"
 
@@ -259,43 +260,164 @@ static int daemon_add_tunnel(struct daemon *d, const struct tunnel_config *tc, s
 	return 0;
 }
 
-/* The running tunnel that `tc` (of a new configuration) leaves as it is, if any. */
-static struct tunnel *daemon_unchanged(struct daemon *d, const struct tunnel_config *tc)
-{
-	struct tunnel *t = daemon_find(d, tc->name);
-	bool contents;
+/* What a reload readies before it touches anything running. */
+struct reload {
+	struct config *next;
+	struct reload_plan plan;
+	struct identity *ids;	 /* per new section: decrypted for the ones that start */
+	struct tunnel **tunnels; /* the daemon's next array of tunnels */
+};
 
-	return t && !tunnel_config_diff(tunnel_config(t), tc, &contents) ? t : NULL;
+static void reload_discard(struct reload *rl)
+{
+	if (rl->ids)
+		for (size_t i = 0; rl->next && i < rl->next->n_tunnels; i++)
+			identity_finish(&rl->ids[i]);
+	free(rl->ids);
+	free(rl->tunnels);
+	reload_plan_free(&rl->plan);
+	config_free(rl->next);
 }
 
 /*
- * Loads (decrypts) the identity of every tunnel of `next` that will be created: a new key
- * that does not open must fail the reload while the running tunnel still works. Returns
- * 0, or -errno with every failure in `errors` (and nothing left loaded).
+ * Loads (decrypts) the identity of every tunnel the plan starts: a new key that does not
+ * open must fail the reload while the running tunnel still works. Returns 0, or -EINVAL
+ * with every failure in `errors`.
  */
-static int daemon_load_identities(struct daemon *d, const struct config *next, struct identity *ids,
-				  struct diag *errors)
+static int reload_load_identities(struct reload *rl, struct diag *errors)
 {
 	int failed = 0;
 
-	for (size_t i = 0; i < next->n_tunnels; i++) {
-		const struct tunnel_config *tc = &next->tunnels[i];
+	for (size_t i = 0; i < rl->next->n_tunnels; i++) {
+		const struct tunnel_config *tc = &rl->next->tunnels[i];
 		char err[512];
-		int r;
 
-		if (daemon_unchanged(d, tc))
+		if (rl->plan.kept_from[i] != RELOAD_NONE)
 			continue;
-		r = identity_load(tc, &ids[i], err, sizeof(err));
-		if (r < 0) {
+		if (identity_load(tc, &rl->ids[i], err, sizeof(err)) < 0) {
 			log_err("reload: tunnel %s: %s", tc->name, err);
 			diag_add(errors, tc->file, tc->line, "tunnel %s: %s", tc->name, err);
-			failed = r;
+			failed = -EINVAL;
 		}
 	}
-	if (failed)
-		for (size_t i = 0; i < next->n_tunnels; i++)
-			identity_finish(&ids[i]);
 	return failed;
+}
+
+/*
+ * The first half of a reload, which touches nothing running: the new configuration parsed
+ * completely, its plan, and the keys of the tunnels to (re)start loaded. On failure
+ * everything is released; a failure after RELOADING=1 sends READY=1 again.
+ */
+static int reload_prepare(struct daemon *d, struct reload *rl, struct diag *errors)
+{
+	const struct tunnel_config **old = NULL;
+	size_t n;
+	int r;
+
+	r = config_load(d->config_path, &rl->next, errors);
+	if (r < 0) {
+		for (size_t i = 0; i < errors->count; i++)
+			log_err("reload: %s", errors->messages[i]);
+		if (errors->count == 0)
+			diag_add(errors, d->config_path, 0, "%s", strerror(-r));
+		return -EINVAL;
+	}
+	notify_reloading();
+	daemon_digest_known_hosts(rl->next);
+	n = rl->next->n_tunnels ? rl->next->n_tunnels : 1;
+	rl->tunnels = calloc(n, sizeof(*rl->tunnels));
+	rl->ids = calloc(n, sizeof(*rl->ids));
+	old = calloc(d->n_tunnels ? d->n_tunnels : 1, sizeof(*old));
+	r = -ENOMEM;
+	if (!rl->tunnels || !rl->ids || !old)
+		goto fail;
+	for (size_t i = 0; i < d->n_tunnels; i++)
+		old[i] = tunnel_config(d->tunnels[i]);
+	r = reload_plan_build(old, d->n_tunnels, rl->next, &rl->plan);
+	if (r < 0)
+		goto fail;
+	r = reload_load_identities(rl, errors);
+	if (r < 0)
+		goto fail;
+	free(old);
+	return 0;
+fail:
+	free(old);
+	reload_discard(rl);
+	notify_ready();
+	return r;
+}
+
+/*
+ * Carries the plan out: kept tunnels are re-pointed at their new sections, the others
+ * close first (so their addresses are free), then the new array is filled in the new
+ * configuration's order, starting what is not kept. Returns -EIO when a tunnel could not
+ * start (said in `errors`): applied, but not completely.
+ */
+static int reload_swap(struct daemon *d, struct reload *rl, struct diag *errors)
+{
+	struct tunnel **old = d->tunnels;
+	int r = 0;
+
+	for (size_t i = 0; i < rl->plan.n_old; i++) {
+		const struct reload_old *o = &rl->plan.old[i];
+
+		if (o->verdict == RELOAD_KEEP) {
+			tunnel_set_config(old[i], &rl->next->tunnels[o->kept_as]);
+			continue;
+		}
+		if (o->verdict == RELOAD_RESTART)
+			log_info("tunnel %s: %s%s changed, restarting", tunnel_config(old[i])->name,
+				 o->changed, o->contents ? " contents" : "");
+		else
+			log_info("tunnel %s: removed", tunnel_config(old[i])->name);
+		tunnel_destroy(old[i]);
+	}
+	d->tunnels = rl->tunnels;
+	rl->tunnels = NULL;
+	d->n_tunnels = 0;
+	for (size_t j = 0; j < rl->plan.n_next; j++) {
+		const struct tunnel_config *tc = &rl->next->tunnels[j];
+
+		if (rl->plan.kept_from[j] != RELOAD_NONE) {
+			d->tunnels[d->n_tunnels++] = old[rl->plan.kept_from[j]];
+			continue;
+		}
+		if (daemon_add_tunnel(d, tc, &rl->ids[j]) < 0) {
+			diag_add(errors, tc->file, tc->line, "tunnel %s could not start (see log)",
+				 tc->name);
+			r = -EIO;
+			continue;
+		}
+		tunnel_start(d->tunnels[d->n_tunnels - 1]);
+	}
+	free(old);
+	/* the identities now belong to the tunnels (or were released by a failed create) */
+	free(rl->ids);
+	rl->ids = NULL;
+	return r;
+}
+
+/*
+ * The daemon-wide settings of `cfg`, at start and at every reload: log level, window
+ * budget, warnings, alert targets and the metrics textfile. Returns 0 or -ENOMEM (logged).
+ */
+static int daemon_apply_settings(struct daemon *d, const struct config *cfg)
+{
+	int r = 0;
+
+	log_set_level(cfg->log_level);
+	tunnel_set_window_budget(cfg->window_budget);
+	warn_config(cfg);
+	if (daemon_sync_alerts(d, cfg) < 0) {
+		log_err("alerts: out of memory applying the configuration");
+		r = -ENOMEM;
+	}
+	if (daemon_apply_metrics(d, cfg) < 0) {
+		log_err("metrics_textfile: out of memory applying the configuration");
+		r = -ENOMEM;
+	}
+	return r;
 }
 
 /*
@@ -311,105 +433,31 @@ static int daemon_load_identities(struct daemon *d, const struct config *next, s
 static int daemon_reload(void *userdata, struct diag *errors)
 {
 	struct daemon *d = userdata;
-	struct config *next = NULL;
-	struct tunnel **tunnels;
-	struct identity *ids;
-	size_t n_old = d->n_tunnels;
-	struct tunnel **old = d->tunnels;
-	int r, failed = 0;
+	struct reload rl = {0};
+	int r;
 
 	log_info("reloading %s", d->config_path);
-	r = config_load(d->config_path, &next, errors);
+	r = reload_prepare(d, &rl, errors);
 	if (r < 0) {
-		for (size_t i = 0; i < errors->count; i++)
-			log_err("reload: %s", errors->messages[i]);
-		if (errors->count == 0)
-			diag_add(errors, d->config_path, 0, "%s", strerror(-r));
-		log_err("reload failed: keeping the running configuration");
-		return -EINVAL;
+		if (r == -EINVAL)
+			log_err("reload failed: keeping the running configuration");
+		return r;
 	}
-	notify_reloading();
-	daemon_digest_known_hosts(next);
-	tunnels = calloc(next->n_tunnels ? next->n_tunnels : 1, sizeof(*tunnels));
-	ids = calloc(next->n_tunnels ? next->n_tunnels : 1, sizeof(*ids));
-	if (!tunnels || !ids) {
-		free(tunnels);
-		free(ids);
-		config_free(next);
-		notify_ready();
-		return -ENOMEM;
-	}
-	r = daemon_load_identities(d, next, ids, errors);
-	if (r < 0) {
-		log_err("reload failed: keeping the running configuration");
-		free(tunnels);
-		free(ids);
-		config_free(next);
-		notify_ready();
-		return -EINVAL;
-	}
-	/* Keep unchanged tunnels; close the rest first so their addresses are free. */
-	for (size_t i = 0; i < n_old; i++) {
-		const struct tunnel_config *tc =
-		    config_find_tunnel(next, tunnel_config(old[i])->name);
-		const char *changed = NULL;
-		bool contents = false;
-
-		if (tc)
-			changed = tunnel_config_diff(tunnel_config(old[i]), tc, &contents);
-		if (tc && !changed) {
-			tunnel_set_config(old[i], tc);
-			continue;
-		}
-		if (changed)
-			log_info("tunnel %s: %s%s changed, restarting", tunnel_config(old[i])->name,
-				 changed, contents ? " contents" : "");
-		else
-			log_info("tunnel %s: removed", tunnel_config(old[i])->name);
-		tunnel_destroy(old[i]);
-		old[i] = NULL;
-	}
-	d->tunnels = tunnels;
-	d->n_tunnels = 0;
-	for (size_t i = 0; i < next->n_tunnels; i++) {
-		struct tunnel *kept = NULL;
-
-		for (size_t j = 0; j < n_old; j++)
-			if (old[j] && tunnel_config(old[j]) == &next->tunnels[i])
-				kept = old[j];
-		if (kept) {
-			d->tunnels[d->n_tunnels++] = kept;
-			continue;
-		}
-		if (daemon_add_tunnel(d, &next->tunnels[i], &ids[i]) < 0) {
-			diag_add(errors, next->tunnels[i].file, next->tunnels[i].line,
-				 "tunnel %s could not start (see log)", next->tunnels[i].name);
-			failed = 1;
-			continue;
-		}
-		tunnel_start(d->tunnels[d->n_tunnels - 1]);
-	}
-	free(old);
-	free(ids);
+	r = reload_swap(d, &rl, errors);
 	/* Listeners of removed forwards, or of ones whose address changed, close now. */
 	fdstore_prune(d->fdstore);
-	if (strcmp(next->control_socket, d->cfg->control_socket) != 0)
+	if (strcmp(rl.next->control_socket, d->cfg->control_socket) != 0)
 		log_notice("control_socket changed: takes effect at the next restart");
 	/* alert targets may have changed too; before the old config goes */
-	if (daemon_sync_alerts(d, next) < 0)
-		log_err("alerts: out of memory applying the configuration");
-	tunnel_set_window_budget(next->window_budget);
-	if (daemon_apply_metrics(d, next) < 0)
-		log_err("metrics_textfile: out of memory applying the configuration");
+	daemon_apply_settings(d, rl.next);
 	config_free(d->cfg);
-	d->cfg = next;
-	log_set_level(next->log_level);
-	warn_config(next);
+	d->cfg = rl.next;
+	rl.next = NULL;
+	reload_discard(&rl);
 	notify_ready();
 	daemon_update_status(d);
 	log_info("reloaded: %zu tunnel%s", d->n_tunnels, d->n_tunnels == 1 ? "" : "s");
-	/* applied, but not completely: not an invalid configuration */
-	return failed ? -EIO : 0;
+	return r;
 }
 
 static void on_sighup(struct ev_loop *loop, ev_signal *w, int revents)
@@ -508,6 +556,98 @@ static int daemon_control_create(struct daemon *d, const struct control_ops *ops
 	return 0;
 }
 
+/* Loads the configuration at start; logs every error. 0 or -EINVAL. */
+static int daemon_load_config(struct daemon *d)
+{
+	struct diag diags;
+	int r;
+
+	diag_init(&diags);
+	r = config_load(d->config_path, &d->cfg, &diags);
+	for (size_t i = 0; i < diags.count; i++)
+		log_err("%s", diags.messages[i]);
+	diag_finish(&diags);
+	if (r < 0)
+		log_err("cannot start: invalid configuration %s", d->config_path);
+	return r < 0 ? -EINVAL : 0;
+}
+
+/* Creates (does not start) every configured tunnel, with its decrypted key. */
+static int daemon_create_tunnels(struct daemon *d)
+{
+	d->tunnels = calloc(d->cfg->n_tunnels ? d->cfg->n_tunnels : 1, sizeof(*d->tunnels));
+	if (!d->tunnels)
+		return -ENOMEM;
+	for (size_t i = 0; i < d->cfg->n_tunnels; i++) {
+		const struct tunnel_config *tc = &d->cfg->tunnels[i];
+		struct identity id;
+		char err[512];
+		int r = identity_load(tc, &id, err, sizeof(err));
+
+		if (r < 0) {
+			log_err("tunnel %s: %s", tc->name, err);
+			return r;
+		}
+		r = daemon_add_tunnel(d, tc, &id);
+		if (r < 0)
+			return r;
+	}
+	return 0;
+}
+
+/* Everything up to the loop: each step logs its own failure; 0 or -errno. */
+static int daemon_setup(struct daemon *d, struct control_ops *ops)
+{
+	int r;
+
+	if (libssh2_init(0) != 0) {
+		log_err("cannot initialize libssh2");
+		return -EIO;
+	}
+	daemon_digest_known_hosts(d->cfg);
+	d->loop = ev_default_loop(EVFLAG_AUTO);
+	log_attach(d->loop);
+	d->listen = (struct listen_ops){
+	    .userdata = d,
+	    .open = daemon_listen_open,
+	    .close = daemon_listen_close,
+	};
+	r = fdstore_create(&d->fdstore);
+	if (r < 0) {
+		log_err("out of memory");
+		return r;
+	}
+	r = daemon_create_tunnels(d);
+	if (r < 0)
+		return r;
+	r = alerter_create(d->loop, &d->alerter);
+	if (r < 0) {
+		log_err("cannot set up alerts: %s", strerror(-r));
+		return r;
+	}
+	ops->userdata = d;
+	r = daemon_control_create(d, ops);
+	if (r < 0) {
+		log_err("control socket %s: %s (set control_socket = in [moletun])",
+			d->cfg->control_socket, strerror(-r));
+		return r;
+	}
+	r = daemon_apply_settings(d, d->cfg);
+	if (r < 0)
+		return r;
+	/* What the service manager kept that is no longer configured. */
+	fdstore_prune(d->fdstore);
+	ev_signal_init(&d->sigterm, on_stop, SIGTERM);
+	ev_signal_init(&d->sigint, on_stop, SIGINT);
+	ev_signal_init(&d->sighup, on_sighup, SIGHUP);
+	d->sighup.data = d;
+	ev_signal_start(d->loop, &d->sigterm);
+	ev_signal_start(d->loop, &d->sigint);
+	ev_signal_start(d->loop, &d->sighup);
+	notify_init(d->loop);
+	return 0;
+}
+
 static int daemon_run(const char *config_path)
 {
 	static const struct control_ops ops = {
@@ -518,93 +658,17 @@ static int daemon_run(const char *config_path)
 	};
 	struct control_ops bound = ops;
 	struct daemon d = {.config_path = config_path};
-	struct diag diags;
-	int r;
 
 	signal(SIGPIPE, SIG_IGN);
-	diag_init(&diags);
-	r = config_load(config_path, &d.cfg, &diags);
-	for (size_t i = 0; i < diags.count; i++)
-		log_err("%s", diags.messages[i]);
-	diag_finish(&diags);
-	if (r < 0) {
-		log_err("cannot start: invalid configuration %s", config_path);
+	if (daemon_load_config(&d) < 0)
 		return 1;
-	}
-	log_set_level(d.cfg->log_level);
-	tunnel_set_window_budget(d.cfg->window_budget);
-	warn_config(d.cfg);
 	daemon_raise_fd_limit();
-	if (libssh2_init(0) != 0) {
-		log_err("cannot initialize libssh2");
-		config_free(d.cfg);
-		return 1;
-	}
-	daemon_digest_known_hosts(d.cfg);
-	d.loop = ev_default_loop(EVFLAG_AUTO);
-	log_attach(d.loop);
-	d.listen = (struct listen_ops){
-	    .userdata = &d,
-	    .open = daemon_listen_open,
-	    .close = daemon_listen_close,
-	};
-	if (fdstore_create(&d.fdstore) < 0) {
-		log_err("out of memory");
+	if (daemon_setup(&d, &bound) < 0) {
 		daemon_finish(&d);
 		return 1;
 	}
-	d.tunnels = calloc(d.cfg->n_tunnels ? d.cfg->n_tunnels : 1, sizeof(*d.tunnels));
-	if (!d.tunnels) {
-		daemon_finish(&d);
-		return 1;
-	}
-	for (size_t i = 0; i < d.cfg->n_tunnels; i++) {
-		const struct tunnel_config *tc = &d.cfg->tunnels[i];
-		struct identity id;
-		char err[512];
-
-		if (identity_load(tc, &id, err, sizeof(err)) < 0) {
-			log_err("tunnel %s: %s", tc->name, err);
-			daemon_finish(&d);
-			return 1;
-		}
-		if (daemon_add_tunnel(&d, tc, &id) < 0) {
-			daemon_finish(&d);
-			return 1;
-		}
-	}
-	r = alerter_create(d.loop, &d.alerter);
-	if (r < 0 || daemon_sync_alerts(&d, d.cfg) < 0) {
-		log_err("cannot set up alerts: %s", strerror(r < 0 ? -r : ENOMEM));
-		daemon_finish(&d);
-		return 1;
-	}
-	bound.userdata = &d;
-	r = daemon_control_create(&d, &bound);
-	if (r < 0) {
-		log_err("control socket %s: %s (set control_socket = in [moletun])",
-			d.cfg->control_socket, strerror(-r));
-		daemon_finish(&d);
-		return 1;
-	}
-	if (daemon_apply_metrics(&d, d.cfg) < 0) {
-		log_err("metrics_textfile: out of memory");
-		daemon_finish(&d);
-		return 1;
-	}
-	/* What the service manager kept that is no longer configured. */
-	fdstore_prune(d.fdstore);
-	ev_signal_init(&d.sigterm, on_stop, SIGTERM);
-	ev_signal_init(&d.sigint, on_stop, SIGINT);
-	ev_signal_init(&d.sighup, on_sighup, SIGHUP);
-	d.sighup.data = &d;
-	ev_signal_start(d.loop, &d.sigterm);
-	ev_signal_start(d.loop, &d.sigint);
-	ev_signal_start(d.loop, &d.sighup);
-	notify_init(d.loop);
 	log_notice("moletun started: %zu tunnel%s, control socket %s", d.n_tunnels,
-		   d.n_tunnels == 1 ? "" : "s",
-		   d.cfg->control_socket);
+		   d.n_tunnels == 1 ? "" : "s", d.cfg->control_socket);
 	for (size_t i = 0; i < d.n_tunnels; i++)
 		tunnel_start(d.tunnels[i]);
 	notify_ready();

@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "build_config.h"
+#include "commands.h"
 #include "config.h"
 #include "identity.h"
 #include "log.h"
@@ -21,7 +22,9 @@ static const char usage_text[] =
 	"usage: moletun run [-c FILE]                run the daemon in the foreground\n"
 	"       moletun check [-c FILE] [-u USER]    validate a configuration\n"
 	"       moletun ctl [-s SOCKET] COMMAND      talk to a running daemon\n"
-	"       moletun help [run|check|ctl|config]  this, or more on one of them\n"
+	"       moletun authorize [TUNNEL...]        print the sidecar's authorized_keys lines\n"
+	"       moletun audit [TUNNEL...]            check what the sidecar allows\n"
+	"       moletun help [COMMAND|config]        this, or more on one of them\n"
 	"       moletun --version                    print the version\n";
 
 static const struct help_entry {
@@ -39,6 +42,8 @@ static const struct help_entry {
 		  "service's user, " SERVICE_USER ", when that user exists.\n"
 		  "  -c FILE   configuration file (default " CONFIG_DEFAULT_PATH ")\n"
 		  "  -u USER   check as USER (root only; -u root: as root)\n"},
+	{"authorize", authorize_help},
+	{"audit", audit_help},
 };
 
 #include "ctl.h"
@@ -303,6 +308,59 @@ static int cmd_check(int argc, char **argv)
 	return 0;
 }
 
+/*
+ * authorize and audit read the configuration and the keys as the daemon does: like check,
+ * run by root on the service's configuration they become the service's user. 0 or the
+ * exit status.
+ */
+static int as_service_user(const char *path, const char *cmd)
+{
+	struct passwd *pw;
+	int r = check_user(path, NULL, &pw);
+
+	if (r || !pw)
+		return r;
+	r = become_user(pw);
+	if (r < 0) {
+		fprintf(stderr, "moletun %s: cannot become user %s: %s\n", cmd, pw->pw_name,
+			strerror(-r));
+		return 2;
+	}
+	fprintf(stderr, "moletun %s: running as user %s, the user the service runs as\n", cmd,
+		pw->pw_name);
+	return 0;
+}
+
+static int cmd_authorize(int argc, char **argv)
+{
+	struct authorize_args args;
+	int r = authorize_parse_args(argc, argv, &args);
+
+	if (r) {
+		free(args.from);
+		return r < 0 ? 0 : r;
+	}
+	r = as_service_user(args.sel.config_path, "authorize");
+	if (r) {
+		free(args.from);
+		return r;
+	}
+	return authorize_run(&args);
+}
+
+static int cmd_audit(int argc, char **argv)
+{
+	struct audit_args args;
+	int r = audit_parse_args(argc, argv, &args);
+
+	if (r)
+		return r < 0 ? 0 : r;
+	r = as_service_user(args.sel.config_path, "audit");
+	if (r)
+		return r;
+	return audit_run(&args);
+}
+
 static int cmd_run(int argc, char **argv)
 {
 	const char *path = CONFIG_DEFAULT_PATH;
@@ -331,5 +389,9 @@ int main(int argc, char **argv)
 		return cmd_run(argc - 1, argv + 1);
 	if (strcmp(argv[1], "ctl") == 0)
 		return ctl_main(argc - 1, argv + 1);
+	if (strcmp(argv[1], "authorize") == 0)
+		return cmd_authorize(argc - 1, argv + 1);
+	if (strcmp(argv[1], "audit") == 0)
+		return cmd_audit(argc - 1, argv + 1);
 	return usage_error("unknown command", argv[1]);
 }

@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
-# The Debian package end to end, on this machine, as root (CI's is a fresh Debian 12):
-#  1. builds it with dpkg-buildpackage -b from a copy of the tree (nothing is written
-#     beside the checkout);
-#  2. lintian must report no error and no warning (overrides carry their reason in
-#     debian/moletun.lintian-overrides);
+# The Debian packages end to end, on this machine, as root (CI's is a fresh Debian 12):
+#  1. builds them (moletun and moletun-sidecar) with dpkg-buildpackage -b from a copy of
+#     the tree (nothing is written beside the checkout);
+#  2. lintian must report no error and no warning for either (overrides carry their reason
+#     in debian/*.lintian-overrides);
 #  3. installs it with apt (with its Recommends) and checks what it installed: moletun
 #     --version, `moletun check` of the shipped configuration run as the service user,
 #     `systemd-analyze verify` of the installed unit, the user, the modes of /etc/moletun,
@@ -12,10 +12,16 @@
 #     `moletun check` run by root judges key files as user moletun will open them;
 #  4. purges it and checks that nothing is left: the files under /etc, /usr and /var/lib
 #     are those of before, and the moletun user and group are kept (a key left in
-#     /etc/moletun stays owned by them, not by a uid that could be handed out again).
+#     /etc/moletun stays owned by them, not by a uid that could be handed out again);
+#  5. then the same for moletun-sidecar: installed, its user tunnel, directories, conffile
+#     and enabled unit checked, `systemd-analyze verify` of the unit, its entrypoint run as
+#     user tunnel (host key generated, configuration judged hardened), `sshd -t` of the
+#     installed configuration with its ADAPT lines set as an administrator would; purged,
+#     with nothing left but the tunnel user and group.
 # Without systemd as PID 1 (CI) the postinst enables the unit but does not start it
-# (tests/deb/readme_install.py installs it into a booted systemd). It refuses to run where
-# moletun is installed already, since the purge would remove it.
+# (tests/deb/readme_install.py installs it into a booted systemd; the sidecar's unit runs
+# under systemd in tests/integration/test_sidecar_kit.py). It refuses to run where moletun
+# or moletun-sidecar is installed already, since the purge would remove it.
 #   bash tests/deb/run.sh
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -28,10 +34,12 @@ fi
 if [ -z "${MOLETUN_DEPS_DONE:-}" ]; then
 	bash tests/deps.sh
 fi
-if dpkg-query -W -f='${Status}' moletun 2>/dev/null | grep -q 'installed\|config-files'; then
-	echo "FAIL: the moletun package is already on this machine; purge it first" >&2
-	exit 1
-fi
+for p in moletun moletun-sidecar; do
+	if dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'installed\|config-files'; then
+		echo "FAIL: the $p package is already on this machine; purge it first" >&2
+		exit 1
+	fi
+done
 # A purge keeps the moletun system user and group (Debian's practice): they may be here
 # from an earlier run; the install then reuses them.
 
@@ -59,10 +67,26 @@ check() { # check "what" command...
 version=$(sed -n "s/^[[:space:]]*version: '\([^']*\)',\$/\1/p" meson.build | head -n 1)
 work=$(mktemp -d /tmp/moletun-deb.XXXXXX)
 installed=0
+sidecar_installed=0
+# The tunnel user the sidecar package creates (and its purge keeps) is removed again when
+# this run made it: a system user `tunnel` with a locked password would make
+# tests/deb/readme_install.py's sidecar (a root sshd serving `tunnel`) refuse it next time.
+tunnel_made=0
+remove_tunnel_user() {
+	if [ "$tunnel_made" -eq 1 ]; then
+		userdel tunnel 2>/dev/null || true
+		groupdel tunnel 2>/dev/null || true
+		tunnel_made=0
+	fi
+}
 cleanup() {
 	if [ "$installed" -eq 1 ]; then
 		apt_get purge moletun >/dev/null 2>&1 || true
 	fi
+	if [ "$sidecar_installed" -eq 1 ]; then
+		apt_get purge moletun-sidecar >/dev/null 2>&1 || true
+	fi
+	remove_tunnel_user
 	rm -rf "$work"
 }
 trap cleanup EXIT
@@ -97,7 +121,9 @@ fi
 	exit 1
 }
 deb="$work/moletun_${version}_$(dpkg --print-architecture).deb"
+sidecar_deb="$work/moletun-sidecar_${version}_all.deb"
 check "package built: $(basename "$deb")" test -f "$deb"
+check "package built: $(basename "$sidecar_deb")" test -f "$sidecar_deb"
 echo "build: $((SECONDS - start))s"
 
 echo "== lintian =="
@@ -239,6 +265,91 @@ $left}" test -z "$left"
 check "no /run/moletun" test ! -e /run/moletun
 check "the ACL of $textfile_dir as before" \
 	test "$(getfacl -cp "$textfile_dir" 2>/dev/null || true)" = "$acl_before"
+
+echo "== install (apt-get install ./$(basename "$sidecar_deb")) =="
+before=$(snapshot)
+passwd_before=$(sort /etc/passwd /etc/group)
+if ! getent passwd tunnel >/dev/null; then
+	tunnel_made=1
+fi
+sidecar_installed=1
+apt_get install "$sidecar_deb" >"$work/sidecar-install.log" 2>&1 || {
+	cat "$work/sidecar-install.log"
+	fail "apt-get install moletun-sidecar"
+	exit 1
+}
+ok "apt-get install moletun-sidecar"
+if [ -e /etc/systemd/system/multi-user.target.wants/ssh.service ]; then
+	check "the install says the host's own sshd is enabled too, and how to disable it" \
+		grep -q "systemctl disable --now ssh.service ssh.socket" "$work/sidecar-install.log"
+fi
+config=/etc/moletun-sidecar/sshd_config
+check "$config is a conffile" \
+	bash -c "dpkg-query -W -f='\${Conffiles}' moletun-sidecar | grep -q '^ $config '"
+check "$config is the kit's conf/sidecar/sshd_config" cmp -s "$config" conf/sidecar/sshd_config
+check "user tunnel, home /nonexistent, no login shell" \
+	bash -c 'getent passwd tunnel | grep -q ":/nonexistent:/usr/sbin/nologin$"'
+for d in /etc/moletun-sidecar /etc/moletun-sidecar/authorized_keys; do
+	check "$d is root:root 0755" test "$(stat -c '%U:%G %a' "$d")" = "root:root 755"
+done
+unit=$(dpkg -L moletun-sidecar | grep '/systemd/system/moletun-sidecar.service$')
+check "unit installed ($unit)" test -f "$unit"
+verify=$(systemd-analyze verify --man=no "$unit" 2>&1) && rc=0 || rc=$?
+check "systemd-analyze verify $unit is silent${verify:+: $verify}" \
+	test "$rc" = 0 -a -z "$(printf '%s' "$verify" | grep moletun-sidecar)"
+security=$(systemd-analyze security --offline=true --no-pager "$unit" 2>&1 | grep 'Overall exposure')
+check "systemd-analyze security: ${security#*: } (at most 2.0 OK)" \
+	awk -v s="${security##*: }" 'BEGIN { split(s, a, " "); exit !(a[1] <= 2.0 && a[2] == "OK") }'
+check "unit enabled at install (multi-user.target.wants)" \
+	test -L /etc/systemd/system/multi-user.target.wants/moletun-sidecar.service
+for f in /usr/lib/sysusers.d/moletun-sidecar.conf /usr/lib/tmpfiles.d/moletun-sidecar.conf \
+	/usr/libexec/moletun-sidecar/entrypoint /usr/share/moletun/sidecar/Containerfile \
+	/usr/share/moletun/sidecar/compose.yaml /usr/share/moletun/sidecar/sshd_config \
+	/usr/share/doc/moletun-sidecar/README.md.gz; do
+	check "installed $f" test -f "$f"
+done
+# What the unit does without a systemd here: the state directory (StateDirectory=), then
+# the entrypoint as the tunnel user.
+install -d -m 0700 -o tunnel -g tunnel /var/lib/moletun-sidecar
+as_tunnel=(setpriv --reuid=tunnel --regid=tunnel --init-groups)
+out=$("${as_tunnel[@]}" /usr/libexec/moletun-sidecar/entrypoint --prepare 2>&1) && rc=0 || rc=$?
+check "the entrypoint, as user tunnel, accepts the installed configuration (exit $rc)" test "$rc" = 0
+check "  and generated the host key, printing its fingerprint" \
+	grep -q -E '^moletun-sidecar: host key SHA256:[^ ]+ \(ED25519\): ssh-ed25519 ' <<<"$out"
+check "  owned by tunnel, mode 0600" \
+	test "$(stat -c '%U %a' /var/lib/moletun-sidecar/ssh_host_ed25519_key)" = "tunnel 600"
+# An administrator's adaptation: only the three ADAPT lines change.
+sed -e '/^# ADAPT:/,/^[^#]/{s/^Port .*/Port 2299/;s/^PermitOpen .*/PermitOpen 127.0.0.1:5432 db2.internal:5432/}' \
+	"$config" >"$work/sshd_config.adapted"
+chmod 0644 "$work/sshd_config.adapted"
+check "  the adapted copy differs in two lines" \
+	test "$(diff "$config" "$work/sshd_config.adapted" | grep -c '^>')" = 2
+out=$("${as_tunnel[@]}" sshd -t -f "$work/sshd_config.adapted" 2>&1) && rc=0 || rc=$?
+check "sshd -t -f (installed config, ADAPT lines set) as user tunnel (exit $rc)${out:+: $out}" \
+	test "$rc" = 0
+out=$("${as_tunnel[@]}" env MOLETUN_SIDECAR_CONFIG="$work/sshd_config.adapted" \
+	/usr/libexec/moletun-sidecar/entrypoint --prepare 2>&1) && rc=0 || rc=$?
+check "  and the entrypoint accepts it (exit $rc)" \
+	grep -q "forwards allowed to: 127.0.0.1:5432 db2.internal:5432" <<<"$out"
+
+echo "== purge (apt-get purge moletun-sidecar) =="
+apt_get purge moletun-sidecar >"$work/sidecar-purge.log" 2>&1 || {
+	cat "$work/sidecar-purge.log"
+	fail "apt-get purge moletun-sidecar"
+	exit 1
+}
+sidecar_installed=0
+ok "apt-get purge moletun-sidecar"
+check "package gone from dpkg's database" \
+	bash -c "! dpkg-query -W -f='\${Status}' moletun-sidecar 2>/dev/null | grep -q 'installed\|config-files'"
+check "user and group tunnel kept" bash -c 'getent passwd tunnel && getent group tunnel'
+remove_tunnel_user
+check "/etc/passwd and /etc/group as before (once this run's tunnel user is removed)" \
+	test "$(sort /etc/passwd /etc/group)" = "$passwd_before"
+after=$(snapshot)
+left=$(diff <(printf '%s\n' "$before") <(printf '%s\n' "$after") || true)
+check "nothing left behind or removed under /etc /usr /var/lib (host key included)${left:+:
+$left}" test -z "$left"
 
 echo "deb: $((SECONDS - start))s"
 echo "deb: $passed passed, $failed failed"

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds the libFuzzer targets with clang in build-fuzz/ and runs each for SECONDS
 # (default 60), starting from the checked-in corpus:
-#   bash tests/fuzz/run.sh [SECONDS] [TARGET...]        targets: config duration fwdspec jumpspec control sshkey
+#   bash tests/fuzz/run.sh [SECONDS] [TARGET...]        targets: config duration fwdspec jumpspec control sshkey kexinit hostkey
 # New interesting inputs go to build-fuzz/corpus/TARGET (not the source tree). A crash
 # leaves build-fuzz/crash-TARGET-* and makes this script exit 1: minimize it
 # (build-fuzz/tests/fuzz/fuzz_TARGET -minimize_crash=1 FILE), fix it, and add the input to
@@ -12,7 +12,7 @@ cd "$(dirname "$0")/../.."
 seconds=${1:-60}
 shift || true
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(config duration fwdspec jumpspec control sshkey)
+[ ${#targets[@]} -gt 0 ] || targets=(config duration fwdspec jumpspec control sshkey kexinit hostkey)
 build=${MOLETUN_FUZZ_BUILD:-build-fuzz}
 
 if ! command -v clang >/dev/null || [ ! -f "$(clang -print-file-name=libclang_rt.fuzzer-x86_64.a)" ]; then

@@ -104,15 +104,20 @@ class BashCompletionTest(harness.TunnelTest):
         return m
 
     def test_subcommands_and_options(self):
-        self.assertEqual(self.complete("moletun "), {"run", "check", "ctl", "help"})
+        self.assertEqual(self.complete("moletun "), {"run", "check", "ctl", "authorize",
+                                                     "audit", "help"})
         self.assertEqual(self.complete("moletun c"), {"check", "ctl"})
+        self.assertEqual(self.complete("moletun a"), {"authorize", "audit"})
+        self.assertEqual(self.complete("moletun audit --"), {"--config", "--json", "--socket",
+                                                             "--help"})
         self.assertEqual(self.complete("moletun -"), {"--version", "--help"})
         self.assertEqual(self.complete("moletun run -"), {"-c", "--config"})
         self.assertEqual(self.complete("moletun run "), {"-c", "--config"})
         self.assertEqual(self.complete("moletun check --"), {"--config", "--user"})
         self.assertEqual(self.complete("moletun check -c x -"), {"-c", "--config", "-u",
                                                                   "--user"})
-        self.assertEqual(self.complete("moletun help "), {"run", "check", "ctl", "config"})
+        self.assertEqual(self.complete("moletun help "), {"run", "check", "ctl", "authorize",
+                                                          "audit", "config"})
         self.assertEqual(self.complete("moletun help run "), set())
         self.assertEqual(self.complete("moletun bogus "), set())
         self.assertEqual(self.complete("moletun ctl "), {"status", "reconnect", "reload",

@@ -325,12 +325,12 @@ class CheckTest(unittest.TestCase):
     def test_help_names_every_subcommand_once(self):
         r = subprocess.run([MOLETUN, "help"], capture_output=True, text=True, check=True)
         self.assertEqual(re.findall(r"moletun ([a-z-]+)", r.stdout),
-                         ["run", "check", "ctl", "help", "--version"])
+                         ["run", "check", "ctl", "authorize", "audit", "help", "--version"])
         # one command per line, each with what it does
         for line in r.stdout.splitlines():
             self.assertEqual(line.count("moletun "), 1, line)
             self.assertRegex(line, r"\S  +[a-z]", line)
-        for sub in ("run", "check", "ctl", "config"):
+        for sub in ("run", "check", "ctl", "authorize", "audit", "config"):
             h = subprocess.run([MOLETUN, "help", sub], capture_output=True, text=True)
             self.assertEqual(h.returncode, 0, sub)
 
