@@ -141,6 +141,23 @@ static int make_socket(int type, unsigned *ret_port)
 	return fd;
 }
 
+/*
+ * A UDP socket bound to a port that a TCP listener holds too (*ret_tcp): closing that
+ * listener right before a test binds TCP on the port leaves no time for another process to
+ * take it. A UDP port picked alone may well be taken for TCP already.
+ */
+static int make_udp_beside_tcp(unsigned *ret_port, int *ret_tcp)
+{
+	struct sockaddr_in sin = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+	int fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+
+	*ret_tcp = make_socket(SOCK_STREAM, ret_port);
+	assert_true(fd >= 0);
+	sin.sin_port = htons((uint16_t)*ret_port);
+	assert_int_equal(bind(fd, (struct sockaddr *)&sin, sizeof(sin)), 0);
+	return fd;
+}
+
 /* A port nothing listens on now. */
 static unsigned free_port(void)
 {
@@ -205,14 +222,14 @@ static void test_adopts_checks_and_prunes(void **state)
 {
 	struct fake_systemd *f = *state;
 	unsigned p_keep, p_gone, p_udp, p_wrong, p_other;
-	int fds[4], fd, flags;
+	int fds[4], fd, flags, udp_tcp;
 	ino_t inodes[4];
 	char names[512];
 	struct fdstore *s;
 
 	fds[0] = make_socket(SOCK_STREAM, &p_keep);
 	fds[1] = make_socket(SOCK_STREAM, &p_gone);
-	fds[2] = make_socket(SOCK_DGRAM, &p_udp);
+	fds[2] = make_udp_beside_tcp(&p_udp, &udp_tcp);
 	fds[3] = make_socket(SOCK_STREAM, &p_other);
 	p_wrong = free_port();
 	snprintf(names, sizeof(names),
@@ -232,6 +249,7 @@ static void test_adopts_checks_and_prunes(void **state)
 	assert_true(fcntl(fd, F_GETFD) & FD_CLOEXEC);
 	expect_nothing(f); /* already in the store */
 
+	close(udp_tcp);
 	fd = fdstore_listen_tcp(s, "127.0.0.1", (uint16_t)p_udp);
 	assert_true(fd >= 0);
 	assert_true(inode_of(fd) != inodes[2]);
