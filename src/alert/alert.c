@@ -17,14 +17,15 @@
 
 #include "alert_debounce.h"
 #include "alert_format.h"
-#include "clock.h"
-#include "redact.h"
+#include "alert_trust.h"
 #include "backoff.h"
 #include "build_config.h"
+#include "clock.h"
 #include "duration.h"
 #include "fd.h"
 #include "list.h"
 #include "log.h"
+#include "redact.h"
 
 extern char **environ;
 
@@ -71,7 +72,9 @@ struct alert_delivery {
 	unsigned attempts;
 	struct backoff backoff;
 	ev_timer retry;	   /* the wait before the next attempt */
-	ev_timer deadline; /* exec: kill the program */
+	ev_timer deadline; /* exec: kill the program; HTTPS: stop waiting for the CA store */
+	struct list trust_link; /* in alerter->trust_waiting while trust_waiting */
+	bool trust_waiting;
 	uint64_t timeout_ms;
 	CURL *easy;
 	struct curl_slist *headers;
@@ -112,6 +115,8 @@ struct alerter {
 	ev_timer curl_timer;
 	struct list socks;
 	struct list targets;
+	struct alert_trust *trust;
+	struct list trust_waiting; /* HTTPS deliveries, until the CA certificates are read */
 	struct alert_test_run *runs;
 	/* the daemon's own condition (metrics_stale) while it stands, for re-sends */
 	struct alert_event daemon_event;
@@ -124,6 +129,7 @@ static unsigned curl_users;
 
 static void target_kick(struct alert_target *t);
 static void delivery_attempt(struct alert_delivery *d);
+static void delivery_start(struct alert_delivery *d, uint64_t budget_ms);
 static void check_multi_info(struct alerter *a);
 
 static const char *target_kind(const struct alert_target *t)
@@ -217,6 +223,8 @@ static void delivery_abort_attempt(struct alert_delivery *d)
 
 	ev_timer_stop(a->loop, &d->retry);
 	ev_timer_stop(a->loop, &d->deadline);
+	list_remove(&d->trust_link);
+	d->trust_waiting = false;
 	if (d->easy) {
 		curl_multi_remove_handle(a->multi, d->easy);
 		curl_easy_cleanup(d->easy);
@@ -321,8 +329,10 @@ static bool header_named(const char *header, const char *name)
 	return strncasecmp(header, name, n) == 0 && header[n] == ':';
 }
 
-static int http_prepare(struct alert_delivery *d)
+/* Starts the transfer, to end within budget_ms. 0, -ENOMEM or -EINVAL. */
+static int http_prepare(struct alert_delivery *d, uint64_t budget_ms)
 {
+	struct alerter *a = d->target->alerter;
 	const struct alert_config *cfg = d->target->cfg;
 	bool content_type = false;
 	size_t body_len;
@@ -366,8 +376,8 @@ static int http_prepare(struct alert_delivery *d)
 	curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)body_len);
 	curl_easy_setopt(e, CURLOPT_HTTPHEADER, d->headers);
 	curl_easy_setopt(e, CURLOPT_USERAGENT, "moletun/" MOLETUN_VERSION);
-	curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, (long)d->timeout_ms);
-	curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, (long)d->timeout_ms);
+	curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, (long)budget_ms);
+	curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, (long)budget_ms);
 	curl_easy_setopt(e, CURLOPT_SSL_VERIFYPEER, 1L);
 	curl_easy_setopt(e, CURLOPT_SSL_VERIFYHOST, 2L);
 	/* a redirect would carry the Authorization header elsewhere: treat it as a failure */
@@ -381,7 +391,9 @@ static int http_prepare(struct alert_delivery *d)
 	curl_easy_setopt(e, CURLOPT_OPENSOCKETFUNCTION, curl_open_socket_cb);
 	curl_easy_setopt(e, CURLOPT_ERRORBUFFER, d->errbuf);
 	curl_easy_setopt(e, CURLOPT_PRIVATE, d);
-	if (curl_multi_add_handle(d->target->alerter->multi, e) != CURLM_OK)
+	if (alert_trust_needed(cfg->url) && alert_trust_use(a->trust, e) < 0)
+		return -EINVAL;
+	if (curl_multi_add_handle(a->multi, e) != CURLM_OK)
 		return -ENOMEM;
 	return 0;
 }
@@ -429,10 +441,18 @@ static void http_done(struct alert_delivery *d, CURLcode rc)
 	delivery_attempt_done(d, outcome, result);
 }
 
-static void exec_timeout_cb(struct ev_loop *loop, ev_timer *w, int revents)
+static void deadline_cb(struct ev_loop *loop, ev_timer *w, int revents)
 {
 	struct alert_delivery *d = w->data;
+	char limit[32], result[96];
 
+	if (d->trust_waiting) {
+		duration_format(d->timeout_ms, limit, sizeof(limit));
+		snprintf(result, sizeof(result),
+			 "timed out after %s waiting for the CA certificates to be read", limit);
+		delivery_attempt_done(d, OUTCOME_RETRY, result);
+		return;
+	}
 	/* the child watcher reports once it is reaped */
 	d->killed = true;
 	kill(-d->pid, SIGKILL);
@@ -514,7 +534,7 @@ static int exec_spawn(struct alert_delivery *d)
 static void delivery_attempt(struct alert_delivery *d)
 {
 	struct alert_target *t = d->target;
-	char where[300], what[640], result[128];
+	char where[300], what[640];
 
 	d->attempts++;
 	d->timeout_ms = t->cfg->timeout_ms;
@@ -530,19 +550,56 @@ static void delivery_attempt(struct alert_delivery *d)
 			log_debug("alert %s: with header %.*s", t->name,
 				  (int)strcspn(t->cfg->headers[i], ":"), t->cfg->headers[i]);
 	}
-	if (t->cfg->url) {
-		if (http_prepare(d) == 0)
-			return;
-		delivery_attempt_done(d, OUTCOME_RETRY, "out of memory");
+	delivery_start(d, d->timeout_ms);
+}
+
+/* The attempt proper: also where an HTTPS one resumes once the CA certificates are read. */
+static void delivery_start(struct alert_delivery *d, uint64_t budget_ms)
+{
+	struct alert_target *t = d->target;
+	struct alerter *a = t->alerter;
+	char result[128];
+	int r;
+
+	if (t->cfg->url && alert_trust_needed(t->cfg->url) && !alert_trust_ready(a->trust)) {
+		/* the read is on its way (alerter_sync started it): wait, within the timeout */
+		d->trust_waiting = true;
+		list_insert_tail(&a->trust_waiting, &d->trust_link);
+		ev_timer_set(&d->deadline, (double)budget_ms / 1000.0, 0.);
+		ev_timer_start(a->loop, &d->deadline);
 		return;
 	}
-	{
-		int err = exec_spawn(d);
-
-		if (err == 0)
+	if (t->cfg->url) {
+		r = http_prepare(d, budget_ms);
+		if (r == 0)
 			return;
-		snprintf(result, sizeof(result), "cannot run %s: %s", t->cfg->exec, strerror(err));
-		delivery_attempt_done(d, OUTCOME_RETRY, result);
+		delivery_attempt_done(d, OUTCOME_RETRY,
+				      r == -ENOMEM ? "out of memory"
+						   : "libcurl refused the CA certificate options");
+		return;
+	}
+	r = exec_spawn(d);
+	if (r == 0)
+		return;
+	snprintf(result, sizeof(result), "cannot run %s: %s", t->cfg->exec, strerror(r));
+	delivery_attempt_done(d, OUTCOME_RETRY, result);
+}
+
+/* The CA certificates are read: the HTTPS deliveries that waited go on. */
+static void trust_ready_cb(void *userdata)
+{
+	struct alerter *a = userdata;
+	struct list *pos, *tmp;
+
+	list_for_each_safe(pos, tmp, &a->trust_waiting)
+	{
+		struct alert_delivery *d = list_entry(pos, struct alert_delivery, trust_link);
+		double left = ev_timer_remaining(a->loop, &d->deadline);
+
+		ev_timer_stop(a->loop, &d->deadline);
+		list_remove(&d->trust_link);
+		d->trust_waiting = false;
+		delivery_start(d, left > 0.001 ? (uint64_t)(left * 1000.0) : 1);
 	}
 }
 
@@ -559,8 +616,9 @@ static struct alert_delivery *delivery_new(struct alert_target *t, const struct 
 		     (uint64_t)getpid() * 2654435761u ^ (uint64_t)(uintptr_t)d);
 	ev_timer_init(&d->retry, retry_cb, 1., 0.);
 	d->retry.data = d;
-	ev_timer_init(&d->deadline, exec_timeout_cb, 1., 0.);
+	ev_timer_init(&d->deadline, deadline_cb, 1., 0.);
 	d->deadline.data = d;
+	list_init(&d->trust_link);
 	ev_child_init(&d->child, exec_child_cb, 0, 0);
 	d->child.data = d;
 	return d;
@@ -1085,6 +1143,7 @@ int alerter_create(struct ev_loop *loop, struct alerter **ret)
 	a->loop = loop;
 	list_init(&a->socks);
 	list_init(&a->targets);
+	list_init(&a->trust_waiting);
 	ev_timer_init(&a->curl_timer, curl_timer_cb, 1., 0.);
 	a->curl_timer.data = a;
 	ev_timer_init(&a->daemon_resend, daemon_resend_cb, 1., 0.);
@@ -1092,7 +1151,7 @@ int alerter_create(struct ev_loop *loop, struct alerter **ret)
 	if (gethostname(a->node, sizeof(a->node) - 1) < 0)
 		snprintf(a->node, sizeof(a->node), "unknown");
 	a->multi = curl_multi_init();
-	if (!a->multi) {
+	if (!a->multi || alert_trust_create(loop, trust_ready_cb, a, &a->trust) < 0) {
 		alerter_destroy(a);
 		return -ENOMEM;
 	}
@@ -1119,6 +1178,7 @@ void alerter_destroy(struct alerter *a)
 		test_run_report(a->runs);
 	if (a->multi)
 		curl_multi_cleanup(a->multi);
+	alert_trust_destroy(a->trust);
 	ev_timer_stop(a->loop, &a->curl_timer);
 	ev_timer_stop(a->loop, &a->daemon_resend);
 	list_for_each_safe(pos, tmp, &a->socks)
@@ -1138,6 +1198,7 @@ int alerter_sync(struct alerter *a, const struct config *cfg, const struct statu
 		 size_t n_tunnels)
 {
 	struct list *pos, *tmp, fresh;
+	bool https = false;
 	int r = 0;
 
 	list_for_each_safe(pos, tmp, &a->targets) list_entry(pos, struct alert_target, link)->seen =
@@ -1146,6 +1207,8 @@ int alerter_sync(struct alerter *a, const struct config *cfg, const struct statu
 	for (size_t i = 0; i < cfg->n_alerts; i++) {
 		struct alert_target *t = target_find(a, cfg->alerts[i].name);
 
+		if (cfg->alerts[i].url && alert_trust_needed(cfg->alerts[i].url))
+			https = true;
 		if (!t) {
 			t = target_create(a, &cfg->alerts[i]);
 			if (!t) {
@@ -1160,6 +1223,9 @@ int alerter_sync(struct alerter *a, const struct config *cfg, const struct statu
 		/* rebuilt in config order */
 		list_insert_tail(&fresh, &t->link);
 	}
+	/* read off the loop, before the first delivery needs them; again at each reload */
+	if (https)
+		alert_trust_load(a->trust);
 	list_for_each_safe(pos, tmp, &a->targets) target_destroy(
 	    list_entry(pos, struct alert_target, link), "removed from the configuration");
 	/* move `fresh` into a->targets */
