@@ -18,6 +18,7 @@
 #include "alert_debounce.h"
 #include "alert_format.h"
 #include "alert_trust.h"
+#include "alert_watch.h"
 #include "backoff.h"
 #include "build_config.h"
 #include "clock.h"
