@@ -279,8 +279,8 @@ int alert_trust_use(struct alert_trust *t, CURL *easy)
 	/*
 	 * libcurl 7.88 reads CURLOPT_CAINFO/CAPATH into the SSL_CTX's store once the
 	 * ClientHello is out, after this callback: with both NULL it only sets flags on ours.
-	 * Its CA cache (per multi handle, 24 h by default) would keep handing out the first
-	 * store it saw, even after a reload has read a new one: off.
+	 * Without a CApath its CA cache (per multi handle, 24 h by default) would apply, and
+	 * keep handing out the first store it saw even after a reload has read a new one: off.
 	 */
 	if (curl_easy_setopt(easy, CURLOPT_SSL_CTX_FUNCTION, ssl_ctx_cb) != CURLE_OK ||
 	    curl_easy_setopt(easy, CURLOPT_SSL_CTX_DATA, t) != CURLE_OK ||

@@ -7,8 +7,9 @@
  * The CA certificates HTTPS webhooks are verified against: one X509_STORE, read on a
  * helper thread and handed to every transfer (CURLOPT_SSL_CTX_FUNCTION), so that libcurl
  * never reads its CA bundle itself. It would do so inside curl_multi_socket_action(), on
- * the loop, at the first HTTPS transfer: 60-150 ms for Debian's ~140 certificates, seconds
- * under AddressSanitizer, while every tunnel waits.
+ * the loop, at every HTTPS transfer (Debian's libcurl has a default CApath, which keeps
+ * its CA cache off): 50-150 ms for Debian's ~140 certificates, 8-12 s under
+ * AddressSanitizer, while every tunnel waits.
  *
  * The file is $SSL_CERT_FILE when set (OpenSSL's variable; libcurl itself ignores it),
  * else libcurl's built-in CA bundle (curl-config --ca). Only a file: a CA present only as
