@@ -482,8 +482,9 @@ class AlertTest(harness.TunnelTest):
         tunnel's data waited meanwhile, and under ASan the tunnel was declared dead."""
         hook = self.receiver(tls_dir=self.tmp)
         # libcurl ignores SSL_CERT_FILE; moletun reads it (one certificate: quick under ASan)
+        # down_after: a slow start (valgrind) sends no down event meanwhile
         m = self.moletun([self.tunnel(), alert_section("tls", hook.url(), timeout="%ds" % (
-            5 * harness.slowdown()))], start=False)
+            5 * harness.slowdown()), down_after="1h")], start=False)
         m.start(env={"SSL_CERT_FILE": TestCA(self.tmp).cert})
         self.assertUp(m)
         probe = EchoProbe(self.lp)
@@ -517,6 +518,11 @@ class AlertTest(harness.TunnelTest):
         # The handshake's own work is on the loop: 1-3 ms plain, ~100 ms under ASan (each
         # of OpenSSL's many mallocs unwinds the whole stack there).
         limit = 0.1 if harness.slowdown() == 1 else 0.25 * harness.slowdown()
+        if harness.under_wrapper():
+            # valgrind translates the handshake's code at its first run: 1.5 s here
+            print("under %s: the first delivery's round trips are not judged" %
+                  os.environ.get("MOLETUN_WRAPPER", "").split()[0])
+            worst = worst[1:]
         self.assertLess(max(worst), limit)
 
     def test_https_trusts_the_ca_of_ssl_cert_file(self):
@@ -526,11 +532,11 @@ class AlertTest(harness.TunnelTest):
         good = self.receiver(tls_dir=self.tmp, ca=ca)
         stranger = self.receiver(tls_dir=self.tmp, ca=other)
         selfsigned = self.receiver(tls_dir=self.tmp)
-        timeout = "%ds" % (10 * harness.slowdown())
-        m = self.moletun([self.tunnel(), alert_section("good", good.url(), timeout=timeout),
-                          alert_section("stranger", stranger.url(), timeout=timeout),
-                          alert_section("selfsigned", selfsigned.url(), timeout=timeout)],
-                         start=False)
+        # down_after: a slow start (valgrind) sends no down event meanwhile
+        keys = {"timeout": "%ds" % (10 * harness.slowdown()), "down_after": "1h"}
+        m = self.moletun([self.tunnel(), alert_section("good", good.url(), **keys),
+                          alert_section("stranger", stranger.url(), **keys),
+                          alert_section("selfsigned", selfsigned.url(), **keys)], start=False)
         m.start(env={"SSL_CERT_FILE": ca.cert})
         self.assertUp(m)
         line = m.wait_for(ca_read_line(ca.cert), 30)
@@ -564,7 +570,7 @@ class AlertTest(harness.TunnelTest):
         with open(bundle, "w") as f:
             f.write(system)
         m = self.moletun([self.tunnel(), alert_section("tls", hook.url(), timeout="%ds" % (
-            10 * harness.slowdown()))], start=False)
+            10 * harness.slowdown()), down_after="1h")], start=False)
         m.start(env={"SSL_CERT_FILE": bundle})
         self.assertUp(m)
         self.assertIsNotNone(m.wait_for(ca_read_line(bundle), 30), "the CA file was not read")
