@@ -37,7 +37,7 @@ int alerter_sync(struct alerter *a, const struct config *cfg, const struct statu
 /*
  * Feeds a tunnel's new snapshot: call whenever its state, its health or a forward's
  * target state changed (more often is harmless). Decides down/up, target_down/target_up
- * and degraded/recovered events (see alert_debounce.h); a tunnel no target watches is
+ * and degraded/recovered events (see alert_watch.h); a tunnel no target watches is
  * ignored. Accepts a NULL alerter.
  */
 void alerter_tunnel_update(struct alerter *a, const struct status_tunnel *snap);

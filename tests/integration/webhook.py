@@ -7,7 +7,11 @@
 `responses` are the status codes of the first requests, in order; `hang=True` makes it
 read each request and then never answer (until cleanup). Requests are recorded when they
 have been read completely, before any answer. `tls_dir` serves HTTPS with a self-signed
-certificate made there (which a verifying client must refuse).
+certificate made in a new directory under it (which a verifying client must refuse), or
+with one issued by `ca`, a TestCA:
+
+    ca = TestCA(tmp)                               # ca.cert: the PEM file to trust
+    hook = WebhookReceiver(tls_dir=tmp, ca=ca)     # https://127.0.0.1:PORT/...
 """
 
 import http.server
@@ -15,10 +19,40 @@ import json
 import os
 import ssl
 import subprocess
+import tempfile
 import threading
 import time
 
 import harness
+
+
+def _openssl(*args):
+    subprocess.run(["openssl"] + list(args), check=True, capture_output=True)
+
+
+class TestCA:
+    """A certificate authority of its own (P-256, one day): `cert` is its PEM certificate."""
+
+    def __init__(self, parent_dir, name="moletun test CA"):
+        self.dir = tempfile.mkdtemp(prefix="ca-", dir=parent_dir)
+        self.cert = os.path.join(self.dir, "ca.pem")
+        self.key = os.path.join(self.dir, "ca.key")
+        _openssl("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
+                 "-nodes", "-days", "1", "-subj", "/CN=" + name, "-addext",
+                 "basicConstraints=critical,CA:TRUE", "-addext",
+                 "keyUsage=critical,keyCertSign,cRLSign", "-keyout", self.key, "-out", self.cert)
+
+    def issue(self, out_dir, ip="127.0.0.1"):
+        """A server certificate for `ip`: (cert, key) paths in out_dir."""
+        cert, key, csr = (os.path.join(out_dir, n) for n in ("cert.pem", "key.pem", "req.csr"))
+        ext = os.path.join(out_dir, "ext.cnf")
+        with open(ext, "w") as f:
+            f.write("subjectAltName=IP:%s\nextendedKeyUsage=serverAuth\n" % ip)
+        _openssl("req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
+                 "-nodes", "-subj", "/CN=" + ip, "-keyout", key, "-out", csr)
+        _openssl("x509", "-req", "-in", csr, "-CA", self.cert, "-CAkey", self.key,
+                 "-CAcreateserial", "-days", "1", "-extfile", ext, "-out", cert)
+        return cert, key
 
 
 class Request:
@@ -59,7 +93,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 
 
 class WebhookReceiver:
-    def __init__(self, responses=(), default=200, hang=False, tls_dir=None):
+    def __init__(self, responses=(), default=200, hang=False, tls_dir=None, ca=None):
         self.responses = list(responses)
         self.default = default
         self.hang = hang
@@ -72,11 +106,14 @@ class WebhookReceiver:
         self.port = self.httpd.server_address[1]
         self.scheme = "http"
         if tls_dir:
-            cert, key = os.path.join(tls_dir, "cert.pem"), os.path.join(tls_dir, "key.pem")
-            subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
-                            "ec_paramgen_curve:P-256", "-nodes", "-days", "1", "-subj",
-                            "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
-                            "-keyout", key, "-out", cert], check=True, capture_output=True)
+            out = tempfile.mkdtemp(prefix="tls-", dir=tls_dir)
+            if ca:
+                cert, key = ca.issue(out)
+            else:
+                cert, key = os.path.join(out, "cert.pem"), os.path.join(out, "key.pem")
+                _openssl("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
+                         "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1", "-addext",
+                         "subjectAltName=IP:127.0.0.1", "-keyout", key, "-out", cert)
             ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
             ctx.load_cert_chain(cert, key)
             self.httpd.socket = ctx.wrap_socket(self.httpd.socket, server_side=True)

@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "alert_debounce.h"
+#include "alert_watch.h"
 
 static const struct alert_policy plain = {.down_after = 5, .resend = 0, .send_resolved = true};
 
