@@ -21,8 +21,8 @@
  * Contract of the ops (each called from the loop, never from inside a libssh2 call):
  *   on_ready   authenticated and the keepalive channel is open (or refused): channels may
  *              be opened now.
- *   on_fail    the session is over (the reason is for logs and status; needs_human: an
- *              authentication or host-key failure, retried slowly). The upper layer must
+ *   on_fail    the session is over (the reason is for logs and status; why: which kind of
+ *              failure, for the wait before the next attempt). The upper layer must
  *              link_close() it, from the callback or later; the link touches nothing after
  *              calling it.
  *   on_input   the session may have input for channels: read them (once ready). Returns 0,
@@ -34,10 +34,17 @@
  *   drain      reads pending input through any channel or listener of the upper layer when
  *              the link has no channel of its own to do it; false when there is none.
  */
+/* What kind of failure ended a session: it decides the wait before the next attempt. */
+enum link_failure {
+	LINK_FAILURE_NETWORK, /* timeouts, resets, protocol errors */
+	LINK_FAILURE_REFUSED, /* the TCP connect was refused or had no route: answered at once */
+	LINK_FAILURE_HUMAN,   /* authentication or host key: needs a human, retried slowly */
+};
+
 struct link_ops {
 	void *userdata;
 	void (*on_ready)(void *userdata);
-	void (*on_fail)(void *userdata, bool needs_human, const char *reason);
+	void (*on_fail)(void *userdata, enum link_failure why, const char *reason);
 	int (*on_input)(void *userdata);
 	void (*on_drained)(void *userdata);
 	void (*on_rtt)(void *userdata, double seconds);
@@ -167,7 +174,10 @@ enum link_progress {
 };
 int link_session_new(struct link *l);
 int link_flush(struct link *l);
+/* Ends the session (once): needs_human for authentication and host-key failures. */
 void link_fail(struct link *l, bool needs_human, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+void link_fail_as(struct link *l, enum link_failure why, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 void link_setup_session(struct link *l);
 /* Advances the connecting steps as far as the input allows. */

@@ -211,6 +211,13 @@ static void link_readable(struct ev_loop *loop, ev_io *w, int revents)
 
 static void link_start_session(struct link *l);
 
+/* A refused connect is retried on the quick pace (the tunnel's backoff decides). */
+static void link_fail_connect(struct link *l, int err)
+{
+	link_fail_as(l, net_connect_refused(err) ? LINK_FAILURE_REFUSED : LINK_FAILURE_NETWORK,
+		     "connect to %s:%u: %s", l->p.host, l->p.port, strerror(-err));
+}
+
 static void link_try_connect(struct link *l)
 {
 	int r = -ECONNREFUSED;
@@ -221,7 +228,7 @@ static void link_try_connect(struct link *l)
 			break;
 	}
 	if (!l->addr) {
-		link_fail(l, false, "connect to %s:%u: %s", l->p.host, l->p.port, strerror(-r));
+		link_fail_connect(l, r);
 		return;
 	}
 	l->step = LINK_TCP_CONNECT;
@@ -250,7 +257,7 @@ static void link_writable(struct ev_loop *loop, ev_io *w, int revents)
 			link_try_connect(l);
 			return;
 		}
-		link_fail(l, false, "connect to %s:%u: %s", l->p.host, l->p.port, strerror(-r));
+		link_fail_connect(l, r);
 		return;
 	}
 	link_start_session(l);
