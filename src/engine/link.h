@@ -8,6 +8,7 @@
 
 #include "buffer.h"
 #include "config.h"
+#include "dialer.h"
 #include "identity.h"
 #include "sessmem.h"
 
@@ -88,7 +89,12 @@ struct link_params {
 	uint64_t keepalive_interval_ms;
 	unsigned keepalive_count_max;
 	uint64_t session_memory_max;
+	uint64_t connect_stagger_ms; /* a TCP connect's wait for a fresh attempt; 0: the default */
 };
+
+/* The default wait before an unanswered TCP connect gets a fresh attempt beside it: RFC
+ * 8305's Connection Attempt Delay, well above a LAN's round trip. */
+#define LINK_CONNECT_STAGGER_MS 250
 
 /* One SSH session; all zero (and fd -1) while closed. */
 struct link {
@@ -105,8 +111,9 @@ struct link {
 	LIBSSH2_CHANNEL *keepalive_channel; /* NULL: fall back to global keepalives */
 	bool keepalive_pending;
 	double keepalive_sent;
-	struct addrinfo *addrs, *addr;
+	struct addrinfo *addrs;
 	struct gaicb *gai;
+	struct dialer dial; /* the TCP connect (the first hop only) */
 	ev_timer resolve_poll;
 	ev_timer liveness; /* keepalives and the dead-peer deadline while ready */
 	ev_io rio, wio;

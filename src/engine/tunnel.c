@@ -253,6 +253,17 @@ static double on_forward_rtt(void *userdata)
 	return t->rtt.measured ? t->rtt.min : 0;
 }
 
+/* How long an unanswered TCP connect waits for a fresh attempt beside it: 3 round trips of
+ * the last session's path without queues (through its bastions, if any: more than the first
+ * hop's), at least the default. A SYN answered within that time never gets company. */
+static uint64_t connect_stagger_ms(const struct tunnel *t)
+{
+	double rtt_ms = t->rtt.measured ? t->rtt.min * 1000.0 : 0;
+
+	return rtt_ms * 3 > LINK_CONNECT_STAGGER_MS ? (uint64_t)(rtt_ms * 3)
+						    : LINK_CONNECT_STAGGER_MS;
+}
+
 /* Parameters of every link of the path: the bastions first, the destination last.
  * Returns how many. */
 static size_t link_params_fill(const struct tunnel *t, struct link_params *p)
@@ -295,6 +306,7 @@ static size_t link_params_fill(const struct tunnel *t, struct link_params *p)
 	    .keepalive_count_max = cfg->keepalive_count_max,
 	    .session_memory_max = cfg->session_memory_max,
 	};
+	p[0].connect_stagger_ms = connect_stagger_ms(t);
 	return n + 1;
 }
 
