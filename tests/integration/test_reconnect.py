@@ -112,6 +112,27 @@ class ReconnectTest(harness.TunnelTest):
         # up -> backoff, backoff -> connecting, the first refusal and its retry: then quiet
         self.assertLessEqual(during, 6)
 
+    def test_closed_before_banner_retried_quickly(self):
+        # A relay or proxy in front of a server that is away (docker-proxy for a container
+        # being replaced) accepts and closes at once: as cheap to retry as a refused connect,
+        # so on the same pace, and no faster.
+        srv = self.server(harness.CloseServer)
+        sc = self.sidecar(start=False)  # keys and known_hosts only
+        m = self.moletun(harness.tunnel_section(
+            "t1", sc, defaults=False, port=str(srv.port),
+            known_hosts_file=self.known_hosts(sc, port=srv.port),
+            local_forward=["127.0.0.1:%d %s" % (self.lp, self.echo.addr)]))
+        self.assertIsNotNone(m.wait_state("t1", "backoff", 5))
+        time.sleep(0.5)
+        n0, t0 = srv.total, time.monotonic()
+        time.sleep(2.0)
+        n, span = srv.total - n0, time.monotonic() - t0
+        reason = [x for x in m.transitions("t1") if x[3] == "backoff"][-1][4]
+        print("closed before the banner: %d connects in %.2fs (%s)" % (n, span, reason))
+        self.assertRegex(reason, r"closed by server")
+        self.assertLessEqual(n, span / 0.1 + 1, "retried faster than the quick pace")
+        self.assertGreaterEqual(n, span / 0.2, "not retried on the quick pace")
+
     def test_repeated_outages(self):
         self.start()
         for i in range(3):
