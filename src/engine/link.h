@@ -12,6 +12,13 @@
 #include "identity.h"
 #include "sessmem.h"
 
+/* What kind of failure ended a session: it decides the wait before the next attempt. */
+enum link_failure {
+	LINK_FAILURE_NETWORK, /* timeouts, resets, protocol errors */
+	LINK_FAILURE_REFUSED, /* refused, no route, closed before the banner: answered at once */
+	LINK_FAILURE_HUMAN,   /* authentication or host key: needs a human, retried slowly */
+};
+
 /*
  * The engine's bottom layer (private to the engine): one SSH session over a byte stream —
  * resolving and connecting, the handshake, the host-key check, authentication, the
@@ -35,13 +42,6 @@
  *   drain      reads pending input through any channel or listener of the upper layer when
  *              the link has no channel of its own to do it; false when there is none.
  */
-/* What kind of failure ended a session: it decides the wait before the next attempt. */
-enum link_failure {
-	LINK_FAILURE_NETWORK, /* timeouts, resets, protocol errors */
-	LINK_FAILURE_REFUSED, /* the TCP connect was refused or had no route: answered at once */
-	LINK_FAILURE_HUMAN,   /* authentication or host key: needs a human, retried slowly */
-};
-
 struct link_ops {
 	void *userdata;
 	void (*on_ready)(void *userdata);
