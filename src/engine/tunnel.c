@@ -34,7 +34,7 @@ struct tunnel {
 	bool auth_failure;    /* the last failure needs a human: retry at auth_retry_interval */
 	unsigned refused_run; /* connects refused in a row (retried on the quick pace) */
 	double refused_since; /* clock_now() of the run's first */
-	bool quiet;	      /* a refusal like the one before: its transitions log at debug */
+	bool quiet;	      /* a quick retry after a refusal: its transitions log at debug */
 	uint64_t reconnects;
 	bool ever_up;
 	struct backoff backoff;
@@ -157,7 +157,9 @@ static void tunnel_fail(struct tunnel *t, enum link_failure why, const char *rea
 		refused_run_end(t);
 	else if (t->refused_run++ == 0)
 		t->refused_since = clock_now();
-	/* A sidecar that restarts for a minute would otherwise log 20 lines a second. */
+	/* A sidecar that restarts for a minute would otherwise log 20 lines a second: the
+	 * first refusal is logged, then nothing until the run ends (the last line logged
+	 * keeps saying backoff and why). */
 	t->quiet = quick && t->refused_run > 1 && same;
 	snprintf(t->last_error, sizeof(t->last_error), "%s", reason);
 	t->auth_failure = why == LINK_FAILURE_HUMAN;
@@ -165,6 +167,7 @@ static void tunnel_fail(struct tunnel *t, enum link_failure why, const char *rea
 	delay = backoff_after_failure(&t->backoff, backoff_cause_of(why), up_for, STABLE_AFTER,
 				      t->cfg->auth_retry_interval_ms);
 	set_state(t, TUNNEL_EVENT_FAIL, reason, delay);
+	t->quiet = quick; /* for the retry's backoff -> connecting */
 	arm_timer(t, (double)delay / 1000.0);
 }
 

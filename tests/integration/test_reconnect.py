@@ -109,8 +109,9 @@ class ReconnectTest(harness.TunnelTest):
               "outage" % (n, span, (n - 1) / span, during))
         self.assertLessEqual(n - 1, span / 0.1 + 0.5, "refused connects retried too fast")
         self.assertGreaterEqual(n, span / 0.2, "refused connects not retried on the quick pace")
-        # up -> backoff, backoff -> connecting, the first refusal and its retry: then quiet
-        self.assertLessEqual(during, 6)
+        # up -> backoff, backoff -> connecting, the first refusal: then quiet
+        self.assertLessEqual(during, 3)
+        self.assertEqual(self.m.transitions("t1", mark)[2][3], "backoff")
 
     def test_closed_before_banner_retried_quickly(self):
         # A relay or proxy in front of a server that is away (docker-proxy for a container
