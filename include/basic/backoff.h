@@ -11,8 +11,22 @@ struct backoff {
 	uint64_t initial_ms;
 	uint64_t max_ms;
 	uint64_t current_ms;
+	unsigned refusals; /* quick retries after refused connects, in a row */
 	uint64_t rng;
 };
+
+/* What a failure was, which decides the wait after it. */
+enum backoff_cause {
+	BACKOFF_NETWORK, /* timeouts, resets, handshake errors: the curve */
+	BACKOFF_REFUSED, /* the connect was refused or had no route: the quick pace */
+	BACKOFF_HUMAN,	 /* authentication or host key: auth_retry_interval */
+};
+
+/* A refused connect is answered at once and costs the server nothing, so it is retried on a
+ * short fixed pace instead of the curve (at most 10 a second); after this many in a row the
+ * server is not restarting but down, and the curve takes over. */
+#define BACKOFF_REFUSED_MS  100
+#define BACKOFF_REFUSED_MAX 600
 
 void backoff_init(struct backoff *b, uint64_t initial_ms, uint64_t max_ms, uint64_t seed);
 /* Returns the next delay and advances the sequence. */
@@ -24,10 +38,12 @@ uint64_t backoff_pace(struct backoff *b, uint64_t delay_ms);
 uint64_t backoff_jitter(struct backoff *b, uint64_t delay_ms);
 void backoff_reset(struct backoff *b);
 /*
- * The wait after a failure: auth and host-key failures (needs_human) at the slow pace of
- * auth_retry_ms, network ones on the curve. A session that had been up for at least
- * stable_after seconds (up_for; negative when it never came up) starts the curve over, so
- * one outage after days of uptime retries fast again.
+ * The wait after a failure: auth and host-key failures at the slow pace of auth_retry_ms;
+ * refused connects at the pace of BACKOFF_REFUSED_MS (never above max) for up to
+ * BACKOFF_REFUSED_MAX in a row, then on the curve; other network failures on the curve
+ * (they end a run of refusals). A session that had been up for at least stable_after
+ * seconds (up_for; negative when it never came up) starts the curve over, so one outage
+ * after days of uptime retries fast again.
  */
-uint64_t backoff_after_failure(struct backoff *b, bool needs_human, double up_for,
+uint64_t backoff_after_failure(struct backoff *b, enum backoff_cause cause, double up_for,
 			       double stable_after, uint64_t auth_retry_ms);

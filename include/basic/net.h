@@ -1,4 +1,5 @@
 #pragma once
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/socket.h>
@@ -26,6 +27,9 @@ int net_canonical_host(const char *host, char *buf, size_t size);
 int net_connect_start(const struct sockaddr *sa, socklen_t len, int *ret_fd);
 /* After the socket became writable: 0 when connected, else -errno of the failure. */
 int net_connect_result(int fd);
+/* True for a connect error (-errno) that the server or the network gave at once: refused
+ * (nothing listens), reset, no route. Another try costs a round trip, not a timeout. */
+bool net_connect_refused(int err);
 /* Resolves a numeric host only (no DNS); used for listeners and loopback targets. */
 int net_resolve_numeric(const char *host, uint16_t port, struct sockaddr_storage *ret,
 			socklen_t *ret_len);

@@ -17,6 +17,7 @@ void backoff_init(struct backoff *b, uint64_t initial_ms, uint64_t max_ms, uint6
 	b->initial_ms = initial_ms;
 	b->max_ms = max_ms < initial_ms ? initial_ms : max_ms;
 	b->current_ms = 0;
+	b->refusals = 0;
 	b->rng = seed ? seed : 0x9E3779B97F4A7C15ULL;
 }
 
@@ -50,14 +51,28 @@ uint64_t backoff_next(struct backoff *b)
 void backoff_reset(struct backoff *b)
 {
 	b->current_ms = 0;
+	b->refusals = 0;
 }
 
-uint64_t backoff_after_failure(struct backoff *b, bool needs_human, double up_for,
+uint64_t backoff_after_failure(struct backoff *b, enum backoff_cause cause, double up_for,
 			       double stable_after, uint64_t auth_retry_ms)
 {
 	if (up_for >= stable_after)
 		backoff_reset(b);
-	if (needs_human)
+	if (cause != BACKOFF_REFUSED)
+		b->refusals = 0;
+	switch (cause) {
+	case BACKOFF_HUMAN:
 		return backoff_pace(b, auth_retry_ms);
+	case BACKOFF_REFUSED:
+		if (b->refusals < BACKOFF_REFUSED_MAX) {
+			b->refusals++;
+			return backoff_pace(b, b->max_ms < BACKOFF_REFUSED_MS ? b->max_ms
+									      : BACKOFF_REFUSED_MS);
+		}
+		return backoff_next(b);
+	case BACKOFF_NETWORK:
+		break;
+	}
 	return backoff_next(b);
 }

@@ -191,3 +191,17 @@ int net_connect_result(int fd)
 		return -errno;
 	return -err;
 }
+
+bool net_connect_refused(int err)
+{
+	switch (-err) {
+	case ECONNREFUSED: /* a RST: the host is there, its port is not (sshd restarting) */
+	case ECONNRESET:
+	case EHOSTUNREACH: /* ICMP from a router, or no route: nothing was sent anywhere */
+	case ENETUNREACH:
+	case ENETDOWN:
+		return true;
+	default:
+		return false; /* local shortages (EMFILE, EADDRNOTAVAIL) wait on the curve */
+	}
+}

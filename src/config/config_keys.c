@@ -357,7 +357,9 @@ static const struct config_key tunnel_keys[] = {
 	TUNNEL_FIELD(backoff_max_ms),
 	.placeholder = "DURATION",
 	.help = "Longest wait between reconnection attempts after network failures "
-		"(refused, timed out, dead peer). Not less than backoff_initial.",
+		"(timed out, reset, dead peer). Not less than backoff_initial. A refused "
+		"connect is retried after 100 ms instead (at most backoff_max), up to 600 "
+		"times in a row.",
     },
     {
 	.name = "auth_retry_interval",

@@ -341,16 +341,13 @@ const char *link_last_error(const struct link *l)
 }
 
 /* Reports the end of the session upward once; the link is not touched afterwards. */
-void link_fail(struct link *l, bool needs_human, const char *fmt, ...)
+static void link_vfail(struct link *l, enum link_failure why, const char *fmt, va_list ap)
 {
 	char reason[256];
-	va_list ap;
 
 	if (!l->active || l->failed)
 		return;
-	va_start(ap, fmt);
 	vsnprintf(reason, sizeof(reason), fmt, ap);
-	va_end(ap);
 	if (sessmem_over_cap(&l->mem)) {
 		/* whatever libssh2 call failed, the refused allocation is why */
 		snprintf(reason, sizeof(reason),
@@ -359,7 +356,25 @@ void link_fail(struct link *l, bool needs_human, const char *fmt, ...)
 			 (double)l->mem.used / (1 << 20), l->mem.refused);
 	}
 	l->failed = true;
-	l->ops.on_fail(l->ops.userdata, needs_human, reason);
+	l->ops.on_fail(l->ops.userdata, why, reason);
+}
+
+void link_fail(struct link *l, bool needs_human, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	link_vfail(l, needs_human ? LINK_FAILURE_HUMAN : LINK_FAILURE_NETWORK, fmt, ap);
+	va_end(ap);
+}
+
+void link_fail_as(struct link *l, enum link_failure why, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	link_vfail(l, why, fmt, ap);
+	va_end(ap);
 }
 
 const char *link_step_str(enum link_step step)

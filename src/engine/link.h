@@ -8,8 +8,16 @@
 
 #include "buffer.h"
 #include "config.h"
+#include "dialer.h"
 #include "identity.h"
 #include "sessmem.h"
+
+/* What kind of failure ended a session: it decides the wait before the next attempt. */
+enum link_failure {
+	LINK_FAILURE_NETWORK, /* timeouts, resets, protocol errors */
+	LINK_FAILURE_REFUSED, /* refused, no route, closed before the banner: answered at once */
+	LINK_FAILURE_HUMAN,   /* authentication or host key: needs a human, retried slowly */
+};
 
 /*
  * The engine's bottom layer (private to the engine): one SSH session over a byte stream —
@@ -21,8 +29,8 @@
  * Contract of the ops (each called from the loop, never from inside a libssh2 call):
  *   on_ready   authenticated and the keepalive channel is open (or refused): channels may
  *              be opened now.
- *   on_fail    the session is over (the reason is for logs and status; needs_human: an
- *              authentication or host-key failure, retried slowly). The upper layer must
+ *   on_fail    the session is over (the reason is for logs and status; why: which kind of
+ *              failure, for the wait before the next attempt). The upper layer must
  *              link_close() it, from the callback or later; the link touches nothing after
  *              calling it.
  *   on_input   the session may have input for channels: read them (once ready). Returns 0,
@@ -37,7 +45,7 @@
 struct link_ops {
 	void *userdata;
 	void (*on_ready)(void *userdata);
-	void (*on_fail)(void *userdata, bool needs_human, const char *reason);
+	void (*on_fail)(void *userdata, enum link_failure why, const char *reason);
 	int (*on_input)(void *userdata);
 	void (*on_drained)(void *userdata);
 	void (*on_rtt)(void *userdata, double seconds);
@@ -81,7 +89,12 @@ struct link_params {
 	uint64_t keepalive_interval_ms;
 	unsigned keepalive_count_max;
 	uint64_t session_memory_max;
+	uint64_t connect_stagger_ms; /* a TCP connect's wait for a fresh attempt; 0: the default */
 };
+
+/* The default wait before an unanswered TCP connect gets a fresh attempt beside it: RFC
+ * 8305's Connection Attempt Delay, well above a LAN's round trip. */
+#define LINK_CONNECT_STAGGER_MS 250
 
 /* One SSH session; all zero (and fd -1) while closed. */
 struct link {
@@ -98,8 +111,9 @@ struct link {
 	LIBSSH2_CHANNEL *keepalive_channel; /* NULL: fall back to global keepalives */
 	bool keepalive_pending;
 	double keepalive_sent;
-	struct addrinfo *addrs, *addr;
+	struct addrinfo *addrs;
 	struct gaicb *gai;
+	struct dialer dial; /* the TCP connect (the first hop only) */
 	ev_timer resolve_poll;
 	ev_timer liveness; /* keepalives and the dead-peer deadline while ready */
 	ev_io rio, wio;
@@ -167,7 +181,10 @@ enum link_progress {
 };
 int link_session_new(struct link *l);
 int link_flush(struct link *l);
+/* Ends the session (once): needs_human for authentication and host-key failures. */
 void link_fail(struct link *l, bool needs_human, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+void link_fail_as(struct link *l, enum link_failure why, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 void link_setup_session(struct link *l);
 /* Advances the connecting steps as far as the input allows. */

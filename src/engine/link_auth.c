@@ -194,6 +194,19 @@ static bool step_keepalive_channel(struct link *l)
 	return true;
 }
 
+/*
+ * A socket closed before the server's banner came is as cheap to retry as a refused
+ * connect: a relay or proxy in front of a server that is not there (docker-proxy for a
+ * container being replaced), or sshd dropping it past MaxStartups before forking. Not so
+ * through a bastion, where each retry costs the bastion's handshake.
+ */
+static enum link_failure handshake_failure(const struct link *l)
+{
+	if (!l->below && l->io_error == ECONNRESET && !libssh2_session_banner_get(l->session))
+		return LINK_FAILURE_REFUSED;
+	return LINK_FAILURE_NETWORK;
+}
+
 enum link_progress link_step(struct link *l)
 {
 	int rc;
@@ -210,7 +223,8 @@ enum link_progress link_step(struct link *l)
 			if (rc == LIBSSH2_ERROR_EAGAIN)
 				return LINK_WAITING;
 			if (rc) {
-				link_fail(l, false, "SSH handshake: %s", link_last_error(l));
+				link_fail_as(l, handshake_failure(l), "SSH handshake: %s",
+					     link_last_error(l));
 				return LINK_FAILED;
 			}
 			if (!step_hostkey(l))

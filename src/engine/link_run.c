@@ -211,60 +211,55 @@ static void link_readable(struct ev_loop *loop, ev_io *w, int revents)
 
 static void link_start_session(struct link *l);
 
-static void link_try_connect(struct link *l)
+/* A refused connect is retried on the quick pace (the tunnel's backoff decides). */
+static void link_fail_connect(struct link *l, int err)
 {
-	int r = -ECONNREFUSED;
+	link_fail_as(l, net_connect_refused(err) ? LINK_FAILURE_REFUSED : LINK_FAILURE_NETWORK,
+		     "connect to %s:%u: %s", l->p.host, l->p.port, strerror(-err));
+}
 
-	for (; l->addr; l->addr = l->addr->ai_next) {
-		r = net_connect_start(l->addr->ai_addr, l->addr->ai_addrlen, &l->fd);
-		if (r == 0)
-			break;
-	}
-	if (!l->addr) {
-		link_fail(l, false, "connect to %s:%u: %s", l->p.host, l->p.port, strerror(-r));
+static void link_connected(void *userdata, int fd, int err)
+{
+	struct link *l = userdata;
+
+	if (err < 0) {
+		link_fail_connect(l, err);
 		return;
 	}
-	l->step = LINK_TCP_CONNECT;
+	if (l->dial.won_by > 1)
+		log_debug("%s: TCP connect to %s:%u: attempt %u of %u answered after %.0f ms",
+			  l->p.name, l->p.host, l->p.port, l->dial.won_by, l->dial.attempts,
+			  l->dial.won_after * 1000);
+	l->fd = fd;
 	ev_io_set(&l->rio, l->fd, EV_READ);
 	ev_io_set(&l->wio, l->fd, EV_WRITE);
-	ev_io_start(l->loop, &l->wio);
+	link_start_session(l);
 }
 
 static void link_writable(struct ev_loop *loop, ev_io *w, int revents)
 {
 	struct link *l = w->data;
-	int r;
 
-	if (l->step != LINK_TCP_CONNECT) {
-		if (link_flush(l) < 0)
-			link_fail(l, false, "send to server: %s", strerror(l->io_error));
-		return;
-	}
-	ev_io_stop(loop, &l->wio);
-	r = net_connect_result(l->fd);
-	if (r < 0) {
-		close(l->fd);
-		l->fd = -1;
-		if (l->addr->ai_next) {
-			l->addr = l->addr->ai_next;
-			link_try_connect(l);
-			return;
-		}
-		link_fail(l, false, "connect to %s:%u: %s", l->p.host, l->p.port, strerror(-r));
-		return;
-	}
-	link_start_session(l);
+	if (link_flush(l) < 0)
+		link_fail(l, false, "send to server: %s", strerror(l->io_error));
 }
 
 static void link_resolved(struct link *l, int gai_rc, struct addrinfo *res)
 {
+	double stagger =
+	    (double)(l->p.connect_stagger_ms ? l->p.connect_stagger_ms : LINK_CONNECT_STAGGER_MS) /
+	    1000.0;
+	int r;
+
 	if (gai_rc != 0) {
 		link_fail(l, false, "resolve %s: %s", l->p.host, gai_strerror(gai_rc));
 		return;
 	}
 	l->addrs = res;
-	l->addr = res;
-	link_try_connect(l);
+	l->step = LINK_TCP_CONNECT;
+	r = dialer_start(&l->dial, l->loop, res, stagger, link_connected, l);
+	if (r < 0)
+		link_fail_connect(l, r);
 }
 
 static void link_resolve_poll(struct ev_loop *loop, ev_timer *w, int revents)
@@ -430,6 +425,7 @@ void link_close(struct link *l, bool goodbye)
 	ev_io_stop(l->loop, &l->wio);
 	ev_timer_stop(l->loop, &l->resolve_poll);
 	ev_timer_stop(l->loop, &l->liveness);
+	dialer_stop(&l->dial);
 	if (l->gai) {
 		/* A lookup still running cannot be freed; glibc owns it until it ends. */
 		if (gai_cancel(l->gai) != EAI_NOTCANCELED) {

@@ -9,7 +9,7 @@
 #define JUMP_WINDOW LIBSSH2_CHANNEL_WINDOW_DEFAULT
 
 static void hop_on_ready(void *userdata);
-static void hop_on_fail(void *userdata, bool needs_human, const char *reason);
+static void hop_on_fail(void *userdata, enum link_failure why, const char *reason);
 static int hop_on_input(void *userdata);
 static void hop_on_drained(void *userdata);
 static size_t hop_allowance(void *userdata);
@@ -43,7 +43,7 @@ static void hop_on_ready(void *userdata)
 	link_want_pump(&h->path->links[h->index]);
 }
 
-static void hop_on_fail(void *userdata, bool needs_human, const char *reason)
+static void hop_on_fail(void *userdata, enum link_failure why, const char *reason)
 {
 	struct path_hop *h = userdata;
 	struct path *p = h->path;
@@ -54,7 +54,7 @@ static void hop_on_fail(void *userdata, bool needs_human, const char *reason)
 	if (snprintf(text, sizeof(text), "via %s:%u: %s", via->host, via->port, reason) >=
 	    (int)sizeof(text))
 		text[sizeof(text) - 1] = '\0';
-	p->final_ops.on_fail(p->final_ops.userdata, needs_human, text);
+	p->final_ops.on_fail(p->final_ops.userdata, why, text);
 }
 
 /* Opens the channel to the next hop's sshd, then starts that hop's session over it. */

@@ -31,7 +31,10 @@ struct tunnel {
 	char name[160];		/* "tunnel NAME", the destination link's log prefix */
 	char (*hop_names)[160]; /* per bastion: "tunnel NAME via HOST:PORT" */
 	char last_error[256];
-	bool auth_failure; /* the last failure needs a human: retry at auth_retry_interval */
+	bool auth_failure;    /* the last failure needs a human: retry at auth_retry_interval */
+	unsigned refused_run; /* connects refused in a row (retried on the quick pace) */
+	double refused_since; /* clock_now() of the run's first */
+	bool quiet;	      /* a quick retry after a refusal: its transitions log at debug */
 	uint64_t reconnects;
 	bool ever_up;
 	struct backoff backoff;
@@ -96,7 +99,9 @@ static void set_state(struct tunnel *t, enum tunnel_event e, const char *reason,
 	t->state = tunnel_next_state(old, e);
 	t->health = decide_health(t); /* the state line says it: no line of its own */
 	t->since = clock_now();
-	log_msg(t->state == TUNNEL_UP ? LOG_NOTICE : (old == TUNNEL_UP ? LOG_WARNING : LOG_INFO),
+	log_msg(t->quiet ? LOG_DEBUG
+			 : (t->state == TUNNEL_UP ? LOG_NOTICE
+						  : (old == TUNNEL_UP ? LOG_WARNING : LOG_INFO)),
 		"tunnel %s: state %s -> %s%s%s%s", t->cfg->name, tunnel_state_str(old),
 		tunnel_state_str(t->state), reason ? ": " : "", reason ? reason : "", retry);
 	notify_change(t);
@@ -117,23 +122,59 @@ static void session_end(struct tunnel *t, bool goodbye)
 	path_close(&t->path, goodbye);
 }
 
-static void tunnel_fail(struct tunnel *t, bool needs_human, const char *reason)
+/* A run of refused connects is over: one line says how long it lasted, since its retries
+ * after the first were logged at debug. */
+static void refused_run_end(struct tunnel *t)
+{
+	if (t->refused_run > 1)
+		log_info("tunnel %s: %u connects refused in a row over %.1fs", t->cfg->name,
+			 t->refused_run, clock_now() - t->refused_since);
+	t->refused_run = 0;
+	t->quiet = false;
+}
+
+static enum backoff_cause backoff_cause_of(enum link_failure why)
+{
+	switch (why) {
+	case LINK_FAILURE_REFUSED:
+		return BACKOFF_REFUSED;
+	case LINK_FAILURE_HUMAN:
+		return BACKOFF_HUMAN;
+	case LINK_FAILURE_NETWORK:
+		break;
+	}
+	return BACKOFF_NETWORK;
+}
+
+static void tunnel_fail(struct tunnel *t, enum link_failure why, const char *reason)
 {
 	double up_for = t->state == TUNNEL_UP ? clock_now() - t->since : -1;
+	bool quick = why == LINK_FAILURE_REFUSED && t->backoff.refusals < BACKOFF_REFUSED_MAX;
+	bool same = strcmp(reason, t->last_error) == 0;
 	uint64_t delay;
 
+	if (why != LINK_FAILURE_REFUSED)
+		refused_run_end(t);
+	else if (t->refused_run++ == 0)
+		t->refused_since = clock_now();
+	/* A sidecar that restarts for a minute would otherwise log 20 lines a second: the
+	 * first refusal is logged, then nothing until the run ends (the last line logged
+	 * keeps saying backoff and why). */
+	t->quiet = quick && t->refused_run > 1 && same;
 	snprintf(t->last_error, sizeof(t->last_error), "%s", reason);
-	t->auth_failure = needs_human;
+	t->auth_failure = why == LINK_FAILURE_HUMAN;
 	session_end(t, false);
-	delay = backoff_after_failure(&t->backoff, needs_human, up_for, STABLE_AFTER,
+	delay = backoff_after_failure(&t->backoff, backoff_cause_of(why), up_for, STABLE_AFTER,
 				      t->cfg->auth_retry_interval_ms);
 	set_state(t, TUNNEL_EVENT_FAIL, reason, delay);
+	t->quiet = quick; /* for the retry's backoff -> connecting */
 	arm_timer(t, (double)delay / 1000.0);
 }
 
 static void tunnel_up(struct tunnel *t)
 {
 	t->requesting = false;
+	refused_run_end(t);
 	if (t->ever_up)
 		t->reconnects++;
 	t->ever_up = true;
@@ -154,9 +195,9 @@ static void on_link_ready(void *userdata)
 	link_want_pump(path_final(&t->path));
 }
 
-static void on_link_fail(void *userdata, bool needs_human, const char *reason)
+static void on_link_fail(void *userdata, enum link_failure why, const char *reason)
 {
-	tunnel_fail(userdata, needs_human, reason);
+	tunnel_fail(userdata, why, reason);
 }
 
 static int on_link_input(void *userdata)
@@ -215,6 +256,17 @@ static double on_forward_rtt(void *userdata)
 	return t->rtt.measured ? t->rtt.min : 0;
 }
 
+/* How long an unanswered TCP connect waits for a fresh attempt beside it: 3 round trips of
+ * the last session's path without queues (through its bastions, if any: more than the first
+ * hop's), at least the default. A SYN answered within that time never gets company. */
+static uint64_t connect_stagger_ms(const struct tunnel *t)
+{
+	double rtt_ms = t->rtt.measured ? t->rtt.min * 1000.0 : 0;
+
+	return rtt_ms * 3 > LINK_CONNECT_STAGGER_MS ? (uint64_t)(rtt_ms * 3)
+						    : LINK_CONNECT_STAGGER_MS;
+}
+
 /* Parameters of every link of the path: the bastions first, the destination last.
  * Returns how many. */
 static size_t link_params_fill(const struct tunnel *t, struct link_params *p)
@@ -257,6 +309,7 @@ static size_t link_params_fill(const struct tunnel *t, struct link_params *p)
 	    .keepalive_count_max = cfg->keepalive_count_max,
 	    .session_memory_max = cfg->session_memory_max,
 	};
+	p[0].connect_stagger_ms = connect_stagger_ms(t);
 	return n + 1;
 }
 
@@ -299,7 +352,7 @@ static void timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
 		else
 			path_step_str(&t->path, step, sizeof(step));
 		snprintf(reason, sizeof(reason), "connect timeout after %s (during %s)", d, step);
-		tunnel_fail(t, false, reason);
+		tunnel_fail(t, LINK_FAILURE_NETWORK, reason);
 		break;
 	case TUNNEL_UP:
 		break;
@@ -381,6 +434,7 @@ void tunnel_reconnect(struct tunnel *t, const char *why)
 {
 	session_end(t, true);
 	backoff_reset(&t->backoff);
+	refused_run_end(t);
 	if (t->state == TUNNEL_CONNECTING)
 		log_info("tunnel %s: connecting again: %s", t->cfg->name, why);
 	connect_begin(t, TUNNEL_EVENT_RECONNECT, why);

@@ -131,6 +131,40 @@ class BlackholeTest(harness.TunnelTest):
         self.assertIsNotNone(dt, "not usable again within 8 s after the blackhole ended")
         print("usable again %.3fs after the blackhole ended" % (time.monotonic() - t1))
 
+    def test_usable_soon_after_path_returns(self):
+        # The connect that starts after the peer is declared dead sends its SYN into the
+        # blackhole; the kernel resends it only after 1 s (every second for the first few
+        # on kernels with tcp_syn_linear_timeouts, else 1 s, then 3 s, 7 s...). The resends
+        # keep a fixed phase: the peer is declared dead 3 s after the last byte, the connect
+        # follows at once. So the path returns at three phases of that grid, and each time
+        # the tunnel must be usable within 0.6 s: a connect still waiting gets a fresh
+        # attempt beside it every 250 ms. connect_timeout is the default 5 s, so the attempts
+        # around the return belong to one round (a round that times out is followed by the
+        # backoff wait, which is another matter).
+        self.m.stop()
+        self.lp = harness.free_port()
+        self.m = self.simple_tunnel(
+            self.sc, local_forward=["127.0.0.1:%d %s" % (self.lp, self.echo.addr)],
+            keepalive_interval="%dms" % (KEEPALIVE_INTERVAL * 1000),
+            keepalive_count_max=str(KEEPALIVE_COUNT_MAX), connect_timeout="5s")
+        self.assertUp(self.m)
+        bound = 0.6 * harness.slowdown()
+        usable = []
+        for i, length in enumerate((5.15, 5.45, 5.75)):
+            self.assertIsNotNone(wait_echo(self.lp, 5.0), "round %d: not usable" % i)
+            mark = self.m.mark()
+            blackhole(True)
+            time.sleep(length)
+            self.assertIsNotNone(self.m.wait_transition("t1", mark, old="up", timeout=0.1),
+                                 "round %d: still up after %.2f s of blackhole" % (i, length))
+            blackhole(False)
+            t1 = time.monotonic()
+            self.assertIsNotNone(wait_echo(self.lp, 8.0, pause=0.02),
+                                 "round %d: not usable within 8 s of the path's return" % i)
+            usable.append(time.monotonic() - t1)
+        print("after blackholes of 5.15/5.45/5.75 s, usable again %s s after the path "
+              "returned (bound %.2f s)" % (", ".join("%.3f" % u for u in usable), bound))
+        self.assertLessEqual(max(usable), bound)
 
 if __name__ == "__main__":
     check_prerequisites()

@@ -72,6 +72,68 @@ class ReconnectTest(harness.TunnelTest):
         print("after a 4 s outage, usable again %.3fs after the sidecar listened again "
               "(default backoff)" % (time.monotonic() - t_listening))
 
+    def test_usable_soon_after_sidecar_listens_again(self):
+        # Default backoff (100 ms doubling to 1 s). While sshd is away its port refuses the
+        # connect, which costs nothing to retry: the tunnel must be usable within 0.3 s of
+        # sshd listening again, however far the backoff curve got. Three outages of 3 s, a
+        # client polling every 20 ms; on the curve each would land anywhere up to 1 s late.
+        self.start(defaults=False, connect_timeout="2s", keepalive_interval="1s")
+        bound = 0.3 * harness.slowdown()
+        usable = []
+        for i in range(3):
+            self.kill_and_wait_backoff()
+            time.sleep(3.0)
+            self.sc.restart()
+            t_listening = time.monotonic()
+            dt = wait_echo(self.lp, 5.0, pause=0.02)
+            self.assertIsNotNone(dt, "round %d: not usable within 5 s of sshd's restart" % i)
+            usable.append(time.monotonic() - t_listening)
+        print("after 3 s outages, usable again %s s after sshd listened again (bound %.2f s)"
+              % (", ".join("%.3f" % u for u in usable), bound))
+        self.assertLessEqual(max(usable), bound)
+
+    def test_refused_connects_paced_and_quiet(self):
+        # The quick retries are paced (100 ms + up to 10 %: never more than 10 a second) and
+        # logged at debug after the first: one line sums the run up when it ends.
+        self.start(defaults=False, connect_timeout="2s", keepalive_interval="1s")
+        mark = self.kill_and_wait_backoff()
+        time.sleep(3.0)
+        during = len(self.m.transitions("t1", mark))
+        self.sc.restart()
+        self.assertUp(self.m, timeout=5)
+        run = self.m.wait_for(r"tunnel t1: (\d+) connects refused in a row over ([\d.]+)s", 1,
+                              since=mark)
+        self.assertIsNotNone(run, "no line summing up the refused connects")
+        n, span = int(run[2].group(1)), float(run[2].group(2))
+        print("%d connects refused over %.1fs (%.1f a second); %d state lines logged in the "
+              "outage" % (n, span, (n - 1) / span, during))
+        self.assertLessEqual(n - 1, span / 0.1 + 0.5, "refused connects retried too fast")
+        self.assertGreaterEqual(n, span / 0.2, "refused connects not retried on the quick pace")
+        # up -> backoff, backoff -> connecting, the first refusal: then quiet
+        self.assertLessEqual(during, 3)
+        self.assertEqual(self.m.transitions("t1", mark)[2][3], "backoff")
+
+    def test_closed_before_banner_retried_quickly(self):
+        # A relay or proxy in front of a server that is away (docker-proxy for a container
+        # being replaced) accepts and closes at once: as cheap to retry as a refused connect,
+        # so on the same pace, and no faster.
+        srv = self.server(harness.CloseServer)
+        sc = self.sidecar(start=False)  # keys and known_hosts only
+        m = self.moletun(harness.tunnel_section(
+            "t1", sc, defaults=False, port=str(srv.port),
+            known_hosts_file=self.known_hosts(sc, port=srv.port),
+            local_forward=["127.0.0.1:%d %s" % (self.lp, self.echo.addr)]))
+        self.assertIsNotNone(m.wait_state("t1", "backoff", 5))
+        time.sleep(0.5)
+        n0, t0 = srv.total, time.monotonic()
+        time.sleep(2.0)
+        n, span = srv.total - n0, time.monotonic() - t0
+        reason = [x for x in m.transitions("t1") if x[3] == "backoff"][-1][4]
+        print("closed before the banner: %d connects in %.2fs (%s)" % (n, span, reason))
+        self.assertRegex(reason, r"closed by server")
+        self.assertLessEqual(n, span / 0.1 + 1, "retried faster than the quick pace")
+        self.assertGreaterEqual(n, span / 0.2, "not retried on the quick pace")
+
     def test_repeated_outages(self):
         self.start()
         for i in range(3):
