@@ -8,6 +8,12 @@
 #include <string.h>
 #include <unistd.h>
 
+#include <openssl/bio.h>
+#include <openssl/buffer.h>
+#include <openssl/err.h>
+#include <openssl/evp.h>
+#include <openssl/pem.h>
+
 #include "privfile.h"
 #include "sshkey.h"
 #include "util.h"
@@ -154,6 +160,50 @@ static int to_secret_pages(char **p, size_t len)
 	return 0;
 }
 
+/*
+ * An encrypted PEM key decrypted once, here, with OpenSSL (what libssh2 does with it), and
+ * written back unencrypted in OpenSSL's traditional PEM form, which libssh2 reads as
+ * before. Otherwise the passphrase stays for the daemon's lifetime and libssh2 decrypts
+ * the key at every authentication, leaving copies of both in freed memory. The result is
+ * a new heap buffer (a secret). 0, -EACCES (the passphrase does not open it), -ENOMEM.
+ */
+static int decrypt_pem(const char *key, size_t key_len, const char *passphrase, char **ret,
+		       size_t *ret_len)
+{
+	BIO *in = BIO_new_mem_buf(key, (int)key_len), *out = NULL;
+	EVP_PKEY *pkey = NULL;
+	BUF_MEM *mem = NULL;
+	char *plain;
+	int r = -ENOMEM;
+
+	if (!in)
+		return -ENOMEM;
+	/* OpenSSL's default callback takes `u` as the NUL-terminated passphrase */
+	pkey = PEM_read_bio_PrivateKey(in, NULL, NULL, (void *)passphrase);
+	if (!pkey) {
+		r = -EACCES;
+		goto out;
+	}
+	out = BIO_new(BIO_s_secmem());
+	if (!out || !PEM_write_bio_PrivateKey_traditional(out, pkey, NULL, NULL, 0, NULL, NULL))
+		goto out;
+	BIO_get_mem_ptr(out, &mem);
+	plain = mem ? malloc(mem->length + 1) : NULL;
+	if (!plain)
+		goto out;
+	memcpy(plain, mem->data, mem->length);
+	plain[mem->length] = '\0';
+	*ret = plain;
+	*ret_len = mem->length;
+	r = 0;
+out:
+	BIO_free(in);
+	BIO_free(out); /* a secure-memory BIO: its buffer is cleared when freed */
+	EVP_PKEY_free(pkey);
+	ERR_clear_error();
+	return r;
+}
+
 /* The files of one key, and what messages call them. */
 struct key_source {
 	const char *path, *passphrase_path;
@@ -204,6 +254,25 @@ static int load_key(const struct key_source *src, struct identity *ret, char *er
 		else if (r < 0)
 			snprintf(err, err_size, "%s %s: %s", src->what, src->path,
 				 identity_decrypt_error(r));
+		if (r < 0)
+			goto fail;
+		free_secret(key, key_len);
+		key = plain;
+		key_len = plain_len;
+		free_secret(passphrase, passphrase_len);
+		passphrase = NULL;
+		passphrase_len = 0;
+	}
+	if (passphrase && !strstr(key, OPENSSH_BEGIN) && strstr(key, "ENCRYPTED")) {
+		char *plain;
+		size_t plain_len;
+
+		r = decrypt_pem(key, key_len, passphrase, &plain, &plain_len);
+		if (r == -EACCES)
+			snprintf(err, err_size, "%s %s: %s", src->what, src->path,
+				 identity_decrypt_error(r));
+		if (r == -ENOMEM)
+			goto out_of_memory;
 		if (r < 0)
 			goto fail;
 		free_secret(key, key_len);

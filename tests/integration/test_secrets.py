@@ -18,9 +18,6 @@ import unittest
 import harness
 from harness import EchoServer, echo_once, tunnel_section
 
-# MOLETUN_BUGS_FIXED=1 runs the tests of known bugs as plain tests (to check a fix).
-EXPECTED_FAILURE = ((lambda f: f) if os.environ.get("MOLETUN_BUGS_FIXED")
-                    else unittest.expectedFailure)
 
 PASSPHRASE = "pass-" + os.urandom(12).hex()
 HEADER_VALUE = "Bearer hdr-" + os.urandom(12).hex()
@@ -347,13 +344,10 @@ class SecretsTest(harness.TunnelTest):
         self.ctl(m, "reload", rc=0)
         self.assertEqual(echo_once(self.lp, b"again\n"), b"again\n")
 
-    # FINDING (reported to the lead): identity_load() decrypts only OpenSSH-format keys
-    # itself; for a passphrase-protected PEM key (ssh-keygen -m PEM) it keeps the
-    # passphrase for the daemon's lifetime, because libssh2 decrypts the key again at
-    # every authentication. Decrypting PEM keys once at load (OpenSSL's
-    # PEM_read_bio_PrivateKey, then keeping the key unencrypted like OpenSSH keys) would
-    # let the passphrase go. Remove expectedFailure once it does.
-    @EXPECTED_FAILURE
+    # identity_load() decrypts a passphrase-protected PEM key (ssh-keygen -m PEM) once, with
+    # OpenSSL, and keeps it unencrypted like an OpenSSH key: the passphrase is released
+    # instead of being kept (and handed to libssh2 at every authentication, which left
+    # copies behind in freed memory).
     def test_pem_key_passphrase_not_in_core_dump(self):
         gcore = shutil.which("gcore")
         if not gcore:
