@@ -98,6 +98,7 @@ struct link {
 	LIBSSH2_CHANNEL *keepalive_channel; /* NULL: fall back to global keepalives */
 	bool keepalive_pending;
 	double keepalive_sent;
+	bool open_busy; /* an open of the layer above is in flight */
 	struct addrinfo *addrs, *addr;
 	struct gaicb *gai;
 	ev_timer resolve_poll;
@@ -145,6 +146,20 @@ void link_close(struct link *l, bool goodbye);
 void link_want_pump(struct link *l);
 /* The upper layer hit a session-fatal libssh2 error outside a pump: fail on the next one. */
 void link_session_error(struct link *l, int rc);
+/*
+ * Opens a channel (libssh2_channel_open_ex's arguments): every open on a link's session goes
+ * through here, since libssh2 1.10 keeps one open's state per session and the link must
+ * know when it is in use. 0 with *ret set; LIBSSH2_ERROR_EAGAIN to call again with the
+ * same arguments when the link pumps next (the open waits for the server); or the libssh2
+ * error that ended the open (link_last_error() says why). Once an open is started, its
+ * caller must carry it to the end.
+ */
+int link_channel_open(struct link *l, LIBSSH2_CHANNEL **ret, const char *type, unsigned type_len,
+		      unsigned window, unsigned packet, const char *msg, unsigned msg_len);
+/* A direct-tcpip channel to host:port (RFC 4254 7.2) with a receive window of `window`,
+ * through link_channel_open(); host names longer than 255 bytes fail (LIBSSH2_ERROR_INVAL). */
+int link_direct_tcpip(struct link *l, LIBSSH2_CHANNEL **ret, const char *host, unsigned port,
+		      const char *shost, unsigned sport, unsigned window);
 
 bool link_ready(const struct link *l);
 bool link_out_full(const struct link *l);

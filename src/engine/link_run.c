@@ -1,3 +1,4 @@
+#include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <netdb.h>
@@ -60,6 +61,44 @@ static int keepalive_poll(struct link *l)
 		return 0;
 	}
 	return ssh_error_fatal(rc) ? rc : 0;
+}
+
+int link_channel_open(struct link *l, LIBSSH2_CHANNEL **ret, const char *type, unsigned type_len,
+		      unsigned window, unsigned packet, const char *msg, unsigned msg_len)
+{
+	int rc;
+
+	*ret = libssh2_channel_open_ex(l->session, type, type_len, window, packet, msg, msg_len);
+	rc = *ret ? 0 : libssh2_session_last_errno(l->session);
+	l->open_busy = rc == LIBSSH2_ERROR_EAGAIN;
+	return rc;
+}
+
+int link_direct_tcpip(struct link *l, LIBSSH2_CHANNEL **ret, const char *host, unsigned port,
+		      const char *shost, unsigned sport, unsigned window)
+{
+	unsigned char msg[2 * (4 + 255) + 8], *p = msg;
+	size_t host_len = strlen(host), shost_len = strlen(shost);
+	const struct {
+		const char *s;
+		size_t len;
+		unsigned port;
+	} parts[] = {{host, host_len, port}, {shost, shost_len, sport}};
+
+	*ret = NULL;
+	if (host_len > 255 || shost_len > 255)
+		return LIBSSH2_ERROR_INVAL;
+	for (size_t i = 0; i < 2; i++) {
+		uint32_t n = htonl((uint32_t)parts[i].len), pn = htonl(parts[i].port);
+
+		memcpy(p, &n, 4);
+		memcpy(p + 4, parts[i].s, parts[i].len);
+		memcpy(p + 4 + parts[i].len, &pn, 4);
+		p += 8 + parts[i].len;
+	}
+	return link_channel_open(l, ret, "direct-tcpip", sizeof("direct-tcpip") - 1, window,
+				 LIBSSH2_CHANNEL_PACKET_DEFAULT, (const char *)msg,
+				 (unsigned)(p - msg));
 }
 
 static void liveness_tick(struct link *l)
