@@ -518,38 +518,11 @@ static void conn_client_writable(struct ev_loop *loop, ev_io *w, int revents)
 }
 
 /*
- * libssh2_channel_direct_tcpip_ex() with a receive window of FORWARD_WINDOW instead of
- * libssh2's 2 MiB: a client that reads nothing makes the session hold up to one window
- * for it. The open message is RFC 4254 7.2's: host, port, originator host and port.
+ * Opens channels for queued clients, one at a time (libssh2 keeps open state per session;
+ * the link's keepalives take turns with them). A receive window of FORWARD_WINDOW instead
+ * of libssh2's 2 MiB: a client that reads nothing makes the session hold up to one window
+ * for it. Returns 0 or a fatal rc.
  */
-static LIBSSH2_CHANNEL *open_direct_tcpip(LIBSSH2_SESSION *session, const char *host, unsigned port,
-					  const char *shost, unsigned sport)
-{
-	unsigned char msg[2 * (4 + 255) + 8], *p = msg;
-	size_t host_len = strlen(host), shost_len = strlen(shost);
-	const struct {
-		const char *s;
-		size_t len;
-		unsigned port;
-	} parts[] = {{host, host_len, port}, {shost, shost_len, sport}};
-
-	if (host_len > 255 || shost_len > 255)
-		return NULL;
-	for (size_t i = 0; i < 2; i++) {
-		uint32_t n = htonl((uint32_t)parts[i].len), pn = htonl(parts[i].port);
-
-		memcpy(p, &n, 4);
-		memcpy(p + 4, parts[i].s, parts[i].len);
-		memcpy(p + 4 + parts[i].len, &pn, 4);
-		p += 8 + parts[i].len;
-	}
-	return libssh2_channel_open_ex(session, "direct-tcpip", sizeof("direct-tcpip") - 1,
-				       FORWARD_WINDOW, LIBSSH2_CHANNEL_PACKET_DEFAULT,
-				       (const char *)msg, (unsigned)(p - msg));
-}
-
-/* Opens channels for queued clients, one at a time (libssh2 keeps open state per
- * session). Returns 0 or a fatal rc. */
 static int pump_opens(struct forwarder *fw)
 {
 	while (!list_empty(&fw->open_queue)) {
@@ -558,12 +531,11 @@ static int pump_opens(struct forwarder *fw)
 		LIBSSH2_CHANNEL *ch;
 		int rc;
 
-		ch = open_direct_tcpip(fw->link->session, f->target_host, f->target_port,
-				       c->peer_host, c->peer_port);
+		rc = link_direct_tcpip(fw->link, &ch, f->target_host, f->target_port, c->peer_host,
+				       c->peer_port, FORWARD_WINDOW);
 		if (!ch) {
 			char label[600];
 
-			rc = libssh2_session_last_errno(fw->link->session);
 			if (rc == LIBSSH2_ERROR_EAGAIN)
 				return 0;
 			if (fw->link->io_error || ssh_error_fatal(rc))

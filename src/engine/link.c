@@ -385,7 +385,6 @@ const char *link_step_str(enum link_step step)
 	    [LINK_HANDSHAKE] = "SSH banner and key exchange",
 	    [LINK_AUTH_KEY] = "authentication",
 	    [LINK_AUTH_AGENT] = "authentication through ssh-agent",
-	    [LINK_KEEPALIVE_CHANNEL] = "opening the keepalive channel",
 	    [LINK_READY] = "ready",
 	};
 

@@ -21,14 +21,14 @@ enum link_failure {
 
 /*
  * The engine's bottom layer (private to the engine): one SSH session over a byte stream —
- * resolving and connecting, the handshake, the host-key check, authentication, the
- * keepalive channel, the output buffer and its flush, the high-water mark, liveness and
- * round trips. It knows nothing of tunnels or forwards: it reports upward through
- * link_ops, and the layer above reads and writes channels of link_session().
+ * resolving and connecting, the handshake, the host-key check, authentication,
+ * keepalives, the output buffer and its flush, the high-water mark, liveness and round
+ * trips. It knows nothing of tunnels or forwards: it reports upward through link_ops, and
+ * the layer above reads and writes channels of the link's session, which it opens through
+ * link_channel_open() (the link's keepalives are channel opens too).
  *
  * Contract of the ops (each called from the loop, never from inside a libssh2 call):
- *   on_ready   authenticated and the keepalive channel is open (or refused): channels may
- *              be opened now.
+ *   on_ready   authenticated: channels may be opened now.
  *   on_fail    the session is over (the reason is for logs and status; why: which kind of
  *              failure, for the wait before the next attempt). The upper layer must
  *              link_close() it, from the callback or later; the link touches nothing after
@@ -70,7 +70,6 @@ enum link_step {
 	LINK_HANDSHAKE,
 	LINK_AUTH_KEY,
 	LINK_AUTH_AGENT,
-	LINK_KEEPALIVE_CHANNEL,
 	LINK_READY,
 };
 
@@ -108,9 +107,20 @@ struct link {
 	LIBSSH2_SESSION *session;
 	LIBSSH2_AGENT *agent;
 	struct libssh2_agent_publickey *agent_identity;
-	LIBSSH2_CHANNEL *keepalive_channel; /* NULL: fall back to global keepalives */
-	bool keepalive_pending;
-	double keepalive_sent;
+	/*
+	 * Keepalives (link_run.c): a channel open of a type no server knows, which the server
+	 * refuses at once (one round trip, nothing opened); libssh2 1.10 keeps one open's
+	 * state per session, so they take turns with the opens of the layer above
+	 * (link_channel_open). Global requests stand in while one cannot go.
+	 */
+	bool keepalive_pending;		  /* our open is in flight, its answer awaited */
+	bool keepalive_wanted;		  /* due while an open of the layer above was in flight */
+	bool keepalive_global;		  /* the server accepted our open: global requests only */
+	bool keepalive_warm;		  /* one was answered: the next answers are timed */
+	bool open_busy;			  /* an open of the layer above is in flight */
+	LIBSSH2_CHANNEL *keepalive_stray; /* the open it accepted, being closed */
+	double keepalive_sent;		  /* our last open (0: none yet) */
+	double global_sent;		  /* the last global keepalive request (0: none yet) */
 	struct addrinfo *addrs;
 	struct gaicb *gai;
 	struct dialer dial; /* the TCP connect (the first hop only) */
@@ -159,6 +169,20 @@ void link_close(struct link *l, bool goodbye);
 void link_want_pump(struct link *l);
 /* The upper layer hit a session-fatal libssh2 error outside a pump: fail on the next one. */
 void link_session_error(struct link *l, int rc);
+/*
+ * Opens a channel (libssh2_channel_open_ex's arguments): every open on a link's session goes
+ * through here, since libssh2 1.10 keeps one open's state per session and the link's
+ * keepalives are opens too. 0 with *ret set; LIBSSH2_ERROR_EAGAIN to call again with the
+ * same arguments when the link pumps next (the open, or a keepalive before it, waits for
+ * the server); or the libssh2 error that ended the open (link_last_error() says why).
+ * Once an open is started, its caller must carry it to the end.
+ */
+int link_channel_open(struct link *l, LIBSSH2_CHANNEL **ret, const char *type, unsigned type_len,
+		      unsigned window, unsigned packet, const char *msg, unsigned msg_len);
+/* A direct-tcpip channel to host:port (RFC 4254 7.2) with a receive window of `window`,
+ * through link_channel_open(); host names longer than 255 bytes fail (LIBSSH2_ERROR_INVAL). */
+int link_direct_tcpip(struct link *l, LIBSSH2_CHANNEL **ret, const char *host, unsigned port,
+		      const char *shost, unsigned sport, unsigned window);
 
 bool link_ready(const struct link *l);
 bool link_out_full(const struct link *l);
@@ -176,7 +200,7 @@ bool ssh_error_fatal(int rc);
  */
 enum link_progress {
 	LINK_WAITING, /* libssh2 wants more input */
-	LINK_DONE,    /* authenticated, the keepalive channel settled */
+	LINK_DONE,    /* authenticated */
 	LINK_FAILED,  /* link_fail was called */
 };
 int link_session_new(struct link *l);

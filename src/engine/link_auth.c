@@ -9,11 +9,8 @@
 #include "link.h"
 #include "log.h"
 
-/* A libssh2 keepalive interval that makes every libssh2_keepalive_send() send (see its use) */
-#define KEEPALIVE_ALWAYS 0x80000000u
-
-/* The connecting steps after TCP: handshake, host key, authentication, keepalive channel.
- * Each step resumes after EAGAIN; the layer above bounds them all (connect_timeout). */
+/* The connecting steps after TCP: handshake, host key, authentication. Each step resumes
+ * after EAGAIN; the layer above bounds them all (connect_timeout). */
 
 void link_setup_session(struct link *l)
 {
@@ -164,36 +161,6 @@ static int step_auth_agent(struct link *l)
 	}
 }
 
-/* Returns true when the session may continue, false to wait or when the link failed. */
-static bool step_keepalive_channel(struct link *l)
-{
-	int rc;
-
-	l->keepalive_channel = libssh2_channel_open_session(l->session);
-	if (l->keepalive_channel)
-		return true;
-	rc = libssh2_session_last_errno(l->session);
-	if (rc == LIBSSH2_ERROR_EAGAIN)
-		return false;
-	if (l->io_error || ssh_error_fatal(rc)) {
-		link_fail(l, false, "opening keepalive channel: %s", link_last_error(l));
-		return false;
-	}
-	/* e.g. MaxSessions 0: keepalives go as global requests instead. */
-	log_notice("%s: server refused a session channel (%s); keepalives use global "
-		   "requests",
-		   l->p.name, link_last_error(l));
-	/*
-	 * libssh2 1.10 sends only when keepalive_last_sent + interval <= time(NULL), the wall
-	 * clock: after a step back it would stay silent for as long as the step, and the peer
-	 * would look dead. liveness.c already decides when to send, on the monotonic clock, so
-	 * the interval is one no step can defeat: libssh2 keeps it in an int, and this value
-	 * reads there as INT_MIN (1 would become 2 and skip every other keepalive, too).
-	 */
-	libssh2_keepalive_config(l->session, 1, KEEPALIVE_ALWAYS);
-	return true;
-}
-
 /*
  * A socket closed before the server's banner came is as cheap to retry as a refused
  * connect: a relay or proxy in front of a server that is not there (docker-proxy for a
@@ -235,17 +202,15 @@ enum link_progress link_step(struct link *l)
 			rc = step_auth_key(l);
 			if (rc <= 0)
 				return rc < 0 ? LINK_FAILED : LINK_WAITING;
-			l->step = rc == 2 ? LINK_AUTH_AGENT : LINK_KEEPALIVE_CHANNEL;
-			break;
+			if (rc == 2) {
+				l->step = LINK_AUTH_AGENT;
+				break;
+			}
+			return LINK_DONE;
 		case LINK_AUTH_AGENT:
 			rc = step_auth_agent(l);
 			if (rc <= 0)
 				return rc < 0 ? LINK_FAILED : LINK_WAITING;
-			l->step = LINK_KEEPALIVE_CHANNEL;
-			break;
-		case LINK_KEEPALIVE_CHANNEL:
-			if (!step_keepalive_channel(l))
-				return l->failed || !l->active ? LINK_FAILED : LINK_WAITING;
 			return LINK_DONE;
 		}
 	}

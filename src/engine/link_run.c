@@ -1,3 +1,4 @@
+#include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <netdb.h>
@@ -21,45 +22,199 @@
 
 static void link_became_ready(struct link *l);
 
-static void send_keepalive(struct link *l)
-{
-	int rc, next;
+/*
+ * A channel type no SSH server implements. A keepalive opens a channel of it: the server
+ * refuses with SSH_MSG_CHANNEL_OPEN_FAILURE (OpenSSH answers "connect failed" and logs it
+ * at DEBUG1 only; Dropbear "unknown channel type"), which ends libssh2's open call: one
+ * round trip, nothing opened, nothing kept, whatever the server's MaxSessions. (Global
+ * keepalive requests are answered too, but libssh2 1.10 never consumes their replies: they
+ * pile up in its packet list and their round trip cannot be timed.)
+ */
+#define KEEPALIVE_TYPE "keepalive@moletun"
+/* A libssh2 keepalive interval that makes every libssh2_keepalive_send() send (see its use) */
+#define KEEPALIVE_ALWAYS 0x80000000u
+/* libssh2 1.10's LIBSSH2_READ_TIMEOUT: how long it waits for an answer, on the wall clock */
+#define LIBSSH2_ANSWER_WAIT 60.0
 
-	l->keepalive_sent = clock_now();
-	if (!l->keepalive_channel) {
-		libssh2_keepalive_send(l->session, &next);
-		return;
-	}
-	/*
-	 * A channel request with want-reply on our own session channel: sshd answers it and
-	 * libssh2 consumes the answer. (Global keepalive replies are never consumed by
-	 * libssh2 1.10 and pile up in its packet list, slowing every channel read.)
-	 */
-	rc = libssh2_channel_setenv_ex(l->keepalive_channel, "MOLETUN_KEEPALIVE", 17, "1", 1);
-	if (rc == LIBSSH2_ERROR_EAGAIN)
-		l->keepalive_pending = true;
-	else if (rc != 0 && rc != LIBSSH2_ERROR_CHANNEL_REQUEST_DENIED && ssh_error_fatal(rc))
-		link_fail(l, false, "sending keepalive: %s", link_last_error(l));
+static void liveness_tick(struct link *l);
+
+/* Runs the liveness tick from the loop once the pump under way is over, so that opens the
+ * layer above has waiting start before the next keepalive. */
+static void liveness_soon(struct link *l)
+{
+	ev_timer_stop(l->loop, &l->liveness);
+	ev_timer_set(&l->liveness, 0., 0.);
+	ev_timer_start(l->loop, &l->liveness);
 }
 
-/* Polls for the answer to a keepalive in flight. 0, or a fatal libssh2 code. */
-static int keepalive_poll(struct link *l)
+/* Closes the keepalive channel a server accepted. 0 or a fatal libssh2 code. */
+static int keepalive_free_stray(struct link *l)
 {
 	int rc;
 
-	if (!l->keepalive_pending)
+	if (!l->keepalive_stray)
 		return 0;
-	rc = libssh2_channel_setenv_ex(l->keepalive_channel, "MOLETUN_KEEPALIVE", 17, "1", 1);
+	rc = libssh2_channel_free(l->keepalive_stray);
 	if (rc == LIBSSH2_ERROR_EAGAIN)
 		return 0;
-	l->keepalive_pending = false;
-	if (rc == 0 || rc == LIBSSH2_ERROR_CHANNEL_REQUEST_DENIED) {
-		/* the answer: one round trip through sshd */
-		if (l->ops.on_rtt)
-			l->ops.on_rtt(l->ops.userdata, clock_now() - l->keepalive_sent);
+	l->keepalive_stray = NULL;
+	return rc < 0 && ssh_error_fatal(rc) ? rc : 0;
+}
+
+/* Starts or continues our keepalive open (the session's open state is ours: nothing else
+ * is in flight). 0, or a fatal libssh2 code. */
+static int keepalive_open(struct link *l)
+{
+	LIBSSH2_CHANNEL *ch;
+	double now;
+	int rc;
+
+	if (!l->keepalive_pending) {
+		l->keepalive_sent = clock_now();
+		l->keepalive_wanted = false;
+	}
+	ch = libssh2_channel_open_ex(l->session, KEEPALIVE_TYPE, sizeof(KEEPALIVE_TYPE) - 1, 0,
+				     LIBSSH2_CHANNEL_PACKET_DEFAULT, NULL, 0);
+	rc = ch ? 0 : libssh2_session_last_errno(l->session);
+	l->keepalive_pending = rc == LIBSSH2_ERROR_EAGAIN;
+	if (l->keepalive_pending)
+		return 0;
+	now = clock_now();
+	if (ch || rc == LIBSSH2_ERROR_CHANNEL_FAILURE) {
+		/* the answer (libssh2 freed what it had taken for the refused open) */
+		if (!l->keepalive_warm) {
+			/*
+			 * The session's first answer is not timed: it meets sshd still setting
+			 * the session up after authentication (measured: 8 ms on loopback where
+			 * the next one took 0.2 ms). The next keepalive goes at once.
+			 */
+			l->keepalive_warm = true;
+			l->keepalive_sent = 0;
+		} else if (l->ops.on_rtt) {
+			l->ops.on_rtt(l->ops.userdata, now - l->keepalive_sent);
+		}
+		/* ops may close the link; a server accepting a made-up type is no use to us */
+		if (ch && l->active && !l->failed) {
+			log_notice("%s: server accepted a channel of type %s; keepalives use "
+				   "global requests, whose round trip is not measured",
+				   l->p.name, KEEPALIVE_TYPE);
+			l->keepalive_global = true;
+			l->keepalive_stray = ch;
+			return keepalive_free_stray(l);
+		}
+		return 0;
+	}
+	if (rc == LIBSSH2_ERROR_TIMEOUT && now - l->keepalive_sent < LIBSSH2_ANSWER_WAIT) {
+		/* libssh2 gave up early: the wall clock stepped forward while it waited. Not an
+		 * answer, not a dead server: the liveness timer judges by the bytes. */
+		log_debug("%s: keepalive wait cut short by a wall-clock step", l->p.name);
 		return 0;
 	}
 	return ssh_error_fatal(rc) ? rc : 0;
+}
+
+/* An unanswered keepalive: a global request, whose reply only counts as bytes received. */
+static void keepalive_send_global(struct link *l)
+{
+	int next;
+
+	/*
+	 * libssh2 1.10 sends only when keepalive_last_sent + interval <= time(NULL), the wall
+	 * clock: after a step back it would stay silent for as long as the step, and the peer
+	 * would look dead. liveness.c already decides when to send, on the monotonic clock, so
+	 * the interval is one no step can defeat: libssh2 keeps it in an int, and this value
+	 * reads there as INT_MIN (1 would become 2 and skip every other keepalive, too).
+	 */
+	libssh2_keepalive_config(l->session, 1, KEEPALIVE_ALWAYS);
+	libssh2_keepalive_send(l->session, &next);
+	l->global_sent = clock_now();
+}
+
+/* An answered keepalive now, or as soon as the open in flight ends. */
+static void keepalive_send(struct link *l)
+{
+	int rc;
+
+	if (l->open_busy) {
+		l->keepalive_wanted = true;
+		return;
+	}
+	rc = keepalive_open(l);
+	if (rc) {
+		link_fail(l, false, "sending keepalive: %s", link_last_error(l));
+		return;
+	}
+	/* its answer must be read even when nothing else reads the socket now */
+	if (l->keepalive_pending && !l->below)
+		ev_io_start(l->loop, &l->rio);
+}
+
+/* Continues a keepalive in flight and the close of a stray one. 0, or a fatal code. */
+static int keepalive_poll(struct link *l)
+{
+	int rc = keepalive_free_stray(l);
+
+	if (rc || !l->keepalive_pending)
+		return rc;
+	rc = keepalive_open(l);
+	if (rc || !l->active || l->failed || l->keepalive_pending)
+		return rc;
+	/* answered: the liveness timer was set for the answer's deadline */
+	liveness_soon(l);
+	return 0;
+}
+
+int link_channel_open(struct link *l, LIBSSH2_CHANNEL **ret, const char *type, unsigned type_len,
+		      unsigned window, unsigned packet, const char *msg, unsigned msg_len)
+{
+	int rc;
+
+	*ret = NULL;
+	if (!l->open_busy) {
+		/* between two opens: a keepalive due meanwhile goes first */
+		if (l->keepalive_wanted) {
+			rc = keepalive_open(l);
+			if (rc || !l->active || l->failed)
+				return rc ? rc : LIBSSH2_ERROR_EAGAIN;
+		}
+		if (l->keepalive_pending)
+			return LIBSSH2_ERROR_EAGAIN; /* its answer pumps the link */
+	}
+	*ret = libssh2_channel_open_ex(l->session, type, type_len, window, packet, msg, msg_len);
+	rc = *ret ? 0 : libssh2_session_last_errno(l->session);
+	l->open_busy = rc == LIBSSH2_ERROR_EAGAIN;
+	/* The keepalive held back by this open goes from the loop (not here: the caller may
+	 * still read this open's error from the session) or before the next open. */
+	if (!l->open_busy && l->keepalive_wanted)
+		liveness_soon(l);
+	return rc;
+}
+
+int link_direct_tcpip(struct link *l, LIBSSH2_CHANNEL **ret, const char *host, unsigned port,
+		      const char *shost, unsigned sport, unsigned window)
+{
+	unsigned char msg[2 * (4 + 255) + 8], *p = msg;
+	size_t host_len = strlen(host), shost_len = strlen(shost);
+	const struct {
+		const char *s;
+		size_t len;
+		unsigned port;
+	} parts[] = {{host, host_len, port}, {shost, shost_len, sport}};
+
+	*ret = NULL;
+	if (host_len > 255 || shost_len > 255)
+		return LIBSSH2_ERROR_INVAL;
+	for (size_t i = 0; i < 2; i++) {
+		uint32_t n = htonl((uint32_t)parts[i].len), pn = htonl(parts[i].port);
+
+		memcpy(p, &n, 4);
+		memcpy(p + 4, parts[i].s, parts[i].len);
+		memcpy(p + 4 + parts[i].len, &pn, 4);
+		p += 8 + parts[i].len;
+	}
+	return link_channel_open(l, ret, "direct-tcpip", sizeof("direct-tcpip") - 1, window,
+				 LIBSSH2_CHANNEL_PACKET_DEFAULT, (const char *)msg,
+				 (unsigned)(p - msg));
 }
 
 static void liveness_tick(struct link *l)
@@ -70,15 +225,18 @@ static void liveness_tick(struct link *l)
 	    .last_tx = l->last_tx,
 	    .keepalive_sent = l->keepalive_sent,
 	    .pending = l->keepalive_pending,
-	    .answers = l->keepalive_channel != NULL,
+	    .answers = !l->keepalive_global,
+	    .blocked = l->keepalive_wanted && l->open_busy,
+	    .global_sent = l->global_sent,
 	    .out_len = buffer_len(&l->out),
 	    .interval = (double)l->p.keepalive_interval_ms / 1000.0,
 	    .count_max = l->p.keepalive_count_max,
 	};
+	enum liveness_verdict v;
 
 	if (!l->below && !ev_is_active(&l->rio)) {
-		/* No channel can drain the socket (the server refused a session channel):
-		 * count bytes waiting in the kernel as signs of life. */
+		/* Nothing reads the socket now (no channel, no open in flight): count bytes
+		 * waiting in the kernel as signs of life. */
 		int avail = 0;
 
 		if (ioctl(l->fd, FIONREAD, &avail) == 0 && avail > l->unread_seen)
@@ -86,7 +244,8 @@ static void liveness_tick(struct link *l)
 		l->unread_seen = avail;
 	}
 	in.last_rx = l->last_rx;
-	switch (liveness_check(&in)) {
+	v = liveness_check(&in);
+	switch (v) {
 	case LIVENESS_DEAD_SILENT:
 		link_fail(l, false, "no answer from server for %.1fs (keepalive timeout)",
 			  now - l->last_rx);
@@ -103,11 +262,19 @@ static void liveness_tick(struct link *l)
 			  buffer_len(&l->out), now - l->last_tx);
 		return;
 	case LIVENESS_SEND:
-		send_keepalive(l);
+		keepalive_send(l);
 		if (!l->active || l->failed)
 			return;
 		in.keepalive_sent = l->keepalive_sent;
 		in.pending = l->keepalive_pending;
+		in.blocked = l->keepalive_wanted && l->open_busy;
+		/* held back by an open in flight: a global request may be due in its place */
+		if (!in.blocked || liveness_check(&in) != LIVENESS_SEND_GLOBAL)
+			break;
+		/* fall through */
+	case LIVENESS_SEND_GLOBAL:
+		keepalive_send_global(l);
+		in.global_sent = l->global_sent;
 		break;
 	case LIVENESS_OK:
 		break;
@@ -122,18 +289,33 @@ static void liveness_cb(struct ev_loop *loop, ev_timer *w, int revents)
 	liveness_tick(w->data);
 }
 
-/* Reads pending input through the keepalive channel, or the upper layer's. */
+/*
+ * Reads pending input: a keepalive in flight does when the link pumps (the socket stays
+ * watched for it), otherwise the upper layer's channels. With neither, a keepalive goes
+ * early: libssh2 reads everything that came before its answer (a server's own keepalive
+ * requests, its host keys after authentication, or a flood that must meet
+ * session_memory_max), and there is no other way to make libssh2 1.10 read without a
+ * channel. False when nothing reads: the liveness tick watches the kernel's count.
+ */
 static bool link_drain(struct link *l)
 {
-	if (l->keepalive_channel) {
-		LIBSSH2_POLLFD pfd = {.type = LIBSSH2_POLLFD_CHANNEL,
-				      .events = LIBSSH2_POLLFD_POLLIN};
+	int avail = 0;
 
-		pfd.fd.channel = l->keepalive_channel;
-		libssh2_poll(&pfd, 1, 0);
+	if (l->keepalive_pending || l->keepalive_stray)
 		return true;
+	if (l->ops.drain && l->ops.drain(l->ops.userdata))
+		return true;
+	if (l->keepalive_global || l->open_busy)
+		return false;
+	/* libssh2 stops reading at the packet it waited for: only bytes really waiting in the
+	 * kernel call for a keepalive, or every answer would send the next one */
+	if (ioctl(l->fd, FIONREAD, &avail) == 0 && avail == 0)
+		return true;
+	if (keepalive_open(l)) {
+		link_fail(l, false, "sending keepalive: %s", link_last_error(l));
+		return false;
 	}
-	return l->ops.drain && l->ops.drain(l->ops.userdata);
+	return l->keepalive_pending;
 }
 
 /* Advances connecting, or lets the upper layer read its channels. */
@@ -148,6 +330,8 @@ static void link_pump(struct link *l)
 		} else {
 			int rc = keepalive_poll(l);
 
+			if (!l->active || l->failed)
+				return;
 			if (rc == 0)
 				rc = l->ops.on_input(l->ops.userdata);
 			if (!l->active || l->failed)
@@ -172,14 +356,17 @@ static void link_pump(struct link *l)
 		link_fail(l, false, "%s", link_last_error(l));
 		return;
 	}
-	/* With no channel to read through (the server refused a session channel and nothing
-	 * is forwarded), unread bytes would keep the socket readable: wait for a channel;
+	/* Unread bytes keep the socket readable: link_drain has them read. When nothing can
+	 * (global keepalives only, no channel), the socket is left alone until a channel opens;
 	 * the liveness tick watches the kernel's byte count meanwhile. */
 	if (l->step == LINK_READY && !l->below) {
-		if (!l->rx_drained && !link_drain(l))
+		if (!l->rx_drained && !link_drain(l)) {
+			if (!l->active || l->failed)
+				return;
 			ev_io_stop(l->loop, &l->rio);
-		else
+		} else {
 			ev_io_start(l->loop, &l->rio);
+		}
 	}
 }
 
@@ -407,14 +594,15 @@ static void link_start_session(struct link *l)
 	link_pump(l);
 }
 
-/* Authenticated with the keepalive channel settled: ready for channels. */
+/* Authenticated: ready for channels; the first keepalive goes once the opens on_ready
+ * asked for have started. */
 static void link_became_ready(struct link *l)
 {
 	l->step = LINK_READY;
 	l->ops.on_ready(l->ops.userdata);
 	if (!l->active || l->failed)
 		return;
-	liveness_tick(l);
+	liveness_soon(l);
 }
 
 void link_close(struct link *l, bool goodbye)

@@ -66,9 +66,8 @@ static int hop_open_next(struct path *p, size_t i)
 	LIBSSH2_CHANNEL *ch;
 	int rc;
 
-	ch = libssh2_channel_direct_tcpip_ex(l->session, next->host, next->port, "127.0.0.1", 0);
+	rc = link_direct_tcpip(l, &ch, next->host, next->port, "127.0.0.1", 0, JUMP_WINDOW);
 	if (!ch) {
-		rc = libssh2_session_last_errno(l->session);
 		if (rc == LIBSSH2_ERROR_EAGAIN)
 			return 0;
 		if (l->io_error || ssh_error_fatal(rc))

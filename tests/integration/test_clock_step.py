@@ -2,8 +2,8 @@
 its CLOCK_REALTIME while it runs and leaves CLOCK_MONOTONIC alone (an NTP step, a VM
 resume). Three tunnels to three sidecars: t1 carries a held connection that echoes
 throughout, t2 stays idle (keepalives only) until its sshd session process is stopped, t3
-stays idle against a sidecar that refuses session channels (MaxSessions 0), so its
-keepalives are libssh2's global requests, which libssh2 paces by the wall clock.
+stays idle against a sidecar that refuses session channels (MaxSessions 0), whose keepalive
+round trip is measured all the same.
 
   +1 h   no reconnect on any tunnel, the held connection still echoes, the log's
          timestamps moved (so the step reached the daemon), no alert
@@ -143,8 +143,6 @@ class ClockStepTest(harness.TunnelTest):
         want = time.time() + self.offset - real_age
         self.assertLess(abs(since - want), 3 + 2 * self.slow,
                         "since %s is not now - age on the daemon's wall clock" % js["since"])
-        if name == "t3":  # global keepalives: their answers are not seen, nothing timed
-            return
         self.assertIsNotNone(js["rtt_ms"])
         self.assertGreaterEqual(js["rtt_ms"], 0)
         self.assertLess(js["rtt_ms"], 1000)
@@ -183,7 +181,6 @@ class ClockStepTest(harness.TunnelTest):
         up1 = self.assertUp(m, "t1")[0]
         up2 = self.assertUp(m, "t2")[0]
         up3 = self.assertUp(m, "t3")[0]
-        self.assertTrue(m.grep(r"tunnel t3: server refused a session channel"))
         if self.stamp_offset(m, 0) is None:
             self.fail("no timestamped log line")
         s = connect(lp1)

@@ -94,8 +94,9 @@ class DelayRelay(harness._Server):
     path's round trip for SSH; it buffers without limit, so it does not model TCP's own
     window)."""
 
-    def __init__(self, target_port):
+    def __init__(self, target_port, target_host="127.0.0.1"):
         self.target_port = target_port
+        self.target_host = target_host
         self.delay = 0.0
         super().__init__()
 
@@ -142,7 +143,7 @@ class DelayRelay(harness._Server):
         w.join(10)
 
     def handle(self, conn):
-        up = socket.create_connection(("127.0.0.1", self.target_port))
+        up = socket.create_connection((self.target_host, self.target_port))
         t = threading.Thread(target=self._pipe, args=(up, conn), daemon=True)
         t.start()
         self._pipe(conn, up)

@@ -419,8 +419,9 @@ if paramiko is not None:
 
 class ParamikoServer(harness._Server):
     """A real SSH server (paramiko) that accepts the sidecar's user key with the sidecar's
-    ed25519 host key, and once the client has opened its session channel runs
-    `behaviour(server, transport, channel)`."""
+    ed25519 host key, and once the client has authenticated runs
+    `behaviour(server, transport)` (moletun opens no channel of its own: a behaviour that
+    needs one accepts a forward's, opened by a client of the test)."""
 
     def __init__(self, sidecar, behaviour):
         self.host_key = paramiko.Ed25519Key.from_private_key_file(sidecar.host_keys["ed25519"])
@@ -436,12 +437,14 @@ class ParamikoServer(harness._Server):
         try:
             tr.add_server_key(self.host_key)
             tr.start_server(server=_SshServer(self.user_key_b64))
-            chan = tr.accept(20)
-            if chan is None:
-                return
+            deadline = time.monotonic() + 20
+            while not tr.is_authenticated():
+                if self.closed or not tr.is_active() or time.monotonic() > deadline:
+                    return
+                time.sleep(0.01)
             with self.lock:
                 self.sessions += 1
-            self.behaviour(self, tr, chan)
+            self.behaviour(self, tr)
             while not self.closed and tr.is_active():
                 time.sleep(0.05)
         except (paramiko.SSHException, EOFError):
@@ -457,7 +460,7 @@ class ParamikoServer(harness._Server):
             self.sent += len(payload)
 
 
-def post_auth_flood(server, tr, chan):
+def post_auth_flood(server, tr):
     """Unsolicited SSH_MSG_REQUEST_SUCCESS packets (libssh2 1.10 keeps each), up to 400 MB
     per connection."""
     payload = b"\x51" + b"x" * FLOOD_PACKET
@@ -467,9 +470,13 @@ def post_auth_flood(server, tr, chan):
         server.send_raw(tr, payload)
 
 
-def exit_signal_huge_name(server, tr, chan):
-    """exit-signal requests on the session channel whose signal name length says 4 GiB
-    (libssh2 1.10 allocates that length + 1 before checking it against the packet)."""
+def exit_signal_huge_name(server, tr):
+    """exit-signal requests on a forward's channel whose signal name length says 4 GiB
+    (libssh2 1.10 allocates that length + 1 before checking it against the packet, on any
+    channel)."""
+    chan = tr.accept(20)
+    if chan is None:
+        return
     payload = (b"\x62" + struct.pack(">I", chan.remote_chanid) +
                struct.pack(">I", 11) + b"exit-signal" + b"\0" + struct.pack(">I", 0xFFFFFFF0))
     for _ in range(50):
@@ -479,7 +486,7 @@ def exit_signal_huge_name(server, tr, chan):
         time.sleep(0.01)
 
 
-def chatty(server, tr, chan):
+def chatty(server, tr):
     """SSH_MSG_IGNORE every 0.2 s (a sign of life that needs no answer); forwarded
     channels are read and their bytes thrown away."""
     def drain(ch):
@@ -591,9 +598,10 @@ class FloodTest(harness.TunnelTest):
     def start_pair(self, port, **keys):
         """moletun with t0 (healthy) and t1 against 127.0.0.1:port; t0 up."""
         kh = self.known_hosts(self.sc, name="kh_t1", port=port)
+        self.lp1 = harness.free_port()
         m = self.moletun([self.healthy_section(), harness.tunnel_section(
             "t1", self.sc, known_hosts_file=kh, port=str(port),
-            local_forward=["127.0.0.1:%d %s" % (harness.free_port(), self.echo.addr)],
+            local_forward=["127.0.0.1:%d %s" % (self.lp1, self.echo.addr)],
             **keys)])
         self.assertUp(m, "t0", timeout=10 * SLOW)
         return m
@@ -664,6 +672,9 @@ class FloodTest(harness.TunnelTest):
         mark = m.mark()
         w = _Watch(m, self.lp0).start()
         self.assertUp(m, "t1", timeout=10 * SLOW)
+        # a client of t1: the channel the server sends its exit-signals on
+        c = harness.connect(self.lp1)
+        self.addCleanup(c.close)
         tr = m.wait_transition("t1", mark, new="backoff", timeout=5 * SLOW)
         time.sleep(2)
         w.finish()

@@ -116,9 +116,42 @@ static void test_first_keepalive_near_clock_zero(void **state)
 	in.answers = false;
 	assert_int_equal(liveness_check(&in), LIVENESS_OK);
 	in.now = 6.5;
-	assert_int_equal(liveness_check(&in), LIVENESS_SEND);
+	assert_int_equal(liveness_check(&in), LIVENESS_SEND_GLOBAL);
 	in.now = 16.5;
 	assert_int_equal(liveness_check(&in), LIVENESS_DEAD_SILENT);
+}
+
+/* An answered keepalive is due while another channel open holds the session. */
+static void test_blocked_by_another_open(void **state)
+{
+	struct liveness_input in = base(106.0);
+
+	in.blocked = true;
+	/* bytes keep arriving: nothing to do but wait for the open to end */
+	in.last_rx = 105.9;
+	assert_int_equal(liveness_check(&in), LIVENESS_OK);
+	assert_near(liveness_next_check(&in), 110.9);
+	/* silence for probe_after: a global request makes the server send something */
+	in.last_rx = 101.0;
+	assert_int_equal(liveness_check(&in), LIVENESS_SEND_GLOBAL);
+	in.global_sent = 106.0;
+	assert_int_equal(liveness_check(&in), LIVENESS_OK);
+	assert_near(liveness_next_check(&in), 111.0);
+	/* its reply came at 106.1; still held, still answered kind not sent */
+	in.last_rx = 106.1;
+	in.now = 111.0;
+	assert_int_equal(liveness_check(&in), LIVENESS_OK);
+	in.now = 111.1;
+	assert_int_equal(liveness_check(&in), LIVENESS_SEND_GLOBAL);
+	/* the server went quiet after that: dead after the whole bound of silence */
+	in.global_sent = 111.1;
+	assert_near(liveness_next_check(&in), 116.1);
+	in.now = 121.2;
+	assert_int_equal(liveness_check(&in), LIVENESS_DEAD_SILENT);
+	/* the open ended: the answered kind goes at once, not a global one */
+	in = base(106.0);
+	in.last_rx = 101.0;
+	assert_int_equal(liveness_check(&in), LIVENESS_SEND);
 }
 
 int main(void)
@@ -130,6 +163,7 @@ int main(void)
 	    cmocka_unit_test(test_server_that_stopped_reading),
 	    cmocka_unit_test(test_next_check),
 	    cmocka_unit_test(test_first_keepalive_near_clock_zero),
+	    cmocka_unit_test(test_blocked_by_another_open),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
