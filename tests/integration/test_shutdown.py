@@ -63,6 +63,9 @@ class ShutdownTest(harness.TunnelTest):
         self.sc.stop_listener()
         self.addCleanup(self.sc.cont_listener)
         m = self.start(connect_timeout="30s")
+        # Started (its signal handlers in place: valgrind takes over a second to get there),
+        # then a while in the handshake.
+        self.assertIsNotNone(m.wait_for(r"tunnel t1: connecting to", 10))
         time.sleep(1.0)
         # The initial state may be logged as a transition or not; it must not have moved on.
         self.assertIn(m.state("t1"), (None, "connecting"))
