@@ -18,6 +18,7 @@
 #include "hostkey.h"
 #include "identity.h"
 #include "log.h"
+#include "memacct.h"
 #include "metrics_file.h"
 #include "notify.h"
 #include "privfile.h"
@@ -55,6 +56,7 @@ static int daemon_snapshot(void *userdata, const char *name, struct status *ret)
 			snprintf(s.daemon.metrics_textfile_error,
 				 sizeof(s.daemon.metrics_textfile_error), "%s", strerror(-err));
 	}
+	status_memory_fill(&s.memory);
 	s.tunnels = calloc(d->n_tunnels ? d->n_tunnels : 1, sizeof(*s.tunnels));
 	if (!s.tunnels)
 		return -ENOMEM;
