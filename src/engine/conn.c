@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include "log.h"
+#include "memacct.h"
 #include "window.h"
 
 /*
@@ -23,7 +24,7 @@ struct conn *conn_new(struct forwarder *fw, size_t forward, int fd, enum conn_st
 	c->forward = forward;
 	c->fd = fd;
 	c->state = state;
-	c->window = FORWARD_WINDOW;
+	c->window = c->window_base = FORWARD_WINDOW;
 	list_init(&c->open_link);
 	/* callbacks are the caller's: a client's pumps, a probe's timeout */
 	ev_io_init(&c->rio, NULL, fd, EV_READ);
@@ -44,6 +45,37 @@ void conn_set_window_charge(struct conn *c, uint64_t charge)
 
 	st->window_charge = st->window_charge - c->window_charge + charge;
 	window_budget_charge(&c->window_charge, charge);
+}
+
+void conn_account(struct conn *c)
+{
+	struct forward_stats *st = &c->fw->stats[c->forward];
+	uint64_t window = 0, socket = 0, buffers = 0, held;
+
+	if (c->probe)
+		return; /* a few bytes of window, once per probe_interval */
+	if (c->state == CONN_HELD || c->state == CONN_OPENING)
+		window = c->window; /* reserved for its open */
+	else if (c->state != CONN_CLOSING && c->channel)
+		window = libssh2_channel_window_read_ex(c->channel, NULL, NULL) + c->window_pending;
+	if (c->fd >= 0) {
+		/* the send queue and the unsent read at their bounds (CONN_SLACK); the receive
+		 * queue at its bound while the client is not read (it fills only then) */
+		socket = CLIENT_SEND_QUEUE_MAX;
+		if (!ev_is_active(&c->rio) && !c->client_eof)
+			socket += CLIENT_RECV_QUEUE_MAX;
+		buffers = c->up.cap +
+			  (c->down.cap > FORWARD_READ_CHUNK ? c->down.cap : FORWARD_READ_CHUNK);
+	}
+	memacct_charge(MEMACCT_WINDOW, &c->acct_window, window);
+	memacct_charge(MEMACCT_BUFFER, &c->acct_buffer, buffers);
+	memacct_charge(MEMACCT_SOCKET, &c->acct_socket, socket);
+	/* what waits in the session for it is in `committed`, not in the open window */
+	held = (c->committed > window ? c->committed : window) + buffers + socket;
+	if (c->state == CONN_CLOSING)
+		held = 0;
+	st->memory = st->memory - c->acct_held + held;
+	c->acct_held = held;
 }
 
 /* Closes the client side: no more events, no more bytes, not counted as active. */
@@ -69,6 +101,9 @@ void conn_destroy(struct conn *c)
 {
 	conn_set_window_charge(c, 0); /* its window dies with the channel */
 	conn_drop_client(c);
+	c->state = CONN_CLOSING;
+	c->channel = NULL;
+	conn_account(c);
 	list_remove(&c->open_link);
 	list_remove(&c->link);
 	free(c);
@@ -88,6 +123,7 @@ void conn_close(struct conn *c)
 	if (c->state == CONN_OPENING)
 		return; /* its open is in flight: the pump frees the channel when it lands */
 	c->state = CONN_CLOSING;
+	conn_account(c);
 	if (!c->channel || libssh2_channel_free(c->channel) != LIBSSH2_ERROR_EAGAIN) {
 		c->channel = NULL;
 		conn_destroy(c);

@@ -1,6 +1,6 @@
 #include "window.h"
 
-static uint64_t budget_limit = 256ull << 20;
+static uint64_t budget_limit = 64ull << 20;
 static uint64_t budget_used;
 
 static uint64_t halved(uint64_t window, uint64_t base)
@@ -11,7 +11,7 @@ static uint64_t halved(uint64_t window, uint64_t base)
 uint64_t window_next(const struct window_input *in)
 {
 	uint64_t cur = in->window, grown;
-	bool backlog = in->backlog || in->client_queued > WINDOW_CLIENT_BACKLOG;
+	bool socket_backlog = in->client_queued > WINDOW_CLIENT_BACKLOG;
 
 	if (in->max <= in->base)
 		return in->base;
@@ -20,14 +20,14 @@ uint64_t window_next(const struct window_input *in)
 	if (cur > in->max)
 		cur = in->max;
 	if (in->rtt <= 0)
-		return backlog ? halved(cur, in->base) : cur;
+		return in->backlog ? halved(cur, in->base) : cur;
 	if (in->elapsed > WINDOW_SLOW_RTTS * in->rtt)
 		return halved(cur, in->base);
 	if (in->consumed < cur)
 		return cur;
 	if (in->elapsed > WINDOW_LIMITED_RTTS * in->rtt)
-		return backlog ? halved(cur, in->base) : cur;
-	if (backlog || in->memory_tight)
+		return in->backlog ? halved(cur, in->base) : cur;
+	if (in->backlog || socket_backlog || in->memory_tight)
 		return cur;
 	grown = cur * 2 < in->max ? cur * 2 : in->max;
 	if (grown - cur > in->budget_left)

@@ -167,8 +167,9 @@ static void test_client_queue_and_memory_table(void **state)
 	     WINDOW_CLIENT_BACKLOG + 1, false, 8 * MIB},
 	    {"fast window, a client that reads nothing (its socket full): keep", 8 * MIB, 10,
 	     256 * KIB, false, 8 * MIB},
-	    {"slow window, the kernel held bytes undelivered: halve", 8 * MIB, 130,
-	     WINDOW_CLIENT_BACKLOG + 1, false, 4 * MIB},
+	    /* a burst fills a client socket's small queue for a moment: only time tells */
+	    {"slow window, the kernel held bytes undelivered: keep", 8 * MIB, 130,
+	     WINDOW_CLIENT_BACKLOG + 1, false, 8 * MIB},
 	    {"slow window, socket empty: keep", 8 * MIB, 130, 0, false, 8 * MIB},
 	    {"fast window, memory account tight: keep", 8 * MIB, 80, 0, true, 8 * MIB},
 	    {"slow window, memory account tight: keep", 8 * MIB, 130, 0, true, 8 * MIB},
@@ -185,13 +186,13 @@ static void test_client_queue_and_memory_table(void **state)
 		print_message("%s\n", rows[i].what);
 		assert_int_equal(window_next(&in), rows[i].want);
 	}
-	/* no round trip measured yet: a socket backlog shrinks like a daemon one */
+	/* no round trip measured yet: a socket backlog stops nothing but growth */
 	{
 		struct window_input in = whole_window(2 * MIB, 10 * MS);
 
 		in.rtt = 0;
 		in.client_queued = 1 * MIB;
-		assert_int_equal(window_next(&in), 1 * MIB);
+		assert_int_equal(window_next(&in), 2 * MIB);
 	}
 }
 
