@@ -120,8 +120,10 @@ void conn_close(struct conn *c)
 		conn_destroy(c);
 		return;
 	}
-	if (c->state == CONN_OPENING)
+	if (c->state == CONN_OPENING) {
+		conn_account(c); /* its window stays reserved until the channel is freed */
 		return; /* its open is in flight: the pump frees the channel when it lands */
+	}
 	c->state = CONN_CLOSING;
 	conn_account(c);
 	if (!c->channel || libssh2_channel_free(c->channel) != LIBSSH2_ERROR_EAGAIN) {
