@@ -3,6 +3,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include "log.h"
@@ -47,6 +48,18 @@ void conn_set_window_charge(struct conn *c, uint64_t charge)
 	window_budget_charge(&c->window_charge, charge);
 }
 
+/* What the kernel may hold in the socket's receive queue now (SO_RCVBUF as it reports it,
+ * overhead included); an unreadable value counts as the Debian default maximum. */
+static uint64_t conn_rcvbuf(int fd)
+{
+	int v = 0;
+	socklen_t len = sizeof(v);
+
+	if (getsockopt(fd, SOL_SOCKET, SO_RCVBUF, &v, &len) < 0 || v <= 0)
+		return 6 * 1024 * 1024;
+	return (uint64_t)v;
+}
+
 void conn_account(struct conn *c)
 {
 	struct forward_stats *st = &c->fw->stats[c->forward];
@@ -60,10 +73,15 @@ void conn_account(struct conn *c)
 		window = libssh2_channel_window_read_ex(c->channel, NULL, NULL) + c->window_pending;
 	if (c->fd >= 0) {
 		/* the send queue and the unsent read at their bounds (CONN_SLACK); the receive
-		 * queue at its bound while the client is not read (it fills only then) */
-		socket = CLIENT_SEND_QUEUE_MAX;
-		if (!ev_is_active(&c->rio) && !c->client_eof)
-			socket += CLIENT_RECV_QUEUE_MAX;
+		 * queue at its size while the client is not read: it grows only while read */
+		socket = 2 * (c->sndbuf ? c->sndbuf : CLIENT_SNDBUF);
+		if (!ev_is_active(&c->rio) && !c->client_eof) {
+			if (!c->rcvbuf_paused)
+				c->rcvbuf_paused = conn_rcvbuf(c->fd);
+			socket += c->rcvbuf_paused;
+		} else {
+			c->rcvbuf_paused = 0;
+		}
 		buffers = c->up.cap +
 			  (c->down.cap > FORWARD_READ_CHUNK ? c->down.cap : FORWARD_READ_CHUNK);
 	}

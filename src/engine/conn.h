@@ -38,26 +38,25 @@
 #define FORWARD_PROBE_WINDOW (4 * 1024)
 
 /*
- * The kernel's queues of a client socket (and of a remote_forward's target socket), set
- * with SO_SNDBUF/SO_RCVBUF: autotuning would let a client that stops reading fill up to
- * tcp_wmem's maximum in moletun's send queue, and one that moletun stops reading up to
- * tcp_rmem's in its receive queue (4M and 6M on Debian, per socket). The kernel doubles
- * the values for its bookkeeping; the doubled ones are what it may hold, overhead included.
- * What waits in the send queue is part of the channel's window (forward.c grants only
- * what the session and the socket do not hold yet).
+ * The kernel's queues of a client socket (and of a remote_forward's target socket). The
+ * send queue is set with SO_SNDBUF: autotuning would let a client that stops reading fill
+ * up to tcp_wmem's maximum (4M on Debian) per socket. It starts at CLIENT_SNDBUF and
+ * follows a grown window (a quarter of it, at most CLIENT_SNDBUF_MAX), so that a client a
+ * moment late does not idle a fast stream; the kernel allows twice the value, overhead
+ * included. The receive queue is left to autotuning, which grows it only while moletun
+ * reads fast; while moletun does not read the client it is charged at its size then
+ * (SO_RCVBUF as the kernel reports it).
  */
-#define CLIENT_SNDBUF	      (64 * 1024)
-#define CLIENT_RCVBUF	      (64 * 1024)
-#define CLIENT_SEND_QUEUE_MAX (2 * CLIENT_SNDBUF)
-#define CLIENT_RECV_QUEUE_MAX (2 * CLIENT_RCVBUF)
+#define CLIENT_SNDBUF	  (64 * 1024)
+#define CLIENT_SNDBUF_MAX (1024 * 1024)
 /*
- * What a client's connection may hold beyond its window, reserved in the memory account
- * for as long as it is open: moletun's grants keep the session, the send queue and the
+ * What a client's connection may hold beyond its window at first, reserved in the memory
+ * account while it is open: moletun's grants keep the session, the send queue and the
  * bytes moletun keeps for the client within the window, but libssh2 1.10 grants what a
  * read asks for as long as the kernel takes what is read, up to the send queue's bound,
  * and the read the kernel did not take waits in moletun.
  */
-#define CONN_SLACK (CLIENT_SEND_QUEUE_MAX + FORWARD_READ_CHUNK)
+#define CONN_SLACK (2 * CLIENT_SNDBUF + FORWARD_READ_CHUNK)
 
 struct forward_ops {
 	void *userdata;
@@ -142,6 +141,8 @@ struct conn {
 	uint64_t window_charge;	 /* its share of the daemon-wide window budget */
 	uint32_t window_pending; /* a grant libssh2 could not send yet (EAGAIN) */
 	uint64_t client_queued;	 /* its socket's send queue at the last look (SIOCOUTQ) */
+	uint64_t sndbuf;	 /* its socket's SO_SNDBUF as set (0: left to the kernel) */
+	uint64_t rcvbuf_paused;	 /* its receive queue's size when it was last not read */
 	uint64_t round_sent;	 /* sent to the client since the pump (or writability) came */
 	/* The epoch the window is judged by: bytes read for the client since epoch_start. */
 	uint64_t epoch_bytes;

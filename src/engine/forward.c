@@ -75,14 +75,16 @@ static void conn_hold_expired(struct ev_loop *loop, ev_timer *w, int revents)
 	conn_destroy(c);
 }
 
-/* Bounds the kernel's queues of a client or target socket (conn.h); the kernel doubles
- * what it is given. Failures only cost the bound: the socket works either way. */
-static void socket_bound_queues(int fd)
+/* Bounds the kernel's send queue of a client or target socket (conn.h). A failure only
+ * costs the bound: the socket works either way. */
+static void conn_set_sndbuf(struct conn *c, uint64_t bytes)
 {
-	int snd = CLIENT_SNDBUF, rcv = CLIENT_RCVBUF;
+	int v = (int)bytes;
 
-	setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &snd, sizeof(snd));
-	setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &rcv, sizeof(rcv));
+	if (bytes == c->sndbuf)
+		return;
+	setsockopt(c->fd, SOL_SOCKET, SO_SNDBUF, &v, sizeof(v));
+	c->sndbuf = bytes;
 }
 
 /* The first window of a new channel: small while the memory account sheds. */
@@ -94,10 +96,15 @@ static uint64_t first_window(void)
 /* Whether the memory account has room for a new client of `forward` with a first window
  * of `window`: the window, what it may hold beyond (CONN_SLACK), and its socket's receive
  * queue until its channel is open. */
-static bool forward_admit(struct forwarder *fw, size_t forward, uint64_t window)
+static bool forward_admit(struct forwarder *fw, size_t forward, int fd, uint64_t window)
 {
+	int rcv = 0;
+	socklen_t len = sizeof(rcv);
+
+	if (fd < 0 || getsockopt(fd, SOL_SOCKET, SO_RCVBUF, &rcv, &len) < 0 || rcv < 0)
+		rcv = 0;
 	return memacct_admit(memacct_used(), memacct_limit(), fw->stats[forward].memory,
-			     window + CONN_SLACK + CLIENT_RECV_QUEUE_MAX);
+			     window + CONN_SLACK + (uint64_t)rcv);
 }
 
 static void accept_one(struct listener *li, int fd, const struct sockaddr_storage *ss)
@@ -123,7 +130,7 @@ static void accept_one(struct listener *li, int fd, const struct sockaddr_storag
 		close(fd);
 		return;
 	}
-	if (!forward_admit(fw, li->forward, window)) {
+	if (!forward_admit(fw, li->forward, fd, window)) {
 		double now = clock_now();
 
 		forward_count_rejected(fw, li->forward, REJECT_MEMORY);
@@ -142,12 +149,12 @@ static void accept_one(struct listener *li, int fd, const struct sockaddr_storag
 		return;
 	}
 	net_set_nodelay(fd);
-	socket_bound_queues(fd);
 	c = conn_new(fw, li->forward, fd, fw->up ? CONN_OPENING : CONN_HELD);
 	if (!c) {
 		close(fd);
 		return;
 	}
+	conn_set_sndbuf(c, CLIENT_SNDBUF);
 	c->window = c->window_base = window;
 	conn_watch(c);
 	if (ss->ss_family == AF_INET) {
@@ -406,21 +413,27 @@ static uint64_t client_queued(int fd)
 	return ioctl(fd, SIOCOUTQ, &n) == 0 && n > 0 ? (uint64_t)n : 0;
 }
 
-/* What the window has beyond what is committed and what waits for the client in moletun
- * and in its socket: what the server may make moletun hold for it stays within the window
- * (and CONN_SLACK). */
+/*
+ * What may be granted beyond what is committed and what waits for the client in moletun
+ * and in its socket: what the server may make moletun hold for a client stays within its
+ * window (and CONN_SLACK). A window that grew (its client kept up with it) may also keep
+ * a window's worth waiting for the client, so that a client a moment late does not idle
+ * the path for a round trip: such a channel holds up to twice its window.
+ */
 static uint64_t conn_window_room(const struct conn *c)
 {
 	uint64_t used = c->committed + c->client_queued + buffer_len(&c->down);
+	uint64_t limit = c->window > c->window_base ? 2 * c->window : c->window;
 
-	return used < c->window ? c->window - used : 0;
+	return used < limit ? limit - used : 0;
 }
 
-/* Whether the room is worth a grant; smaller top-ups are left to libssh2's read (at most
- * one read's worth, see conn.h). */
+/* Whether the room is worth a grant: a quarter of the window, as libssh2 tops up its own
+ * (fewer adjust packets); smaller top-ups are left to libssh2's read (at most one read's
+ * worth, see conn.h). */
 static bool conn_window_room_worth(const struct conn *c, uint64_t room)
 {
-	return !c->window_pending && room >= c->window / 8 && room >= LIBSSH2_CHANNEL_MINADJUST;
+	return !c->window_pending && room >= c->window / 4 && room >= LIBSSH2_CHANNEL_MINADJUST;
 }
 
 /* Grants the room, counted as committed at once (a grant that could not be sent yet goes
@@ -441,61 +454,78 @@ static int conn_window_grant(struct conn *c)
 }
 
 /*
- * Nothing of the channel waits unread (a read said EAGAIN) and its client kept up: judges
- * the epoch by the window policy (window.h) and grants the window again. While the memory
- * account sheds, a window grown beyond its floor goes back to it: the fattest channels are
- * granted nothing until what they were granted is read, so their servers stop sending.
- * 0, or a fatal libssh2 code.
+ * Judges the channel's epoch by the window policy (window.h) and chooses the window to
+ * keep. While the memory account sheds, a window grown beyond its floor goes back to it:
+ * the fattest channels are granted nothing until what they were granted is read, so their
+ * servers stop sending.
  */
-static int conn_window_update(struct conn *c)
+static void conn_window_judge(struct conn *c)
 {
 	struct forwarder *fw = c->fw;
-	double now = clock_now();
 	enum memacct_stage stage = memacct_stage();
-	unsigned long queued = 0;
-	uint64_t held, received, backlog;
-	int rc = 0;
-
-	c->committed = libssh2_channel_window_read_ex(c->channel, NULL, NULL) + c->window_pending;
-	if (c->client_queued)
-		c->client_queued = client_queued(c->fd); /* sampled at the last send */
 	/* the client received what was read, but what its socket still holds; of that, what
 	 * was sent before this round is what the client left behind (window.h) */
-	received = c->epoch_bytes > c->client_queued ? c->epoch_bytes - c->client_queued : 0;
-	backlog = c->client_queued > c->round_sent ? c->client_queued - c->round_sent : 0;
+	uint64_t received =
+	    c->epoch_bytes > c->client_queued ? c->epoch_bytes - c->client_queued : 0;
+	uint64_t backlog = c->client_queued > c->round_sent ? c->client_queued - c->round_sent : 0;
+	struct window_input in;
+	uint64_t next, held, send_queue;
+
 	if (stage >= MEMACCT_SHED && c->window > c->window_base) {
 		c->window = c->window_base;
 		c->epoch_bytes = 0;
 	} else if (conn_window_adaptive(c) && c->epoch_bytes > 0) {
-		struct window_input in = {
+		in = (struct window_input){
 		    .consumed = received,
-		    .elapsed = now - c->epoch_start,
+		    .elapsed = clock_now() - c->epoch_start,
 		    .rtt = fw->ops.rtt ? fw->ops.rtt(fw->ops.userdata) : 0,
 		    .window = c->window,
 		    .base = c->window_base,
 		    .max = fw->cfg->channel_window_max,
-		    .budget_left = window_budget_left(),
+		    /* a grown window costs the budget twice (conn_window_room) */
+		    .budget_left = window_budget_left() / 2,
 		    .backlog = buffer_len(&c->down) > 0,
 		    .client_queued = backlog,
 		    .memory_tight = stage >= MEMACCT_NO_GROWTH,
 		};
-		uint64_t next = window_next(&in);
-
+		next = window_next(&in);
 		if (next != c->window || received >= c->window)
 			c->epoch_bytes = 0;
 		c->window = next;
 	}
-	if (conn_window_room_worth(c, conn_window_room(c))) {
-		/* about to grant: what waits unread counts too (nothing, unless the read stopped
-		 * at a window adjust libssh2 could not send yet); a walk of the session's
-		 * packets, so only then */
-		libssh2_channel_window_read_ex(c->channel, &queued, NULL);
-		c->committed += queued;
-		rc = conn_window_grant(c);
-	}
-	held = c->committed > c->window ? c->committed : c->window;
+	/* a stream whose window grew gets a send queue in proportion, so that a client a
+	 * moment late does not idle the path; it counts in the account like the window */
+	send_queue = c->window / 4;
+	conn_set_sndbuf(c, send_queue < CLIENT_SNDBUF	    ? CLIENT_SNDBUF
+			   : send_queue > CLIENT_SNDBUF_MAX ? CLIENT_SNDBUF_MAX
+							    : send_queue);
+	/* what it may hold beyond the first window (conn_window_room) */
+	held = c->window > c->window_base ? 2 * c->window : c->window;
+	if (c->committed > held)
+		held = c->committed;
 	conn_set_window_charge(c, held > FORWARD_WINDOW ? held - FORWARD_WINDOW : 0);
-	return rc;
+}
+
+/*
+ * Nothing of the channel waits unread (a read said EAGAIN) and its client kept up: judges
+ * the epoch and grants the window again. 0, or a fatal libssh2 code.
+ */
+static int conn_window_update(struct conn *c)
+{
+	unsigned long queued = 0;
+
+	c->committed = libssh2_channel_window_read_ex(c->channel, NULL, NULL) + c->window_pending;
+	if (c->client_queued)
+		c->client_queued = client_queued(c->fd); /* sampled at the last send */
+	conn_window_judge(c);
+	if (!conn_window_room_worth(c, conn_window_room(c)))
+		return 0;
+	/* about to grant: what waits unread counts too (nothing, unless the read stopped at a
+	 * window adjust libssh2 could not send yet); a walk of the session's packets, so only
+	 * then */
+	libssh2_channel_window_read_ex(c->channel, &queued, NULL);
+	c->committed += queued;
+	return conn_window_grant(c);
 }
 
 /*
@@ -573,6 +603,10 @@ static int conn_read_channel(struct conn *c)
 			if (c->epoch_bytes == 0)
 				c->epoch_start = clock_now();
 			c->epoch_bytes += (uint64_t)n;
+			/* a whole window received: its epoch is judged now, not at the next pause
+			 */
+			if (c->epoch_bytes >= c->window + c->client_queued)
+				conn_window_judge(c);
 			/* keep the window open while the client takes what waits: granting only
 			 * once the channel ran dry would idle the path for a round trip */
 			rc = conn_window_grant(c);
@@ -762,7 +796,7 @@ static int pump_remote_accepts(struct forwarder *fw)
 				libssh2_channel_free(ch);
 				continue;
 			}
-			if (!forward_admit(fw, i, LIBSSH2_CHANNEL_WINDOW_DEFAULT)) {
+			if (!forward_admit(fw, i, -1, LIBSSH2_CHANNEL_WINDOW_DEFAULT)) {
 				forward_count_rejected(fw, i, REJECT_MEMORY);
 				log_warn(
 				    "tunnel %s: memory account at %.1f of %.1f MiB (%s): closing "
@@ -792,7 +826,7 @@ static int pump_remote_accepts(struct forwarder *fw)
 				continue;
 			}
 			conn_watch(c);
-			socket_bound_queues(fd);
+			conn_set_sndbuf(c, CLIENT_SNDBUF);
 			c->channel = ch;
 			ev_io_start(fw->loop, &c->wio);
 			conn_account(c);
