@@ -603,8 +603,7 @@ static int conn_read_channel(struct conn *c)
 			if (c->epoch_bytes == 0)
 				c->epoch_start = clock_now();
 			c->epoch_bytes += (uint64_t)n;
-			/* a whole window received: its epoch is judged now, not at the next pause
-			 */
+			/* a whole window received: judged now, not at the next pause */
 			if (c->epoch_bytes >= c->window + c->client_queued)
 				conn_window_judge(c);
 			/* keep the window open while the client takes what waits: granting only
