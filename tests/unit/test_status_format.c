@@ -826,7 +826,7 @@ static void test_metrics_textfile_state(void **state)
 	s.daemon.metrics_textfile = true;
 	text = render(&s, status_format_json);
 	assert_non_null(
-	    strstr(text, "\"metrics_textfile_stale\":false,\"metrics_textfile_error\":null}}\n"));
+	    strstr(text, "\"metrics_textfile_stale\":false,\"metrics_textfile_error\":null},\"memory\":"));
 	free(text);
 	text = render(&s, status_format_metrics);
 	assert_non_null(strstr(text, "# TYPE moletun_metrics_textfile_stale gauge\n"
@@ -841,7 +841,7 @@ static void test_metrics_textfile_state(void **state)
 		 "Operation not permitted");
 	text = render(&s, status_format_json);
 	assert_non_null(strstr(text, "\"metrics_textfile_stale\":true,"
-				     "\"metrics_textfile_error\":\"Operation not permitted\"}}\n"));
+				     "\"metrics_textfile_error\":\"Operation not permitted\"},\"memory\":"));
 	free(text);
 	text = render(&s, status_format_metrics);
 	assert_non_null(strstr(text, "moletun_metrics_textfile_stale 1\n"));
