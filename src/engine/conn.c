@@ -48,9 +48,7 @@ void conn_set_window_charge(struct conn *c, uint64_t charge)
 	window_budget_charge(&c->window_charge, charge);
 }
 
-/* What the kernel may hold in the socket's receive queue now (SO_RCVBUF as it reports it,
- * overhead included); an unreadable value counts as the Debian default maximum. */
-static uint64_t conn_rcvbuf(int fd)
+uint64_t conn_rcvbuf(int fd)
 {
 	int v = 0;
 	socklen_t len = sizeof(v);
@@ -67,11 +65,16 @@ void conn_account(struct conn *c)
 
 	if (c->probe)
 		return; /* a few bytes of window, once per probe_interval */
-	if (c->state == CONN_HELD || c->state == CONN_OPENING)
+	if (c->state == CONN_OPENING)
 		window = c->window; /* reserved for its open */
-	else if (c->state != CONN_CLOSING && c->channel)
+	else if (c->state != CONN_CLOSING && c->state != CONN_HELD && c->channel)
 		window = libssh2_channel_window_read_ex(c->channel, NULL, NULL) + c->window_pending;
-	if (c->fd >= 0) {
+	if (c->fd >= 0 && c->state == CONN_HELD) {
+		/* nothing is sent to it and nothing read from it yet: its receive queue alone */
+		if (!c->rcvbuf_paused)
+			c->rcvbuf_paused = conn_rcvbuf(c->fd);
+		socket = c->rcvbuf_paused;
+	} else if (c->fd >= 0) {
 		/* the send queue and the unsent read at their bounds (CONN_SLACK); the receive
 		 * queue at its size while the client is not read: it grows only while read */
 		socket = 2 * (c->sndbuf ? c->sndbuf : CLIENT_SNDBUF);

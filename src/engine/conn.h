@@ -183,6 +183,9 @@ void conn_set_window_charge(struct conn *c, uint64_t charge);
  * date: the window its server may still use (or the one reserved for its open), its
  * buffers, and the kernel's queues of its socket at their bounds. */
 void conn_account(struct conn *c);
+/* What the kernel may hold in the socket's receive queue now (SO_RCVBUF as it reports it,
+ * overhead included); an unreadable value counts as the Debian default maximum. */
+uint64_t conn_rcvbuf(int fd);
 /* Records what a probe or a client's channel open found out about a target, and tells the
  * layer above (forward_ops.on_target) when that changed. */
 void forward_target(struct forwarder *fw, size_t forward, bool reachable, const char *why);

@@ -93,18 +93,19 @@ static uint64_t first_window(void)
 	return memacct_stage() >= MEMACCT_SHED ? FORWARD_WINDOW_SMALL : FORWARD_WINDOW;
 }
 
-/* Whether the memory account has room for a new client of `forward` with a first window
- * of `window`: the window, what it may hold beyond (CONN_SLACK), and its socket's receive
- * queue until its channel is open. */
+/* Whether the memory account has room for a new client of `forward`: its socket's receive
+ * queue until its channel is open and, when its channel opens at once (`window` not 0),
+ * that first window and what the client may hold beyond it (CONN_SLACK). A client held
+ * while the tunnel is down costs its receive queue alone: nothing is sent to it and its
+ * window is reserved only when its channel opens, so a crowd that arrived during an
+ * outage or a restart is not refused for memory it does not use. */
 static bool forward_admit(struct forwarder *fw, size_t forward, int fd, uint64_t window)
 {
-	int rcv = 0;
-	socklen_t len = sizeof(rcv);
+	uint64_t cost = conn_rcvbuf(fd);
 
-	if (fd < 0 || getsockopt(fd, SOL_SOCKET, SO_RCVBUF, &rcv, &len) < 0 || rcv < 0)
-		rcv = 0;
-	return memacct_admit(memacct_used(), memacct_limit(), fw->stats[forward].memory,
-			     window + CONN_SLACK + (uint64_t)rcv);
+	if (window)
+		cost += window + CONN_SLACK;
+	return memacct_admit(memacct_used(), memacct_limit(), fw->stats[forward].memory, cost);
 }
 
 static void accept_one(struct listener *li, int fd, const struct sockaddr_storage *ss)
@@ -112,7 +113,7 @@ static void accept_one(struct listener *li, int fd, const struct sockaddr_storag
 	struct forwarder *fw = li->fw;
 	const struct tunnel_config *cfg = fw->cfg;
 	struct forward_stats *st = &fw->stats[li->forward];
-	uint64_t window = first_window();
+	uint64_t window = fw->up ? first_window() : 0; /* a held client's comes at its open */
 	struct conn *c;
 
 	if (st->active >= cfg->max_connections) {
@@ -243,6 +244,8 @@ void forward_up(struct forwarder *fw)
 			continue;
 		ev_timer_stop(fw->loop, &c->hold);
 		c->state = CONN_OPENING;
+		c->window = c->window_base = first_window();
+		conn_account(c);
 		list_insert_tail(&fw->open_queue, &c->open_link);
 	}
 	if (!list_empty(&fw->open_queue))
