@@ -105,7 +105,8 @@ struct remote_listener {
 };
 
 enum conn_state {
-	CONN_HELD,	 /* accepted while down, waiting up to down_hold */
+	CONN_HELD,	 /* accepted while down, waiting up to down_hold; or waiting for
+			  * room in the memory account (memory_wait) */
 	CONN_OPENING,	 /* queued for / in channel open */
 	CONN_CONNECTING, /* remote forward: connecting to the local target */
 	CONN_OPEN,
@@ -123,6 +124,8 @@ struct conn {
 	LIBSSH2_CHANNEL *channel;
 	ev_io rio, wio;
 	ev_timer hold;
+	bool memory_wait;	/* held until the memory account has room (forward.c) */
+	double memory_deadline; /* then closed, at this clock_now() */
 	uint16_t peer_port;
 	char peer_host[64];
 	bool client_eof;  /* client sent FIN: EOF forwarded to the channel */

@@ -29,12 +29,17 @@
 #define ACCEPT_BATCH 64
 /* A refused client is logged at most this often per listener (the count is exact). */
 #define REFUSAL_LOG_INTERVAL 10.0
+/* A client the memory account has no room for waits this long for room, looking again
+ * this often, before it is closed (counted as rejected, reason memory). */
+#define MEMORY_WAIT	 5.0
+#define MEMORY_WAIT_STEP 0.1
 
 static char scratch[IO_CHUNK];
 
 static void conn_client_readable(struct ev_loop *loop, ev_io *w, int revents);
 static void conn_client_writable(struct ev_loop *loop, ev_io *w, int revents);
 static void conn_hold_expired(struct ev_loop *loop, ev_timer *w, int revents);
+static void conn_memory_retry(struct conn *c);
 
 /* A client's (or a remote forward target's) events: its bytes to and from the channel. */
 static void conn_watch(struct conn *c)
@@ -69,6 +74,10 @@ static void conn_hold_expired(struct ev_loop *loop, ev_timer *w, int revents)
 {
 	struct conn *c = w->data;
 
+	if (c->memory_wait) {
+		conn_memory_retry(c);
+		return;
+	}
 	forward_count_rejected(c->fw, c->forward, REJECT_DOWN);
 	log_info("tunnel %s: closing held client: tunnel still down after down_hold",
 		 c->fw->cfg->name);
@@ -93,19 +102,111 @@ static uint64_t first_window(void)
 	return memacct_stage() >= MEMACCT_SHED ? FORWARD_WINDOW_SMALL : FORWARD_WINDOW;
 }
 
-/* Whether the memory account has room for a new client of `forward`: its socket's receive
- * queue until its channel is open and, when its channel opens at once (`window` not 0),
- * that first window and what the client may hold beyond it (CONN_SLACK). A client held
- * while the tunnel is down costs its receive queue alone: nothing is sent to it and its
- * window is reserved only when its channel opens, so a crowd that arrived during an
- * outage or a restart is not refused for memory it does not use. */
-static bool forward_admit(struct forwarder *fw, size_t forward, int fd, uint64_t window)
+/* Whether the memory account has room for `cost` more bytes held for a client of
+ * `forward` (memacct_admit: past 7/8 of the limit, not for a forward that holds much). */
+static bool forward_admit(const struct forwarder *fw, size_t forward, uint64_t cost)
 {
-	uint64_t cost = conn_rcvbuf(fd);
-
-	if (window)
-		cost += window + CONN_SLACK;
 	return memacct_admit(memacct_used(), memacct_limit(), fw->stats[forward].memory, cost);
+}
+
+/*
+ * A held client's channel may open once the account has room for its first window and what
+ * it may hold beyond it (CONN_SLACK): then it is queued for its open and true returned.
+ * Until then a held client costs its socket's receive queue alone: it is sent nothing and
+ * has no channel, so a crowd that arrived during an outage, or in the backlog across a
+ * restart, is not refused for memory it does not use.
+ */
+static bool conn_admit_open(struct conn *c)
+{
+	struct forwarder *fw = c->fw;
+	uint64_t window = first_window();
+
+	if (!forward_admit(fw, c->forward, window + CONN_SLACK))
+		return false;
+	ev_timer_stop(fw->loop, &c->hold);
+	c->memory_wait = false;
+	c->state = CONN_OPENING;
+	c->window = c->window_base = window;
+	conn_account(c);
+	list_insert_tail(&fw->open_queue, &c->open_link);
+	return true;
+}
+
+/* The tunnel is up but the account has no room for the client's window: it waits, held,
+ * looking again every MEMORY_WAIT_STEP, up to MEMORY_WAIT (conn_memory_retry). */
+static void conn_memory_wait(struct conn *c)
+{
+	c->state = CONN_HELD;
+	c->memory_wait = true;
+	c->memory_deadline = clock_now() + MEMORY_WAIT;
+	ev_timer_stop(c->fw->loop, &c->hold);
+	ev_timer_set(&c->hold, MEMORY_WAIT_STEP, MEMORY_WAIT_STEP);
+	ev_timer_start(c->fw->loop, &c->hold);
+	conn_account(c);
+}
+
+static void conn_memory_retry(struct conn *c)
+{
+	struct forwarder *fw = c->fw;
+
+	if (!fw->up) {
+		/* down meanwhile: held as any client of a tunnel that is down */
+		c->memory_wait = false;
+		ev_timer_stop(fw->loop, &c->hold);
+		if (fw->cfg->down_hold_ms == 0) {
+			conn_hold_expired(fw->loop, &c->hold, 0);
+			return;
+		}
+		ev_timer_set(&c->hold, (double)fw->cfg->down_hold_ms / 1000.0, 0.0);
+		ev_timer_start(fw->loop, &c->hold);
+		return;
+	}
+	if (conn_admit_open(c)) {
+		link_want_pump(fw->link);
+		return;
+	}
+	if (clock_now() < c->memory_deadline)
+		return;
+	forward_count_rejected(fw, c->forward, REJECT_MEMORY);
+	log_debug("tunnel %s: closing a client that waited %.0fs for room in the memory account",
+		  fw->cfg->name, MEMORY_WAIT);
+	conn_destroy(c);
+}
+
+/* Logs, at most every REFUSAL_LOG_INTERVAL per listener, that the account is full. */
+static void listener_warn_memory(struct listener *li, const char *what)
+{
+	const struct tunnel_config *cfg = li->fw->cfg;
+	double now = clock_now();
+
+	if (now - li->last_memory_warn < REFUSAL_LOG_INTERVAL)
+		return;
+	li->last_memory_warn = now;
+	log_warn("tunnel %s: memory account at %.1f of %.1f MiB (%s), this forward holding "
+		 "%.1f MiB: new clients on %s:%u %s (repeats are not logged for 10s)",
+		 cfg->name, (double)memacct_used() / (1 << 20), (double)memacct_limit() / (1 << 20),
+		 memacct_stage_str(memacct_stage()),
+		 (double)li->fw->stats[li->forward].memory / (1 << 20),
+		 cfg->forwards[li->forward].listen_host, cfg->forwards[li->forward].listen_port,
+		 what);
+}
+
+/* The client's address, for the channel open's originator fields. */
+static void conn_set_peer(struct conn *c, const struct sockaddr_storage *ss)
+{
+	if (ss->ss_family == AF_INET) {
+		const struct sockaddr_in *in = (const struct sockaddr_in *)ss;
+
+		inet_ntop(AF_INET, &in->sin_addr, c->peer_host, sizeof(c->peer_host));
+		c->peer_port = ntohs(in->sin_port);
+	} else if (ss->ss_family == AF_INET6) {
+		const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)ss;
+
+		inet_ntop(AF_INET6, &in6->sin6_addr, c->peer_host, sizeof(c->peer_host));
+		c->peer_port = ntohs(in6->sin6_port);
+	} else {
+		snprintf(c->peer_host, sizeof(c->peer_host), "127.0.0.1");
+	}
 }
 
 static void accept_one(struct listener *li, int fd, const struct sockaddr_storage *ss)
@@ -113,7 +214,6 @@ static void accept_one(struct listener *li, int fd, const struct sockaddr_storag
 	struct forwarder *fw = li->fw;
 	const struct tunnel_config *cfg = fw->cfg;
 	struct forward_stats *st = &fw->stats[li->forward];
-	uint64_t window = fw->up ? first_window() : 0; /* a held client's comes at its open */
 	struct conn *c;
 
 	if (st->active >= cfg->max_connections) {
@@ -131,55 +231,33 @@ static void accept_one(struct listener *li, int fd, const struct sockaddr_storag
 		close(fd);
 		return;
 	}
-	if (!forward_admit(fw, li->forward, fd, window)) {
-		double now = clock_now();
-
+	if (!forward_admit(fw, li->forward, conn_rcvbuf(fd))) {
 		forward_count_rejected(fw, li->forward, REJECT_MEMORY);
-		if (now - li->last_memory_warn >= REFUSAL_LOG_INTERVAL) {
-			log_warn("tunnel %s: memory account at %.1f of %.1f MiB (%s), this forward "
-				 "holding %.1f MiB: closing new clients on %s:%u (counted as "
-				 "rejected, reason memory; repeats are not logged for 10s)",
-				 cfg->name, (double)memacct_used() / (1 << 20),
-				 (double)memacct_limit() / (1 << 20),
-				 memacct_stage_str(memacct_stage()), (double)st->memory / (1 << 20),
-				 cfg->forwards[li->forward].listen_host,
-				 cfg->forwards[li->forward].listen_port);
-			li->last_memory_warn = now;
-		}
+		listener_warn_memory(li, "are closed (counted as rejected, reason memory)");
 		close(fd);
 		return;
 	}
 	net_set_nodelay(fd);
-	c = conn_new(fw, li->forward, fd, fw->up ? CONN_OPENING : CONN_HELD);
+	c = conn_new(fw, li->forward, fd, CONN_HELD);
 	if (!c) {
 		close(fd);
 		return;
 	}
 	conn_set_sndbuf(c, CLIENT_SNDBUF);
-	c->window = c->window_base = window;
+	c->window = c->window_base = 0; /* reserved when its channel may open */
 	conn_watch(c);
-	if (ss->ss_family == AF_INET) {
-		const struct sockaddr_in *in = (const struct sockaddr_in *)ss;
-
-		inet_ntop(AF_INET, &in->sin_addr, c->peer_host, sizeof(c->peer_host));
-		c->peer_port = ntohs(in->sin_port);
-	} else if (ss->ss_family == AF_INET6) {
-		const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)ss;
-
-		inet_ntop(AF_INET6, &in6->sin6_addr, c->peer_host, sizeof(c->peer_host));
-		c->peer_port = ntohs(in6->sin6_port);
-	} else {
-		snprintf(c->peer_host, sizeof(c->peer_host), "127.0.0.1");
-	}
-	if (c->state == CONN_HELD) {
+	conn_set_peer(c, ss);
+	if (!fw->up) {
 		ev_timer_set(&c->hold, (double)cfg->down_hold_ms / 1000.0, 0.0);
 		ev_timer_start(fw->loop, &c->hold);
 		conn_account(c);
-		return;
+	} else if (conn_admit_open(c)) {
+		link_want_pump(fw->link);
+	} else {
+		listener_warn_memory(li, "wait up to 5s for room, then are closed (counted as "
+					 "rejected, reason memory)");
+		conn_memory_wait(c);
 	}
-	conn_account(c);
-	list_insert_tail(&fw->open_queue, &c->open_link);
-	link_want_pump(fw->link);
 }
 
 static void forward_accept_cb(struct ev_loop *loop, ev_io *w, int revents)
@@ -240,13 +318,8 @@ void forward_up(struct forwarder *fw)
 	{
 		struct conn *c = list_entry(pos, struct conn, link);
 
-		if (c->state != CONN_HELD)
-			continue;
-		ev_timer_stop(fw->loop, &c->hold);
-		c->state = CONN_OPENING;
-		c->window = c->window_base = first_window();
-		conn_account(c);
-		list_insert_tail(&fw->open_queue, &c->open_link);
+		if (c->state == CONN_HELD && !c->memory_wait && !conn_admit_open(c))
+			conn_memory_wait(c);
 	}
 	if (!list_empty(&fw->open_queue))
 		link_want_pump(fw->link);
@@ -798,7 +871,7 @@ static int pump_remote_accepts(struct forwarder *fw)
 				libssh2_channel_free(ch);
 				continue;
 			}
-			if (!forward_admit(fw, i, -1, LIBSSH2_CHANNEL_WINDOW_DEFAULT)) {
+			if (!forward_admit(fw, i, LIBSSH2_CHANNEL_WINDOW_DEFAULT + CONN_SLACK)) {
 				forward_count_rejected(fw, i, REJECT_MEMORY);
 				log_warn(
 				    "tunnel %s: memory account at %.1f of %.1f MiB (%s): closing "
