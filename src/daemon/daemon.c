@@ -410,6 +410,7 @@ static int daemon_apply_settings(struct daemon *d, const struct config *cfg)
 
 	log_set_level(cfg->log_level);
 	tunnel_set_window_budget(cfg->window_budget);
+	memacct_set_limit(cfg->memory_limit);
 	warn_config(cfg);
 	if (daemon_sync_alerts(d, cfg) < 0) {
 		log_err("alerts: out of memory applying the configuration");

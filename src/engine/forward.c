@@ -62,6 +62,20 @@ static const char *conn_label(const struct conn *c, char *buf, size_t size)
 	return buf;
 }
 
+/*
+ * When the loop woke up for the events at hand, on the monotonic clock: a window's epoch
+ * measures the network, not the time the loop took to reach this channel among hundreds
+ * (which would keep windows from growing on a busy daemon). ev_now() is that instant on
+ * the wall clock; only the moment since then is taken from it, bounded, so a step of the
+ * wall clock moves it by at most a second once.
+ */
+static double loop_now(struct ev_loop *loop)
+{
+	double since = ev_time() - ev_now(loop);
+
+	return clock_now() - (since > 0 && since < 1.0 ? since : 0);
+}
+
 /* Counts a client the forward closed without serving it. */
 static void forward_count_rejected(struct forwarder *fw, size_t forward, enum reject_reason why)
 {
@@ -553,7 +567,7 @@ static void conn_window_judge(struct conn *c)
 	} else if (conn_window_adaptive(c) && c->epoch_bytes > 0) {
 		in = (struct window_input){
 		    .consumed = received,
-		    .elapsed = clock_now() - c->epoch_start,
+		    .elapsed = loop_now(fw->loop) - c->epoch_start,
 		    .rtt = fw->ops.rtt ? fw->ops.rtt(fw->ops.userdata) : 0,
 		    .window = c->window,
 		    .base = c->window_base,
@@ -677,7 +691,7 @@ static int conn_read_channel(struct conn *c)
 		c->round_sent += (uint64_t)w;
 		if (own) {
 			if (c->epoch_bytes == 0)
-				c->epoch_start = clock_now();
+				c->epoch_start = loop_now(fw->loop);
 			c->epoch_bytes += (uint64_t)n;
 			/* a whole window received: judged now, not at the next pause */
 			if (c->epoch_bytes >= c->window + c->client_queued)
