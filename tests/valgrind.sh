@@ -16,7 +16,7 @@ shift || true
 tests=("$@")
 [ ${#tests[@]} -gt 0 ] ||
 	tests=(forward reconnect shutdown hostkey_auth agent control_plane control_eviction alerts
-		limits hostile secrets descriptors stalled_readers metrics_textfile)
+		limits hostile secrets descriptors stalled_readers metrics_textfile memory_bound)
 
 if [ ! -x "$build/moletun" ]; then
 	echo "valgrind: $build/moletun not built" >&2

@@ -59,7 +59,7 @@ struct tunnel_config {
 	uint64_t down_hold_ms;
 	unsigned max_connections;       /* per forward */
 	uint64_t session_memory_max;    /* bytes */
-	uint64_t channel_window_max;	/* bytes; <= 512K: local_forward windows never grow */
+	uint64_t channel_window_max;	/* bytes; <= 256K: local_forward windows never grow */
 	enum probe_mode probe;
 	uint64_t probe_interval_ms;     /* 0: no probes */
 	uint64_t probe_timeout_ms;
@@ -98,7 +98,8 @@ struct config {
 	int log_level;       /* syslog priority: LOG_DEBUG .. LOG_ERR */
 	char *metrics_textfile; /* NULL: none */
 	uint64_t metrics_interval_ms;
-	uint64_t window_budget; /* bytes of channel window granted beyond 512K+64K each */
+	uint64_t window_budget; /* bytes of channel window granted beyond the first each */
+	uint64_t memory_limit;	/* bytes: the memory account's limit (memacct.h) */
 	struct tunnel_config *tunnels;
 	size_t n_tunnels;
 	struct alert_config *alerts;

@@ -18,10 +18,12 @@
  * "user":..,"via":["ops@bastion:22",..] (proxy_jump hops, [] when
  * direct),"reconnects":0,"last_error":null,"forwards":[{"type":"local","listen":..,
  * "target":..,"active":0,"connections_total":0,"bytes_in":0,"bytes_out":0,
- * "open_failures":0,"rejected":0,"rejected_by_reason":{"max_connections":0,"down":0}}]}],
- * "daemon":{"pid":1234,"nofile_limit":524288,"metrics_textfile_stale":false,
- * "metrics_textfile_error":null}} followed by a newline; "rejected" is the sum of
- * "rejected_by_reason"; the metrics_textfile_* are null without a metrics_textfile.
+ * "open_failures":0,"rejected":0,"rejected_by_reason":{"max_connections":0,"down":0,
+ * "memory":0}}]}],"daemon":{"pid":1234,"nofile_limit":524288,"metrics_textfile_stale":false,
+ * "metrics_textfile_error":null},"memory":{"limit_bytes":..,"used_bytes":..,"peak_bytes":..,
+ * "stage":"ok","by_kind":{"session":..,"window":..,"buffer":..,"socket":..}}} followed by a
+ * newline; "rejected" is the sum of "rejected_by_reason"; the metrics_textfile_* are null
+ * without a metrics_textfile.
  */
 int status_format_json(const struct status *s, FILE *out);
 

@@ -6,6 +6,7 @@
 
 #include "fwdspec.h"
 #include "jumpspec.h"
+#include "memacct.h"
 
 enum tunnel_state {
 	TUNNEL_CONNECTING,
@@ -41,11 +42,12 @@ const char *tunnel_health_str(enum tunnel_health h);
  */
 enum reject_reason {
 	REJECT_MAX_CONNECTIONS, /* the forward already had max_connections clients */
-	REJECT_DOWN, /* the tunnel was not up: closed at once, or when down_hold ran out */
+	REJECT_DOWN,   /* the tunnel was not up: closed at once, or when down_hold ran out */
+	REJECT_MEMORY, /* the daemon's memory account had no room for it (memacct.h) */
 	N_REJECT_REASONS,
 };
 
-/* "max_connections", "down": the stable names used in JSON and metrics. */
+/* "max_connections", "down", "memory": the stable names used in JSON and metrics. */
 const char *reject_reason_str(enum reject_reason r);
 
 /* Snapshots copied out of live state for the control socket; never pointers into it. */
@@ -126,8 +128,18 @@ struct status_daemon {
 	char metrics_textfile_error[128]; /* why the last write failed; "" after a success */
 };
 
+/* The daemon-wide memory account (memacct.h), bytes. */
+struct status_memory {
+	uint64_t limit;
+	uint64_t used;
+	uint64_t peak;
+	uint64_t by_kind[MEMACCT_KINDS];
+	enum memacct_stage stage;
+};
+
 struct status {
 	struct status_daemon daemon;
+	struct status_memory memory;
 	struct status_tunnel *tunnels;
 	size_t n_tunnels;
 	struct status_alert *alerts; /* filled for the whole daemon only (no NAME asked) */
@@ -136,5 +148,8 @@ struct status {
 
 /* Fills via and n_via from a tunnel's proxy_jump hops (at most JUMP_HOPS_MAX). */
 void status_tunnel_set_via(struct status_tunnel *t, const struct jump_hop *hops, size_t n);
+
+/* Copies the memory account (memacct.h) into m. */
+void status_memory_fill(struct status_memory *m);
 
 void status_free(struct status *s);

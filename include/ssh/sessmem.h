@@ -7,7 +7,8 @@
  * size in a small header in front of it, so frees and reallocs know what they return, and
  * sits on a list, so what libssh2 forgets to free (1.10 leaks kex state when a session is
  * freed during its key exchange) can be released with the session.
- * The count is of the bytes asked for plus the header, not of what malloc rounds up to.
+ * The count is of the bytes asked for plus the header, not of what malloc rounds up to; it
+ * is added to the daemon-wide memory account (memacct.h) as well.
  */
 struct sessmem_block;
 

@@ -111,17 +111,39 @@ static const struct config_key moletun_keys[] = {
     {
 	.name = "window_budget",
 	.type = CONFIG_TYPE_SIZE,
-	.default_value = "256M",
+	.default_value = "64M",
 	.min = 0,
 	.max = 64 * GIB,
 	MOLETUN_FIELD(window_budget),
 	.placeholder = "SIZE",
-	.help = "Most receive window granted beyond each channel's first 512K, summed over "
+	.help = "Most receive window granted beyond each channel's first 256K, summed over "
 		"every local_forward connection of every tunnel (see channel_window_max): data "
 		"the server may send that clients have not read yet, which clients that stop "
 		"reading leave in the daemon's memory. Past it windows stop growing; a window "
 		"counts until its data is read or its connection closes. 0: windows never "
 		"grow. K, M or G multiply by 1024.",
+    },
+    {
+	.name = "memory_limit",
+	.type = CONFIG_TYPE_SIZE,
+	.default_value = "160M",
+	.min = 16 * MIB,
+	.max = 64 * GIB,
+	MOLETUN_FIELD(memory_limit),
+	.placeholder = "SIZE",
+	.help = "Most memory that clients and servers may make the daemon hold, counted "
+		"over every tunnel: libssh2's session memory, receive windows granted and "
+		"not used yet, buffered bytes, and the kernel's queues of client sockets at "
+		"their bounds. A client's channel opens only when the account has room for "
+		"its window and what its socket may hold (about 0.45M, so the default admits "
+		"about 380 connections open at once over all tunnels); until then it waits "
+		"(up to 5s, costing only its receive queue; a client held by down_hold too) "
+		"and is then closed. From half of it windows stop growing; from 3/4 grown "
+		"windows go back to where they started and new connections start with 64K; "
+		"from 7/8 clients of a forward holding more than 1/8 of it wait, and at the "
+		"limit every new client does; those that waited in vain are counted as "
+		"rejected with the reason memory. moletun.service's MemoryHigh= must leave "
+		"room above it (see the unit). K, M or G multiply by 1024.",
     },
 };
 
@@ -404,9 +426,9 @@ static const struct config_key tunnel_keys[] = {
 	TUNNEL_FIELD(session_memory_max),
 	.placeholder = "SIZE",
 	.help = "Most memory the SSH session may hold besides what its forwarded connections "
-		"are owed (2 x 512K per open local_forward connection and twice what its "
-		"window grew beyond that, 2 x 2M per remote_forward one, for data their "
-		"clients have not read yet). Packets the "
+		"are owed (twice what each holds in the memory account, see memory_limit: its "
+		"receive window, 256K or what it grew to, or libssh2's 2M for a "
+		"remote_forward one, for data its client has not read yet). Packets the "
 		"server sends and nobody asked for are held here; over the limit the session "
 		"is dropped and the tunnel backs off. K, M or G multiply by 1024.",
     },
@@ -419,12 +441,14 @@ static const struct config_key tunnel_keys[] = {
 	TUNNEL_FIELD(channel_window_max),
 	.placeholder = "SIZE",
 	.help = "Largest receive window of a local_forward connection's channel. One stream "
-		"moves at most one window per round trip: channels open with 512K and double "
-		"theirs while a whole window arrives within about one round trip of the session "
-		"and the client keeps up, and halve it back (not below 512K) when the client "
+		"moves at most one window per round trip: channels start with 256K (64K while "
+		"the memory account sheds, see memory_limit) and double theirs while a whole "
+		"window arrives within about one round trip of the session and the client "
+		"keeps up, and halve it back (not below where it started) when the client "
 		"falls behind or the stream slows; all of them within the daemon's "
-		"window_budget. 32M carries ~130 MB/s over a 250 ms round trip. 0 (or up to "
-		"512K): windows stay at 512K. K, M or G multiply by 1024.",
+		"window_budget and memory_limit. 32M carries ~130 MB/s over a 250 ms round "
+		"trip. 0 (or up to 256K): windows stay where they started. K, M or G multiply "
+		"by 1024.",
     },
     {
 	.name = "probe",

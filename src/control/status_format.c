@@ -199,7 +199,14 @@ int status_format_json(const struct status *s, FILE *out)
 				sizeof(s->daemon.metrics_textfile_error));
 	else
 		fputs("null", out);
-	fputs("}}\n", out);
+	fprintf(out, "},\"memory\":{\"limit_bytes\":%" PRIu64 ",\"used_bytes\":%" PRIu64
+		",\"peak_bytes\":%" PRIu64 ",\"stage\":\"%s\",\"by_kind\":{",
+		s->memory.limit, s->memory.used, s->memory.peak,
+		memacct_stage_str(s->memory.stage));
+	for (int k = 0; k < MEMACCT_KINDS; k++)
+		fprintf(out, "%s\"%s\":%" PRIu64, k > 0 ? "," : "", memacct_kind_str(k),
+			s->memory.by_kind[k]);
+	fputs("}}}\n", out);
 	return stream_result(out);
 }
 
@@ -373,6 +380,9 @@ int status_format_table(const struct status *s, time_t now, FILE *out)
 			put_forward_line(out, &t->forwards[j], listen_width);
 	}
 	put_metrics_textfile_line(out, &s->daemon);
+	if (s->memory.stage != MEMACCT_OK)
+		fprintf(out, "memory: %.1f of %.1f MiB, %s\n", (double)s->memory.used / (1 << 20),
+			(double)s->memory.limit / (1 << 20), memacct_stage_str(s->memory.stage));
 	return stream_result(out);
 }
 
@@ -461,10 +471,12 @@ static const struct {
 			      "connecting client, \"out\" towards the SSH peer."},
     [FORWARD_METRIC_OPEN_FAILURES] = {"moletun_forward_open_failures_total", "counter",
 				      "SSH channels the forward failed to open."},
-    [FORWARD_METRIC_REJECTED] = {"moletun_forward_rejected_total", "counter",
-				 "Clients the forward closed without serving them; "
-				 "reason=\"max_connections\" when it was full, \"down\" when the "
-				 "tunnel was not up (at once, or when down_hold ran out)."},
+    [FORWARD_METRIC_REJECTED] =
+	{"moletun_forward_rejected_total", "counter",
+	 "Clients the forward closed without serving them; "
+	 "reason=\"max_connections\" when it was full, \"down\" when the "
+	 "tunnel was not up (at once, or when down_hold ran out), \"memory\" "
+	 "when the daemon's memory account had no room for it."},
     [FORWARD_METRIC_WINDOW] = {"moletun_forward_window_bytes", "gauge",
 			       "Receive windows of the forward's open channels: "
 			       "stat=\"largest\" the largest one, \"total\" their sum."},
@@ -514,6 +526,33 @@ static void put_forward_family(FILE *out, enum forward_metric m, const struct st
 }
 
 /* Health: RTT (measured tunnels only), health as a state set, targets of local forwards. */
+static void put_memory_families(FILE *out, const struct status_memory *m)
+{
+	put_metric_family(out, "moletun_memory_limit_bytes", "gauge",
+			  "The daemon's memory account's limit (memory_limit).");
+	fprintf(out, "moletun_memory_limit_bytes %" PRIu64 "\n", m->limit);
+	put_metric_family(out, "moletun_memory_used_bytes", "gauge",
+			  "What the memory account counts now, by kind: session (libssh2), "
+			  "window (granted, not used by the server yet), buffer (moletun's), "
+			  "socket (client sockets' kernel queues at their bounds).");
+	for (int k = 0; k < MEMACCT_KINDS; k++) {
+		fputs("moletun_memory_used_bytes{", out);
+		put_label(out, "kind", memacct_kind_str(k), SIZE_MAX, true);
+		fprintf(out, "} %" PRIu64 "\n", m->by_kind[k]);
+	}
+	put_metric_family(out, "moletun_memory_peak_bytes", "gauge",
+			  "The most the memory account counted since the daemon started.");
+	fprintf(out, "moletun_memory_peak_bytes %" PRIu64 "\n", m->peak);
+	put_metric_family(out, "moletun_memory_stage", "gauge",
+			  "1 for the memory account's current stage (ok, no_growth, shed, "
+			  "refuse_fat, full), 0 for the others.");
+	for (int st = MEMACCT_OK; st <= MEMACCT_FULL; st++) {
+		fputs("moletun_memory_stage{", out);
+		put_label(out, "stage", memacct_stage_str(st), SIZE_MAX, true);
+		fprintf(out, "} %d\n", m->stage == (enum memacct_stage)st);
+	}
+}
+
 static void put_health_families(FILE *out, const struct status *s)
 {
 	put_metric_family(out, "moletun_tunnel_rtt_seconds", "gauge",
@@ -619,6 +658,7 @@ int status_format_metrics(const struct status *s, FILE *out)
 		fprintf(out, "moletun_metrics_textfile_stale %d\n",
 			s->daemon.metrics_textfile_stale ? 1 : 0);
 	}
+	put_memory_families(out, &s->memory);
 	put_health_families(out, s);
 	put_alert_families(out, s);
 	return stream_result(out);

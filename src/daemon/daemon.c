@@ -18,6 +18,7 @@
 #include "hostkey.h"
 #include "identity.h"
 #include "log.h"
+#include "memacct.h"
 #include "metrics_file.h"
 #include "notify.h"
 #include "privfile.h"
@@ -55,6 +56,7 @@ static int daemon_snapshot(void *userdata, const char *name, struct status *ret)
 			snprintf(s.daemon.metrics_textfile_error,
 				 sizeof(s.daemon.metrics_textfile_error), "%s", strerror(-err));
 	}
+	status_memory_fill(&s.memory);
 	s.tunnels = calloc(d->n_tunnels ? d->n_tunnels : 1, sizeof(*s.tunnels));
 	if (!s.tunnels)
 		return -ENOMEM;
@@ -408,6 +410,7 @@ static int daemon_apply_settings(struct daemon *d, const struct config *cfg)
 
 	log_set_level(cfg->log_level);
 	tunnel_set_window_budget(cfg->window_budget);
+	memacct_set_limit(cfg->memory_limit);
 	warn_config(cfg);
 	if (daemon_sync_alerts(d, cfg) < 0) {
 		log_err("alerts: out of memory applying the configuration");

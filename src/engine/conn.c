@@ -3,9 +3,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include "log.h"
+#include "memacct.h"
 #include "window.h"
 
 /*
@@ -23,7 +25,7 @@ struct conn *conn_new(struct forwarder *fw, size_t forward, int fd, enum conn_st
 	c->forward = forward;
 	c->fd = fd;
 	c->state = state;
-	c->window = FORWARD_WINDOW;
+	c->window = c->window_base = FORWARD_WINDOW;
 	list_init(&c->open_link);
 	/* callbacks are the caller's: a client's pumps, a probe's timeout */
 	ev_io_init(&c->rio, NULL, fd, EV_READ);
@@ -44,6 +46,57 @@ void conn_set_window_charge(struct conn *c, uint64_t charge)
 
 	st->window_charge = st->window_charge - c->window_charge + charge;
 	window_budget_charge(&c->window_charge, charge);
+}
+
+uint64_t conn_rcvbuf(int fd)
+{
+	int v = 0;
+	socklen_t len = sizeof(v);
+
+	if (getsockopt(fd, SOL_SOCKET, SO_RCVBUF, &v, &len) < 0 || v <= 0)
+		return 6 * 1024 * 1024;
+	return (uint64_t)v;
+}
+
+void conn_account(struct conn *c)
+{
+	struct forward_stats *st = &c->fw->stats[c->forward];
+	uint64_t window = 0, socket = 0, buffers = 0, held;
+
+	if (c->probe)
+		return; /* a few bytes of window, once per probe_interval */
+	if (c->state == CONN_OPENING)
+		window = c->window; /* reserved for its open */
+	else if (c->state != CONN_CLOSING && c->state != CONN_HELD && c->channel)
+		window = libssh2_channel_window_read_ex(c->channel, NULL, NULL) + c->window_pending;
+	if (c->fd >= 0 && c->state == CONN_HELD) {
+		/* nothing is sent to it and nothing read from it yet: its receive queue alone */
+		if (!c->rcvbuf_paused)
+			c->rcvbuf_paused = conn_rcvbuf(c->fd);
+		socket = c->rcvbuf_paused;
+	} else if (c->fd >= 0) {
+		/* the send queue and the unsent read at their bounds (CONN_SLACK); the receive
+		 * queue at its size while the client is not read: it grows only while read */
+		socket = 2 * (c->sndbuf ? c->sndbuf : CLIENT_SNDBUF);
+		if (!ev_is_active(&c->rio) && !c->client_eof) {
+			if (!c->rcvbuf_paused)
+				c->rcvbuf_paused = conn_rcvbuf(c->fd);
+			socket += c->rcvbuf_paused;
+		} else {
+			c->rcvbuf_paused = 0;
+		}
+		buffers = c->up.cap +
+			  (c->down.cap > FORWARD_READ_CHUNK ? c->down.cap : FORWARD_READ_CHUNK);
+	}
+	memacct_charge(MEMACCT_WINDOW, &c->acct_window, window);
+	memacct_charge(MEMACCT_BUFFER, &c->acct_buffer, buffers);
+	memacct_charge(MEMACCT_SOCKET, &c->acct_socket, socket);
+	/* what waits in the session for it is in `committed`, not in the open window */
+	held = (c->committed > window ? c->committed : window) + buffers + socket;
+	if (c->state == CONN_CLOSING)
+		held = 0;
+	st->memory = st->memory - c->acct_held + held;
+	c->acct_held = held;
 }
 
 /* Closes the client side: no more events, no more bytes, not counted as active. */
@@ -69,6 +122,9 @@ void conn_destroy(struct conn *c)
 {
 	conn_set_window_charge(c, 0); /* its window dies with the channel */
 	conn_drop_client(c);
+	c->state = CONN_CLOSING;
+	c->channel = NULL;
+	conn_account(c);
 	list_remove(&c->open_link);
 	list_remove(&c->link);
 	free(c);
@@ -85,9 +141,12 @@ void conn_close(struct conn *c)
 		conn_destroy(c);
 		return;
 	}
-	if (c->state == CONN_OPENING)
+	if (c->state == CONN_OPENING) {
+		conn_account(c); /* its window stays reserved until the channel is freed */
 		return; /* its open is in flight: the pump frees the channel when it lands */
+	}
 	c->state = CONN_CLOSING;
+	conn_account(c);
 	if (!c->channel || libssh2_channel_free(c->channel) != LIBSSH2_ERROR_EAGAIN) {
 		c->channel = NULL;
 		conn_destroy(c);

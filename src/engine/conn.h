@@ -18,14 +18,45 @@
  * conns; forward.c pumps their bytes; probe.c probes targets with client-less conns.
  */
 
-/* Receive window a local_forward channel opens with, and keeps while it is not the limit:
- * what a client that reads nothing can make the session hold for it (libssh2's default,
- * 2 MiB, stays for remote_forward channels). Larger windows are granted as the link needs
- * them (window.h), within channel_window_max and the daemon-wide window_budget. */
-#define FORWARD_WINDOW (512 * 1024)
-/* Bytes read from a channel at a time. libssh2 1.10 tops a channel's window up to its
- * initial size plus the read size, so a channel at FORWARD_WINDOW holds this much more. */
+/*
+ * Receive windows of local_forward channels. A channel opens with no window and moletun
+ * grants all of it (forward.c): libssh2 1.10 tops a window up to the size it was opened
+ * with at every read, however much of the channel already waits unread in the session,
+ * so a client that reads slower than the server sends would make the session hold more
+ * and more. With no window of its own, libssh2 grants at most what one read asks for.
+ * FORWARD_WINDOW is the first grant and the floor of the window rule (window.h): what a
+ * client that reads nothing can make the session hold for it. Larger windows are granted
+ * as the link needs them, within channel_window_max, the daemon-wide window_budget and
+ * the memory account (memacct.h); while the account sheds, channels open with
+ * FORWARD_WINDOW_SMALL.
+ */
+#define FORWARD_WINDOW	     (256 * 1024)
+#define FORWARD_WINDOW_SMALL (64 * 1024)
+/* Bytes read from a channel at a time (and what libssh2 may grant for one read). */
 #define FORWARD_READ_CHUNK (64 * 1024)
+/* The window a target probe opens with: it reads one byte. */
+#define FORWARD_PROBE_WINDOW (4 * 1024)
+
+/*
+ * The kernel's queues of a client socket (and of a remote_forward's target socket). The
+ * send queue is set with SO_SNDBUF: autotuning would let a client that stops reading fill
+ * up to tcp_wmem's maximum (4M on Debian) per socket. It starts at CLIENT_SNDBUF and
+ * follows a grown window (a quarter of it, at most CLIENT_SNDBUF_MAX), so that a client a
+ * moment late does not idle a fast stream; the kernel allows twice the value, overhead
+ * included. The receive queue is left to autotuning, which grows it only while moletun
+ * reads fast; while moletun does not read the client it is charged at its size then
+ * (SO_RCVBUF as the kernel reports it).
+ */
+#define CLIENT_SNDBUF	  (64 * 1024)
+#define CLIENT_SNDBUF_MAX (1024 * 1024)
+/*
+ * What a client's connection may hold beyond its window at first, reserved in the memory
+ * account while it is open: moletun's grants keep the session, the send queue and the
+ * bytes moletun keeps for the client within the window, but libssh2 1.10 grants what a
+ * read asks for as long as the kernel takes what is read, up to the send queue's bound,
+ * and the read the kernel did not take waits in moletun.
+ */
+#define CONN_SLACK (2 * CLIENT_SNDBUF + FORWARD_READ_CHUNK)
 
 struct forward_ops {
 	void *userdata;
@@ -50,6 +81,7 @@ struct forward_stats {
 	double probe_rtt;
 	uint64_t probe_failures;
 	uint64_t window_charge; /* its channels' share of the window budget (window.h) */
+	uint64_t memory;	/* what its conns hold in the memory account (memacct.h) */
 };
 
 struct forwarder;
@@ -62,6 +94,7 @@ struct listener {
 	ev_io io;
 	ev_timer pause; /* accept paused after EMFILE/ENFILE */
 	double last_warn;
+	double last_memory_warn; /* a client refused for memory was logged */
 };
 
 /* A remote_forward: the server-side listener of the current session. */
@@ -72,7 +105,8 @@ struct remote_listener {
 };
 
 enum conn_state {
-	CONN_HELD,	 /* accepted while down, waiting up to down_hold */
+	CONN_HELD,	 /* accepted while down, waiting up to down_hold; or waiting for
+			  * room in the memory account (memory_wait) */
 	CONN_OPENING,	 /* queued for / in channel open */
 	CONN_CONNECTING, /* remote forward: connecting to the local target */
 	CONN_OPEN,
@@ -90,6 +124,8 @@ struct conn {
 	LIBSSH2_CHANNEL *channel;
 	ev_io rio, wio;
 	ev_timer hold;
+	bool memory_wait;	/* held until the memory account has room (forward.c) */
+	double memory_deadline; /* then closed, at this clock_now() */
 	uint16_t peer_port;
 	char peer_host[64];
 	bool client_eof;  /* client sent FIN: EOF forwarded to the channel */
@@ -99,14 +135,23 @@ struct conn {
 	bool probe;	  /* a target probe: no client, never counted as a connection */
 	bool probe_done;  /* its outcome is recorded: the rest is cleanup */
 	double probe_started;
-	/* The receive window kept open (local forwards, window.h) and the epoch it is judged
-	 * by: bytes the client took since epoch_start, and whether any had to wait. */
+	/* The receive window (local forwards, window.h): the window to keep, its floor, and
+	 * what is granted and not read yet (in flight or waiting in the session; an upper
+	 * bound, exact whenever nothing of the channel waits unread). */
 	uint64_t window;
+	uint64_t window_base;
+	uint64_t committed;
 	uint64_t window_charge;	 /* its share of the daemon-wide window budget */
 	uint32_t window_pending; /* a grant libssh2 could not send yet (EAGAIN) */
+	uint64_t client_queued;	 /* its socket's send queue at the last look (SIOCOUTQ) */
+	uint64_t sndbuf;	 /* its socket's SO_SNDBUF as set (0: left to the kernel) */
+	uint64_t rcvbuf_paused;	 /* its receive queue's size when it was last not read */
+	uint64_t round_sent;	 /* sent to the client since the pump (or writability) came */
+	/* The epoch the window is judged by: bytes read for the client since epoch_start. */
 	uint64_t epoch_bytes;
 	double epoch_start;
-	bool epoch_backlog;
+	/* Its shares of the memory account (memacct.h), and their sum in its forward's. */
+	uint64_t acct_window, acct_buffer, acct_socket, acct_held;
 	struct buffer up;   /* client -> channel bytes the window did not take yet */
 	struct buffer down; /* channel -> client bytes the client did not take yet */
 };
@@ -137,6 +182,13 @@ void conn_close(struct conn *c);
 void conn_destroy(struct conn *c);
 /* Sets the conn's share of the window budget (window.h) and of its forward's. */
 void conn_set_window_charge(struct conn *c, uint64_t charge);
+/* Brings the conn's shares of the memory account (memacct.h) and of its forward's up to
+ * date: the window its server may still use (or the one reserved for its open), its
+ * buffers, and the kernel's queues of its socket at their bounds. */
+void conn_account(struct conn *c);
+/* What the kernel may hold in the socket's receive queue now (SO_RCVBUF as it reports it,
+ * overhead included); an unreadable value counts as the Debian default maximum. */
+uint64_t conn_rcvbuf(int fd);
 /* Records what a probe or a client's channel open found out about a target, and tells the
  * layer above (forward_ops.on_target) when that changed. */
 void forward_target(struct forwarder *fw, size_t forward, bool reachable, const char *why);

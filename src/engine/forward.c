@@ -1,15 +1,18 @@
 #include <arpa/inet.h>
 #include <errno.h>
+#include <linux/sockios.h>
 #include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
 #include "clock.h"
 #include "forward.h"
 #include "log.h"
+#include "memacct.h"
 #include "net.h"
 #include "probe.h"
 #include "window.h"
@@ -17,20 +20,26 @@
 /*
  * Client connections and their channels. Bytes move through one shared scratch buffer;
  * a conn holds memory only for bytes the other side has not taken yet, so idle
- * connections cost a struct and a libssh2 channel.
+ * connections cost a struct, a libssh2 channel and the window granted to it. What they
+ * hold is counted in the memory account (memacct.h), and a client comes in only when the
+ * account has room for what it may make the daemon hold.
  */
 
 #define IO_CHUNK     FORWARD_READ_CHUNK
 #define ACCEPT_BATCH 64
-
-/* What libssh2 1.10 keeps open on a local_forward channel by itself (see conn.h). */
-#define WINDOW_OWN (FORWARD_WINDOW + FORWARD_READ_CHUNK)
+/* A refused client is logged at most this often per listener (the count is exact). */
+#define REFUSAL_LOG_INTERVAL 10.0
+/* A client the memory account has no room for waits this long for room, looking again
+ * this often, before it is closed (counted as rejected, reason memory). */
+#define MEMORY_WAIT	 5.0
+#define MEMORY_WAIT_STEP 0.1
 
 static char scratch[IO_CHUNK];
 
 static void conn_client_readable(struct ev_loop *loop, ev_io *w, int revents);
 static void conn_client_writable(struct ev_loop *loop, ev_io *w, int revents);
 static void conn_hold_expired(struct ev_loop *loop, ev_timer *w, int revents);
+static void conn_memory_retry(struct conn *c);
 
 /* A client's (or a remote forward target's) events: its bytes to and from the channel. */
 static void conn_watch(struct conn *c)
@@ -53,6 +62,20 @@ static const char *conn_label(const struct conn *c, char *buf, size_t size)
 	return buf;
 }
 
+/*
+ * When the loop woke up for the events at hand, on the monotonic clock: a window's epoch
+ * measures the network, not the time the loop took to reach this channel among hundreds
+ * (which would keep windows from growing on a busy daemon). ev_now() is that instant on
+ * the wall clock; only the moment since then is taken from it, bounded, so a step of the
+ * wall clock moves it by at most a second once.
+ */
+static double loop_now(struct ev_loop *loop)
+{
+	double since = ev_time() - ev_now(loop);
+
+	return clock_now() - (since > 0 && since < 1.0 ? since : 0);
+}
+
 /* Counts a client the forward closed without serving it. */
 static void forward_count_rejected(struct forwarder *fw, size_t forward, enum reject_reason why)
 {
@@ -65,10 +88,139 @@ static void conn_hold_expired(struct ev_loop *loop, ev_timer *w, int revents)
 {
 	struct conn *c = w->data;
 
+	if (c->memory_wait) {
+		conn_memory_retry(c);
+		return;
+	}
 	forward_count_rejected(c->fw, c->forward, REJECT_DOWN);
 	log_info("tunnel %s: closing held client: tunnel still down after down_hold",
 		 c->fw->cfg->name);
 	conn_destroy(c);
+}
+
+/* Bounds the kernel's send queue of a client or target socket (conn.h). A failure only
+ * costs the bound: the socket works either way. */
+static void conn_set_sndbuf(struct conn *c, uint64_t bytes)
+{
+	int v = (int)bytes;
+
+	if (bytes == c->sndbuf)
+		return;
+	setsockopt(c->fd, SOL_SOCKET, SO_SNDBUF, &v, sizeof(v));
+	c->sndbuf = bytes;
+}
+
+/* The first window of a new channel: small while the memory account sheds. */
+static uint64_t first_window(void)
+{
+	return memacct_stage() >= MEMACCT_SHED ? FORWARD_WINDOW_SMALL : FORWARD_WINDOW;
+}
+
+/* Whether the memory account has room for `cost` more bytes held for a client of
+ * `forward` (memacct_admit: past 7/8 of the limit, not for a forward that holds much). */
+static bool forward_admit(const struct forwarder *fw, size_t forward, uint64_t cost)
+{
+	return memacct_admit(memacct_used(), memacct_limit(), fw->stats[forward].memory, cost);
+}
+
+/*
+ * A held client's channel may open once the account has room for its first window and what
+ * it may hold beyond it (CONN_SLACK): then it is queued for its open and true returned.
+ * Until then a held client costs its socket's receive queue alone: it is sent nothing and
+ * has no channel, so a crowd that arrived during an outage, or in the backlog across a
+ * restart, is not refused for memory it does not use.
+ */
+static bool conn_admit_open(struct conn *c)
+{
+	struct forwarder *fw = c->fw;
+	uint64_t window = first_window();
+
+	if (!forward_admit(fw, c->forward, window + CONN_SLACK))
+		return false;
+	ev_timer_stop(fw->loop, &c->hold);
+	c->memory_wait = false;
+	c->state = CONN_OPENING;
+	c->window = c->window_base = window;
+	conn_account(c);
+	list_insert_tail(&fw->open_queue, &c->open_link);
+	return true;
+}
+
+/* The tunnel is up but the account has no room for the client's window: it waits, held,
+ * looking again every MEMORY_WAIT_STEP, up to MEMORY_WAIT (conn_memory_retry). */
+static void conn_memory_wait(struct conn *c)
+{
+	c->state = CONN_HELD;
+	c->memory_wait = true;
+	c->memory_deadline = clock_now() + MEMORY_WAIT;
+	ev_timer_stop(c->fw->loop, &c->hold);
+	ev_timer_set(&c->hold, MEMORY_WAIT_STEP, MEMORY_WAIT_STEP);
+	ev_timer_start(c->fw->loop, &c->hold);
+	conn_account(c);
+}
+
+static void conn_memory_retry(struct conn *c)
+{
+	struct forwarder *fw = c->fw;
+
+	if (!fw->up) {
+		/* down meanwhile: held as any client of a tunnel that is down */
+		c->memory_wait = false;
+		ev_timer_stop(fw->loop, &c->hold);
+		if (fw->cfg->down_hold_ms == 0) {
+			conn_hold_expired(fw->loop, &c->hold, 0);
+			return;
+		}
+		ev_timer_set(&c->hold, (double)fw->cfg->down_hold_ms / 1000.0, 0.0);
+		ev_timer_start(fw->loop, &c->hold);
+		return;
+	}
+	if (conn_admit_open(c)) {
+		link_want_pump(fw->link);
+		return;
+	}
+	if (clock_now() < c->memory_deadline)
+		return;
+	forward_count_rejected(fw, c->forward, REJECT_MEMORY);
+	log_debug("tunnel %s: closing a client that waited %.0fs for room in the memory account",
+		  fw->cfg->name, MEMORY_WAIT);
+	conn_destroy(c);
+}
+
+/* Logs, at most every REFUSAL_LOG_INTERVAL per listener, that the account is full. */
+static void listener_warn_memory(struct listener *li, const char *what)
+{
+	const struct tunnel_config *cfg = li->fw->cfg;
+	double now = clock_now();
+
+	if (now - li->last_memory_warn < REFUSAL_LOG_INTERVAL)
+		return;
+	li->last_memory_warn = now;
+	log_warn("tunnel %s: memory account at %.1f of %.1f MiB (%s), this forward holding "
+		 "%.1f MiB: new clients on %s:%u %s (repeats are not logged for 10s)",
+		 cfg->name, (double)memacct_used() / (1 << 20), (double)memacct_limit() / (1 << 20),
+		 memacct_stage_str(memacct_stage()),
+		 (double)li->fw->stats[li->forward].memory / (1 << 20),
+		 cfg->forwards[li->forward].listen_host, cfg->forwards[li->forward].listen_port,
+		 what);
+}
+
+/* The client's address, for the channel open's originator fields. */
+static void conn_set_peer(struct conn *c, const struct sockaddr_storage *ss)
+{
+	if (ss->ss_family == AF_INET) {
+		const struct sockaddr_in *in = (const struct sockaddr_in *)ss;
+
+		inet_ntop(AF_INET, &in->sin_addr, c->peer_host, sizeof(c->peer_host));
+		c->peer_port = ntohs(in->sin_port);
+	} else if (ss->ss_family == AF_INET6) {
+		const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)ss;
+
+		inet_ntop(AF_INET6, &in6->sin6_addr, c->peer_host, sizeof(c->peer_host));
+		c->peer_port = ntohs(in6->sin6_port);
+	} else {
+		snprintf(c->peer_host, sizeof(c->peer_host), "127.0.0.1");
+	}
 }
 
 static void accept_one(struct listener *li, int fd, const struct sockaddr_storage *ss)
@@ -93,33 +245,33 @@ static void accept_one(struct listener *li, int fd, const struct sockaddr_storag
 		close(fd);
 		return;
 	}
+	if (!forward_admit(fw, li->forward, conn_rcvbuf(fd))) {
+		forward_count_rejected(fw, li->forward, REJECT_MEMORY);
+		listener_warn_memory(li, "are closed (counted as rejected, reason memory)");
+		close(fd);
+		return;
+	}
 	net_set_nodelay(fd);
-	c = conn_new(fw, li->forward, fd, fw->up ? CONN_OPENING : CONN_HELD);
+	c = conn_new(fw, li->forward, fd, CONN_HELD);
 	if (!c) {
 		close(fd);
 		return;
 	}
+	conn_set_sndbuf(c, CLIENT_SNDBUF);
+	c->window = c->window_base = 0; /* reserved when its channel may open */
 	conn_watch(c);
-	if (ss->ss_family == AF_INET) {
-		const struct sockaddr_in *in = (const struct sockaddr_in *)ss;
-
-		inet_ntop(AF_INET, &in->sin_addr, c->peer_host, sizeof(c->peer_host));
-		c->peer_port = ntohs(in->sin_port);
-	} else if (ss->ss_family == AF_INET6) {
-		const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)ss;
-
-		inet_ntop(AF_INET6, &in6->sin6_addr, c->peer_host, sizeof(c->peer_host));
-		c->peer_port = ntohs(in6->sin6_port);
-	} else {
-		snprintf(c->peer_host, sizeof(c->peer_host), "127.0.0.1");
-	}
-	if (c->state == CONN_HELD) {
+	conn_set_peer(c, ss);
+	if (!fw->up) {
 		ev_timer_set(&c->hold, (double)cfg->down_hold_ms / 1000.0, 0.0);
 		ev_timer_start(fw->loop, &c->hold);
-		return;
+		conn_account(c);
+	} else if (conn_admit_open(c)) {
+		link_want_pump(fw->link);
+	} else {
+		listener_warn_memory(li, "wait up to 5s for room, then are closed (counted as "
+					 "rejected, reason memory)");
+		conn_memory_wait(c);
 	}
-	list_insert_tail(&fw->open_queue, &c->open_link);
-	link_want_pump(fw->link);
 }
 
 static void forward_accept_cb(struct ev_loop *loop, ev_io *w, int revents)
@@ -180,11 +332,8 @@ void forward_up(struct forwarder *fw)
 	{
 		struct conn *c = list_entry(pos, struct conn, link);
 
-		if (c->state != CONN_HELD)
-			continue;
-		ev_timer_stop(fw->loop, &c->hold);
-		c->state = CONN_OPENING;
-		list_insert_tail(&fw->open_queue, &c->open_link);
+		if (c->state == CONN_HELD && !c->memory_wait && !conn_admit_open(c))
+			conn_memory_wait(c);
 	}
 	if (!list_empty(&fw->open_queue))
 		link_want_pump(fw->link);
@@ -225,6 +374,7 @@ void forward_resume_clients(struct forwarder *fw)
 			c->hwm_blocked = false;
 			if (c->state == CONN_OPEN && !c->client_eof && buffer_len(&c->up) == 0)
 				ev_io_start(fw->loop, &c->rio);
+			conn_account(c);
 		}
 	}
 	link_want_pump(fw->link); /* for conns whose pending bytes waited */
@@ -316,12 +466,15 @@ static int conn_flush_up(struct conn *c)
 	return 0;
 }
 
+/* A client's channel of a local forward: its window is moletun's to grant (conn.h). */
+static bool conn_window_own(const struct conn *c)
+{
+	return !c->probe && c->fw->cfg->forwards[c->forward].kind == FORWARD_LOCAL;
+}
+
 static bool conn_window_adaptive(const struct conn *c)
 {
-	const struct tunnel_config *cfg = c->fw->cfg;
-
-	return !c->probe && cfg->forwards[c->forward].kind == FORWARD_LOCAL &&
-	       cfg->channel_window_max > FORWARD_WINDOW;
+	return conn_window_own(c) && c->fw->cfg->channel_window_max > FORWARD_WINDOW;
 }
 
 /*
@@ -342,80 +495,169 @@ static int conn_window_flush(struct conn *c)
 	return rc;
 }
 
-/*
- * The client took `n` bytes of the channel, `waiting` of them could not be sent to it yet:
- * judges the epoch by the window policy (window.h) and keeps the chosen window open.
- * libssh2 1.10 tops a window up to the size it was opened with (plus the read size) once it
- * falls below three quarters of that, at the start of a read; the grants here keep a
- * larger window above that level, so the two never grant for the same bytes, and a window
- * back at FORWARD_WINDOW is left to libssh2 alone. 0, or a fatal libssh2 code.
- */
-static int conn_window_update(struct conn *c, size_t n, size_t waiting)
+/* Bytes the client's socket holds that the client has not received (0 if unknown). */
+static uint64_t client_queued(int fd)
 {
-	struct forwarder *fw = c->fw;
-	double now = clock_now();
-	struct window_input in;
-	uint64_t next, open, held;
+	int n = 0;
+
+	return ioctl(fd, SIOCOUTQ, &n) == 0 && n > 0 ? (uint64_t)n : 0;
+}
+
+/*
+ * What may be granted beyond what is committed and what waits for the client in moletun
+ * and in its socket: what the server may make moletun hold for a client stays within its
+ * window (and CONN_SLACK). A window that grew (its client kept up with it) may also keep
+ * a window's worth waiting for the client, so that a client a moment late does not idle
+ * the path for a round trip: such a channel holds up to twice its window.
+ */
+static uint64_t conn_window_room(const struct conn *c)
+{
+	uint64_t used = c->committed + c->client_queued + buffer_len(&c->down);
+	uint64_t limit = c->window > c->window_base ? 2 * c->window : c->window;
+
+	return used < limit ? limit - used : 0;
+}
+
+/* Whether the room is worth a grant: a quarter of the window, as libssh2 tops up its own
+ * (fewer adjust packets); smaller top-ups are left to libssh2's read (at most one read's
+ * worth, see conn.h). */
+static bool conn_window_room_worth(const struct conn *c, uint64_t room)
+{
+	return !c->window_pending && room >= c->window / 4 && room >= LIBSSH2_CHANNEL_MINADJUST;
+}
+
+/* Grants the room, counted as committed at once (a grant that could not be sent yet goes
+ * first at the next read). 0 or a fatal code. */
+static int conn_window_grant(struct conn *c)
+{
+	uint64_t room = conn_window_room(c);
 	int rc;
 
-	if (c->epoch_bytes == 0) {
-		c->epoch_start = now;
-		c->epoch_backlog = false;
-	}
-	c->epoch_bytes += n;
-	c->epoch_backlog |= waiting > 0;
-	in = (struct window_input){
-	    .consumed = c->epoch_bytes,
-	    .elapsed = now - c->epoch_start,
-	    .rtt = fw->ops.rtt ? fw->ops.rtt(fw->ops.userdata) : 0,
-	    .window = c->window,
-	    .base = FORWARD_WINDOW,
-	    .max = fw->cfg->channel_window_max,
-	    .budget_left = window_budget_left(),
-	    .backlog = c->epoch_backlog,
-	};
-	next = window_next(&in);
-	if (next != c->window || c->epoch_bytes >= c->window)
-		c->epoch_bytes = 0;
-	c->window = next;
-	open = libssh2_channel_window_read_ex(c->channel, NULL, NULL);
-	if (!c->window_pending && c->window > FORWARD_WINDOW && open < c->window &&
-	    c->window - open >= c->window / 8) {
-		c->window_pending = (uint32_t)(c->window - open);
-		rc = conn_window_flush(c);
-		if (rc < 0 && rc != LIBSSH2_ERROR_EAGAIN && ssh_error_fatal(rc))
-			return rc;
-		open = libssh2_channel_window_read_ex(c->channel, NULL, NULL);
-	}
-	/* granted but unread: the data may arrive and wait in the session for the client */
-	held = open > c->window ? open : c->window;
-	conn_set_window_charge(c, held > WINDOW_OWN ? held - WINDOW_OWN : 0);
+	if (!conn_window_room_worth(c, room))
+		return 0;
+	c->window_pending = (uint32_t)room;
+	c->committed += room;
+	rc = conn_window_flush(c);
+	if (rc < 0 && rc != LIBSSH2_ERROR_EAGAIN && ssh_error_fatal(rc))
+		return rc;
 	return 0;
 }
 
-/* Moves channel data to the client until the channel is empty or the client is full.
- * Returns 0, a fatal rc, or -1 if the conn was closed. */
+/*
+ * Judges the channel's epoch by the window policy (window.h) and chooses the window to
+ * keep. While the memory account sheds, a window grown beyond its floor goes back to it:
+ * the fattest channels are granted nothing until what they were granted is read, so their
+ * servers stop sending.
+ */
+static void conn_window_judge(struct conn *c)
+{
+	struct forwarder *fw = c->fw;
+	enum memacct_stage stage = memacct_stage();
+	/* the client received what was read, but what its socket still holds; of that, what
+	 * was sent before this round is what the client left behind (window.h) */
+	uint64_t received =
+	    c->epoch_bytes > c->client_queued ? c->epoch_bytes - c->client_queued : 0;
+	uint64_t backlog = c->client_queued > c->round_sent ? c->client_queued - c->round_sent : 0;
+	struct window_input in;
+	uint64_t next, held, send_queue;
+
+	if (stage >= MEMACCT_SHED && c->window > c->window_base) {
+		c->window = c->window_base;
+		c->epoch_bytes = 0;
+	} else if (conn_window_adaptive(c) && c->epoch_bytes > 0) {
+		in = (struct window_input){
+		    .consumed = received,
+		    .elapsed = loop_now(fw->loop) - c->epoch_start,
+		    .rtt = fw->ops.rtt ? fw->ops.rtt(fw->ops.userdata) : 0,
+		    .window = c->window,
+		    .base = c->window_base,
+		    .max = fw->cfg->channel_window_max,
+		    /* a grown window costs the budget twice (conn_window_room) */
+		    .budget_left = window_budget_left() / 2,
+		    .backlog = buffer_len(&c->down) > 0,
+		    .client_queued = backlog,
+		    .memory_tight = stage >= MEMACCT_NO_GROWTH,
+		};
+		next = window_next(&in);
+		if (next != c->window || received >= c->window)
+			c->epoch_bytes = 0;
+		c->window = next;
+	}
+	/* a stream whose window grew gets a send queue in proportion, so that a client a
+	 * moment late does not idle the path; it counts in the account like the window */
+	send_queue = c->window / 4;
+	conn_set_sndbuf(c, send_queue < CLIENT_SNDBUF	    ? CLIENT_SNDBUF
+			   : send_queue > CLIENT_SNDBUF_MAX ? CLIENT_SNDBUF_MAX
+							    : send_queue);
+	/* what it may hold beyond the first window (conn_window_room) */
+	held = c->window > c->window_base ? 2 * c->window : c->window;
+	if (c->committed > held)
+		held = c->committed;
+	conn_set_window_charge(c, held > FORWARD_WINDOW ? held - FORWARD_WINDOW : 0);
+}
+
+/*
+ * Nothing of the channel waits unread (a read said EAGAIN) and its client kept up: judges
+ * the epoch and grants the window again. 0, or a fatal libssh2 code.
+ */
+static int conn_window_update(struct conn *c)
+{
+	unsigned long queued = 0;
+
+	c->committed = libssh2_channel_window_read_ex(c->channel, NULL, NULL) + c->window_pending;
+	if (c->client_queued)
+		c->client_queued = client_queued(c->fd); /* sampled at the last send */
+	conn_window_judge(c);
+	if (!conn_window_room_worth(c, conn_window_room(c)))
+		return 0;
+	/* about to grant: what waits unread counts too (nothing, unless the read stopped at a
+	 * window adjust libssh2 could not send yet); a walk of the session's packets, so only
+	 * then */
+	libssh2_channel_window_read_ex(c->channel, &queued, NULL);
+	c->committed += queued;
+	return conn_window_grant(c);
+}
+
+/*
+ * Moves channel data to the client until the channel is empty or the client is full; a
+ * channel of a local forward then gets its window again (conn_window_update). Returns 0,
+ * a fatal rc, or -1 if the conn was closed.
+ */
 static int conn_read_channel(struct conn *c)
 {
 	struct forwarder *fw = c->fw;
-	bool adaptive = conn_window_adaptive(c);
+	bool own = conn_window_own(c);
+	int rc = 0;
 
 	while (!c->channel_eof && buffer_len(&c->down) == 0) {
+		unsigned long open = 0;
 		ssize_t n, w;
-		int rc;
 
-		if (adaptive && c->window_pending) {
+		if (own && c->window_pending) {
 			rc = conn_window_flush(c);
-			if (rc == LIBSSH2_ERROR_EAGAIN)
-				return 0; /* the pump comes back when the session moves */
+			if (rc == LIBSSH2_ERROR_EAGAIN) {
+				rc = 0; /* the pump comes back when the session moves */
+				break;
+			}
 			if (rc < 0 && ssh_error_fatal(rc))
 				return rc;
+			rc = 0;
 			c->window_pending = 0;
 		}
+		if (own)
+			open = libssh2_channel_window_read_ex(c->channel, NULL, NULL);
 		n = libssh2_channel_read(c->channel, scratch, sizeof(scratch));
-
-		if (n == LIBSSH2_ERROR_EAGAIN)
-			return 0;
+		/* the channel opened with no window: libssh2 1.10 grants what this read asks for
+		 * beyond what is open (at least its minimum adjustment) before it reads */
+		if (own && open < sizeof(scratch))
+			c->committed += sizeof(scratch) - open > LIBSSH2_CHANNEL_MINADJUST
+					    ? sizeof(scratch) - open
+					    : LIBSSH2_CHANNEL_MINADJUST;
+		if (n == LIBSSH2_ERROR_EAGAIN) {
+			if (own)
+				rc = conn_window_update(c);
+			break;
+		}
 		if (n < 0) {
 			if (ssh_error_fatal((int)n))
 				return (int)n;
@@ -425,9 +667,12 @@ static int conn_read_channel(struct conn *c)
 		if (n == 0) {
 			c->channel_eof = true;
 			shutdown(c->fd, SHUT_WR);
-			return conn_finish_if_done(c) ? -1 : 0;
+			if (conn_finish_if_done(c))
+				return -1;
+			break;
 		}
 		fw->stats[c->forward].bytes_in += (uint64_t)n;
+		c->committed -= c->committed > (uint64_t)n ? (uint64_t)n : c->committed;
 		w = send(c->fd, scratch, (size_t)n, MSG_NOSIGNAL);
 		if (w < 0 && errno != EAGAIN && errno != EINTR) {
 			conn_close(c);
@@ -442,13 +687,24 @@ static int conn_read_channel(struct conn *c)
 			}
 			ev_io_start(fw->loop, &c->wio);
 		}
-		if (adaptive) {
-			rc = conn_window_update(c, (size_t)n, (size_t)(n - w));
-			if (rc < 0)
+		c->client_queued = client_queued(c->fd);
+		c->round_sent += (uint64_t)w;
+		if (own) {
+			if (c->epoch_bytes == 0)
+				c->epoch_start = loop_now(fw->loop);
+			c->epoch_bytes += (uint64_t)n;
+			/* a whole window received: judged now, not at the next pause */
+			if (c->epoch_bytes >= c->window + c->client_queued)
+				conn_window_judge(c);
+			/* keep the window open while the client takes what waits: granting only
+			 * once the channel ran dry would idle the path for a round trip */
+			rc = conn_window_grant(c);
+			if (rc)
 				return rc;
 		}
 	}
-	return 0;
+	conn_account(c);
+	return rc;
 }
 
 static void conn_client_readable(struct ev_loop *loop, ev_io *w, int revents)
@@ -461,6 +717,7 @@ static void conn_client_readable(struct ev_loop *loop, ev_io *w, int revents)
 	if (link_out_full(fw->link)) {
 		c->hwm_blocked = true;
 		ev_io_stop(loop, &c->rio);
+		conn_account(c);
 		return;
 	}
 	n = recv(c->fd, scratch, sizeof(scratch), 0);
@@ -476,6 +733,8 @@ static void conn_client_readable(struct ev_loop *loop, ev_io *w, int revents)
 	}
 	if (rc < -1)
 		link_session_error(fw->link, rc);
+	else if (rc == 0)
+		conn_account(c);
 }
 
 static void conn_client_writable(struct ev_loop *loop, ev_io *w, int revents)
@@ -500,6 +759,7 @@ static void conn_client_writable(struct ev_loop *loop, ev_io *w, int revents)
 		net_set_nodelay(c->fd);
 		c->state = CONN_OPEN;
 		ev_io_start(loop, &c->rio);
+		conn_account(c);
 		link_want_pump(fw->link);
 		return;
 	}
@@ -512,6 +772,7 @@ static void conn_client_writable(struct ev_loop *loop, ev_io *w, int revents)
 		return;
 	ev_io_stop(loop, &c->wio);
 	buffer_compact(&c->down);
+	c->round_sent = n > 0 ? (uint64_t)n : 0;
 	rc = conn_read_channel(c);
 	if (rc < -1)
 		link_session_error(fw->link, rc);
@@ -519,9 +780,8 @@ static void conn_client_writable(struct ev_loop *loop, ev_io *w, int revents)
 
 /*
  * Opens channels for queued clients, one at a time (libssh2 keeps open state per session;
- * the link's keepalives take turns with them). A receive window of FORWARD_WINDOW instead
- * of libssh2's 2 MiB: a client that reads nothing makes the session hold up to one window
- * for it. Returns 0 or a fatal rc.
+ * the link's keepalives take turns with them). A client's channel opens with no receive
+ * window: moletun grants it (conn.h). Returns 0 or a fatal rc.
  */
 static int pump_opens(struct forwarder *fw)
 {
@@ -532,7 +792,7 @@ static int pump_opens(struct forwarder *fw)
 		int rc;
 
 		rc = link_direct_tcpip(fw->link, &ch, f->target_host, f->target_port, c->peer_host,
-				       c->peer_port, FORWARD_WINDOW);
+				       c->peer_port, c->probe ? FORWARD_PROBE_WINDOW : 0);
 		if (!ch) {
 			char label[600];
 
@@ -579,6 +839,13 @@ static int pump_opens(struct forwarder *fw)
 		c->state = CONN_OPEN;
 		ev_io_start(fw->loop, &c->rio);
 		forward_target(fw, c->forward, true, NULL);
+		/* its first window, reserved since it was accepted */
+		c->committed = 0;
+		c->client_queued = 0;
+		rc = conn_window_grant(c);
+		conn_account(c);
+		if (rc)
+			return rc;
 	}
 	return 0;
 }
@@ -618,6 +885,18 @@ static int pump_remote_accepts(struct forwarder *fw)
 				libssh2_channel_free(ch);
 				continue;
 			}
+			if (!forward_admit(fw, i, LIBSSH2_CHANNEL_WINDOW_DEFAULT + CONN_SLACK)) {
+				forward_count_rejected(fw, i, REJECT_MEMORY);
+				log_warn(
+				    "tunnel %s: memory account at %.1f of %.1f MiB (%s): closing "
+				    "new channel on remote %s:%u",
+				    fw->cfg->name, (double)memacct_used() / (1 << 20),
+				    (double)memacct_limit() / (1 << 20),
+				    memacct_stage_str(memacct_stage()), f->listen_host,
+				    f->listen_port);
+				libssh2_channel_free(ch);
+				continue;
+			}
 			rc = net_resolve_numeric(f->target_host, f->target_port, &ss, &len);
 			if (rc == 0)
 				rc = net_connect_start((struct sockaddr *)&ss, len, &fd);
@@ -636,8 +915,10 @@ static int pump_remote_accepts(struct forwarder *fw)
 				continue;
 			}
 			conn_watch(c);
+			conn_set_sndbuf(c, CLIENT_SNDBUF);
 			c->channel = ch;
 			ev_io_start(fw->loop, &c->wio);
+			conn_account(c);
 		}
 	}
 	return 0;
@@ -715,6 +996,7 @@ int forward_pump(struct forwarder *fw)
 			if (rc == -1)
 				continue;
 		}
+		c->round_sent = 0;
 		rc = conn_read_channel(c);
 		if (rc < -1)
 			return rc;
@@ -763,15 +1045,9 @@ size_t forward_allowance(const struct forwarder *fw)
 {
 	uint64_t owed = 0;
 
-	for (size_t i = 0; i < fw->n_forwards; i++) {
-		uint64_t window = fw->cfg->forwards[i].kind == FORWARD_LOCAL
-				      ? FORWARD_WINDOW
-				      : LIBSSH2_CHANNEL_WINDOW_DEFAULT;
-
-		/* twice the window: libssh2 keeps each packet whole, with its headers; grown
-		 * windows add what they hold beyond FORWARD_WINDOW */
-		owed += fw->stats[i].active * 2 * window + 2 * fw->stats[i].window_charge;
-	}
+	/* twice what its conns hold: libssh2 keeps each packet whole, with its headers */
+	for (size_t i = 0; i < fw->n_forwards; i++)
+		owed += 2 * fw->stats[i].memory;
 	return owed > SIZE_MAX ? SIZE_MAX : (size_t)owed;
 }
 

@@ -18,6 +18,7 @@ const char *tunnel_state_str(enum tunnel_state s)
 static const char *const reject_reason_names[] = {
     [REJECT_MAX_CONNECTIONS] = "max_connections",
     [REJECT_DOWN] = "down",
+    [REJECT_MEMORY] = "memory",
 };
 
 const char *reject_reason_str(enum reject_reason r)
@@ -72,6 +73,16 @@ const char *alert_event_str(enum alert_event_kind k)
 	if ((unsigned)k >= sizeof(alert_event_names) / sizeof(alert_event_names[0]))
 		return "unknown";
 	return alert_event_names[k];
+}
+
+void status_memory_fill(struct status_memory *m)
+{
+	m->limit = memacct_limit();
+	m->used = memacct_used();
+	m->peak = memacct_peak();
+	for (int k = 0; k < MEMACCT_KINDS; k++)
+		m->by_kind[k] = memacct_used_kind(k);
+	m->stage = memacct_stage();
 }
 
 void status_free(struct status *s)

@@ -1,6 +1,6 @@
 #include "window.h"
 
-static uint64_t budget_limit = 256ull << 20;
+static uint64_t budget_limit = 64ull << 20;
 static uint64_t budget_used;
 
 static uint64_t halved(uint64_t window, uint64_t base)
@@ -11,6 +11,7 @@ static uint64_t halved(uint64_t window, uint64_t base)
 uint64_t window_next(const struct window_input *in)
 {
 	uint64_t cur = in->window, grown;
+	bool socket_backlog = in->client_queued > WINDOW_CLIENT_BACKLOG;
 
 	if (in->max <= in->base)
 		return in->base;
@@ -26,7 +27,7 @@ uint64_t window_next(const struct window_input *in)
 		return cur;
 	if (in->elapsed > WINDOW_LIMITED_RTTS * in->rtt)
 		return in->backlog ? halved(cur, in->base) : cur;
-	if (in->backlog)
+	if (in->backlog || socket_backlog || in->memory_tight)
 		return cur;
 	grown = cur * 2 < in->max ? cur * 2 : in->max;
 	if (grown - cur > in->budget_left)

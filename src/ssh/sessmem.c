@@ -6,6 +6,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "memacct.h"
+
 /* Keeps the block behind the header aligned as malloc's own blocks are. */
 struct sessmem_block {
 	alignas(max_align_t) size_t size;
@@ -30,8 +32,10 @@ static bool admit(struct sessmem *m, size_t size, size_t more)
 	return true;
 }
 
+/* Every session's bytes count in the daemon-wide account too (memacct.h). */
 static void account(struct sessmem *m, size_t block)
 {
+	memacct_add(MEMACCT_SESSION, block);
 	m->used += block;
 	if (m->used > m->peak)
 		m->peak = m->used;
@@ -85,6 +89,7 @@ void sessmem_free(struct sessmem *m, void *p)
 		return;
 	h = (struct sessmem_block *)p - 1;
 	m->used -= sizeof(*h) + h->size;
+	memacct_sub(MEMACCT_SESSION, sizeof(*h) + h->size);
 	if (h->prev)
 		h->prev->next = h->next;
 	else

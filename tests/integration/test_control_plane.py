@@ -24,7 +24,7 @@ FORWARD_KEYS = {"type", "listen", "target", "active", "connections_total", "byte
                 "window_total_bytes"}
 NOT_COUNTS = {"type", "listen", "target", "rejected_by_reason", "target_state", "target_error",
               "probe_rtt_ms"}
-REJECT_REASONS = {"max_connections", "down"}
+REJECT_REASONS = {"max_connections", "down", "memory"}
 
 
 def ctl(m, *args, env=None, timeout=15):
@@ -216,9 +216,19 @@ class ControlPlaneTest(harness.TunnelTest):
         r = ctl(m, "status", "--json")
         self.assertEqual(r.returncode, 3, r.stderr)
         doc = json.loads(r.stdout)
-        self.assertEqual(set(doc), {"tunnels", "daemon"})
+        self.assertEqual(set(doc), {"tunnels", "daemon", "memory"})
         self.assertEqual(doc["daemon"]["pid"], m.proc.pid)
         self.assertIsInstance(doc["daemon"]["nofile_limit"], int)
+        mem = doc["memory"]
+        self.assertEqual(set(mem), {"limit_bytes", "used_bytes", "peak_bytes", "stage",
+                                    "by_kind"})
+        self.assertEqual(mem["limit_bytes"], 160 << 20)  # the default memory_limit
+        self.assertEqual(set(mem["by_kind"]), {"session", "window", "buffer", "socket"})
+        self.assertEqual(sum(mem["by_kind"].values()), mem["used_bytes"])
+        # three tunnels up or trying, no client connected: libssh2's sessions and little else
+        self.assertGreater(mem["by_kind"]["session"], 0)
+        self.assertLessEqual(mem["used_bytes"], mem["peak_bytes"])
+        self.assertEqual(mem["stage"], "ok")
         names = [t["name"] for t in doc["tunnels"]]
         self.assertEqual(sorted(names), ["down", "t1", "t2"])
         for t in doc["tunnels"]:
@@ -255,7 +265,7 @@ class ControlPlaneTest(harness.TunnelTest):
         r = ctl(m, "status", "--json", "t1")
         self.assertEqual(r.returncode, 0)
         self.assertEqual(json.loads(r.stdout)["tunnels"][0]["name"], "t1")
-        self.assertEqual(set(json.loads(body)), {"tunnels", "daemon"})
+        self.assertEqual(set(json.loads(body)), {"tunnels", "daemon", "memory"})
 
     def test_notify_sequence(self):
         notify = NotifySocket(os.path.join(self.tmp, "notify.sock"))

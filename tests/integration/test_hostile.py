@@ -739,8 +739,8 @@ class FloodTest(harness.TunnelTest):
 
     def test_clients_that_read_nothing(self):
         # each forwarded connection may make the session hold one receive window
-        # (512 KiB) for a client that reads nothing; 200 of them stay far from the
-        # ~1.2 MiB each that libssh2's default 2 MiB window cost
+        # (256 KiB at first) for a client that reads nothing; 200 of them stay far from
+        # the ~1.2 MiB each that libssh2's default 2 MiB window cost
         src = self.server(Source)
         sc = self.sidecar(permit_open=[src.addr])
         lp = harness.free_port()

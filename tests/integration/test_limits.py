@@ -131,7 +131,8 @@ class LimitsTest(harness.TunnelTest):
         forward = tunnel_status(m, tunnel)["forwards"][0]
         self.assertEqual(forward["rejected"], max_connections + down, forward)
         self.assertEqual(forward["rejected_by_reason"],
-                         {"max_connections": max_connections, "down": down}, forward)
+                         {"max_connections": max_connections, "down": down, "memory": 0},
+                         forward)
         r = harness.run([harness.moletun_bin(), "ctl", "-s", m.control_socket, "metrics"],
                         check=False)
         self.assertIn("# TYPE moletun_forward_rejected_total counter\n", r.stdout)

@@ -59,6 +59,16 @@ static void make_sample(struct status *s)
 {
 	s->daemon.pid = 4242;
 	s->daemon.nofile_limit = 524288;
+	s->memory = (struct status_memory){
+	    .limit = 160 << 20,
+	    .used = 100 << 20,
+	    .peak = 150 << 20,
+	    .by_kind = {[MEMACCT_SESSION] = 60 << 20,
+			[MEMACCT_WINDOW] = 30 << 20,
+			[MEMACCT_BUFFER] = 2 << 20,
+			[MEMACCT_SOCKET] = 8 << 20},
+	    .stage = MEMACCT_NO_GROWTH,
+	};
 	s->n_tunnels = 2;
 	s->tunnels = calloc(2, sizeof(*s->tunnels));
 	assert_non_null(s->tunnels);
@@ -149,7 +159,7 @@ static void test_json_exact(void **state)
 	    "\"last_error\":null,\"forwards\":[{\"type\":\"local\",\"listen\":\"127.0.0.1:5433\","
 	    "\"target\":\"pg_main:5432\",\"active\":0,\"connections_total\":1,\"bytes_in\":2,"
 	    "\"bytes_out\":3,\"open_failures\":4,\"rejected\":11,"
-	    "\"rejected_by_reason\":{\"max_connections\":5,\"down\":6},"
+	    "\"rejected_by_reason\":{\"max_connections\":5,\"down\":6,\"memory\":0},"
 	    "\"target_state\":\"reachable\",\"target_error\":null,\"probe_rtt_ms\":2.1,"
 	    "\"probe_failures\":2,\"window_largest_bytes\":4194304,"
 	    "\"window_total_bytes\":4718592}]},"
@@ -159,11 +169,15 @@ static void test_json_exact(void **state)
 	    "\"last_error\":\"connection refused\",\"forwards\":[{\"type\":\"remote\","
 	    "\"listen\":\"0.0.0.0:8080\",\"target\":\"localhost:80\",\"active\":10,"
 	    "\"connections_total\":11,\"bytes_in\":12,\"bytes_out\":13,\"open_failures\":14,"
-	    "\"rejected\":31,\"rejected_by_reason\":{\"max_connections\":15,\"down\":16},"
+	    "\"rejected\":31,\"rejected_by_reason\":{\"max_connections\":15,\"down\":16,"
+	    "\"memory\":0},"
 	    "\"target_state\":\"unknown\",\"target_error\":null,\"probe_rtt_ms\":null,"
 	    "\"probe_failures\":0,\"window_largest_bytes\":0,\"window_total_bytes\":0}]}"
 	    "],\"daemon\":{\"pid\":4242,\"nofile_limit\":524288,\"metrics_textfile_stale\":null,"
-	    "\"metrics_textfile_error\":null}}\n");
+	    "\"metrics_textfile_error\":null},\"memory\":{"
+	    "\"limit_bytes\":167772160,\"used_bytes\":104857600,\"peak_bytes\":157286400,"
+	    "\"stage\":\"no_growth\",\"by_kind\":{\"session\":62914560,\"window\":31457280,"
+	    "\"buffer\":2097152,\"socket\":8388608}}}\n");
 	free(json);
 	status_free(&s);
 }
@@ -175,7 +189,10 @@ static void test_json_empty_and_big_numbers(void **state)
 
 	assert_string_equal(json,
 			    "{\"tunnels\":[],\"daemon\":{\"pid\":0,\"nofile_limit\":0,"
-			    "\"metrics_textfile_stale\":null,\"metrics_textfile_error\":null}}\n");
+			    "\"metrics_textfile_stale\":null,\"metrics_textfile_error\":null},"
+			    "\"memory\":{\"limit_bytes\":0,\"used_bytes\":0,\"peak_bytes\":0,"
+			    "\"stage\":\"ok\",\"by_kind\":{\"session\":0,\"window\":0,"
+			    "\"buffer\":0,\"socket\":0}}}\n");
 	free(json);
 	make_sample(&s);
 	s.daemon.nofile_limit = UINT64_MAX;
@@ -184,6 +201,10 @@ static void test_json_empty_and_big_numbers(void **state)
 	json = render(&s, status_format_json);
 	assert_non_null(strstr(json, "\"bytes_out\":18446744073709551615,"));
 	assert_non_null(strstr(json, "\"nofile_limit\":18446744073709551615,"));
+	s.memory.used = UINT64_MAX;
+	free(json);
+	json = render(&s, status_format_json);
+	assert_non_null(strstr(json, "\"used_bytes\":18446744073709551615,"));
 	assert_non_null(strstr(json, "\"port\":65535,"));
 	free(json);
 	status_free(&s);
@@ -262,7 +283,13 @@ static void test_table_exact(void **state)
 	    "  local   127.0.0.1:5433  -> pg_main:5432  0 active\n"
 	    "replica  backoff  down    -     3m12s  deploy@[fd00::5]:2222                        "
 	    "7           connection refused\n"
-	    "  remote  0.0.0.0:8080    -> localhost:80  10 active, 31 rejected\n");
+	    "  remote  0.0.0.0:8080    -> localhost:80  10 active, 31 rejected\n"
+	    "memory: 100.0 of 160.0 MiB, no_growth\n");
+	free(table);
+	/* the memory account is shown only when it sheds */
+	s.memory.stage = MEMACCT_OK;
+	table = render(&s, render_table_at_t0_plus_192);
+	assert_null(strstr(table, "memory"));
 	free(table);
 
 	/* An unreachable target says so, with the server's reason. */
@@ -438,16 +465,21 @@ static void test_metrics_exact(void **state)
 		    "serving "
 		    "them; reason=\"max_connections\" when it was full, \"down\" when the tunnel "
 		    "was not "
-		    "up (at once, or when down_hold ran out).\n"
+		    "up (at once, or when down_hold ran out), \"memory\" when the daemon's memory "
+		    "account had no room for it.\n"
 		    "# TYPE moletun_forward_rejected_total counter\n"
 		    "moletun_forward_rejected_total{tunnel=\"primary\",type=\"local\","
 		    "forward=\"127.0.0.1:5433\",reason=\"max_connections\"} 5\n"
 		    "moletun_forward_rejected_total{tunnel=\"primary\",type=\"local\","
 		    "forward=\"127.0.0.1:5433\",reason=\"down\"} 6\n"
+		    "moletun_forward_rejected_total{tunnel=\"primary\",type=\"local\","
+		    "forward=\"127.0.0.1:5433\",reason=\"memory\"} 0\n"
 		    "moletun_forward_rejected_total{tunnel=\"replica\",type=\"remote\","
 		    "forward=\"0.0.0.0:8080\",reason=\"max_connections\"} 15\n"
 		    "moletun_forward_rejected_total{tunnel=\"replica\",type=\"remote\","
 		    "forward=\"0.0.0.0:8080\",reason=\"down\"} 16\n"
+		    "moletun_forward_rejected_total{tunnel=\"replica\",type=\"remote\","
+		    "forward=\"0.0.0.0:8080\",reason=\"memory\"} 0\n"
 		    "# HELP moletun_forward_window_bytes Receive windows of the forward's open "
 		    "channels: stat=\"largest\" the largest one, \"total\" their sum.\n"
 		    "# TYPE moletun_forward_window_bytes gauge\n"
@@ -463,6 +495,31 @@ static void test_metrics_exact(void **state)
 		    "RLIMIT_NOFILE, raised to the hard limit at start).\n"
 		    "# TYPE moletun_daemon_nofile_limit gauge\n"
 		    "moletun_daemon_nofile_limit 524288\n";
+		static const char memory[] =
+		    "# HELP moletun_memory_limit_bytes The daemon's memory account's limit "
+		    "(memory_limit).\n"
+		    "# TYPE moletun_memory_limit_bytes gauge\n"
+		    "moletun_memory_limit_bytes 167772160\n"
+		    "# HELP moletun_memory_used_bytes What the memory account counts now, by kind: "
+		    "session (libssh2), window (granted, not used by the server yet), buffer "
+		    "(moletun's), socket (client sockets' kernel queues at their bounds).\n"
+		    "# TYPE moletun_memory_used_bytes gauge\n"
+		    "moletun_memory_used_bytes{kind=\"session\"} 62914560\n"
+		    "moletun_memory_used_bytes{kind=\"window\"} 31457280\n"
+		    "moletun_memory_used_bytes{kind=\"buffer\"} 2097152\n"
+		    "moletun_memory_used_bytes{kind=\"socket\"} 8388608\n"
+		    "# HELP moletun_memory_peak_bytes The most the memory account counted since "
+		    "the daemon started.\n"
+		    "# TYPE moletun_memory_peak_bytes gauge\n"
+		    "moletun_memory_peak_bytes 157286400\n"
+		    "# HELP moletun_memory_stage 1 for the memory account's current stage (ok, "
+		    "no_growth, shed, refuse_fat, full), 0 for the others.\n"
+		    "# TYPE moletun_memory_stage gauge\n"
+		    "moletun_memory_stage{stage=\"ok\"} 0\n"
+		    "moletun_memory_stage{stage=\"no_growth\"} 1\n"
+		    "moletun_memory_stage{stage=\"shed\"} 0\n"
+		    "moletun_memory_stage{stage=\"refuse_fat\"} 0\n"
+		    "moletun_memory_stage{stage=\"full\"} 0\n";
 		static const char health[] =
 		    "# HELP moletun_tunnel_rtt_seconds Smoothed round-trip time of the tunnel's "
 		    "SSH "
@@ -494,7 +551,8 @@ static void test_metrics_exact(void **state)
 		    "forward=\"127.0.0.1:5433\"} 2\n";
 
 		assert_int_equal(strncmp(text, before, strlen(before)), 0);
-		assert_string_equal(text + strlen(before), health);
+		assert_int_equal(strncmp(text + strlen(before), memory, strlen(memory)), 0);
+		assert_string_equal(text + strlen(before) + strlen(memory), health);
 	}
 	free(text);
 	status_free(&s);
@@ -768,7 +826,7 @@ static void test_metrics_textfile_state(void **state)
 	s.daemon.metrics_textfile = true;
 	text = render(&s, status_format_json);
 	assert_non_null(
-	    strstr(text, "\"metrics_textfile_stale\":false,\"metrics_textfile_error\":null}}\n"));
+	    strstr(text, "\"metrics_textfile_stale\":false,\"metrics_textfile_error\":null},\"memory\":"));
 	free(text);
 	text = render(&s, status_format_metrics);
 	assert_non_null(strstr(text, "# TYPE moletun_metrics_textfile_stale gauge\n"
@@ -783,7 +841,7 @@ static void test_metrics_textfile_state(void **state)
 		 "Operation not permitted");
 	text = render(&s, status_format_json);
 	assert_non_null(strstr(text, "\"metrics_textfile_stale\":true,"
-				     "\"metrics_textfile_error\":\"Operation not permitted\"}}\n"));
+				     "\"metrics_textfile_error\":\"Operation not permitted\"},\"memory\":"));
 	free(text);
 	text = render(&s, status_format_metrics);
 	assert_non_null(strstr(text, "moletun_metrics_textfile_stale 1\n"));

@@ -149,6 +149,53 @@ static void test_loopback_never_grows(void **state)
 	assert_int_equal(window_next(&in), 512 * KIB);
 }
 
+/* The client's socket and the memory account, one rule per row (80 ms path, 8M window). */
+static void test_client_queue_and_memory_table(void **state)
+{
+	static const struct {
+		const char *what;
+		uint64_t consumed;
+		double elapsed_ms;
+		uint64_t client_queued;
+		bool memory_tight;
+		uint64_t want;
+	} rows[] = {
+	    {"fast window, socket empty: grow", 8 * MIB, 80, 0, false, 16 * MIB},
+	    {"fast window, a few bytes in flight: grow", 8 * MIB, 80, WINDOW_CLIENT_BACKLOG, false,
+	     16 * MIB},
+	    {"fast window, the kernel held bytes undelivered: keep", 8 * MIB, 80,
+	     WINDOW_CLIENT_BACKLOG + 1, false, 8 * MIB},
+	    {"fast window, a client that reads nothing (its socket full): keep", 8 * MIB, 10,
+	     256 * KIB, false, 8 * MIB},
+	    /* a burst fills a client socket's small queue for a moment: only time tells */
+	    {"slow window, the kernel held bytes undelivered: keep", 8 * MIB, 130,
+	     WINDOW_CLIENT_BACKLOG + 1, false, 8 * MIB},
+	    {"slow window, socket empty: keep", 8 * MIB, 130, 0, false, 8 * MIB},
+	    {"fast window, memory account tight: keep", 8 * MIB, 80, 0, true, 8 * MIB},
+	    {"slow window, memory account tight: keep", 8 * MIB, 130, 0, true, 8 * MIB},
+	    {"stalled stream, memory account tight: halve", 1 * MIB, 400, 0, true, 4 * MIB},
+	    {"epoch running, socket backlog: keep", 1 * MIB, 200, 1 * MIB, false, 8 * MIB},
+	};
+
+	for (size_t i = 0; i < sizeof(rows) / sizeof(rows[0]); i++) {
+		struct window_input in = whole_window(8 * MIB, rows[i].elapsed_ms * MS);
+
+		in.consumed = rows[i].consumed;
+		in.client_queued = rows[i].client_queued;
+		in.memory_tight = rows[i].memory_tight;
+		print_message("%s\n", rows[i].what);
+		assert_int_equal(window_next(&in), rows[i].want);
+	}
+	/* no round trip measured yet: a socket backlog stops nothing but growth */
+	{
+		struct window_input in = whole_window(2 * MIB, 10 * MS);
+
+		in.rtt = 0;
+		in.client_queued = 1 * MIB;
+		assert_int_equal(window_next(&in), 2 * MIB);
+	}
+}
+
 static void test_budget_count(void **state)
 {
 	uint64_t a = 0, b = 0;
@@ -183,6 +230,7 @@ int main(void)
 	    cmocka_unit_test(test_capped_by_budget),
 	    cmocka_unit_test(test_off_and_unmeasured),
 	    cmocka_unit_test(test_loopback_never_grows),
+	    cmocka_unit_test(test_client_queue_and_memory_table),
 	    cmocka_unit_test(test_budget_count),
 	};
 
