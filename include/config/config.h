@@ -33,6 +33,8 @@ enum alert_format {
 
 struct tunnel_config {
 	char *name; /* after "tunnel:" */
+	char *ssh_host;   /* an ssh_config alias whose values fill in the keys not set here */
+	char *ssh_config; /* the file ssh -G reads instead of ~/.ssh/config and the system one */
 	char *host;
 	uint16_t port;
 	char *user;
@@ -71,6 +73,10 @@ struct tunnel_config {
 	struct file_digest known_hosts_file_digest;
 	struct file_digest jump_identity_file_digest;
 	struct file_digest jump_identity_passphrase_file_digest;
+	/* Per key of the tunnel table (bit = index): values taken from ssh -G for ssh_host, and
+	 * keys set in the section although ssh_config had a value too. For check's output. */
+	uint32_t ssh_config_keys;
+	uint32_t ssh_config_overridden;
 	char *file;                     /* where the section starts */
 	unsigned line;
 };

@@ -140,6 +140,46 @@ static const struct config_key include_keys[] = {
 
 static const struct config_key tunnel_keys[] = {
     {
+	.name = "ssh_host",
+	.type = CONFIG_TYPE_HOST,
+	.max = HOSTSPEC_HOST_MAX,
+	TUNNEL_FIELD(ssh_host),
+	.placeholder = "ALIAS",
+	.help = "A Host alias of ssh_config whose settings fill in the keys this section does "
+		"not set. At load (run, check, reload) moletun runs ssh -G [-F ssh_config] ALIAS, "
+		"OpenSSH's own evaluation of its configuration (Host, Match, Include, wildcards and "
+		"tokens, the first value winning), without a shell and bounded to 5 s, and takes: "
+		"HostName as host, Port, User, the first IdentityFile that exists as identity_file, "
+		"the first UserKnownHostsFile as known_hosts_file, StrictHostKeyChecking as "
+		"strict_host_key_checking (ask counts as yes), ProxyJump as proxy_jump (a hop that "
+		"is itself a Host alias gets its HostName, Port and User from ssh -G too), "
+		"ConnectTimeout as connect_timeout, ServerAliveInterval (when not 0) and "
+		"ServerAliveCountMax as keepalive_interval and keepalive_count_max, and every "
+		"LocalForward and RemoteForward. A key written in this section wins over "
+		"ssh_config's value wherever it stands; one local_forward (or remote_forward) "
+		"here replaces all of ssh_config's. '~' in paths is the home directory of the user "
+		"moletun runs as; %-tokens in IdentityFile are not expanded. moletun check prints "
+		"each value taken and its source. Errors, reported at this line: no ssh program, "
+		"an alias no Host line other than a bare * applies to while its HostName is the "
+		"alias itself (ssh -G answers even for names it does not know), and settings "
+		"moletun cannot honour: ProxyCommand, CertificateFile, and Match exec (ssh -G runs "
+		"the command while evaluating, so keep Match exec out of the files the daemon's "
+		"user reads). A reload runs ssh -G again and restarts the tunnel only when a value "
+		"taken changed. Under moletun.service ssh -G runs as the service's user with its "
+		"sandbox: it reads /etc/ssh/ssh_config and ssh_config, not /home or /root "
+		"(ProtectHome=yes), so give ssh_config a path under /etc.",
+    },
+    {
+	.name = "ssh_config",
+	.type = CONFIG_TYPE_PATH,
+	.max = 4095,
+	TUNNEL_FIELD(ssh_config),
+	.placeholder = "PATH",
+	.help = "The ssh_config file ssh -G reads for ssh_host (its -F option), instead of "
+		"~/.ssh/config and /etc/ssh/ssh_config. Must be readable. Unset: OpenSSH's usual "
+		"files, as ssh does. Only with ssh_host.",
+    },
+    {
 	.name = "host",
 	.type = CONFIG_TYPE_HOST,
 	.flags = CONFIG_KEY_REQUIRED,
