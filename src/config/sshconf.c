@@ -96,19 +96,24 @@ static int take_value(struct sshconf *c, const char *key, const char *value)
 	static const struct {
 		const char *key;
 		size_t offset;
+		bool none_unsets; /* "none" is printed for no value */
 	} strings[] = {
-	    {"hostname", offsetof(struct sshconf, hostname)},
-	    {"user", offsetof(struct sshconf, user)},
-	    {"stricthostkeychecking", offsetof(struct sshconf, strict_host_key)},
-	    {"proxyjump", offsetof(struct sshconf, proxy_jump)},
-	    {"proxycommand", offsetof(struct sshconf, proxy_command)},
-	    {"certificatefile", offsetof(struct sshconf, certificate_file)},
+	    {"hostname", offsetof(struct sshconf, hostname), false},
+	    {"user", offsetof(struct sshconf, user), false},
+	    {"stricthostkeychecking", offsetof(struct sshconf, strict_host_key), false},
+	    {"proxyjump", offsetof(struct sshconf, proxy_jump), true},
+	    {"proxycommand", offsetof(struct sshconf, proxy_command), true},
+	    {"certificatefile", offsetof(struct sshconf, certificate_file), true},
 	};
 	char known_hosts[LINE_MAX_LEN];
 
-	for (size_t i = 0; i < sizeof(strings) / sizeof(strings[0]); i++)
-		if (strcmp(key, strings[i].key) == 0)
-			return set_once((char **)(void *)((char *)c + strings[i].offset), value);
+	for (size_t i = 0; i < sizeof(strings) / sizeof(strings[0]); i++) {
+		if (strcmp(key, strings[i].key) != 0)
+			continue;
+		if (strings[i].none_unsets && strcmp(value, "none") == 0)
+			return 0;
+		return set_once((char **)(void *)((char *)c + strings[i].offset), value);
+	}
 	if (strcmp(key, "port") == 0)
 		c->port = (uint16_t)(seconds(value) <= 65535 ? seconds(value) : 0);
 	else if (strcmp(key, "connecttimeout") == 0)
@@ -117,7 +122,7 @@ static int take_value(struct sshconf *c, const char *key, const char *value)
 		c->alive_interval = seconds(value);
 	else if (strcmp(key, "serveralivecountmax") == 0)
 		c->alive_count_max = seconds(value);
-	else if (strcmp(key, "userknownhostsfile") == 0) {
+	else if (strcmp(key, "userknownhostsfile") == 0 && strcmp(value, "none") != 0) {
 		snprintf(known_hosts, sizeof(known_hosts), "%.*s", (int)strcspn(value, " \t"),
 			 value);
 		return set_once(&c->known_hosts_file, known_hosts);
