@@ -158,16 +158,11 @@ static const struct config_key tunnel_keys[] = {
 		"LocalForward and RemoteForward. A key written in this section wins over "
 		"ssh_config's value wherever it stands; one local_forward (or remote_forward) "
 		"here replaces all of ssh_config's. '~' in paths is the home directory of the user "
-		"moletun runs as; %-tokens in IdentityFile are not expanded. moletun check prints "
-		"each value taken and its source. Errors, reported at this line: no ssh program, "
-		"an alias no Host line other than a bare * applies to while its HostName is the "
-		"alias itself (ssh -G answers even for names it does not know), and settings "
-		"moletun cannot honour: ProxyCommand, CertificateFile, and Match exec (ssh -G runs "
-		"the command while evaluating, so keep Match exec out of the files the daemon's "
-		"user reads). A reload runs ssh -G again and restarts the tunnel only when a value "
-		"taken changed. Under moletun.service ssh -G runs as the service's user with its "
-		"sandbox: it reads /etc/ssh/ssh_config and ssh_config, not /home or /root "
-		"(ProtectHome=yes), so give ssh_config a path under /etc.",
+		"moletun runs as; %-tokens in IdentityFile are not expanded. Errors, reported at "
+		"this line: no ssh program, an unknown alias, and ProxyCommand, CertificateFile or "
+		"Match exec, which moletun cannot honour; see SSH_CONFIG ALIASES for the rule that "
+		"tells an alias from a host name, what moletun check prints, reloads, and the "
+		"service's sandbox.",
     },
     {
 	.name = "ssh_config",
@@ -187,7 +182,7 @@ static const struct config_key tunnel_keys[] = {
 	TUNNEL_FIELD(host),
 	.placeholder = "HOST",
 	.help = "SSH server to connect to: a host name or an IPv4 or IPv6 address "
-		"(without brackets).",
+		"(without brackets). Required unless ssh_host gives it (as it gives user).",
     },
     {
 	.name = "port",
@@ -644,7 +639,7 @@ const struct config_section_info config_sections[CONFIG_SECTION_COUNT] = {
 		    "digits, '.', '_' and '-', up to 64) appears in logs, moletun ctl "
 		    "and alerts. A tunnel needs host, user, at least one forward, "
 		    "identity_file or use_agent = yes, and known_hosts_file unless "
-		    "strict_host_key_checking = no.",
+		    "strict_host_key_checking = no; ssh_host can give every one of them.",
 	},
     [CONFIG_SECTION_ALERT] =
 	{
