@@ -137,6 +137,9 @@ struct loader {
 	} open_files[INCLUDE_DEPTH_MAX + 1];
 	size_t depth;
 	size_t files_read;
+	/* ssh_host: when every ssh -G of this load must be done by (monotonic ms), 0 before
+	 * the first; a reload runs them on the daemon's loop, under its watchdog */
+	int64_t ssh_g_deadline_ms;
 };
 
 enum section_mode {

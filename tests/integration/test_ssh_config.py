@@ -9,6 +9,7 @@ what matters is that ssh_config's ProxyJump becomes moletun's proxy_jump).
 import os
 import re
 import subprocess
+import time
 
 import harness
 from harness import EchoServer, wait_echo
@@ -194,6 +195,27 @@ class SshConfigTest(harness.TunnelTest):
         missing = os.path.join(self.tmp, "no_such_config")
         m = self.moletun(section(ssh_host="db", ssh_config=missing), start=False)
         self.assertCheckError(m, "ssh_config", "ssh_config %s: No such file or directory" % missing)
+
+    def test_hanging_ssh_g_is_killed(self):
+        """A configuration that makes ssh -G hang (here a Match exec that sleeps) is killed,
+        command included, after 5 s: an error, not a hung check or reload."""
+        self.write_ssh_config('Match exec "sleep 61.25"\n    Port 2222\n' + self.db_block())
+        m = self.moletun(section(ssh_host="db", ssh_config=self.cfg), start=False)
+        t0 = time.monotonic()
+        self.assertCheckError(m, "ssh_host", "ssh_host db: ssh -G did not answer in time "
+                              "(killed)")
+        took = time.monotonic() - t0
+        self.assertGreaterEqual(took, 4.9)
+        self.assertLess(took, 5 + 5 * SLOW)
+        left = []
+        for pid in os.listdir("/proc"):
+            try:
+                with open("/proc/%s/cmdline" % pid, "rb") as f:
+                    if b"sleep\x0061.25" in f.read():
+                        left.append(pid)
+            except (OSError, ValueError):
+                pass
+        self.assertEqual(left, [], "the Match exec command outlived ssh -G")
 
     def test_run_refuses_unknown_alias(self):
         """The daemon does not start on a configuration check refuses."""
