@@ -2,6 +2,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <spawn.h>
 
 /*
  * A short-lived helper program run to completion and read whole, bounded in time and in
@@ -28,6 +29,17 @@ struct subproc_result {
  */
 int subproc_run(char *const argv[], char *const envp[], uint64_t timeout_ms, size_t max_output,
 		struct subproc_result *ret);
+
+/*
+ * posix_spawn settings for any helper program the daemon starts: stdin /dev/null,
+ * `stdout_fd` and `stderr_fd` as its stdout and stderr, no other descriptor inherited,
+ * default signal dispositions and an empty signal mask (libev may block the signals it
+ * watches, and the daemon ignores SIGPIPE), and a process group of its own, so that a
+ * timeout kills its children too. Release with subproc_spawn_finish().
+ */
+void subproc_spawn_init(posix_spawn_file_actions_t *actions, posix_spawnattr_t *attr,
+			int stdout_fd, int stderr_fd);
+void subproc_spawn_finish(posix_spawn_file_actions_t *actions, posix_spawnattr_t *attr);
 
 /* Frees the outputs (NULL-safe fields) and zeroes *r. */
 void subproc_result_free(struct subproc_result *r);

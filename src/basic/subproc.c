@@ -19,31 +19,42 @@ struct capture {
 	size_t len;
 };
 
+void subproc_spawn_init(posix_spawn_file_actions_t *actions, posix_spawnattr_t *attr,
+			int stdout_fd, int stderr_fd)
+{
+	sigset_t none, all;
+
+	sigemptyset(&none);
+	sigfillset(&all);
+	posix_spawn_file_actions_init(actions);
+	posix_spawnattr_init(attr);
+	posix_spawn_file_actions_addopen(actions, 0, "/dev/null", O_RDONLY, 0);
+	posix_spawn_file_actions_adddup2(actions, stdout_fd, 1);
+	posix_spawn_file_actions_adddup2(actions, stderr_fd, 2);
+	posix_spawn_file_actions_addclosefrom_np(actions, 3);
+	posix_spawnattr_setsigmask(attr, &none);
+	posix_spawnattr_setsigdefault(attr, &all);
+	posix_spawnattr_setpgroup(attr, 0);
+	posix_spawnattr_setflags(attr, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF |
+					   POSIX_SPAWN_SETPGROUP);
+}
+
+void subproc_spawn_finish(posix_spawn_file_actions_t *actions, posix_spawnattr_t *attr)
+{
+	posix_spawnattr_destroy(attr);
+	posix_spawn_file_actions_destroy(actions);
+}
+
 static int spawn(char *const argv[], char *const envp[], int out_fd, int err_fd, pid_t *ret_pid)
 {
 	posix_spawn_file_actions_t actions;
 	posix_spawnattr_t attr;
-	sigset_t none, all;
 	int r;
 
-	sigemptyset(&none);
-	sigfillset(&all);
-	posix_spawn_file_actions_init(&actions);
-	posix_spawnattr_init(&attr);
-	posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0);
-	posix_spawn_file_actions_adddup2(&actions, out_fd, 1);
-	posix_spawn_file_actions_adddup2(&actions, err_fd, 2);
-	posix_spawn_file_actions_addclosefrom_np(&actions, 3);
-	/* libev may block the signals it watches and the daemon ignores SIGPIPE: undo both */
-	posix_spawnattr_setsigmask(&attr, &none);
-	posix_spawnattr_setsigdefault(&attr, &all);
-	posix_spawnattr_setpgroup(&attr, 0);
-	posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF |
-					    POSIX_SPAWN_SETPGROUP);
+	subproc_spawn_init(&actions, &attr, out_fd, err_fd);
 	/* glibc reports a failed exec (ENOENT, EACCES) here rather than as an exit status */
 	r = posix_spawnp(ret_pid, argv[0], &actions, &attr, argv, envp);
-	posix_spawnattr_destroy(&attr);
-	posix_spawn_file_actions_destroy(&actions);
+	subproc_spawn_finish(&actions, &attr);
 	return -r;
 }
 
