@@ -29,8 +29,11 @@ def check(path, env=None):
     e = dict(os.environ)
     if env:
         e.update(env)
-    return subprocess.run([harness.moletun_bin(), "check", "-c", path], capture_output=True,
-                          text=True, timeout=30 * SLOW, env=e)
+    r = subprocess.run([harness.moletun_bin(), "check", "-c", path], capture_output=True,
+                       text=True, timeout=30 * SLOW, env=e)
+    if harness.SANITIZER_RE.search(r.stderr):
+        raise AssertionError("sanitizer report from moletun check:\n" + r.stderr[-6000:])
+    return r
 
 
 def host_block(alias, **options):
