@@ -142,7 +142,8 @@ int config_load_verified(const char *path, config_key_verifier verify_key, struc
 /*
  * config_load() of `len` bytes of text (NUL bytes allowed) named `name` in diagnostics;
  * relative paths in it are taken from dirname(name). With !allow_includes an [include]
- * files key is an error instead of reading files. Used by tests and the fuzzer.
+ * files key is an error instead of reading files, and ssh_host one instead of running
+ * ssh -G. Used by tests and the fuzzer.
  */
 int config_load_buffer(const char *name, const char *text, size_t len, bool allow_includes,
 		       struct config **ret, struct diag *diags);

@@ -377,6 +377,10 @@ static void resolve_tunnel(struct loader *l, size_t i)
 		rs.s->unresolved = true;
 	if (!rs.t->ssh_host || rs.s->unresolved)
 		return;
+	if (l->no_includes) {
+		resolve_error(&rs, "not allowed here (ssh -G is not run)");
+		return;
+	}
 	if (rs.t->ssh_host[0] == '-') {
 		resolve_error(&rs, "%s", "an alias cannot start with '-'");
 		return;
