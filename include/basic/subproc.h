@@ -1,8 +1,8 @@
 #pragma once
+#include <spawn.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
-#include <spawn.h>
 
 /*
  * A short-lived helper program run to completion and read whole, bounded in time and in
@@ -37,8 +37,8 @@ int subproc_run(char *const argv[], char *const envp[], uint64_t timeout_ms, siz
  * watches, and the daemon ignores SIGPIPE), and a process group of its own, so that a
  * timeout kills its children too. Release with subproc_spawn_finish().
  */
-void subproc_spawn_init(posix_spawn_file_actions_t *actions, posix_spawnattr_t *attr,
-			int stdout_fd, int stderr_fd);
+void subproc_spawn_init(posix_spawn_file_actions_t *actions, posix_spawnattr_t *attr, int stdout_fd,
+			int stderr_fd);
 void subproc_spawn_finish(posix_spawn_file_actions_t *actions, posix_spawnattr_t *attr);
 
 /* Frees the outputs (NULL-safe fields) and zeroes *r. */

@@ -10,14 +10,14 @@
  * lines applied and which Match exec commands ran. Pure: the text in, the facts out.
  */
 
-#define SSHCONF_FILES_MAX    32  /* identityfile lines kept */
+#define SSHCONF_FILES_MAX    32	 /* identityfile lines kept */
 #define SSHCONF_FORWARDS_MAX 256 /* localforward + remoteforward lines kept */
 
 struct sshconf {
 	char *hostname;
 	char *user;
-	uint16_t port;		  /* 0 when not printed */
-	char **identity_files;	  /* in order, as printed ("~/.ssh/id_ed25519") */
+	uint16_t port;	       /* 0 when not printed */
+	char **identity_files; /* in order, as printed ("~/.ssh/id_ed25519") */
 	size_t n_identity_files;
 	char *known_hosts_file;	  /* the first of userknownhostsfile, NULL if none */
 	char *strict_host_key;	  /* stricthostkeychecking as printed: true, false, ask, ... */

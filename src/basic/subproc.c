@@ -19,8 +19,8 @@ struct capture {
 	size_t len;
 };
 
-void subproc_spawn_init(posix_spawn_file_actions_t *actions, posix_spawnattr_t *attr,
-			int stdout_fd, int stderr_fd)
+void subproc_spawn_init(posix_spawn_file_actions_t *actions, posix_spawnattr_t *attr, int stdout_fd,
+			int stderr_fd)
 {
 	sigset_t none, all;
 
@@ -90,20 +90,23 @@ static int capture_all(struct capture c[2], int64_t deadline_ms, size_t max_outp
 		struct pollfd p[2] = {{.fd = c[0].fd, .events = POLLIN},
 				      {.fd = c[1].fd, .events = POLLIN}};
 		int64_t left = deadline_ms - clock_now_ms();
-		int r;
 
 		if (left <= 0)
 			return -ETIMEDOUT;
-		r = poll(p, 2, (int)(left > 1000 ? 1000 : left));
-		if (r < 0 && errno != EINTR)
+		/* a negative fd is left out by poll(), and read no more here */
+		if (poll(p, 2, (int)(left > 1000 ? 1000 : left)) < 0) {
+			if (errno == EINTR)
+				continue;
 			return -errno;
-		for (size_t i = 0; i < 2 && r > 0; i++) {
+		}
+		for (size_t i = 0; i < 2; i++) {
+			int r;
+
 			if (c[i].fd < 0 || !p[i].revents)
 				continue;
 			r = capture_read(&c[i], max_output - c[0].len - c[1].len);
 			if (r < 0)
 				return r;
-			r = 1;
 		}
 	}
 	return 0;

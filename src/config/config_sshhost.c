@@ -11,8 +11,8 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include "config_internal.h"
 #include "clock.h"
+#include "config_internal.h"
 #include "config_table.h"
 #include "sshconf.h"
 #include "subproc.h"
@@ -130,23 +130,20 @@ static int ssh_g(struct resolve *rs, const char *alias, struct sshconf *ret)
 /* What moletun cannot do as ssh would: reported, and the tunnel left unresolved. */
 static int refuse_unsupported(struct resolve *rs, const struct sshconf *c)
 {
-	const char *files = rs->t->ssh_config ? rs->t->ssh_config
-					      : "~/.ssh/config or /etc/ssh/ssh_config";
+	const char *files =
+	    rs->t->ssh_config ? rs->t->ssh_config : "~/.ssh/config or /etc/ssh/ssh_config";
 
 	if (c->match_exec)
-		resolve_error(rs, "%s",
-			      "ssh_config uses Match exec, whose command ssh -G ran: moletun "
-			      "refuses configurations that run commands");
+		resolve_error(rs, "ssh_config uses Match exec, whose command ssh -G ran: moletun "
+				  "refuses configurations that run commands");
 	else if (!sshconf_alias_known(c, rs->t->ssh_host))
 		resolve_error(rs, "unknown alias: no Host line in %s applies to it", files);
 	else if (c->proxy_command)
-		resolve_error(rs, "%s",
-			      "ssh_config sets ProxyCommand, which moletun does not run (use "
-			      "ProxyJump, or proxy_jump here)");
+		resolve_error(rs, "ssh_config sets ProxyCommand, which moletun does not run (use "
+				  "ProxyJump, or proxy_jump here)");
 	else if (c->certificate_file)
-		resolve_error(rs, "%s",
-			      "ssh_config sets CertificateFile: moletun does not authenticate "
-			      "with certificates");
+		resolve_error(rs, "ssh_config sets CertificateFile: moletun does not authenticate "
+				  "with certificates");
 	else
 		return 0;
 	return -1;
@@ -169,32 +166,43 @@ static char *expand_home(const char *path)
 }
 
 /*
- * Sets the tunnel key `name` to `value` (as written in a file) unless the section set it;
- * a value the key refuses is reported at the ssh_host line.
+ * Whether ssh_config's value for tunnel key `i` is taken: not when the section set the key
+ * (recorded as overridden); otherwise the key counts as given, at the ssh_host line.
  */
-static void take(struct resolve *rs, const char *name, const char *value)
+static bool ssh_gives(struct resolve *rs, size_t i)
 {
-	const struct config_key *k = config_key_find(CONFIG_SECTION_TUNNEL, name);
-	size_t i = config_key_index(CONFIG_SECTION_TUNNEL, k);
-	char err[512];
-	int r;
-
 	if (rs->s->key_at[i].line) {
 		rs->t->ssh_config_overridden |= 1u << i;
-		return;
+		return false;
 	}
-	r = config_key_set(k, rs->t, value, NULL, err, sizeof(err));
+	rs->s->key_at[i] = rs->at;
+	rs->t->ssh_config_keys |= 1u << i;
+	return true;
+}
+
+/* Sets `value` (as written in a file); a value the key refuses is reported at ssh_host. */
+static void set_value(struct resolve *rs, const struct config_key *k, size_t i, const char *value)
+{
+	char err[512];
+	int r = config_key_set(k, rs->t, value, NULL, err, sizeof(err));
+
 	if (r == -ENOMEM) {
 		rs->l->out_of_memory = true;
-		return;
-	}
-	if (r < 0) {
+	} else if (r < 0) {
 		loader_error(rs->l, rs->at, "ssh_host %s: from ssh_config: %s", rs->t->ssh_host,
 			     err);
 		rs->s->key_bad[i] = true;
 	}
-	rs->s->key_at[i] = rs->at;
-	rs->t->ssh_config_keys |= 1u << i;
+}
+
+/* The tunnel key `name` set to ssh_config's `value` unless the section set it. */
+static void take(struct resolve *rs, const char *name, const char *value)
+{
+	const struct config_key *k = config_key_find(CONFIG_SECTION_TUNNEL, name);
+	size_t i = config_key_index(CONFIG_SECTION_TUNNEL, k);
+
+	if (ssh_gives(rs, i))
+		set_value(rs, k, i, value);
 }
 
 /* A path key from ssh_config: '~' expanded, and it must then be absolute. */
@@ -207,8 +215,10 @@ static void take_path(struct resolve *rs, const char *name, const char *path)
 		return;
 	}
 	if (full[0] != '/')
-		loader_error(rs->l, rs->at, "ssh_host %s: %s %s from ssh_config is not an "
-			     "absolute path", rs->t->ssh_host, name, path);
+		loader_error(rs->l, rs->at,
+			     "ssh_host %s: %s %s from ssh_config is not an "
+			     "absolute path",
+			     rs->t->ssh_host, name, path);
 	else
 		take(rs, name, full);
 	free(full);
@@ -241,20 +251,16 @@ static void take_forwards(struct resolve *rs, const char *name, char *const *for
 	const struct config_key *k = config_key_find(CONFIG_SECTION_TUNNEL, name);
 	size_t i = config_key_index(CONFIG_SECTION_TUNNEL, k);
 
-	if (n == 0)
+	if (n == 0 || !ssh_gives(rs, i))
 		return;
-	if (rs->s->key_at[i].line) {
-		rs->t->ssh_config_overridden |= 1u << i;
-		return;
-	}
 	for (size_t f = 0; f < n && !loader_stopped(rs->l); f++) {
 		size_t before = rs->t->n_forwards;
 		struct where *items;
 
-		rs->s->key_at[i].line = 0; /* take() sets it: each forward is taken */
-		take(rs, name, forwards[f]);
+		set_value(rs, k, i, forwards[f]);
 		if (rs->t->n_forwards == before)
 			continue;
+		/* check_listen_conflicts() reports a forward at its item's place */
 		items = array_grow(rs->s->items, rs->s->n_items, sizeof(*items));
 		if (!items) {
 			rs->l->out_of_memory = true;
@@ -314,7 +320,8 @@ static void resolve_hop(struct resolve *rs, struct jump_hop *hop)
 		loader_error(rs->l, rs->at,
 			     "ssh_host %s: proxy_jump hop %s: ssh_config uses %s, which moletun "
 			     "does not run",
-			     rs->t->ssh_host, hop->host, c.match_exec ? "Match exec" : "ProxyCommand");
+			     rs->t->ssh_host, hop->host,
+			     c.match_exec ? "Match exec" : "ProxyCommand");
 	} else if (sshconf_alias_known(&c, hop->host)) {
 		host = strdup(c.hostname);
 		if (!host || (!hop->user && c.user && !(hop->user = strdup(c.user)))) {
@@ -358,8 +365,8 @@ static bool ssh_config_readable(struct resolve *rs)
 	if (fd >= 0)
 		close(fd);
 	if (why)
-		loader_error(rs->l, section_key_where(rs->s, sec, "ssh_config"), "ssh_config %s: %s",
-			     rs->t->ssh_config, why);
+		loader_error(rs->l, section_key_where(rs->s, sec, "ssh_config"),
+			     "ssh_config %s: %s", rs->t->ssh_config, why);
 	return why == NULL;
 }
 
@@ -382,7 +389,7 @@ static void resolve_tunnel(struct loader *l, size_t i)
 		return;
 	}
 	if (rs.t->ssh_host[0] == '-') {
-		resolve_error(&rs, "%s", "an alias cannot start with '-'");
+		resolve_error(&rs, "an alias cannot start with '-'");
 		return;
 	}
 	if (rs.t->ssh_config && !ssh_config_readable(&rs)) {

@@ -66,8 +66,8 @@ static char *forward_text(const char *value)
 	return text;
 }
 
-/* A number of seconds, or 0 for "none" and anything else that is not one. */
-static unsigned seconds(const char *value)
+/* A decimal number (seconds, a count, a port), or 0 for "none" and anything else. */
+static unsigned number(const char *value)
 {
 	char *end;
 	unsigned long v = strtoul(value, &end, 10);
@@ -115,13 +115,13 @@ static int take_value(struct sshconf *c, const char *key, const char *value)
 		return set_once((char **)(void *)((char *)c + strings[i].offset), value);
 	}
 	if (strcmp(key, "port") == 0)
-		c->port = (uint16_t)(seconds(value) <= 65535 ? seconds(value) : 0);
+		c->port = (uint16_t)(number(value) <= 65535 ? number(value) : 0);
 	else if (strcmp(key, "connecttimeout") == 0)
-		c->connect_timeout = seconds(value);
+		c->connect_timeout = number(value);
 	else if (strcmp(key, "serveraliveinterval") == 0)
-		c->alive_interval = seconds(value);
+		c->alive_interval = number(value);
 	else if (strcmp(key, "serveralivecountmax") == 0)
-		c->alive_count_max = seconds(value);
+		c->alive_count_max = number(value);
 	else if (strcmp(key, "userknownhostsfile") == 0 && strcmp(value, "none") != 0) {
 		snprintf(known_hosts, sizeof(known_hosts), "%.*s", (int)strcspn(value, " \t"),
 			 value);
@@ -238,8 +238,12 @@ const char *sshconf_host_key_policy(const struct sshconf *c)
 	static const struct {
 		const char *ssh, *moletun;
 	} map[] = {
-	    {"true", "yes"}, {"yes", "yes"},	 {"ask", "yes"},
-	    {"false", "no"}, {"no", "no"},	 {"off", "no"},
+	    {"true", "yes"},
+	    {"yes", "yes"},
+	    {"ask", "yes"},
+	    {"false", "no"},
+	    {"no", "no"},
+	    {"off", "no"},
 	    {"accept-new", "accept-new"},
 	};
 

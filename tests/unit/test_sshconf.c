@@ -109,8 +109,8 @@ static void test_unknown_alias(void **state)
 /* A HostName of its own makes an alias known even when only "Host *" applied. */
 static void test_known_by_hostname(void **state)
 {
-	struct sshconf c = parse("hostname db.internal\n",
-				 "debug1: cfg line 3: Applying options for *\n");
+	struct sshconf c =
+	    parse("hostname db.internal\n", "debug1: cfg line 3: Applying options for *\n");
 
 	(void)state;
 	assert_true(sshconf_alias_known(&c, "db"));
@@ -157,7 +157,10 @@ static void test_none_is_unset(void **state)
 static void test_policies(void **state)
 {
 	static const char *const cases[][2] = {
-	    {"true", "yes"}, {"ask", "yes"}, {"false", "no"}, {"accept-new", "accept-new"},
+	    {"true", "yes"},
+	    {"ask", "yes"},
+	    {"false", "no"},
+	    {"accept-new", "accept-new"},
 	};
 	char out[64];
 
@@ -217,8 +220,8 @@ static void test_limits(void **state)
 	assert_non_null(out);
 	for (int i = 0; i < 400; i++) {
 		used += (size_t)snprintf(out + used, size - used, "identityfile /k%d\n", i);
-		used += (size_t)snprintf(out + used, size - used, "localforward %d [h]:1\n",
-					 1000 + i);
+		used +=
+		    (size_t)snprintf(out + used, size - used, "localforward %d [h]:1\n", 1000 + i);
 	}
 	c = parse(out, "");
 	assert_int_equal(c.n_identity_files, SSHCONF_FILES_MAX);
