@@ -33,6 +33,8 @@ enum alert_format {
 
 struct tunnel_config {
 	char *name; /* after "tunnel:" */
+	char *ssh_host;   /* an ssh_config alias whose values fill in the keys not set here */
+	char *ssh_config; /* the file ssh -G reads instead of ~/.ssh/config and the system one */
 	char *host;
 	uint16_t port;
 	char *user;
@@ -71,6 +73,10 @@ struct tunnel_config {
 	struct file_digest known_hosts_file_digest;
 	struct file_digest jump_identity_file_digest;
 	struct file_digest jump_identity_passphrase_file_digest;
+	/* Per key of the tunnel table (bit = index): values taken from ssh -G for ssh_host, and
+	 * keys set in the section although ssh_config had a value too. For check's output. */
+	uint32_t ssh_config_keys;
+	uint32_t ssh_config_overridden;
 	char *file;                     /* where the section starts */
 	unsigned line;
 };
@@ -137,7 +143,8 @@ int config_load_verified(const char *path, config_key_verifier verify_key, struc
 /*
  * config_load() of `len` bytes of text (NUL bytes allowed) named `name` in diagnostics;
  * relative paths in it are taken from dirname(name). With !allow_includes an [include]
- * files key is an error instead of reading files. Used by tests and the fuzzer.
+ * files key is an error instead of reading files, and ssh_host one instead of running
+ * ssh -G. Used by tests and the fuzzer.
  */
 int config_load_buffer(const char *name, const char *text, size_t len, bool allow_includes,
 		       struct config **ret, struct diag *diags);

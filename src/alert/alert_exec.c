@@ -1,5 +1,4 @@
 #include <errno.h>
-#include <fcntl.h>
 #include <signal.h>
 #include <spawn.h>
 #include <stdio.h>
@@ -8,6 +7,7 @@
 
 #include "alert_internal.h"
 #include "duration.h"
+#include "subproc.h"
 
 extern char **environ;
 
@@ -54,7 +54,6 @@ static int exec_spawn(struct alert_delivery *d)
 	char *argv[] = {(char *)t->cfg->exec, NULL};
 	posix_spawn_file_actions_t actions;
 	posix_spawnattr_t attr;
-	sigset_t none, all;
 	char **env = NULL;
 	pid_t pid;
 	int err;
@@ -63,24 +62,11 @@ static int exec_spawn(struct alert_delivery *d)
 		return ENOTSUP; /* ev_child needs the default loop */
 	if (alert_format_env(&d->event, t->name, environ, &env) < 0)
 		return ENOMEM;
-	sigemptyset(&none);
-	sigfillset(&all);
-	posix_spawn_file_actions_init(&actions);
-	posix_spawnattr_init(&attr);
-	/* stdin /dev/null, stdout to our stderr (the journal), nothing else inherited */
-	posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0);
-	posix_spawn_file_actions_adddup2(&actions, 2, 1);
-	posix_spawn_file_actions_addclosefrom_np(&actions, 3);
-	/* libev may block signals it watches, and SIGPIPE is ignored: undo both; own
-	 * process group, so a timeout kills the script's children too */
-	posix_spawnattr_setsigmask(&attr, &none);
-	posix_spawnattr_setsigdefault(&attr, &all);
-	posix_spawnattr_setpgroup(&attr, 0);
-	posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF |
-					    POSIX_SPAWN_SETPGROUP);
+	/* stdout to our stderr (the journal); its own process group, so that a timeout kills
+	 * the script's children too */
+	subproc_spawn_init(&actions, &attr, 2, 2);
 	err = posix_spawn(&pid, t->cfg->exec, &actions, &attr, argv, env);
-	posix_spawnattr_destroy(&attr);
-	posix_spawn_file_actions_destroy(&actions);
+	subproc_spawn_finish(&actions, &attr);
 	alert_env_free(env);
 	if (err)
 		return err;

@@ -20,22 +20,21 @@
  * alert targets; and the warnings the daemon logs at start.
  */
 
-static bool key_given(const struct section_state *s, enum config_section section, const char *name)
+bool section_key_given(const struct section_state *s, enum config_section section, const char *name)
 {
 	const struct config_key *k = config_key_find(section, name);
 
 	return s->key_at[config_key_index(section, k)].line != 0;
 }
 
-static bool key_bad(const struct section_state *s, enum config_section section, const char *name)
+bool section_key_bad(const struct section_state *s, enum config_section section, const char *name)
 {
 	const struct config_key *k = config_key_find(section, name);
 
 	return s->key_bad[config_key_index(section, k)];
 }
 
-/* Where the key was set, or the section header when it was not. */
-static struct where key_where(const struct section_state *s, enum config_section section,
+struct where section_key_where(const struct section_state *s, enum config_section section,
 			      const char *name)
 {
 	const struct config_key *k = config_key_find(section, name);
@@ -245,19 +244,19 @@ static void check_key_files(struct loader *l, struct tunnel_config *t,
 	bool key_ok = false;
 
 	if (k.path)
-		key_ok = check_private_file(l, k.what, k.path, key_where(s, sec, k.key_name),
+		key_ok = check_private_file(l, k.what, k.path, section_key_where(s, sec, k.key_name),
 					    "private keys", true, k.passphrase_name,
 					    k.passphrase_path != NULL, k.digest);
 	if (k.passphrase_path)
 		key_ok = check_private_file(l, k.passphrase_what, k.passphrase_path,
-					    key_where(s, sec, k.passphrase_name), "key passphrases",
+					    section_key_where(s, sec, k.passphrase_name), "key passphrases",
 					    false, NULL, false, k.passphrase_digest) &&
 			 key_ok;
 	if (k.path && key_ok && l->verify_key) {
 		char err[512];
 
 		if (l->verify_key(t, which, err, sizeof(err)) < 0)
-			loader_error(l, key_where(s, sec, k.key_name), "%s", err);
+			loader_error(l, section_key_where(s, sec, k.key_name), "%s", err);
 	}
 }
 
@@ -265,14 +264,14 @@ static void check_key_files(struct loader *l, struct tunnel_config *t,
 static void validate_jump(struct loader *l, struct tunnel_config *t, const struct section_state *s)
 {
 	const enum config_section sec = CONFIG_SECTION_TUNNEL;
-	bool jump_bad = key_bad(s, sec, "proxy_jump");
+	bool jump_bad = section_key_bad(s, sec, "proxy_jump");
 
-	if (key_given(s, sec, "proxy_jump_identity_file") && t->n_jump_hops == 0 && !jump_bad)
-		loader_error(l, key_where(s, sec, "proxy_jump_identity_file"),
+	if (section_key_given(s, sec, "proxy_jump_identity_file") && t->n_jump_hops == 0 && !jump_bad)
+		loader_error(l, section_key_where(s, sec, "proxy_jump_identity_file"),
 			     "proxy_jump_identity_file needs proxy_jump");
-	if (key_given(s, sec, "proxy_jump_identity_passphrase_file") &&
-	    !key_given(s, sec, "proxy_jump_identity_file"))
-		loader_error(l, key_where(s, sec, "proxy_jump_identity_passphrase_file"),
+	if (section_key_given(s, sec, "proxy_jump_identity_passphrase_file") &&
+	    !section_key_given(s, sec, "proxy_jump_identity_file"))
+		loader_error(l, section_key_where(s, sec, "proxy_jump_identity_passphrase_file"),
 			     "proxy_jump_identity_passphrase_file needs proxy_jump_identity_file");
 	check_key_files(l, t, s, TUNNEL_KEY_JUMP);
 	for (size_t h = 0; h < t->n_jump_hops && t->user; h++) {
@@ -291,42 +290,44 @@ static void validate_tunnel(struct loader *l, size_t i)
 	struct tunnel_config *t = &l->config->tunnels[i];
 	const struct section_state *s = &l->tunnel_states[i];
 
+	if (s->unresolved)
+		return;
 	for (size_t k = 0; k < info->n_keys; k++)
 		if ((info->keys[k].flags & CONFIG_KEY_REQUIRED) && !s->key_at[k].line)
 			loader_error(l, s->at, "missing required key '%s' in [tunnel:%s]",
 				     info->keys[k].name, t->name);
-	if (!key_given(s, sec, "local_forward") && !key_given(s, sec, "remote_forward"))
+	if (!section_key_given(s, sec, "local_forward") && !section_key_given(s, sec, "remote_forward"))
 		loader_error(l, s->at,
 			     "no forwards in [tunnel:%s] (add local_forward or remote_forward)",
 			     t->name);
-	if (!key_given(s, sec, "identity_file") && !t->use_agent && !key_bad(s, sec, "use_agent"))
+	if (!section_key_given(s, sec, "identity_file") && !t->use_agent && !section_key_bad(s, sec, "use_agent"))
 		loader_error(l, s->at,
 			     "no authentication in [tunnel:%s] (set identity_file or use_agent = "
 			     "yes)",
 			     t->name);
-	if (key_given(s, sec, "identity_passphrase_file") && !key_given(s, sec, "identity_file"))
-		loader_error(l, key_where(s, sec, "identity_passphrase_file"),
+	if (section_key_given(s, sec, "identity_passphrase_file") && !section_key_given(s, sec, "identity_file"))
+		loader_error(l, section_key_where(s, sec, "identity_passphrase_file"),
 			     "identity_passphrase_file needs identity_file");
-	if (key_given(s, sec, "agent_socket") && !t->use_agent && !key_bad(s, sec, "use_agent"))
-		loader_error(l, key_where(s, sec, "agent_socket"),
+	if (section_key_given(s, sec, "agent_socket") && !t->use_agent && !section_key_bad(s, sec, "use_agent"))
+		loader_error(l, section_key_where(s, sec, "agent_socket"),
 			     "agent_socket needs use_agent = yes");
 	check_key_files(l, t, s, TUNNEL_KEY_IDENTITY);
 	validate_jump(l, t, s);
-	if (!key_bad(s, sec, "strict_host_key_checking") &&
+	if (!section_key_bad(s, sec, "strict_host_key_checking") &&
 	    t->strict_host_key_checking != HOST_KEY_NO) {
-		if (!key_given(s, sec, "known_hosts_file"))
+		if (!section_key_given(s, sec, "known_hosts_file"))
 			loader_error(l, s->at,
 				     "known_hosts_file required unless strict_host_key_checking = "
 				     "no");
 		else if (t->known_hosts_file)
-			check_known_hosts(l, t, key_where(s, sec, "known_hosts_file"));
+			check_known_hosts(l, t, section_key_where(s, sec, "known_hosts_file"));
 	}
-	if (!key_bad(s, sec, "backoff_initial") && !key_bad(s, sec, "backoff_max") &&
+	if (!section_key_bad(s, sec, "backoff_initial") && !section_key_bad(s, sec, "backoff_max") &&
 	    t->backoff_initial_ms > t->backoff_max_ms) {
 		char initial[32], max[32];
-		struct where at = key_given(s, sec, "backoff_initial")
-				      ? key_where(s, sec, "backoff_initial")
-				      : key_where(s, sec, "backoff_max");
+		struct where at = section_key_given(s, sec, "backoff_initial")
+				      ? section_key_where(s, sec, "backoff_initial")
+				      : section_key_where(s, sec, "backoff_max");
 
 		duration_format(t->backoff_initial_ms, initial, sizeof(initial));
 		duration_format(t->backoff_max_ms, max, sizeof(max));
@@ -433,7 +434,7 @@ static void validate_alert(struct loader *l, size_t i)
 	const enum config_section sec = CONFIG_SECTION_ALERT;
 	const struct alert_config *a = &l->config->alerts[i];
 	const struct section_state *s = &l->alert_states[i];
-	bool url = key_given(s, sec, "url"), exec = key_given(s, sec, "exec");
+	bool url = section_key_given(s, sec, "url"), exec = section_key_given(s, sec, "exec");
 
 	if (url && exec)
 		loader_error(l, s->at, "both url and exec in [alert:%s] (use exactly one)",
@@ -441,24 +442,24 @@ static void validate_alert(struct loader *l, size_t i)
 	else if (!url && !exec)
 		loader_error(l, s->at, "missing url or exec in [alert:%s]", a->name);
 	if (exec && !url) {
-		if (key_given(s, sec, "format"))
-			loader_error(l, key_where(s, sec, "format"),
+		if (section_key_given(s, sec, "format"))
+			loader_error(l, section_key_where(s, sec, "format"),
 				     "format is only used with url");
-		if (key_given(s, sec, "header"))
-			loader_error(l, key_where(s, sec, "header"),
+		if (section_key_given(s, sec, "header"))
+			loader_error(l, section_key_where(s, sec, "header"),
 				     "header is only used with url");
 	}
 	if (a->exec) {
 		struct stat st;
 
 		if (stat(a->exec, &st) < 0)
-			loader_error(l, key_where(s, sec, "exec"), "exec %s: %s", a->exec,
+			loader_error(l, section_key_where(s, sec, "exec"), "exec %s: %s", a->exec,
 				     strerror(errno));
 		else if (!S_ISREG(st.st_mode))
-			loader_error(l, key_where(s, sec, "exec"), "exec %s: not a regular file",
+			loader_error(l, section_key_where(s, sec, "exec"), "exec %s: not a regular file",
 				     a->exec);
 		else if (access(a->exec, X_OK) < 0)
-			loader_error(l, key_where(s, sec, "exec"), "exec %s is not executable",
+			loader_error(l, section_key_where(s, sec, "exec"), "exec %s is not executable",
 				     a->exec);
 	}
 	for (size_t j = 0; j < a->n_tunnels; j++)
@@ -478,7 +479,7 @@ static void validate_group(struct loader *l)
 		return;
 	if (getgrnam_r(c->control_group, &grp, buf, sizeof(buf), &found) != 0 || !found)
 		loader_error(l,
-			     key_where(&l->moletun_state, CONFIG_SECTION_MOLETUN, "control_group"),
+			     section_key_where(&l->moletun_state, CONFIG_SECTION_MOLETUN, "control_group"),
 			     "unknown group '%s' for control_group", c->control_group);
 }
 
@@ -503,7 +504,7 @@ static void validate_metrics_textfile(struct loader *l)
 		l->out_of_memory = true;
 		return;
 	}
-	at = key_where(&l->moletun_state, CONFIG_SECTION_MOLETUN, "metrics_textfile");
+	at = section_key_where(&l->moletun_state, CONFIG_SECTION_MOLETUN, "metrics_textfile");
 	if (stat(dir, &st) == 0 && S_ISDIR(st.st_mode) && (st.st_mode & S_IWOTH)) {
 		bool sticky = st.st_mode & S_ISVTX;
 
@@ -522,6 +523,7 @@ static void validate_metrics_textfile(struct loader *l)
 
 void loader_validate(struct loader *l)
 {
+	loader_resolve_ssh_hosts(l);
 	for (size_t i = 0; i < l->config->n_tunnels; i++)
 		validate_tunnel(l, i);
 	check_listen_conflicts(l, FORWARD_LOCAL);

@@ -101,6 +101,7 @@ struct section_state {
 	bool key_bad[CONFIG_MAX_KEYS];	      /* some occurrence had an invalid value */
 	struct where *items;		      /* per forward (tunnel) or filter name (alert) */
 	size_t n_items;
+	bool unresolved; /* ssh_host failed (reported): the checks that need it are skipped */
 };
 
 /* An error message waiting to be sorted by place. */
@@ -136,6 +137,9 @@ struct loader {
 	} open_files[INCLUDE_DEPTH_MAX + 1];
 	size_t depth;
 	size_t files_read;
+	/* ssh_host: when every ssh -G of this load must be done by (monotonic ms), 0 before
+	 * the first; a reload runs them on the daemon's loop, under its watchdog */
+	int64_t ssh_g_deadline_ms;
 };
 
 enum section_mode {
@@ -181,6 +185,15 @@ void loader_include(struct file_parse *fp, const char *pattern);
 int loader_parse(struct loader *l, struct file_parse *fp, const char *path);
 /* The checks across keys and sections, once everything is read (config_check.c). */
 void loader_validate(struct loader *l);
+/* Every tunnel with ssh_host: what ssh -G says set where the section did not (config_sshhost.c). */
+void loader_resolve_ssh_hosts(struct loader *l);
+
+/* Whether a key was set in the section (by ssh_host too), or set to a value it refused. */
+bool section_key_given(const struct section_state *s, enum config_section section, const char *name);
+bool section_key_bad(const struct section_state *s, enum config_section section, const char *name);
+/* Where the key was set, or the section header when it was not. */
+struct where section_key_where(const struct section_state *s, enum config_section section,
+			       const char *name);
 
 /* The directory part of `path` (dirname(3)) in a string of its own, or NULL. */
 char *loader_dir_of(const char *path);

@@ -162,6 +162,41 @@ static const struct config_key include_keys[] = {
 
 static const struct config_key tunnel_keys[] = {
     {
+	.name = "ssh_host",
+	.type = CONFIG_TYPE_HOST,
+	.max = HOSTSPEC_HOST_MAX,
+	TUNNEL_FIELD(ssh_host),
+	.placeholder = "ALIAS",
+	.help = "A Host alias of ssh_config whose settings fill in the keys this section does "
+		"not set. At load (run, check, reload) moletun runs ssh -G [-F ssh_config] ALIAS, "
+		"OpenSSH's own evaluation of its configuration (Host, Match, Include, wildcards and "
+		"tokens, the first value winning), without a shell and bounded to 5 s, and takes: "
+		"HostName as host, Port, User, the first IdentityFile that exists as identity_file, "
+		"the first UserKnownHostsFile as known_hosts_file, StrictHostKeyChecking as "
+		"strict_host_key_checking (ask counts as yes), ProxyJump as proxy_jump (a hop that "
+		"is itself a Host alias gets its HostName, Port and User from ssh -G too), "
+		"ConnectTimeout as connect_timeout, ServerAliveInterval (when not 0) and "
+		"ServerAliveCountMax as keepalive_interval and keepalive_count_max, and every "
+		"LocalForward and RemoteForward. A key written in this section wins over "
+		"ssh_config's value wherever it stands; one local_forward (or remote_forward) "
+		"here replaces all of ssh_config's. '~' in paths is the home directory of the user "
+		"moletun runs as; %-tokens in IdentityFile are not expanded. Errors, reported at "
+		"this line: no ssh program, an unknown alias, and ProxyCommand, CertificateFile or "
+		"Match exec, which moletun cannot honour; see SSH_CONFIG ALIASES for the rule that "
+		"tells an alias from a host name, what moletun check prints, reloads, and the "
+		"service's sandbox.",
+    },
+    {
+	.name = "ssh_config",
+	.type = CONFIG_TYPE_PATH,
+	.max = 4095,
+	TUNNEL_FIELD(ssh_config),
+	.placeholder = "PATH",
+	.help = "The ssh_config file ssh -G reads for ssh_host (its -F option), instead of "
+		"~/.ssh/config and /etc/ssh/ssh_config. Must be readable. Unset: OpenSSH's usual "
+		"files, as ssh does. Only with ssh_host.",
+    },
+    {
 	.name = "host",
 	.type = CONFIG_TYPE_HOST,
 	.flags = CONFIG_KEY_REQUIRED,
@@ -169,7 +204,7 @@ static const struct config_key tunnel_keys[] = {
 	TUNNEL_FIELD(host),
 	.placeholder = "HOST",
 	.help = "SSH server to connect to: a host name or an IPv4 or IPv6 address "
-		"(without brackets).",
+		"(without brackets). Required unless ssh_host gives it (as it gives user).",
     },
     {
 	.name = "port",
@@ -628,7 +663,7 @@ const struct config_section_info config_sections[CONFIG_SECTION_COUNT] = {
 		    "digits, '.', '_' and '-', up to 64) appears in logs, moletun ctl "
 		    "and alerts. A tunnel needs host, user, at least one forward, "
 		    "identity_file or use_agent = yes, and known_hosts_file unless "
-		    "strict_host_key_checking = no.",
+		    "strict_host_key_checking = no; ssh_host can give every one of them.",
 	},
     [CONFIG_SECTION_ALERT] =
 	{

@@ -176,6 +176,45 @@ static void print_non_defaults(enum config_section section, const void *object, 
 	}
 }
 
+/* One key that ssh_host could give, with where its value came from. */
+static void print_ssh_source(const struct tunnel_config *t, const struct config_key *key,
+			     uint32_t bit, FILE *out)
+{
+	const char *source = (t->ssh_config_keys & bit) ? "from ssh_config"
+							: "set in the section, over ssh_config";
+	char value[512], listen[300], target[300];
+
+	if (key->type != CONFIG_TYPE_FORWARD) {
+		config_key_format(key, t, value, sizeof(value));
+		fprintf(out, "    %s = %s  (%s)\n", key->name, value, source);
+		return;
+	}
+	for (size_t f = 0; f < t->n_forwards; f++) {
+		if ((int)t->forwards[f].kind != key->forward_kind)
+			continue;
+		fwdspec_format_listen(&t->forwards[f], listen, sizeof(listen));
+		fwdspec_format_target(&t->forwards[f], target, sizeof(target));
+		fprintf(out, "    %s = %s %s  (%s)\n", key->name, listen, target, source);
+	}
+}
+
+/* For a tunnel with ssh_host: each value ssh -G gave, and those the section overrode. */
+static void print_ssh_sources(const struct tunnel_config *t, FILE *out)
+{
+	const struct config_section_info *info = &config_sections[CONFIG_SECTION_TUNNEL];
+
+	if (!t->ssh_host)
+		return;
+	fprintf(out, "  ssh_host %s: ssh -G%s%s %s\n", t->ssh_host, t->ssh_config ? " -F " : "",
+		t->ssh_config ? t->ssh_config : "", t->ssh_host);
+	for (size_t k = 0; k < info->n_keys && k < 32; k++) {
+		uint32_t bit = 1u << k;
+
+		if ((t->ssh_config_keys | t->ssh_config_overridden) & bit)
+			print_ssh_source(t, &info->keys[k], bit, out);
+	}
+}
+
 void config_print_summary(const struct config *c, FILE *out)
 {
 	int width = 0, alert_width = 0;
@@ -211,6 +250,7 @@ void config_print_summary(const struct config *c, FILE *out)
 		}
 		print_non_defaults(CONFIG_SECTION_TUNNEL, t, "port", out);
 		fputc('\n', out);
+		print_ssh_sources(t, out);
 	}
 	for (size_t i = 0; i < c->n_alerts; i++) {
 		const struct alert_config *a = &c->alerts[i];

@@ -24,6 +24,7 @@ In order (one container, one daemon, ~1 minute):
     process was gone is served, the listener and control socket are the same sockets;
   9 the same restart with FileDescriptorStoreMax=0 does refuse clients (the probe can see
     a refusal, and it is the FD store that prevents them);
+  x ssh_host: ssh -G runs inside the sandbox as the service's user (reload, start, check);
   y metrics_textfile in node_exporter's directory (root's, 0755, as Debian ships it): the
     unit's ReadWritePaths= lets the sandboxed service write there once the directory's
     ACL allows user moletun (what the Debian package adds), not before; the file is mode
@@ -504,6 +505,37 @@ class SystemdTest(unittest.TestCase):
             self.systemctl("stop", UNIT)
             self.c.run(["rm", "-f", dropin])
             self.systemctl("daemon-reload")
+
+    def test_x_ssh_host_alias_in_the_sandbox(self):
+        """ssh_host: ssh -G runs as the service's user inside its sandbox (seccomp filter,
+        NoNewPrivileges, ProtectHome, no capabilities), at reload and at start, and moletun
+        check (as that user) shows where each value came from."""
+        self.ensure_up()
+        sc, echo, port = env["sidecar"], env["echo"], env["port2"]
+        self.c.write("/etc/moletun/ssh_config",
+                     "Host db-alias\n    HostName 127.0.0.1\n    Port %d\n    User %s\n"
+                     "    IdentityFile %s/id_moletun\n    UserKnownHostsFile %s/known_hosts\n"
+                     "    LocalForward 127.0.0.1:%d %s\n" % (
+                         sc.port, sc.user, FILES, FILES, port, echo.addr), mode=0o644)
+        self.c.write(CONFIG, "[moletun]\nlog_level = info\n\n[tunnel:db]\nssh_host = db-alias\n"
+                     "ssh_config = /etc/moletun/ssh_config\nprobe = none\ndown_hold = 5s\n",
+                     mode=0o640, owner="root:moletun")
+        try:
+            r = self.c.run([env["bin"], "check", "-c", CONFIG], check=False)
+            self.assertEqual(r.returncode, 0, r.stdout)
+            self.assertIn("checking as user moletun", r.stdout)
+            self.assertIn("host = 127.0.0.1  (from ssh_config)", r.stdout)
+            self.systemctl("reload", UNIT)
+            self.wait_status(r"^1/1 tunnels up$")
+            self.assertEqual(harness.echo_once(port, timeout=10), b"ping\n")
+            self.systemctl("restart", UNIT)
+            self.wait_status(r"^1/1 tunnels up$")
+            self.assertEqual(harness.echo_once(port, timeout=10), b"ping\n")
+            self.assertNotRegex(self.journal("-p", "err"), r"ssh_host|ssh -G")
+        finally:
+            write_config([env["port"]])
+            self.systemctl("restart", UNIT)
+            self.wait_status(r"^1/1 tunnels up$")
 
     def test_y_metrics_textfile_in_the_sandbox(self):
         textfile_dir = "/var/lib/prometheus/node-exporter"

@@ -395,6 +395,32 @@ static void test_empty_section_reports_at_header(void **state)
 			  "strict_host_key_checking = no"));
 }
 
+/* ssh_host's checks that come before ssh -G runs: the tunnel's other checks are skipped. */
+static void test_ssh_host_before_running_ssh(void **state)
+{
+	(void)state;
+	write_file("m.conf", 0644,
+		   "[tunnel:a]\n"
+		   "ssh_host = -v\n"
+		   "[tunnel:b]\n"
+		   "ssh_config = cfg\n"
+		   "host = h\n"
+		   "user = u\n"
+		   "use_agent = yes\n"
+		   "strict_host_key_checking = no\n"
+		   "local_forward = 1 h:2\n"
+		   "[tunnel:c]\n"
+		   "ssh_host = db\n"
+		   "ssh_config = missing_cfg\n"
+		   "[tunnel:d]\n"
+		   "ssh_host = -oProxyCommand=x\n");
+	load_fails("m.conf",
+		   EXPECT("@DIR@/m.conf:2: ssh_host -v: an alias cannot start with '-'",
+			  "@DIR@/m.conf:4: ssh_config needs ssh_host",
+			  "@DIR@/m.conf:12: ssh_config @DIR@/missing_cfg: No such file or directory",
+			  "@DIR@/m.conf:14: invalid host name '-oProxyCommand=x' for ssh_host"));
+}
+
 static void test_duplicates(void **state)
 {
 	(void)state;
@@ -1522,6 +1548,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_missing_file, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_unknown_key_and_section, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_empty_section_reports_at_header, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_ssh_host_before_running_ssh, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_duplicates, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_listen_conflicts, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_identity_files, setup, teardown),
