@@ -75,7 +75,8 @@ struct audit_plan {
 	LIBSSH2_CHANNEL *ch;
 	LIBSSH2_LISTENER *listener;
 	bool global_held;
-	double read_until;
+	double read_until; /* clock_now(): the command's output is read until then */
+	double free_until; /* the server's close of a channel is awaited until then */
 	/* what was seen so far */
 	struct audit_session session;
 	char command[64], expect[48], out[AUDIT_OUTPUT_MAX + 1];

@@ -522,9 +522,14 @@ static int probe_step(struct audit_plan *p, LIBSSH2_SESSION *s,
 		p->phase = PHASE_FREE;
 		return 0;
 	case PHASE_FREE:
+		if (p->free_until == 0)
+			p->free_until = clock_now() + p->read_for;
 		rc = libssh2_channel_free(p->ch);
-		if (rc == LIBSSH2_ERROR_EAGAIN)
+		/* libssh2 waits for the server's close, which sshd sends for a session only once
+		 * its command ended: one that does not is left to die with the session */
+		if (rc == LIBSSH2_ERROR_EAGAIN && clock_now() < p->free_until && !p->stopping)
 			return rc;
+		p->free_until = 0;
 		p->ch = NULL;
 		probe_done(p, p->answer, r);
 		return 0;
@@ -582,5 +587,7 @@ bool audit_plan_busy(const struct audit_plan *p)
 
 double audit_plan_wake(const struct audit_plan *p)
 {
+	if (p->phase == PHASE_FREE)
+		return p->free_until;
 	return p->phase == PHASE_READ || p->phase == PHASE_WAIT_CLOSED ? p->read_until : 0;
 }

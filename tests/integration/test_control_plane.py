@@ -147,7 +147,7 @@ class ControlPlaneTest(harness.TunnelTest):
         self.assertEqual(r.returncode, 3, r.stderr)  # "down" is not up
         self.assertRegex(r.stdout,
                          r"^TUNNEL +STATE +HEALTH +SIDECAR +RTT +SINCE +ENDPOINT +RECONNECTS +LAST ERROR\n")
-        self.assertRegex(r.stdout, r"\nt1 +up +ok +([\d.]+ms|-) +\d+s +\S+@127\.0\.0\.1:%d +0 +-\n"
+        self.assertRegex(r.stdout, r"\nt1 +up +ok +(hardened|unknown) +([\d.]+ms|-) +\d+s +\S+@127\.0\.0\.1:%d +0 +-\n"
                          % self.sc.port)
         self.assertRegex(r.stdout, r"\ndown +(backoff|connecting) ")
         self.assertIn("127.0.0.1:%d" % self.lp1, r.stdout)
