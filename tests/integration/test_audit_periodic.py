@@ -131,8 +131,9 @@ class AuditPeriodicTest(harness.TunnelTest):
         section = harness.tunnel_section(
             "t1", sc, local_forward=["127.0.0.1:%d %s" % (self.lp, self.echo.addr)],
             known_hosts_file=self.known_hosts(sc), **keys)
-        alert = "[alert:hook]\nurl = %s\nformat = json\n" % self.hook.url("/json")
-        m = self.moletun([section, alert])
+        alerts = ["[alert:%s]\nurl = %s\nformat = %s\n" % (fmt, self.hook.url("/" + fmt), fmt)
+                  for fmt in ("json", "slack", "alertmanager")]
+        m = self.moletun([section] + alerts)
         self.assertUp(m, "t1", 15 * SLOW)
         return m
 
@@ -160,7 +161,25 @@ class AuditPeriodicTest(harness.TunnelTest):
         return int(found[0]) if found else None
 
     def audit_failed_alerts(self):
-        return [r.json() for r in self.hook.received() if r.json()["event"] == "audit_failed"]
+        return [r.json() for r in self.hook.received("/json")
+                if r.json()["event"] == "audit_failed"]
+
+    def other_format_alerts(self):
+        """The audit_failed events of the slack and alertmanager targets."""
+        slack = [r.json()["text"] for r in self.hook.received("/slack")
+                 if "NOT HARDENED" in r.json()["text"]]
+        am = [a for r in self.hook.received("/alertmanager") for a in r.json()
+              if a["labels"]["alertname"] == "MoletunSidecarNotHardened"]
+        return slack, am
+
+    def settle(self, m, sc):
+        """Stops moletun and lets the commands the audits started on the sidecar end by
+        themselves: a shell killed by the sidecar's cleanup in the middle of its startup
+        files can leave their locks behind."""
+        m.stop()
+        deadline = time.monotonic() + 10 * SLOW
+        while sc.session_pids() and time.monotonic() < deadline:
+            time.sleep(0.1)
 
     def test_kit_sidecar_is_hardened(self):
         sc = self.sidecar(permit_open=[self.echo.addr])
@@ -175,6 +194,7 @@ class AuditPeriodicTest(harness.TunnelTest):
         self.assertIsNotNone(wait_echo(self.lp, 10 * SLOW), "no echo through the tunnel")
         time.sleep(1)
         self.assertEqual(self.audit_failed_alerts(), [])
+        self.assertEqual(self.other_format_alerts(), ([], []))
         # the kit refuses session channels: sshd never ran a command
         self.assertEqual(sc.count(SESSION_RE), 0)
 
@@ -200,14 +220,21 @@ class AuditPeriodicTest(harness.TunnelTest):
         self.assertGreater(count, 20)
         self.assertEqual(self.status(m)["reconnects"], 0)
         self.assertGreaterEqual(sc.count(SESSION_RE), 3)  # the marker's echo, per audit
-        # one alert for the change, not one per audit
-        self.hook.wait_requests(1, timeout=10 * SLOW)
+        # one alert for the change, not one per audit, to each target in its format
+        self.hook.wait_requests(3, timeout=10 * SLOW)
         time.sleep(1)
         alerts = self.audit_failed_alerts()
         self.assertEqual(len(alerts), 1, alerts)
         self.assertEqual(alerts[0]["tunnel"], "t1")
         self.assertIn("session", alerts[0]["reason"])
         self.assertIn("tcpip_forward", alerts[0]["reason"])
+        self.settle(m, sc)
+        slack, am = self.other_format_alerts()
+        self.assertEqual(len(slack), 1, slack)
+        self.assertIn("tunnel t1", slack[0])
+        self.assertEqual(len(am), 1, am)
+        self.assertEqual(am[0]["labels"]["tunnel"], "t1")
+        self.assertIn("session", am[0]["annotations"]["description"])
 
     def test_interval_zero_runs_no_audit(self):
         sc = self.sidecar(cls=StockSidecar)
@@ -222,6 +249,7 @@ class AuditPeriodicTest(harness.TunnelTest):
         self.assertEqual(sc.count(SESSION_RE), 0)
         self.assertEqual(m.grep(r"sidecar audit"), [])
         self.assertEqual(self.audit_failed_alerts(), [])
+        self.assertEqual(self.other_format_alerts(), ([], []))
 
 
 if __name__ == "__main__":
