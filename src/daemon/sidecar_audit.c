@@ -157,6 +157,9 @@ static int job_on_input(void *userdata)
 		return rc;
 	}
 	audit_end(a, a->report.out_of_memory ? "out of memory" : NULL);
+	/* one fell due while a timed-out audit was finishing what it had in flight */
+	if (a->due)
+		audit_start(a);
 	return 0;
 }
 
