@@ -210,10 +210,16 @@ class AuditPeriodicTest(harness.TunnelTest):
         self.assertEqual(self.metric(m), 0)
         self.assertRegex(ctl(m, "status").stdout, r"\nt1 +up +ok +not_hardened ")
         # three audits in all, the connection carrying echoes throughout
+        # new clients get their channels while the audits' opens take turns with theirs
         deadline = time.monotonic() + 20 * SLOW
+        fresh = 0
         while (len(m.grep(r"tunnel t1: sidecar audit: not hardened")) < 3 and
                time.monotonic() < deadline):
-            time.sleep(0.2)
+            payload = b"fresh %d\n" % fresh
+            self.assertEqual(harness.echo_once(self.lp, payload, timeout=5 * SLOW), payload)
+            fresh += 1
+            time.sleep(0.1)
+        self.assertGreater(fresh, 5)
         self.assertGreaterEqual(len(m.grep(r"tunnel t1: sidecar audit: not hardened")), 3)
         count, error = pinger.finish()
         self.assertIsNone(error, "the forward stopped carrying data during the audits")
