@@ -42,9 +42,9 @@ struct alert_watch_state {
 	double rtt_peak; /* the highest smoothed RTT of the current (or last) degraded episode */
 	struct alert_forward_watch *forwards;
 	size_t n_forwards;
-	enum sidecar_state sidecar;  /* the last verdict (never SIDECAR_UNKNOWN once one came) */
-	char sidecar_failed[256];    /* its failed checks, comma-separated */
-	double sidecar_since;	     /* when it changed to not_hardened */
+	enum sidecar_state sidecar; /* the last verdict (never SIDECAR_UNKNOWN once one came) */
+	char sidecar_failed[256];   /* its failed checks, comma-separated */
+	double sidecar_since;	    /* when it changed to not_hardened */
 };
 
 /* What to send; `forward` indexes state->forwards for target events. */

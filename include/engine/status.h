@@ -67,9 +67,9 @@ struct status_sidecar {
 	/* each "CHECK" or "CHECK SUBJECT": "session", "direct_tcpip 127.0.0.1:22" */
 	char failed[SIDECAR_FAILED_MAX][SIDECAR_FAILED_TEXT];
 	size_t n_failed;
-	bool checked;		  /* an audit finished since the tunnel was created */
+	bool checked;		    /* an audit finished since the tunnel was created */
 	struct timespec checked_at; /* wall clock: when the last one finished */
-	char error[200];	  /* why the state is unknown ("" when an audit finished) */
+	char error[200];	    /* why the state is unknown ("" when an audit finished) */
 };
 
 /* Snapshots copied out of live state for the control socket; never pointers into it. */

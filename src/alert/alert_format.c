@@ -247,8 +247,8 @@ static void alertmanager_text(const struct alert_event *e, char *summary, size_t
 		snprintf(description, description_size, "%s (%s %s)", e->reason,
 			 firing ? "stale for" : "was stale for", dur);
 	} else if (e->kind == ALERT_EVENT_AUDIT_FAILED) {
-		snprintf(summary, summary_size, "The sidecar of SSH tunnel %s on %s is not hardened",
-			 e->tunnel, e->node);
+		snprintf(summary, summary_size,
+			 "The sidecar of SSH tunnel %s on %s is not hardened", e->tunnel, e->node);
 		snprintf(description, description_size,
 			 "%s: the tunnel's key can do more than its forwards; %s (moletun audit "
 			 "%s says what fixes each)",

@@ -74,8 +74,8 @@ static void target_watch_event(struct alert_target_watch *w, const struct alert_
 					sizeof(e->reason));
 		break;
 	case ALERT_EVENT_AUDIT_FAILED:
-		snprintf(e->reason, sizeof(e->reason), "failed: %.*s",
-			 (int)sizeof(e->reason) - 9, st->sidecar_failed);
+		snprintf(e->reason, sizeof(e->reason), "failed: %.*s", (int)sizeof(e->reason) - 9,
+			 st->sidecar_failed);
 		break;
 	default:
 		snprintf(e->reason, sizeof(e->reason), "%s",

@@ -497,8 +497,8 @@ static int step_listen(struct audit_plan *p, LIBSSH2_SESSION *s,
 }
 
 /* Advances the probe under way by one phase. 0, EAGAIN or a libssh2 error. */
-static int probe_step(struct audit_plan *p, LIBSSH2_SESSION *s,
-		      const struct audit_session_ops *ops, struct audit_report *r)
+static int probe_step(struct audit_plan *p, LIBSSH2_SESSION *s, const struct audit_session_ops *ops,
+		      struct audit_report *r)
 {
 	int rc;
 

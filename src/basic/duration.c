@@ -10,11 +10,7 @@ static const struct duration_unit {
 	const char *suffix;
 	uint64_t ms;
 } units[] = {
-    {"d", 86400000},
-    {"h", 3600000},
-    {"m", 60000},
-    {"s", 1000},
-    {"ms", 1},
+    {"d", 86400000}, {"h", 3600000}, {"m", 60000}, {"s", 1000}, {"ms", 1},
 };
 
 #define N_UNITS (sizeof(units) / sizeof(units[0]))

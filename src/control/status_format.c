@@ -263,8 +263,7 @@ enum table_column {
 };
 
 static const char *const table_headers[N_COLUMNS] = {
-    "TUNNEL", "STATE",	 "HEALTH",     "SIDECAR",
-    "RTT",    "SINCE",	 "ENDPOINT",   "RECONNECTS", "LAST ERROR",
+    "TUNNEL", "STATE", "HEALTH", "SIDECAR", "RTT", "SINCE", "ENDPOINT", "RECONNECTS", "LAST ERROR",
 };
 
 static void cell_set(struct cell *c, const char *text, size_t max)
@@ -584,9 +583,10 @@ static void put_health_families(FILE *out, const struct status *s)
 						   f, "target", f->target,
 						   f->target_state == TARGET_REACHABLE);
 		}
-	put_metric_family(out, "moletun_tunnel_sidecar_hardened", "gauge",
-			  "Whether the last audit of the tunnel's sidecar over its session found it "
-			  "hardened (1) or a check failed (0); absent while unknown.");
+	put_metric_family(
+	    out, "moletun_tunnel_sidecar_hardened", "gauge",
+	    "Whether the last audit of the tunnel's sidecar over its session found it "
+	    "hardened (1) or a check failed (0); absent while unknown.");
 	for (size_t i = 0; i < s->n_tunnels; i++) {
 		const struct status_tunnel *t = &s->tunnels[i];
 

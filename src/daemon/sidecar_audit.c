@@ -13,12 +13,12 @@
 struct sidecar_audit {
 	struct ev_loop *loop;
 	struct tunnel *t;
-	ev_timer next;	  /* the next audit falls due */
-	ev_timer wake;	  /* the audit under way: its deadline, or the end of a command's time */
-	bool due;	  /* due and not started: starts when the session is up */
-	bool running;	  /* the plan has work or something in flight */
-	bool timed_out;	  /* past its deadline: what is in flight is carried to its end */
-	double deadline;  /* clock_now() */
+	ev_timer next;	 /* the next audit falls due */
+	ev_timer wake;	 /* the audit under way: its deadline, or the end of a command's time */
+	bool due;	 /* due and not started: starts when the session is up */
+	bool running;	 /* the plan has work or something in flight */
+	bool timed_out;	 /* past its deadline: what is in flight is carried to its end */
+	double deadline; /* clock_now() */
 	struct audit_plan plan;
 	struct audit_report report;
 	struct audit_session_ops ops;

@@ -184,9 +184,9 @@ int link_channel_open(struct link *l, LIBSSH2_CHANNEL **ret, const char *type, u
 /* The same, for one of several users of the session's opens: an open in flight belongs to
  * the `owner` that started it, and another owner gets LIBSSH2_ERROR_EAGAIN (nothing sent)
  * until it ends; the layer above is then pumped again. link_channel_open() is owner NULL. */
-int link_channel_open_as(struct link *l, const void *owner, LIBSSH2_CHANNEL **ret,
-			 const char *type, unsigned type_len, unsigned window, unsigned packet,
-			 const char *msg, unsigned msg_len);
+int link_channel_open_as(struct link *l, const void *owner, LIBSSH2_CHANNEL **ret, const char *type,
+			 unsigned type_len, unsigned window, unsigned packet, const char *msg,
+			 unsigned msg_len);
 /*
  * A global request with want-reply of the layer above (tcpip-forward) may go now: false
  * when a reply to one of the link's own global keepalives may still come, since libssh2

@@ -187,9 +187,9 @@ int link_channel_open(struct link *l, LIBSSH2_CHANNEL **ret, const char *type, u
 	return link_channel_open_as(l, NULL, ret, type, type_len, window, packet, msg, msg_len);
 }
 
-int link_channel_open_as(struct link *l, const void *owner, LIBSSH2_CHANNEL **ret,
-			 const char *type, unsigned type_len, unsigned window, unsigned packet,
-			 const char *msg, unsigned msg_len)
+int link_channel_open_as(struct link *l, const void *owner, LIBSSH2_CHANNEL **ret, const char *type,
+			 unsigned type_len, unsigned window, unsigned packet, const char *msg,
+			 unsigned msg_len)
 {
 	int rc;
 

@@ -755,7 +755,8 @@ static void test_audit_interval(void **state)
 	write_file("a.conf", 0644,
 		   "[tunnel:a]\n" TUNNEL_BODY "local_forward = 5001 db:5432\naudit_interval = 0\n"
 		   "[tunnel:b]\n" TUNNEL_BODY "local_forward = 5002 db:5432\naudit_interval = 6h\n"
-		   "[tunnel:c]\n" TUNNEL_BODY "local_forward = 5003 db:5432\naudit_interval = 30d\n");
+		   "[tunnel:c]\n" TUNNEL_BODY
+		   "local_forward = 5003 db:5432\naudit_interval = 30d\n");
 	c = load_ok("a.conf");
 	assert_int_equal(c->tunnels[0].audit_interval_ms, 0);
 	assert_int_equal(c->tunnels[1].audit_interval_ms, 6 * 3600000);

@@ -290,7 +290,8 @@ static void test_table_exact(void **state)
 		 sizeof(s.tunnels[0].forwards[0].target_error),
 		 "connect failed: Connection refused");
 	table = render(&s, render_table_at_t0_plus_192);
-	assert_non_null(strstr(table, "primary  up       target_down  hardened      12ms  1h03m  "));
+	assert_non_null(
+	    strstr(table, "primary  up       target_down  hardened      12ms  1h03m  "));
 	assert_non_null(strstr(table, "  local   127.0.0.1:5433  -> pg_main:5432  0 active, target "
 				      "unreachable (connect failed: Connection refused)\n"));
 	free(table);
