@@ -17,8 +17,13 @@
 #define ALERTMANAGER_VALID_SEC	(4 * ALERTMANAGER_RESEND_SEC)
 /* A test alert shows up in Alertmanager and resolves itself after this long. */
 #define ALERTMANAGER_TEST_SEC 300
+/* audit_failed is sent once per change (not re-sent): Alertmanager keeps it this long, a
+ * day like audit_interval's default; the Prometheus rule on moletun_tunnel_sidecar_hardened
+ * keeps firing for as long as it holds. */
+#define ALERTMANAGER_AUDIT_SEC 86400
 
-/* True for down, target_down, degraded and metrics_stale: the events that open a condition. */
+/* True for down, target_down, degraded, metrics_stale and audit_failed: the events that open
+ * a condition (sent whatever send_resolved says). */
 bool alert_event_firing(enum alert_event_kind k);
 
 /*
@@ -65,7 +70,9 @@ void alert_format_rfc3339(const struct timespec *t, char *buf, size_t size);
  *                firing and TIMESTAMP once resolved; target_down/target_up are
  *                "MoletunTargetDown" with labels tunnel, forward, target and instance,
  *                degraded/recovered "MoletunTunnelDegraded"; metrics_stale/metrics_fresh
- *                "MoletunMetricsNotWritten" (labels instance only); a test event is
+ *                "MoletunMetricsNotWritten" (labels instance only); audit_failed
+ *                "MoletunSidecarNotHardened" (labels tunnel and instance, endsAt TIMESTAMP
+ *                + ALERTMANAGER_AUDIT_SEC, reason the failed checks); a test event is
  *                "MoletunTest".
  */
 int alert_format_payload(enum alert_format format, const struct alert_event *e, FILE *out);

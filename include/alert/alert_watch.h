@@ -16,6 +16,10 @@
  * - degraded/recovered: the tunnel's health is degraded. While a target is down the health
  *   says nothing of the RTT: as "unknown" above.
  *
+ * - audit_failed: the sidecar audit's verdict changed to not_hardened. One event per
+ *   change, no debounce and no resolving event ("unknown" keeps the last verdict: an audit
+ *   that could not finish neither starts nor ends anything).
+ *
  * No storms: while the tunnel is not up, the target and degraded conditions are suspended
  * (no events, no re-sends). If the tunnel comes back before its down event, they go on
  * where they were. Once the down event is raised it stands for everything: the target and
@@ -38,6 +42,9 @@ struct alert_watch_state {
 	double rtt_peak; /* the highest smoothed RTT of the current (or last) degraded episode */
 	struct alert_forward_watch *forwards;
 	size_t n_forwards;
+	enum sidecar_state sidecar; /* the last verdict (never SIDECAR_UNKNOWN once one came) */
+	char sidecar_failed[256];   /* its failed checks, comma-separated */
+	double sidecar_since;	    /* when it changed to not_hardened */
 };
 
 /* What to send; `forward` indexes state->forwards for target events. */
@@ -48,7 +55,7 @@ struct alert_decision {
 };
 
 /* Room for the decisions of one call on a state with n forwards. */
-#define ALERT_DECISIONS_MAX(n) ((n) + 2)
+#define ALERT_DECISIONS_MAX(n) ((n) + 3)
 
 /* Watches snap's tunnel from `now`; decides nothing (feed the same snap to update). 0 or
  * -ENOMEM. */

@@ -3,7 +3,7 @@
 #include <stdint.h>
 
 /*
- * Parses a duration such as "250ms", "5s", "1m30s", "1h" or a bare number of seconds
+ * Parses a duration such as "250ms", "5s", "1m30s", "1h", "1d" or a bare number of seconds
  * ("5") into milliseconds. Units may be combined in any order of decreasing size.
  * Returns 0, or -EINVAL (syntax, negative, unit missing or unknown) or -ERANGE
  * (overflow). *ret_ms is untouched on failure.

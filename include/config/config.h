@@ -66,6 +66,7 @@ struct tunnel_config {
 	uint64_t probe_interval_ms;     /* 0: no probes */
 	uint64_t probe_timeout_ms;
 	uint64_t degraded_rtt_ms;       /* 0: never degraded */
+	uint64_t audit_interval_ms;     /* 0: the daemon never audits the sidecar */
 	/* Contents of the files above when loaded, so that a reload notices a file rewritten
 	 * in place (zero when not recorded: unset, or see check_known_hosts in config_check.c). */
 	struct file_digest identity_file_digest;

@@ -43,7 +43,7 @@ struct audit_args {
 	struct tunnel_selection sel;
 	bool json;
 	/* extra Unix socket paths to probe with direct-streamlocal (--socket) */
-	const char *sockets[8];
+	const char *sockets[8]; /* at most AUDIT_SOCKETS_MAX */
 	size_t n_sockets;
 };
 

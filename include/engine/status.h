@@ -50,6 +50,30 @@ enum reject_reason {
 /* "max_connections", "down", "memory": the stable names used in JSON and metrics. */
 const char *reject_reason_str(enum reject_reason r);
 
+/* What the daemon's last audit of the sidecar over the tunnel's session found. */
+enum sidecar_state {
+	SIDECAR_UNKNOWN,      /* not audited yet (or audit_interval 0), or it could not finish */
+	SIDECAR_HARDENED,     /* no check failed */
+	SIDECAR_NOT_HARDENED, /* a check failed: the key can do more than its forwards */
+};
+
+/* "unknown", "hardened", "not_hardened": stable names for JSON, logs and alerts. */
+const char *sidecar_state_str(enum sidecar_state s);
+
+/* Failed checks kept per tunnel: more are counted in n_failed but not named. */
+#define SIDECAR_FAILED_MAX  8
+#define SIDECAR_FAILED_TEXT 160
+
+struct status_sidecar {
+	enum sidecar_state state;
+	/* each "CHECK" or "CHECK SUBJECT": "session", "direct_tcpip 127.0.0.1:22" */
+	char failed[SIDECAR_FAILED_MAX][SIDECAR_FAILED_TEXT];
+	size_t n_failed;
+	bool checked;		    /* an audit finished since the tunnel was created */
+	struct timespec checked_at; /* wall clock: when the last one finished */
+	char error[200];	    /* why the state is unknown ("" when an audit finished) */
+};
+
 /* Snapshots copied out of live state for the control socket; never pointers into it. */
 struct status_forward {
 	enum forward_kind kind;
@@ -87,6 +111,7 @@ struct status_tunnel {
 	uint64_t reconnects;
 	char last_error[256]; /* "" means none */
 	bool auth_failure;    /* the last failure needs a human (host key, authentication) */
+	struct status_sidecar sidecar;
 	struct status_forward *forwards;
 	size_t n_forwards;
 };
@@ -103,12 +128,15 @@ enum alert_event_kind {
 	/* the daemon's own: metrics_textfile not written for METRICS_FILE_STALE_WRITES intervals */
 	ALERT_EVENT_METRICS_STALE,
 	ALERT_EVENT_METRICS_FRESH, /* written again */
+	/* the sidecar audit found the sidecar not hardened (once per change to it) */
+	ALERT_EVENT_AUDIT_FAILED,
 	ALERT_EVENT_COUNT,
 };
 
 /*
  * "down", "up", "target_down", "target_up", "degraded", "recovered", "test",
- * "metrics_stale", "metrics_fresh": the names used in payloads, env, logs and metrics.
+ * "metrics_stale", "metrics_fresh", "audit_failed": the names used in payloads, env, logs
+ * and metrics.
  */
 const char *alert_event_str(enum alert_event_kind k);
 

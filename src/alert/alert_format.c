@@ -10,7 +10,7 @@
 bool alert_event_firing(enum alert_event_kind k)
 {
 	return k == ALERT_EVENT_DOWN || k == ALERT_EVENT_TARGET_DOWN || k == ALERT_EVENT_DEGRADED ||
-	       k == ALERT_EVENT_METRICS_STALE;
+	       k == ALERT_EVENT_METRICS_STALE || k == ALERT_EVENT_AUDIT_FAILED;
 }
 
 /* The daemon's own events: no tunnel. */
@@ -187,6 +187,13 @@ static void slack_text(const struct alert_event *e, char *buf, size_t size)
 			 "%s)",
 			 e->node, dur, e->reason);
 		break;
+	case ALERT_EVENT_AUDIT_FAILED:
+		snprintf(buf, size,
+			 ":red_circle: moletun on %s: tunnel %s (%s): the sidecar is NOT HARDENED: "
+			 "its key can do more than the tunnel's forwards; %s (audited %s; moletun "
+			 "audit %s says what fixes each)",
+			 e->node, e->tunnel, where, e->reason, since, e->tunnel);
+		break;
 	default:
 		snprintf(buf, size, ":white_circle: moletun on %s: %s", e->node, e->reason);
 		break;
@@ -218,6 +225,8 @@ static const char *alertmanager_name(enum alert_event_kind k)
 	case ALERT_EVENT_METRICS_STALE:
 	case ALERT_EVENT_METRICS_FRESH:
 		return "MoletunMetricsNotWritten";
+	case ALERT_EVENT_AUDIT_FAILED:
+		return "MoletunSidecarNotHardened";
 	default:
 		return "MoletunTest";
 	}
@@ -237,6 +246,13 @@ static void alertmanager_text(const struct alert_event *e, char *summary, size_t
 			 e->node);
 		snprintf(description, description_size, "%s (%s %s)", e->reason,
 			 firing ? "stale for" : "was stale for", dur);
+	} else if (e->kind == ALERT_EVENT_AUDIT_FAILED) {
+		snprintf(summary, summary_size,
+			 "The sidecar of SSH tunnel %s on %s is not hardened", e->tunnel, e->node);
+		snprintf(description, description_size,
+			 "%s: the tunnel's key can do more than its forwards; %s (moletun audit "
+			 "%s says what fixes each)",
+			 where, e->reason, e->tunnel);
 	} else if (target_event(e->kind)) {
 		snprintf(summary, summary_size, "Target %s of SSH tunnel %s on %s is unreachable",
 			 e->target, e->tunnel, e->node);
@@ -267,7 +283,9 @@ static void put_alertmanager(FILE *out, const struct alert_event *e)
 		snprintf(summary, sizeof(summary), "moletun test alert from %s", e->node);
 		snprintf(description, sizeof(description), "%s", e->reason);
 	} else {
-		if (alert_event_firing(e->kind))
+		if (e->kind == ALERT_EVENT_AUDIT_FAILED)
+			ends.tv_sec += ALERTMANAGER_AUDIT_SEC; /* sent once, not re-sent */
+		else if (alert_event_firing(e->kind))
 			ends.tv_sec += ALERTMANAGER_VALID_SEC;
 		alertmanager_text(e, summary, sizeof(summary), description, sizeof(description));
 	}

@@ -43,7 +43,9 @@ static void target_watch_event(struct alert_target_watch *w, const struct alert_
 {
 	struct alerter *a = w->target->alerter;
 	const struct alert_watch_state *st = &w->state;
-	double down_since = target_watch_condition(w, dec)->down_since;
+	double down_since = dec->kind == ALERT_EVENT_AUDIT_FAILED
+				? st->sidecar_since
+				: target_watch_condition(w, dec)->down_since;
 	double ago = now - down_since;
 	struct timespec wall = clock_wall();
 
@@ -70,6 +72,10 @@ static void target_watch_event(struct alert_target_watch *w, const struct alert_
 	case ALERT_EVENT_RECOVERED:
 		alert_format_rtt_reason(st->rtt_peak, w->degraded_rtt, e->reason,
 					sizeof(e->reason));
+		break;
+	case ALERT_EVENT_AUDIT_FAILED:
+		snprintf(e->reason, sizeof(e->reason), "failed: %.*s", (int)sizeof(e->reason) - 9,
+			 st->sidecar_failed);
 		break;
 	default:
 		snprintf(e->reason, sizeof(e->reason), "%s",
@@ -110,6 +116,10 @@ static void target_watch_log(const struct alert_target_watch *w, const struct al
 	case ALERT_EVENT_RECOVERED:
 		log_notice("alert %s: tunnel %s recovered after %.1fs degraded", alert, w->tunnel,
 			   e->down_for_seconds);
+		break;
+	case ALERT_EVENT_AUDIT_FAILED:
+		log_notice("alert %s: tunnel %s: sidecar not hardened: %s", alert, w->tunnel,
+			   e->reason);
 		break;
 	default:
 		break;

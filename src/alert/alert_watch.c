@@ -82,11 +82,48 @@ static int sync_forwards(struct alert_watch_state *s, const struct status_tunnel
 	return 0;
 }
 
+/* The failed checks of a verdict as one line: "session, direct_tcpip 127.0.0.1:22". */
+static void sidecar_failed_text(const struct status_sidecar *sc, char *buf, size_t size)
+{
+	size_t used = 0;
+
+	buf[0] = '\0';
+	for (size_t i = 0; i < sc->n_failed && i < SIDECAR_FAILED_MAX && used + 1 < size; i++) {
+		snprintf(buf + used, size - used, "%s%.*s", i ? ", " : "",
+			 (int)sizeof(sc->failed[i]) - 1, sc->failed[i]);
+		used += strlen(buf + used);
+	}
+	if (sc->n_failed > SIDECAR_FAILED_MAX && used + 1 < size)
+		snprintf(buf + used, size - used, " and %zu more",
+			 sc->n_failed - SIDECAR_FAILED_MAX);
+}
+
+/* A verdict came: audit_failed when it is a change to not_hardened. */
+static size_t sidecar_update(struct alert_watch_state *s, const struct status_sidecar *sc,
+			     double now, struct alert_decision *out, size_t n)
+{
+	bool fails = sc->state == SIDECAR_NOT_HARDENED;
+
+	if (sc->state == SIDECAR_UNKNOWN)
+		return n;
+	if (fails) {
+		sidecar_failed_text(sc, s->sidecar_failed, sizeof(s->sidecar_failed));
+		if (s->sidecar != SIDECAR_NOT_HARDENED) {
+			s->sidecar_since = now;
+			out[n++] = (struct alert_decision){.kind = ALERT_EVENT_AUDIT_FAILED};
+		}
+	}
+	s->sidecar = sc->state;
+	return n;
+}
+
 int alert_watch_init(struct alert_watch_state *s, const struct alert_policy *p,
 		     const struct status_tunnel *snap, double now)
 {
 	memset(s, 0, sizeof(*s));
 	alert_debounce_init(&s->tunnel, p, snap->state == TUNNEL_UP, now);
+	/* a verdict older than the watch was not a change it saw */
+	s->sidecar = snap->sidecar.state;
 	return sync_forwards(s, snap);
 }
 
@@ -160,6 +197,7 @@ int alert_watch_update(struct alert_watch_state *s, const struct alert_policy *p
 		if (snap->last_error[0])
 			snprintf(s->reason, sizeof(s->reason), "%s", snap->last_error);
 	}
+	n = sidecar_update(s, &snap->sidecar, now, out, n);
 	action = alert_debounce_update(&s->tunnel, p, up, snap->auth_failure, now);
 	n = decide(out, n, action, ALERT_EVENT_DOWN, ALERT_EVENT_UP, 0);
 	if (action == ALERT_ACTION_DOWN)

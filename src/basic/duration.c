@@ -10,13 +10,13 @@ static const struct duration_unit {
 	const char *suffix;
 	uint64_t ms;
 } units[] = {
-    {"h", 3600000},
-    {"m", 60000},
-    {"s", 1000},
-    {"ms", 1},
+    {"d", 86400000}, {"h", 3600000}, {"m", 60000}, {"s", 1000}, {"ms", 1},
 };
 
 #define N_UNITS (sizeof(units) / sizeof(units[0]))
+/* Indexes of units[] the parser names. */
+#define UNIT_SECONDS 3
+#define UNIT_MS	     4
 
 static bool is_digit(char c)
 {
@@ -28,9 +28,9 @@ static int unit_match(const char *p, size_t *ret_len)
 {
 	if (p[0] == 'm' && p[1] == 's') {
 		*ret_len = 2;
-		return 3;
+		return UNIT_MS;
 	}
-	for (int i = 0; i < 3; i++) {
+	for (int i = 0; i < UNIT_MS; i++) {
 		if (p[0] == units[i].suffix[0]) {
 			*ret_len = 1;
 			return i;
@@ -67,7 +67,7 @@ int duration_parse(const char *text, uint64_t *ret_ms)
 			/* A bare number means seconds; "1m30" is not allowed. */
 			if (!bare)
 				return -EINVAL;
-			u = 2;
+			u = UNIT_SECONDS;
 		} else {
 			u = unit_match(p, &len);
 			if (u < 0 || u <= last_unit)

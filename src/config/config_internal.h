@@ -17,6 +17,7 @@
 #define SECOND (1000ull)
 #define MINUTE (60 * SECOND)
 #define HOUR   (60 * MINUTE)
+#define DAY    (24 * HOUR)
 #define KIB    (1024ull)
 #define MIB    (1024 * KIB)
 #define GIB    (1024 * MIB)

@@ -532,6 +532,24 @@ static const struct config_key tunnel_keys[] = {
 	.help = "The tunnel's health is degraded while its smoothed keepalive round-trip "
 		"time is above this (and ok again below 80 % of it); 0 disables.",
     },
+    {
+	.name = "audit_interval",
+	.type = CONFIG_TYPE_DURATION,
+	.default_value = "1d",
+	.min = 0,
+	.max = 30 * DAY,
+	TUNNEL_FIELD(audit_interval_ms),
+	.placeholder = "DURATION",
+	.help = "Time between two audits of the sidecar over the tunnel's own session (the "
+		"first once the tunnel first comes up); 0 disables them. Each audit is the "
+		"part of `moletun audit` that needs no second login: a session channel and a "
+		"command on it, a pty, direct-tcpip to destinations that are not the tunnel's "
+		"targets, Unix sockets (direct-streamlocal) and a remote listen (tcpip-forward) "
+		"must all be refused. Channels close at once and nothing is sent to any "
+		"destination; forwards and keepalives go on meanwhile. The verdict (sidecar: "
+		"hardened, not_hardened or unknown) shows in status and metrics, and a change to "
+		"not_hardened raises an audit_failed alert.",
+    },
 };
 
 static const struct config_key alert_keys[] = {

@@ -141,6 +141,31 @@ static void put_json_forward(FILE *out, const struct status_forward *f)
 		f->probe_failures, f->window_largest, f->window_total);
 }
 
+/* "sidecar", the failed checks, when the last audit finished and why none did. */
+static void put_json_sidecar(FILE *out, const struct status_sidecar *sc)
+{
+	char when[32];
+
+	fprintf(out, ",\"sidecar\":\"%s\",\"sidecar_failed\":[", sidecar_state_str(sc->state));
+	for (size_t i = 0; i < sc->n_failed && i < SIDECAR_FAILED_MAX; i++) {
+		if (i > 0)
+			fputc(',', out);
+		put_json_string(out, sc->failed[i], sizeof(sc->failed[i]));
+	}
+	fprintf(out, "],\"sidecar_failed_count\":%zu,\"sidecar_checked\":", sc->n_failed);
+	if (sc->checked) {
+		format_rfc3339(sc->checked_at.tv_sec, when, sizeof(when));
+		fprintf(out, "\"%s\"", when);
+	} else {
+		fputs("null", out);
+	}
+	fputs(",\"sidecar_error\":", out);
+	if (sc->error[0])
+		put_json_string(out, sc->error, sizeof(sc->error));
+	else
+		fputs("null", out);
+}
+
 static void put_json_tunnel(FILE *out, const struct status_tunnel *t)
 {
 	char since[32];
@@ -169,6 +194,7 @@ static void put_json_tunnel(FILE *out, const struct status_tunnel *t)
 		put_json_string(out, t->last_error, sizeof(t->last_error));
 	else
 		fputs("null", out);
+	put_json_sidecar(out, &t->sidecar);
 	fputs(",\"forwards\":[", out);
 	for (size_t i = 0; i < t->n_forwards; i++) {
 		if (i > 0)
@@ -234,6 +260,7 @@ enum table_column {
 	COLUMN_TUNNEL,
 	COLUMN_STATE,
 	COLUMN_HEALTH,
+	COLUMN_SIDECAR,
 	COLUMN_RTT,
 	COLUMN_SINCE,
 	COLUMN_ENDPOINT,
@@ -243,7 +270,7 @@ enum table_column {
 };
 
 static const char *const table_headers[N_COLUMNS] = {
-    "TUNNEL", "STATE", "HEALTH", "RTT", "SINCE", "ENDPOINT", "RECONNECTS", "LAST ERROR",
+    "TUNNEL", "STATE", "HEALTH", "SIDECAR", "RTT", "SINCE", "ENDPOINT", "RECONNECTS", "LAST ERROR",
 };
 
 static void cell_set(struct cell *c, const char *text, size_t max)
@@ -261,6 +288,7 @@ static void table_row_fill(struct cell row[N_COLUMNS], const struct status_tunne
 	cell_set(&row[COLUMN_TUNNEL], t->name, sizeof(t->name));
 	cell_set(&row[COLUMN_STATE], tunnel_state_str(t->state), SIZE_MAX);
 	cell_set(&row[COLUMN_HEALTH], tunnel_health_str(t->health), SIZE_MAX);
+	cell_set(&row[COLUMN_SIDECAR], sidecar_state_str(t->sidecar.state), SIZE_MAX);
 	/* a tunnel that is not up has no round trip now: its last one would mislead */
 	if (t->rtt_measured && t->state == TUNNEL_UP)
 		snprintf(buf, sizeof(buf), t->rtt < 0.01 ? "%.1fms" : "%.0fms", t->rtt * 1000.0);
@@ -594,6 +622,17 @@ static void put_health_families(FILE *out, const struct status *s)
 						   f, "target", f->target,
 						   f->target_state == TARGET_REACHABLE);
 		}
+	put_metric_family(
+	    out, "moletun_tunnel_sidecar_hardened", "gauge",
+	    "Whether the last audit of the tunnel's sidecar over its session found it "
+	    "hardened (1) or a check failed (0); absent while unknown.");
+	for (size_t i = 0; i < s->n_tunnels; i++) {
+		const struct status_tunnel *t = &s->tunnels[i];
+
+		if (t->sidecar.state != SIDECAR_UNKNOWN)
+			put_tunnel_sample(out, "moletun_tunnel_sidecar_hardened", t,
+					  t->sidecar.state == SIDECAR_HARDENED);
+	}
 	put_metric_family(out, "moletun_forward_probe_failures_total", "counter",
 			  "Probes of a local forward's target that failed or timed out.");
 	for (size_t i = 0; i < s->n_tunnels; i++)
@@ -615,7 +654,7 @@ static void put_alert_families(FILE *out, const struct status *s)
 	put_metric_family(out, "moletun_alerts_sent_total", "counter",
 			  "Alert events delivered (HTTP 2xx, or exit status 0 for exec), by "
 			  "alert target and event (down, up, target_down, target_up, degraded, "
-			  "recovered, test, metrics_stale, metrics_fresh).");
+			  "recovered, test, metrics_stale, metrics_fresh, audit_failed).");
 	for (size_t i = 0; i < s->n_alerts; i++) {
 		const struct status_alert *a = &s->alerts[i];
 

@@ -12,24 +12,6 @@
 #include "jumpspec.h"
 #include "textenc.h"
 
-/* Unix sockets a database host commonly has, which a sidecar's key must never reach. */
-static const char *const default_sockets[] = {
-    "/var/run/docker.sock",
-    "/var/run/postgresql/.s.PGSQL.5432",
-};
-
-/* Destinations no tunnel needs: the sidecar's own sshd and a port nothing listens on. */
-static const struct {
-	const char *host;
-	uint16_t port;
-} non_targets[] = {
-    {"127.0.0.1", 22},
-    {"127.0.0.1", 1},
-};
-
-/* The listen the tcpip-forward probe asks for: port 0, any port the server picks. */
-#define PROBE_LISTEN_HOST "127.0.0.1"
-
 const char audit_help[] =
     "usage: moletun audit [-c FILE] [--json] [--socket PATH]... [TUNNEL...]\n"
     "Connects to each tunnel's sidecar (every tunnel by default) with the tunnel's own key,\n"
@@ -108,97 +90,24 @@ struct tunnel_audit {
 	char error[800];
 };
 
-static bool is_target(const struct tunnel_config *t, const char *host, uint16_t port)
-{
-	for (size_t i = 0; i < t->n_forwards; i++)
-		if (t->forwards[i].kind == FORWARD_LOCAL && t->forwards[i].target_port == port &&
-		    strcmp(t->forwards[i].target_host, host) == 0)
-			return true;
-	return false;
-}
+_Static_assert(sizeof(((struct audit_args *)0)->sockets) / sizeof(char *) <= AUDIT_SOCKETS_MAX,
+	       "every --socket fits in the plan");
 
-static void dest_text(const char *host, uint16_t port, char *buf, size_t size)
-{
-	bool v6 = strchr(host, ':') != NULL;
-
-	snprintf(buf, size, "%s%s%s:%u", v6 ? "[" : "", host, v6 ? "]" : "", port);
-}
-
-/* The probes over the authenticated session, in order. 0 or a libssh2 error that ended it. */
+/* The probes over the authenticated session, in order, on the blocking session (each
+ * step bounded by its timeout). 0 or a libssh2 error that ended it. */
 static int run_probes(const struct audit_args *a, struct tunnel_audit *ta, LIBSSH2_SESSION *s)
 {
-	const struct tunnel_config *t = ta->t;
-	struct audit_report *r = &ta->report;
-	enum audit_open answers[sizeof(non_targets) / sizeof(non_targets[0])], o;
-	enum audit_forwarding forwarding;
-	struct audit_session session;
-	enum audit_pty pty;
-	enum audit_sftp sftp;
-	size_t n_answers = 0, n_remote = 0;
-	char dest[300];
-	bool granted;
-	unsigned bound;
+	struct audit_plan *plan = malloc(sizeof(*plan));
 	int rc;
 
-	rc = audit_probe_session(s, &session);
-	if (rc)
-		return rc;
-	audit_judge_session(r, &session);
-	rc = audit_probe_pty(s, session.opened, &pty);
-	if (rc)
-		return rc;
-	audit_judge_pty(r, pty);
-	rc = audit_probe_sftp(s, session.opened, &sftp);
-	if (rc)
-		return rc;
-	audit_judge_sftp(r, sftp);
-	for (size_t i = 0; i < sizeof(non_targets) / sizeof(non_targets[0]); i++) {
-		if (is_target(t, non_targets[i].host, non_targets[i].port))
-			continue;
-		rc = audit_probe_direct_tcpip(s, non_targets[i].host, non_targets[i].port, &o);
-		if (rc)
-			return rc;
-		dest_text(non_targets[i].host, non_targets[i].port, dest, sizeof(dest));
-		audit_judge_direct_tcpip(r, dest, o);
-		answers[n_answers++] = o;
-	}
-	forwarding = audit_forwarding_of(answers, n_answers);
-	for (size_t i = 0; i < t->n_forwards; i++) {
-		const struct forward_spec *f = &t->forwards[i];
-		bool seen = false;
-
-		if (f->kind == FORWARD_REMOTE) {
-			n_remote++;
-			continue;
-		}
-		for (size_t j = 0; j < i && !seen; j++)
-			seen = t->forwards[j].kind == FORWARD_LOCAL &&
-			       t->forwards[j].target_port == f->target_port &&
-			       strcmp(t->forwards[j].target_host, f->target_host) == 0;
-		if (seen)
-			continue;
-		rc = audit_probe_direct_tcpip(s, f->target_host, f->target_port, &o);
-		if (rc)
-			return rc;
-		dest_text(f->target_host, f->target_port, dest, sizeof(dest));
-		audit_judge_target(r, dest, o);
-	}
-	for (size_t i = 0; i < sizeof(default_sockets) / sizeof(default_sockets[0]) + a->n_sockets;
-	     i++) {
-		size_t nd = sizeof(default_sockets) / sizeof(default_sockets[0]);
-		const char *path = i < nd ? default_sockets[i] : a->sockets[i - nd];
-
-		rc = audit_probe_streamlocal(s, path, &o);
-		if (rc)
-			return rc;
-		audit_judge_streamlocal(r, path, o, forwarding);
-	}
-	rc = audit_probe_tcpip_forward(s, PROBE_LISTEN_HOST, 0, &granted, &bound);
-	if (rc)
-		return rc;
-	audit_judge_tcpip_forward(r, PROBE_LISTEN_HOST ":0", granted, bound, n_remote);
-	audit_note_streamlocal_forward(r);
-	return 0;
+	if (!plan)
+		return LIBSSH2_ERROR_ALLOC;
+	/* a command's output is read for what one step may take, and a second more */
+	audit_plan_init(plan, ta->t, AUDIT_SCOPE_FULL, a->sockets, a->n_sockets,
+			(double)libssh2_session_get_timeout(s) / 1000.0 + 1.0);
+	rc = audit_plan_run(plan, s, NULL, &ta->report);
+	free(plan);
+	return rc;
 }
 
 static const char *kexinit_error_str(int r)

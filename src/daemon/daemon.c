@@ -23,6 +23,7 @@
 #include "notify.h"
 #include "privfile.h"
 #include "reload_plan.h"
+#include "sidecar_audit.h"
 #include "status_format.h"
 #include "tunnel.h"
 
@@ -247,6 +248,15 @@ static void daemon_digest_known_hosts(struct config *c)
 	}
 }
 
+/* Starts a created tunnel, with its sidecar audit. */
+static void daemon_start_tunnel(struct daemon *d, struct tunnel *t)
+{
+	if (sidecar_audit_attach(d->loop, t) < 0)
+		log_err("tunnel %s: out of memory: the sidecar is not audited",
+			tunnel_config(t)->name);
+	tunnel_start(t);
+}
+
 static int daemon_add_tunnel(struct daemon *d, const struct tunnel_config *tc, struct identity *id)
 {
 	struct tunnel *t;
@@ -391,7 +401,7 @@ static int reload_swap(struct daemon *d, struct reload *rl, struct diag *errors)
 			r = -EIO;
 			continue;
 		}
-		tunnel_start(d->tunnels[d->n_tunnels - 1]);
+		daemon_start_tunnel(d, d->tunnels[d->n_tunnels - 1]);
 	}
 	free(old);
 	/* the identities now belong to the tunnels (or were released by a failed create) */
@@ -673,7 +683,7 @@ static int daemon_run(const char *config_path)
 	log_notice("moletun started: %zu tunnel%s, control socket %s", d.n_tunnels,
 		   d.n_tunnels == 1 ? "" : "s", d.cfg->control_socket);
 	for (size_t i = 0; i < d.n_tunnels; i++)
-		tunnel_start(d.tunnels[i]);
+		daemon_start_tunnel(&d, d.tunnels[i]);
 	notify_ready();
 	daemon_update_status(&d);
 	ev_run(d.loop, 0);

@@ -118,6 +118,8 @@ struct link {
 	bool keepalive_global;		  /* the server accepted our open: global requests only */
 	bool keepalive_warm;		  /* one was answered: the next answers are timed */
 	bool open_busy;			  /* an open of the layer above is in flight */
+	const void *open_owner;		  /* who started it (link_channel_open_as) */
+	bool global_busy;		  /* a global request of the layer above awaits its reply */
 	LIBSSH2_CHANNEL *keepalive_stray; /* the open it accepted, being closed */
 	double keepalive_sent;		  /* our last open (0: none yet) */
 	double global_sent;		  /* the last global keepalive request (0: none yet) */
@@ -179,6 +181,20 @@ void link_session_error(struct link *l, int rc);
  */
 int link_channel_open(struct link *l, LIBSSH2_CHANNEL **ret, const char *type, unsigned type_len,
 		      unsigned window, unsigned packet, const char *msg, unsigned msg_len);
+/* The same, for one of several users of the session's opens: an open in flight belongs to
+ * the `owner` that started it, and another owner gets LIBSSH2_ERROR_EAGAIN (nothing sent)
+ * until it ends; the layer above is then pumped again. link_channel_open() is owner NULL. */
+int link_channel_open_as(struct link *l, const void *owner, LIBSSH2_CHANNEL **ret, const char *type,
+			 unsigned type_len, unsigned window, unsigned packet, const char *msg,
+			 unsigned msg_len);
+/*
+ * A global request with want-reply of the layer above (tcpip-forward) may go now: false
+ * when a reply to one of the link's own global keepalives may still come, since libssh2
+ * 1.10 would take it as the answer (it matches replies by type only). True reserves the
+ * replies: no global keepalive goes until link_global_request_end().
+ */
+bool link_global_request_begin(struct link *l);
+void link_global_request_end(struct link *l);
 /* A direct-tcpip channel to host:port (RFC 4254 7.2) with a receive window of `window`,
  * through link_channel_open(); host names longer than 255 bytes fail (LIBSSH2_ERROR_INVAL). */
 int link_direct_tcpip(struct link *l, LIBSSH2_CHANNEL **ret, const char *host, unsigned port,

@@ -113,10 +113,27 @@ static int keepalive_open(struct link *l)
 	return ssh_error_fatal(rc) ? rc : 0;
 }
 
-/* An unanswered keepalive: a global request, whose reply only counts as bytes received. */
+bool link_global_request_begin(struct link *l)
+{
+	if (l->global_sent != 0 || l->global_busy)
+		return false;
+	l->global_busy = true;
+	return true;
+}
+
+void link_global_request_end(struct link *l)
+{
+	l->global_busy = false;
+}
+
+/* An unanswered keepalive: a global request, whose reply only counts as bytes received.
+ * None while the layer above awaits the reply to its own (link_global_request_begin). */
 static void keepalive_send_global(struct link *l)
 {
 	int next;
+
+	if (l->global_busy)
+		return;
 
 	/*
 	 * libssh2 1.10 sends only when keepalive_last_sent + interval <= time(NULL), the wall
@@ -167,9 +184,18 @@ static int keepalive_poll(struct link *l)
 int link_channel_open(struct link *l, LIBSSH2_CHANNEL **ret, const char *type, unsigned type_len,
 		      unsigned window, unsigned packet, const char *msg, unsigned msg_len)
 {
+	return link_channel_open_as(l, NULL, ret, type, type_len, window, packet, msg, msg_len);
+}
+
+int link_channel_open_as(struct link *l, const void *owner, LIBSSH2_CHANNEL **ret, const char *type,
+			 unsigned type_len, unsigned window, unsigned packet, const char *msg,
+			 unsigned msg_len)
+{
 	int rc;
 
 	*ret = NULL;
+	if (l->open_busy && l->open_owner != owner)
+		return LIBSSH2_ERROR_EAGAIN; /* the owner's end of it pumps us again */
 	if (!l->open_busy) {
 		/* between two opens: a keepalive due meanwhile goes first */
 		if (l->keepalive_wanted) {
@@ -182,7 +208,11 @@ int link_channel_open(struct link *l, LIBSSH2_CHANNEL **ret, const char *type, u
 	}
 	*ret = libssh2_channel_open_ex(l->session, type, type_len, window, packet, msg, msg_len);
 	rc = *ret ? 0 : libssh2_session_last_errno(l->session);
+	l->open_owner = owner;
 	l->open_busy = rc == LIBSSH2_ERROR_EAGAIN;
+	/* the layer above's own opens may wait for this one to end (it pumps before us) */
+	if (!l->open_busy && owner)
+		link_want_pump(l);
 	/* The keepalive held back by this open goes from the loop (not here: the caller may
 	 * still read this open's error from the session) or before the next open. */
 	if (!l->open_busy && l->keepalive_wanted)

@@ -41,6 +41,19 @@ const char *target_state_str(enum target_state s)
 	return "unknown";
 }
 
+const char *sidecar_state_str(enum sidecar_state s)
+{
+	switch (s) {
+	case SIDECAR_HARDENED:
+		return "hardened";
+	case SIDECAR_NOT_HARDENED:
+		return "not_hardened";
+	case SIDECAR_UNKNOWN:
+		break;
+	}
+	return "unknown";
+}
+
 const char *tunnel_health_str(enum tunnel_health h)
 {
 	switch (h) {
@@ -66,6 +79,7 @@ static const char *const alert_event_names[] = {
     [ALERT_EVENT_TEST] = "test",
     [ALERT_EVENT_METRICS_STALE] = "metrics_stale",
     [ALERT_EVENT_METRICS_FRESH] = "metrics_fresh",
+    [ALERT_EVENT_AUDIT_FAILED] = "audit_failed",
 };
 
 const char *alert_event_str(enum alert_event_kind k)

@@ -44,6 +44,9 @@ struct tunnel {
 	struct forwarder fw;
 	struct rtt_estimator rtt; /* keepalive round trips of the current session */
 	enum tunnel_health health;
+	struct tunnel_job_ops job; /* on_input NULL: none */
+	struct status_sidecar sidecar;
+	double sidecar_checked; /* clock_now() of the last audit that finished */
 	tunnel_changed_fn on_change;
 	void *userdata;
 };
@@ -117,6 +120,8 @@ static void arm_timer(struct tunnel *t, double seconds)
 /* Takes the session down: its channels first, then the link. */
 static void session_end(struct tunnel *t, bool goodbye)
 {
+	if (t->job.on_down && t->state == TUNNEL_UP)
+		t->job.on_down(t->job.userdata);
 	t->requesting = false;
 	forward_down(&t->fw);
 	path_close(&t->path, goodbye);
@@ -185,6 +190,8 @@ static void tunnel_up(struct tunnel *t)
 	rtt_init(&t->rtt);
 	set_state(t, TUNNEL_EVENT_READY, NULL, UINT64_MAX);
 	forward_up(&t->fw);
+	if (t->job.on_up)
+		t->job.on_up(t->job.userdata);
 }
 
 static void on_link_ready(void *userdata)
@@ -203,15 +210,19 @@ static void on_link_fail(void *userdata, enum link_failure why, const char *reas
 static int on_link_input(void *userdata)
 {
 	struct tunnel *t = userdata;
+	int rc;
 
 	if (t->requesting) {
-		int rc = forward_request_remotes(&t->fw);
+		rc = forward_request_remotes(&t->fw);
 
 		if (rc <= 0)
 			return rc;
 		tunnel_up(t);
 	}
-	return forward_pump(&t->fw);
+	rc = forward_pump(&t->fw);
+	if (rc || !t->job.on_input || t->state != TUNNEL_UP)
+		return rc;
+	return t->job.on_input(t->job.userdata);
 }
 
 static void on_link_drained(void *userdata)
@@ -240,7 +251,10 @@ static bool on_link_drain(void *userdata)
 {
 	struct tunnel *t = userdata;
 
-	return forward_drain(&t->fw);
+	if (forward_drain(&t->fw))
+		return true;
+	/* the job's channels are read by its on_input in the pump that follows */
+	return t->state == TUNNEL_UP && t->job.busy && t->job.busy(t->job.userdata);
 }
 
 static void on_target(void *userdata, size_t forward, bool reachable, const char *why)
@@ -444,6 +458,12 @@ void tunnel_destroy(struct tunnel *t)
 {
 	if (!t)
 		return;
+	if (t->job.on_destroy) {
+		struct tunnel_job_ops job = t->job;
+
+		memset(&t->job, 0, sizeof(t->job));
+		job.on_destroy(job.userdata);
+	}
 	ev_timer_stop(t->loop, &t->timer);
 	session_end(t, true);
 	forward_finish(&t->fw);
@@ -496,6 +516,9 @@ int tunnel_snapshot(const struct tunnel *t, struct status_tunnel *out)
 	out->reconnects = t->reconnects;
 	snprintf(out->last_error, sizeof(out->last_error), "%s", t->last_error);
 	out->auth_failure = t->auth_failure;
+	out->sidecar = t->sidecar;
+	if (t->sidecar.checked)
+		out->sidecar.checked_at = clock_to_wall(t->sidecar_checked);
 	out->forwards = calloc(t->fw.n_forwards ? t->fw.n_forwards : 1, sizeof(*out->forwards));
 	if (!out->forwards)
 		return -ENOMEM;
@@ -521,4 +544,49 @@ int tunnel_snapshot(const struct tunnel *t, struct status_tunnel *out)
 		forward_windows(&t->fw, i, &sf->window_largest, &sf->window_total);
 	}
 	return 0;
+}
+
+void tunnel_set_job(struct tunnel *t, const struct tunnel_job_ops *ops)
+{
+	t->job = *ops;
+	if (t->state == TUNNEL_UP && t->job.on_up)
+		t->job.on_up(t->job.userdata);
+}
+
+LIBSSH2_SESSION *tunnel_session(struct tunnel *t)
+{
+	return t->state == TUNNEL_UP ? path_final(&t->path)->session : NULL;
+}
+
+int tunnel_channel_open(struct tunnel *t, LIBSSH2_CHANNEL **ret, const char *type,
+			unsigned type_len, unsigned window, unsigned packet, const char *msg,
+			unsigned msg_len)
+{
+	return link_channel_open_as(path_final(&t->path), &t->job, ret, type, type_len, window,
+				    packet, msg, msg_len);
+}
+
+bool tunnel_global_request_begin(struct tunnel *t)
+{
+	return link_global_request_begin(path_final(&t->path));
+}
+
+void tunnel_global_request_end(struct tunnel *t)
+{
+	link_global_request_end(path_final(&t->path));
+}
+
+void tunnel_want_pump(struct tunnel *t)
+{
+	if (t->state == TUNNEL_UP)
+		link_want_pump(path_final(&t->path));
+}
+
+void tunnel_set_sidecar(struct tunnel *t, const struct status_sidecar *s)
+{
+	t->sidecar = *s;
+	if (s->checked)
+		t->sidecar_checked = clock_now();
+	t->sidecar.checked = s->checked || t->sidecar_checked > 0;
+	notify_change(t);
 }

@@ -23,6 +23,7 @@ import shutil
 import socket
 import subprocess
 import threading
+import time
 
 import harness
 import jumpnet
@@ -423,6 +424,21 @@ class AuditProxyJumpTest(AuditBase):
         # the bastion's line let the hop key open nothing but the way to the sidecar
         r = self.ssh(self.bastion, kh, options=["-W", "%s:%d" % (jumpnet.SIDE_ADDR, 22)])
         self.assertIn(b"administratively prohibited", r.stderr)
+
+        # the daemon's own audit runs over the tunnel's session, through the bastion, and
+        # judges the sidecar (the bastion's stock sshd is not what it audits)
+        m.start()
+        self.assertUp(m, "far", 15 * SLOW)
+        deadline = time.monotonic() + 20 * SLOW
+        while time.monotonic() < deadline:
+            r = subprocess.run([harness.moletun_bin(), "ctl", "-s", m.control_socket, "status",
+                                "--json"], capture_output=True, text=True, timeout=15)
+            t = json.loads(r.stdout)["tunnels"][0]
+            if t["sidecar"] != "unknown":
+                break
+            time.sleep(0.1)
+        self.assertEqual(t["sidecar"], "hardened", t)
+        self.assertIsNotNone(wait_echo(self.lp, 10 * SLOW), "no echo through the bastion")
 
 
 if __name__ == "__main__":

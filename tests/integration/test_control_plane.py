@@ -17,7 +17,8 @@ from harness import EchoServer, connect, echo_once, tunnel_section
 
 RFC3339_UTC = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$")
 TUNNEL_KEYS = {"name", "state", "health", "rtt_ms", "rtt_last_ms", "since", "host", "port",
-               "user", "via", "reconnects", "last_error", "forwards"}
+               "user", "via", "reconnects", "last_error", "sidecar", "sidecar_failed",
+               "sidecar_failed_count", "sidecar_checked", "sidecar_error", "forwards"}
 FORWARD_KEYS = {"type", "listen", "target", "active", "connections_total", "bytes_in",
                 "bytes_out", "open_failures", "rejected", "rejected_by_reason", "target_state",
                 "target_error", "probe_rtt_ms", "probe_failures", "window_largest_bytes",
@@ -145,8 +146,8 @@ class ControlPlaneTest(harness.TunnelTest):
         r = ctl(m, "status")
         self.assertEqual(r.returncode, 3, r.stderr)  # "down" is not up
         self.assertRegex(r.stdout,
-                         r"^TUNNEL +STATE +HEALTH +RTT +SINCE +ENDPOINT +RECONNECTS +LAST ERROR\n")
-        self.assertRegex(r.stdout, r"\nt1 +up +ok +([\d.]+ms|-) +\d+s +\S+@127\.0\.0\.1:%d +0 +-\n"
+                         r"^TUNNEL +STATE +HEALTH +SIDECAR +RTT +SINCE +ENDPOINT +RECONNECTS +LAST ERROR\n")
+        self.assertRegex(r.stdout, r"\nt1 +up +ok +(hardened|unknown) +([\d.]+ms|-) +\d+s +\S+@127\.0\.0\.1:%d +0 +-\n"
                          % self.sc.port)
         self.assertRegex(r.stdout, r"\ndown +(backoff|connecting) ")
         self.assertIn("127.0.0.1:%d" % self.lp1, r.stdout)
@@ -240,6 +241,12 @@ class ControlPlaneTest(harness.TunnelTest):
             self.assertIsInstance(t["port"], int)
             self.assertIsInstance(t["reconnects"], int)
             self.assertEqual(t["via"], [])  # direct: no proxy_jump
+            self.assertIn(t["sidecar"], ("hardened", "not_hardened", "unknown"))
+            self.assertIsInstance(t["sidecar_failed"], list)
+            self.assertEqual(t["sidecar_failed_count"] > 0, t["sidecar"] == "not_hardened")
+            if t["sidecar_checked"] is not None:
+                self.assertRegex(t["sidecar_checked"], RFC3339_UTC)
+            self.assertEqual(t["sidecar_error"] is None, t["sidecar"] != "unknown")
             for f in t["forwards"]:
                 self.assertEqual(set(f), FORWARD_KEYS)
                 self.assertIn(f["type"], ("local", "remote"))

@@ -71,9 +71,11 @@ class RulesLabelsTest(harness.TunnelTest):
             r = subprocess.run([harness.moletun_bin(), "ctl", "-s", m.control_socket,
                                 "metrics"], capture_output=True, text=True, timeout=30)
             self.assertEqual(r.returncode, 0, r.stderr)
-            # the probe answered and the RTT was measured: every family has its series
+            # the probe answered, the RTT was measured and the sidecar audited: every
+            # family has its series
             if ("moletun_forward_target_up{" in r.stdout and
-                    "moletun_tunnel_rtt_seconds{" in r.stdout):
+                    "moletun_tunnel_rtt_seconds{" in r.stdout and
+                    "moletun_tunnel_sidecar_hardened{" in r.stdout):
                 return label_sets(r.stdout)
             self.assertLess(time.monotonic(), deadline, r.stdout)
             time.sleep(0.2)

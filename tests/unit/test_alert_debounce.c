@@ -362,6 +362,56 @@ static void test_watch_degraded(void **state)
 	alert_watch_finish(&w);
 }
 
+static void set_sidecar(struct snap *s, enum sidecar_state state, const char *failed)
+{
+	memset(&s->t.sidecar, 0, sizeof(s->t.sidecar));
+	s->t.sidecar.state = state;
+	if (failed) {
+		s->t.sidecar.n_failed = 1;
+		snprintf(s->t.sidecar.failed[0], sizeof(s->t.sidecar.failed[0]), "%s", failed);
+	}
+}
+
+/* audit_failed: at once, once per change to not_hardened; unknown changes nothing, a
+ * verdict the watch was started with is no change, and a tunnel down does not hold it. */
+static void test_watch_audit_failed(void **state)
+{
+	struct alert_watch_state w;
+	struct snap s;
+
+	snap_init(&s, 1);
+	watch_start(&w, &plain, &s, 0);
+	set_sidecar(&s, SIDECAR_HARDENED, NULL);
+	assert_update(&w, &plain, &s, 1, "");
+	set_sidecar(&s, SIDECAR_NOT_HARDENED, "session");
+	assert_update(&w, &plain, &s, 2, "audit_failed");
+	assert_string_equal(w.sidecar_failed, "session");
+	assert_true(w.sidecar_since == 2);
+	/* the next audits say the same: nothing more */
+	assert_update(&w, &plain, &s, 3, "");
+	assert_expire(&w, &plain, 100, "");
+	/* an audit that could not finish, then the same verdict: no change */
+	set_sidecar(&s, SIDECAR_UNKNOWN, NULL);
+	assert_update(&w, &plain, &s, 4, "");
+	set_sidecar(&s, SIDECAR_NOT_HARDENED, "tcpip_forward 127.0.0.1:0");
+	assert_update(&w, &plain, &s, 5, "");
+	assert_string_equal(w.sidecar_failed, "tcpip_forward 127.0.0.1:0");
+	/* fixed, then broken again: a second change */
+	set_sidecar(&s, SIDECAR_HARDENED, NULL);
+	assert_update(&w, &plain, &s, 6, "");
+	set_tunnel(&s, TUNNEL_BACKOFF, "refused");
+	set_sidecar(&s, SIDECAR_NOT_HARDENED, "pty");
+	assert_update(&w, &plain, &s, 7, "audit_failed");
+	alert_watch_finish(&w);
+
+	/* a watch started on a verdict already not_hardened (a target added by a reload) */
+	snap_init(&s, 1);
+	set_sidecar(&s, SIDECAR_NOT_HARDENED, "session");
+	watch_start(&w, &plain, &s, 0);
+	assert_update(&w, &plain, &s, 1, "");
+	alert_watch_finish(&w);
+}
+
 /*
  * The tunnel goes down while its target_down and degraded alerts stand: one down event,
  * nothing else; after up, each condition needs down_after again.
@@ -579,6 +629,7 @@ int main(void)
 	    cmocka_unit_test(test_watch_target_down_up),
 	    cmocka_unit_test(test_watch_unknown_is_no_evidence),
 	    cmocka_unit_test(test_watch_degraded),
+	    cmocka_unit_test(test_watch_audit_failed),
 	    cmocka_unit_test(test_watch_down_supersedes),
 	    cmocka_unit_test(test_watch_flap_resumes),
 	    cmocka_unit_test(test_watch_auth_failure),

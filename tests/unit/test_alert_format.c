@@ -54,6 +54,8 @@ static void test_event_names(void **state)
 	assert_string_equal(alert_event_str(ALERT_EVENT_TEST), "test");
 	assert_string_equal(alert_event_str(ALERT_EVENT_METRICS_STALE), "metrics_stale");
 	assert_string_equal(alert_event_str(ALERT_EVENT_METRICS_FRESH), "metrics_fresh");
+	assert_string_equal(alert_event_str(ALERT_EVENT_AUDIT_FAILED), "audit_failed");
+	assert_true(alert_event_firing(ALERT_EVENT_AUDIT_FAILED));
 	assert_true(alert_event_firing(ALERT_EVENT_METRICS_STALE));
 	assert_false(alert_event_firing(ALERT_EVENT_METRICS_FRESH));
 	assert_true(alert_event_firing(ALERT_EVENT_DOWN));
@@ -444,6 +446,59 @@ static void test_env_health_events(void **state)
 	alert_env_free(env);
 }
 
+static struct alert_event audit_sample(void)
+{
+	struct alert_event e = sample(ALERT_EVENT_AUDIT_FAILED);
+
+	snprintf(e.reason, sizeof(e.reason), "failed: session, tcpip_forward 127.0.0.1:0");
+	e.since = e.timestamp;
+	e.down_for_seconds = 0;
+	return e;
+}
+
+/* audit_failed in every format: the failed checks as the reason; Alertmanager keeps it for
+ * ALERTMANAGER_AUDIT_SEC since it is sent once; exec gets the json and the common
+ * variables. */
+static void test_audit_failed(void **state)
+{
+	struct alert_event e = audit_sample();
+	char *base[] = {"PATH=/bin", NULL};
+	char **env = NULL, *json;
+	size_t n = 0;
+
+	assert_body(ALERT_FORMAT_JSON, &e,
+		    "{\"event\":\"audit_failed\",\"tunnel\":\"primary\",\"node\":\"web1\","
+		    "\"host\":\"db.example.com\",\"port\":22,"
+		    "\"reason\":\"failed: session, tcpip_forward 127.0.0.1:0\","
+		    "\"since\":\"2024-05-01T12:00:12Z\",\"down_for_seconds\":0.0,"
+		    "\"timestamp\":\"2024-05-01T12:00:12Z\"}");
+	assert_body(ALERT_FORMAT_SLACK, &e,
+		    "{\"text\":\":red_circle: moletun on web1: tunnel primary (db.example.com:22): "
+		    "the sidecar is NOT HARDENED: its key can do more than the tunnel's forwards; "
+		    "failed: session, tcpip_forward 127.0.0.1:0 (audited 2024-05-01T12:00:12Z; "
+		    "moletun audit primary says what fixes each)\"}");
+	assert_body(ALERT_FORMAT_ALERTMANAGER, &e,
+		    "[{\"labels\":{\"alertname\":\"MoletunSidecarNotHardened\","
+		    "\"tunnel\":\"primary\",\"instance\":\"web1\"},\"annotations\":{"
+		    "\"summary\":\"The sidecar of SSH tunnel primary on web1 is not hardened\","
+		    "\"description\":\"db.example.com:22: the tunnel's key can do more than its "
+		    "forwards; failed: session, tcpip_forward 127.0.0.1:0 (moletun audit primary "
+		    "says what fixes each)\"},\"startsAt\":\"2024-05-01T12:00:12Z\","
+		    "\"endsAt\":\"2024-05-02T12:00:12Z\"}]");
+	assert_int_equal(alert_format_env(&e, "ops", base, &env), 0);
+	for (char **p = env; *p; p++)
+		n++;
+	assert_int_equal(n, 1 + 11);
+	assert_string_equal(env_get(env, "MOLETUN_EVENT"), "audit_failed");
+	assert_string_equal(env_get(env, "MOLETUN_REASON"),
+			    "failed: session, tcpip_forward 127.0.0.1:0");
+	json = body(ALERT_FORMAT_JSON, &e);
+	assert_string_equal(env_get(env, "MOLETUN_JSON"), json);
+	free(json);
+	assert_null(env_get(env, "MOLETUN_FORWARD"));
+	alert_env_free(env);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -461,6 +516,7 @@ int main(void)
 	    cmocka_unit_test(test_alertmanager_health_events),
 	    cmocka_unit_test(test_env),
 	    cmocka_unit_test(test_env_health_events),
+	    cmocka_unit_test(test_audit_failed),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

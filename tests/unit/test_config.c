@@ -208,6 +208,7 @@ static void test_defaults(void **state)
 	assert_int_equal(t->auth_retry_interval_ms, 60000);
 	assert_int_equal(t->down_hold_ms, 0);
 	assert_int_equal(t->max_connections, 1024);
+	assert_int_equal(t->audit_interval_ms, 86400000);
 	assert_int_equal(t->n_forwards, 1);
 	assert_int_equal(t->forwards[0].kind, FORWARD_LOCAL);
 	assert_string_equal(t->forwards[0].listen_host, "127.0.0.1");
@@ -769,6 +770,32 @@ static void test_values(void **state)
 		   "@DIR@/m.conf:22: duplicate key 'keepalive_count_max' in [tunnel:primary] "
 		   "(first set at @DIR@/m.conf:13)",
 		   "@DIR@/m.conf:23: empty value for backoff_max"));
+}
+
+/* audit_interval: days, 0 (off), and the range. */
+static void test_audit_interval(void **state)
+{
+	struct config *c;
+
+	(void)state;
+	write_file("a.conf", 0644,
+		   "[tunnel:a]\n" TUNNEL_BODY "local_forward = 5001 db:5432\naudit_interval = 0\n"
+		   "[tunnel:b]\n" TUNNEL_BODY "local_forward = 5002 db:5432\naudit_interval = 6h\n"
+		   "[tunnel:c]\n" TUNNEL_BODY
+		   "local_forward = 5003 db:5432\naudit_interval = 30d\n");
+	c = load_ok("a.conf");
+	assert_int_equal(c->tunnels[0].audit_interval_ms, 0);
+	assert_int_equal(c->tunnels[1].audit_interval_ms, 6 * 3600000);
+	assert_int_equal(c->tunnels[2].audit_interval_ms, 30ull * 86400000);
+	config_free(c);
+	write_file("a.conf", 0644,
+		   "[tunnel:a]\n" TUNNEL_BODY "local_forward = 5001 db:5432\n"
+		   "audit_interval = 31d\n"
+		   "[tunnel:b]\n" TUNNEL_BODY "local_forward = 5002 db:5432\n"
+		   "audit_interval = daily\n");
+	load_fails("a.conf",
+		   EXPECT("@DIR@/a.conf:7: audit_interval must be at most 30d (got 31d)",
+			  "@DIR@/a.conf:14: invalid duration 'daily' for audit_interval"));
 }
 
 static void test_string_checks(void **state)
@@ -1557,6 +1584,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_auth_rules, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_known_hosts, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_values, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_audit_interval, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_string_checks, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_backoff_and_keepalive, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_long_lines, setup, teardown),

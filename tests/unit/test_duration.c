@@ -62,6 +62,9 @@ static void test_combinations(void **state)
 	assert_int_equal(parse_ok("1h1m1s1ms"), 3661001);
 	assert_int_equal(parse_ok("1h5s"), 3605000);
 	assert_int_equal(parse_ok("1m5ms"), 60005);
+	assert_int_equal(parse_ok("1d"), 86400000);
+	assert_int_equal(parse_ok("1d12h"), 129600000);
+	assert_parse_fails("1h1d", -EINVAL);
 }
 
 static void test_rejects_bad_syntax(void **state)
@@ -81,7 +84,7 @@ static void test_rejects_bad_syntax(void **state)
 	assert_parse_fails(" 5s", -EINVAL);
 	assert_parse_fails("5s ", -EINVAL);
 	assert_parse_fails("5S", -EINVAL);
-	assert_parse_fails("1d", -EINVAL);
+	assert_parse_fails("1w", -EINVAL);
 	assert_parse_fails("5sec", -EINVAL);
 	assert_parse_fails("5mss", -EINVAL);
 }
@@ -132,6 +135,8 @@ static void test_format(void **state)
 	assert_string_equal(format(5400000), "1h30m");
 	assert_string_equal(format(1500), "1500ms");
 	assert_string_equal(format(3600001), "1h1ms");
+	assert_string_equal(format(86400000), "1d");
+	assert_string_equal(format(90000000), "1d1h");
 	assert_string_equal(format(UINT64_MAX), "18446744073709551615ms");
 }
 

@@ -92,6 +92,18 @@ static void make_sample(struct status *s)
 	s->tunnels[1].reconnects = 7;
 	s->tunnels[1].since.tv_sec = T0 + 3600;
 	add_forward(&s->tunnels[1], FORWARD_REMOTE, "0.0.0.0:8080", "localhost:80", 10);
+	/* primary's sidecar passed its audit; replica's failed two checks before it went down */
+	s->tunnels[0].sidecar.state = SIDECAR_HARDENED;
+	s->tunnels[0].sidecar.checked = true;
+	s->tunnels[0].sidecar.checked_at.tv_sec = T0 + 60;
+	s->tunnels[1].sidecar.state = SIDECAR_NOT_HARDENED;
+	s->tunnels[1].sidecar.checked = true;
+	s->tunnels[1].sidecar.checked_at.tv_sec = T0 + 120;
+	s->tunnels[1].sidecar.n_failed = 2;
+	snprintf(s->tunnels[1].sidecar.failed[0], sizeof(s->tunnels[1].sidecar.failed[0]),
+		 "session");
+	snprintf(s->tunnels[1].sidecar.failed[1], sizeof(s->tunnels[1].sidecar.failed[1]),
+		 "direct_tcpip 127.0.0.1:22");
 }
 
 typedef int (*render_fn)(const struct status *s, FILE *out);
@@ -156,7 +168,10 @@ static void test_json_exact(void **state)
 	    "\"rtt_last_ms\":15.1,\"since\":\"2024-05-01T12:00:00Z\","
 	    "\"host\":\"db.example.com\",\"port\":22,\"user\":\"deploy\","
 	    "\"via\":[\"ops@bastion:22\"],\"reconnects\":0,"
-	    "\"last_error\":null,\"forwards\":[{\"type\":\"local\",\"listen\":\"127.0.0.1:5433\","
+	    "\"last_error\":null,\"sidecar\":\"hardened\",\"sidecar_failed\":[],"
+	    "\"sidecar_failed_count\":0,\"sidecar_checked\":\"2024-05-01T12:01:00Z\","
+	    "\"sidecar_error\":null,"
+	    "\"forwards\":[{\"type\":\"local\",\"listen\":\"127.0.0.1:5433\","
 	    "\"target\":\"pg_main:5432\",\"active\":0,\"connections_total\":1,\"bytes_in\":2,"
 	    "\"bytes_out\":3,\"open_failures\":4,\"rejected\":11,"
 	    "\"rejected_by_reason\":{\"max_connections\":5,\"down\":6,\"memory\":0},"
@@ -166,7 +181,10 @@ static void test_json_exact(void **state)
 	    "{\"name\":\"replica\",\"state\":\"backoff\",\"health\":\"down\",\"rtt_ms\":null,"
 	    "\"rtt_last_ms\":null,\"since\":\"2024-05-01T13:00:00Z\","
 	    "\"host\":\"fd00::5\",\"port\":2222,\"user\":\"deploy\",\"via\":[],\"reconnects\":7,"
-	    "\"last_error\":\"connection refused\",\"forwards\":[{\"type\":\"remote\","
+	    "\"last_error\":\"connection refused\",\"sidecar\":\"not_hardened\","
+	    "\"sidecar_failed\":[\"session\",\"direct_tcpip 127.0.0.1:22\"],"
+	    "\"sidecar_failed_count\":2,\"sidecar_checked\":\"2024-05-01T12:02:00Z\","
+	    "\"sidecar_error\":null,\"forwards\":[{\"type\":\"remote\","
 	    "\"listen\":\"0.0.0.0:8080\",\"target\":\"localhost:80\",\"active\":10,"
 	    "\"connections_total\":11,\"bytes_in\":12,\"bytes_out\":13,\"open_failures\":14,"
 	    "\"rejected\":31,\"rejected_by_reason\":{\"max_connections\":15,\"down\":16,"
@@ -276,13 +294,13 @@ static void test_table_exact(void **state)
 	table = render(&s, render_table_at_t0_plus_192);
 	assert_string_equal(
 	    table,
-	    "TUNNEL   STATE    HEALTH  RTT   SINCE  ENDPOINT                                     "
-	    "RECONNECTS  LAST ERROR\n"
-	    "primary  up       ok      12ms  1h03m  deploy@db.example.com:22 via ops@bastion:22  "
-	    "0           -\n"
+	    "TUNNEL   STATE    HEALTH  SIDECAR       RTT   SINCE  ENDPOINT                       "
+	    "              RECONNECTS  LAST ERROR\n"
+	    "primary  up       ok      hardened      12ms  1h03m  deploy@db.example.com:22 via "
+	    "ops@bastion:22  0           -\n"
 	    "  local   127.0.0.1:5433  -> pg_main:5432  0 active\n"
-	    "replica  backoff  down    -     3m12s  deploy@[fd00::5]:2222                        "
-	    "7           connection refused\n"
+	    "replica  backoff  down    not_hardened  -     3m12s  deploy@[fd00::5]:2222          "
+	    "              7           connection refused\n"
 	    "  remote  0.0.0.0:8080    -> localhost:80  10 active, 31 rejected\n"
 	    "memory: 100.0 of 160.0 MiB, no_growth\n");
 	free(table);
@@ -299,7 +317,8 @@ static void test_table_exact(void **state)
 		 sizeof(s.tunnels[0].forwards[0].target_error),
 		 "connect failed: Connection refused");
 	table = render(&s, render_table_at_t0_plus_192);
-	assert_non_null(strstr(table, "primary  up       target_down  12ms  1h03m  "));
+	assert_non_null(
+	    strstr(table, "primary  up       target_down  hardened      12ms  1h03m  "));
 	assert_non_null(strstr(table, "  local   127.0.0.1:5433  -> pg_main:5432  0 active, target "
 				      "unreachable (connect failed: Connection refused)\n"));
 	free(table);
@@ -308,7 +327,7 @@ static void test_table_exact(void **state)
 	s.tunnels[0].state = TUNNEL_BACKOFF;
 	s.tunnels[0].health = HEALTH_DOWN;
 	table = render(&s, render_table_at_t0_plus_192);
-	assert_non_null(strstr(table, "primary  backoff  down    -    1h03m  "));
+	assert_non_null(strstr(table, "primary  backoff  down    hardened      -    1h03m  "));
 	free(table);
 	status_free(&s);
 }
@@ -379,7 +398,7 @@ static void test_table_empty_and_future(void **state)
 	make_sample(&s);
 	/* A clock that went backwards shows 0s, not a huge age. */
 	table = render(&s, render_table_before_t0);
-	assert_non_null(strstr(table, "primary  up       ok      12ms  0s     "));
+	assert_non_null(strstr(table, "primary  up       ok      hardened      12ms  0s     "));
 	free(table);
 	status_free(&s);
 }
@@ -543,6 +562,12 @@ static void test_metrics_exact(void **state)
 		    "# TYPE moletun_forward_target_up gauge\n"
 		    "moletun_forward_target_up{tunnel=\"primary\",type=\"local\","
 		    "forward=\"127.0.0.1:5433\",target=\"pg_main:5432\"} 1\n"
+		    "# HELP moletun_tunnel_sidecar_hardened Whether the last audit of the "
+		    "tunnel's sidecar over its session found it hardened (1) or a check failed "
+		    "(0); absent while unknown.\n"
+		    "# TYPE moletun_tunnel_sidecar_hardened gauge\n"
+		    "moletun_tunnel_sidecar_hardened{tunnel=\"primary\"} 1\n"
+		    "moletun_tunnel_sidecar_hardened{tunnel=\"replica\"} 0\n"
 		    "# HELP moletun_forward_probe_failures_total Probes of a local forward's "
 		    "target that "
 		    "failed or timed out.\n"
@@ -755,7 +780,7 @@ static void test_metrics_alerts(void **state)
 	static const char families[] =
 	    "# HELP moletun_alerts_sent_total Alert events delivered (HTTP 2xx, or exit status 0 "
 	    "for exec), by alert target and event (down, up, target_down, target_up, degraded, "
-	    "recovered, test, metrics_stale, metrics_fresh).\n"
+	    "recovered, test, metrics_stale, metrics_fresh, audit_failed).\n"
 	    "# TYPE moletun_alerts_sent_total counter\n"
 	    "moletun_alerts_sent_total{alert=\"ops\",event=\"down\"} 2\n"
 	    "moletun_alerts_sent_total{alert=\"ops\",event=\"up\"} 1\n"
@@ -766,6 +791,7 @@ static void test_metrics_alerts(void **state)
 	    "moletun_alerts_sent_total{alert=\"ops\",event=\"test\"} 0\n"
 	    "moletun_alerts_sent_total{alert=\"ops\",event=\"metrics_stale\"} 0\n"
 	    "moletun_alerts_sent_total{alert=\"ops\",event=\"metrics_fresh\"} 0\n"
+	    "moletun_alerts_sent_total{alert=\"ops\",event=\"audit_failed\"} 0\n"
 	    "moletun_alerts_sent_total{alert=\"pa\\\"ger\",event=\"down\"} 0\n"
 	    "moletun_alerts_sent_total{alert=\"pa\\\"ger\",event=\"up\"} 0\n"
 	    "moletun_alerts_sent_total{alert=\"pa\\\"ger\",event=\"target_down\"} 0\n"
@@ -775,6 +801,7 @@ static void test_metrics_alerts(void **state)
 	    "moletun_alerts_sent_total{alert=\"pa\\\"ger\",event=\"test\"} 4\n"
 	    "moletun_alerts_sent_total{alert=\"pa\\\"ger\",event=\"metrics_stale\"} 0\n"
 	    "moletun_alerts_sent_total{alert=\"pa\\\"ger\",event=\"metrics_fresh\"} 0\n"
+	    "moletun_alerts_sent_total{alert=\"pa\\\"ger\",event=\"audit_failed\"} 0\n"
 	    "# HELP moletun_alerts_failed_total Alert events not delivered: given up after "
 	    "retries, refused, or dropped from a full queue.\n"
 	    "# TYPE moletun_alerts_failed_total counter\n"
