@@ -59,6 +59,7 @@ struct tunnel_config {
 	uint64_t backoff_max_ms;
 	uint64_t auth_retry_interval_ms;
 	uint64_t down_hold_ms;
+	uint64_t start_hold_ms; /* held until the first connection attempt ends */
 	unsigned max_connections;       /* per forward */
 	uint64_t session_memory_max;    /* bytes */
 	uint64_t channel_window_max;	/* bytes; <= 256K: local_forward windows never grow */

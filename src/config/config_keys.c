@@ -430,6 +430,21 @@ static const struct config_key tunnel_keys[] = {
 		"needs a human rather than a quick retry.",
     },
     {
+	.name = "start_hold",
+	.type = CONFIG_TYPE_DURATION,
+	.default_value = "5s",
+	.min = 0,
+	.max = 10 * MINUTE,
+	TUNNEL_FIELD(start_hold_ms),
+	.placeholder = "DURATION",
+	.help = "Clients that connect before the tunnel's first connection attempt (since "
+		"moletun, or this tunnel after a reload, started) has ended wait for it, up "
+		"to this long, instead of being closed at once: a restart of moletun fails no "
+		"client that its listeners (kept in systemd's FD store) took meanwhile. If "
+		"that attempt fails they are closed, or keep waiting under down_hold. Once "
+		"the tunnel was up, down_hold alone rules. 0 closes them at once.",
+    },
+    {
 	.name = "down_hold",
 	.type = CONFIG_TYPE_DURATION,
 	.default_value = "0",

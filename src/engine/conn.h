@@ -163,6 +163,8 @@ struct forwarder {
 	const struct listen_ops *listen; /* NULL: net_listen() and close() */
 	struct forward_ops ops;
 	bool up; /* the session below is ready for channels */
+	/* Its first connection attempt has not ended: clients wait under start_hold. */
+	bool starting;
 	size_t n_forwards;
 	struct forward_stats *stats;
 	struct listener *listeners;	 /* one per forward; fd -1 for remote forwards */

@@ -82,8 +82,8 @@ static void forward_count_rejected(struct forwarder *fw, size_t forward, enum re
 	fw->stats[forward].rejected[why]++;
 }
 
-/* A held client whose down_hold ran out was turned away because the tunnel is down, as it
- * would have been at once with down_hold 0. */
+/* A held client whose hold (start_hold or down_hold) ran out was turned away because the
+ * tunnel is down, as it would have been at once with a hold of 0. */
 static void conn_hold_expired(struct ev_loop *loop, ev_timer *w, int revents)
 {
 	struct conn *c = w->data;
@@ -93,8 +93,8 @@ static void conn_hold_expired(struct ev_loop *loop, ev_timer *w, int revents)
 		return;
 	}
 	forward_count_rejected(c->fw, c->forward, REJECT_DOWN);
-	log_info("tunnel %s: closing held client: tunnel still down after down_hold",
-		 c->fw->cfg->name);
+	log_info("tunnel %s: closing held client: tunnel still down after %s", c->fw->cfg->name,
+		 c->fw->starting ? "start_hold" : "down_hold");
 	conn_destroy(c);
 }
 
@@ -223,6 +223,16 @@ static void conn_set_peer(struct conn *c, const struct sockaddr_storage *ss)
 	}
 }
 
+/* How long a client that arrives while the tunnel is not up waits for it (conn.h). */
+static uint64_t forward_hold_ms(const struct forwarder *fw)
+{
+	const struct tunnel_config *cfg = fw->cfg;
+
+	if (fw->starting && cfg->start_hold_ms > cfg->down_hold_ms)
+		return cfg->start_hold_ms;
+	return cfg->down_hold_ms;
+}
+
 static void accept_one(struct listener *li, int fd, const struct sockaddr_storage *ss)
 {
 	struct forwarder *fw = li->fw;
@@ -238,7 +248,7 @@ static void accept_one(struct listener *li, int fd, const struct sockaddr_storag
 		close(fd);
 		return;
 	}
-	if (!fw->up && cfg->down_hold_ms == 0) {
+	if (!fw->up && forward_hold_ms(fw) == 0) {
 		/* Fail fast: the application sees EOF now instead of hanging in connect. */
 		forward_count_rejected(fw, li->forward, REJECT_DOWN);
 		log_debug("tunnel %s: client closed: tunnel is not up", cfg->name);
@@ -262,7 +272,7 @@ static void accept_one(struct listener *li, int fd, const struct sockaddr_storag
 	conn_watch(c);
 	conn_set_peer(c, ss);
 	if (!fw->up) {
-		ev_timer_set(&c->hold, (double)cfg->down_hold_ms / 1000.0, 0.0);
+		ev_timer_set(&c->hold, (double)forward_hold_ms(fw) / 1000.0, 0.0);
 		ev_timer_start(fw->loop, &c->hold);
 		conn_account(c);
 	} else if (conn_admit_open(c)) {
@@ -323,6 +333,7 @@ void forward_up(struct forwarder *fw)
 	struct list *pos, *tmp;
 
 	fw->up = true;
+	fw->starting = false;
 	/* A new session: its targets are measured afresh. */
 	for (size_t i = 0; i < fw->n_forwards; i++) {
 		fw->stats[i].target_state = TARGET_UNKNOWN;
@@ -338,6 +349,31 @@ void forward_up(struct forwarder *fw)
 	if (!list_empty(&fw->open_queue))
 		link_want_pump(fw->link);
 	probe_start(fw);
+}
+
+void forward_attempt_failed(struct forwarder *fw)
+{
+	struct list *pos, *tmp;
+	unsigned closed = 0;
+
+	if (!fw->starting)
+		return;
+	fw->starting = false;
+	if (fw->cfg->down_hold_ms > 0)
+		return; /* they wait on, within the hold they were given */
+	list_for_each_safe(pos, tmp, &fw->conns)
+	{
+		struct conn *c = list_entry(pos, struct conn, link);
+
+		if (c->state != CONN_HELD || c->memory_wait)
+			continue;
+		forward_count_rejected(fw, c->forward, REJECT_DOWN);
+		conn_destroy(c);
+		closed++;
+	}
+	if (closed)
+		log_info("tunnel %s: closing %u held client%s: the first connection attempt failed",
+			 fw->cfg->name, closed, closed == 1 ? "" : "s");
 }
 
 void forward_down(struct forwarder *fw)
@@ -1099,6 +1135,7 @@ int forward_init(struct forwarder *fw, struct ev_loop *loop, const struct tunnel
 	fw->link = link;
 	fw->listen = listen;
 	fw->ops = *ops;
+	fw->starting = true;
 	fw->n_forwards = cfg->n_forwards;
 	list_init(&fw->conns);
 	list_init(&fw->open_queue);

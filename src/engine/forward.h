@@ -31,6 +31,9 @@ void forward_start(struct forwarder *fw);
 int forward_request_remotes(struct forwarder *fw);
 /* The session is ready: held clients get channels, probes start, targets are unknown. */
 void forward_up(struct forwarder *fw);
+/* The tunnel's first connection attempt failed: clients held by start_hold are closed
+ * (counted as rejected, reason down) unless down_hold keeps them. */
+void forward_attempt_failed(struct forwarder *fw);
 /* The session is going away: its channels die with it; held clients wait. */
 void forward_down(struct forwarder *fw);
 /* Moves bytes between clients and channels, opens queued channels, accepts remote ones.

@@ -8,8 +8,9 @@ sidecar sshd and the echo target run on the host's 127.0.0.1), installs the buil
 `meson install --destdir` and runs three services side by side, each forwarding its own
 local port to the same echo target through the same sshd:
 
-  moletun       the installed moletun.service (FD store), tunnel with down_hold = 5s
-  moletun_dh0   the same unit and binary, down_hold = 0 (the default)
+  moletun       the installed moletun.service (FD store), the tunnel with moletun's
+                defaults for holding clients (start_hold 5s, down_hold 0)
+  moletun_sh0   the same unit and binary, start_hold = 0 (the default before start_hold)
   ssh_L         ssh -N -L (aes128-ctr + hmac-sha2-256) in a Type=simple unit with the
                 same Restart=always / RestartSec=1
 
@@ -48,7 +49,7 @@ from restart_probe import Prober, ProcessWatch  # noqa: E402
 INSTALL = "/opt/moletun"
 FILES = "/opt/moletun-test"
 ACTIONS = ("restart", "sigkill")
-TOOLS = ("moletun", "moletun_dh0", "ssh_L")
+TOOLS = ("moletun", "moletun_sh0", "ssh_L")
 
 
 def log(msg):
@@ -95,14 +96,14 @@ class Bench:
         self.ports = {t: free_port() for t in TOOLS}
         c.run(["mkdir", "-p", "/etc/moletun"])
         # Two instances of the installed unit: same file, own config and runtime dir each.
-        for tool, hold in (("moletun", "5s"), ("moletun_dh0", "0")):
+        for tool, hold in (("moletun", None), ("moletun_sh0", "0")):
             conf = "/etc/moletun/%s.conf" % tool
             c.write(conf, "[moletun]\ncontrol_socket = /run/%s/control.sock\n\n" % tool +
                     tunnel_section("db", self.sc, local_forward=[
                         "127.0.0.1:%d %s" % (self.ports[tool], self.echo.addr)],
                         identity_file=FILES + "/id_moletun",
                         known_hosts_file=FILES + "/known_hosts", defaults=False,
-                        down_hold=hold), mode=0o640, owner="root:moletun")
+                        start_hold=hold), mode=0o640, owner="root:moletun")
             c.write("/etc/systemd/system/%s.service" % tool, unit)
             c.run(["mkdir", "-p", "/etc/systemd/system/%s.service.d" % tool])
             c.write("/etc/systemd/system/%s.service.d/bench.conf" % tool,

@@ -1,4 +1,5 @@
-"""Sidecar crashes and comes back: backoff, fail-fast clients, down_hold, remote forwards."""
+"""Sidecar crashes and comes back: backoff, fail-fast clients, start_hold and down_hold,
+remote forwards."""
 
 import threading
 import time
@@ -175,6 +176,62 @@ class ReconnectTest(harness.TunnelTest):
         print("held client closed after %.3fs (down_hold 1s)" % dt)
         self.assertGreater(dt, 0.8, "closed before down_hold ran out")
         self.assertLess(dt, 1.0 + 1.5 * harness.slowdown(), "held much longer than down_hold")
+
+    def start_silent(self, **keys):
+        """moletun started against a sidecar whose listener is stopped: TCP connects
+        complete through the backlog, the banner waits until cont_listener()."""
+        self.sc = self.sidecar(permit_open=[self.echo.addr])
+        self.sc.stop_listener()
+        self.addCleanup(self.sc.cont_listener)
+        self.m = self.simple_tunnel(self.sc, local_forward=[
+            "127.0.0.1:%d %s" % (self.lp, self.echo.addr)], **keys)
+        self.assertIsNotNone(self.m.wait_for(r"tunnel t1: connecting to", 10))
+
+    def test_start_hold_serves_clients_of_the_first_connect(self):
+        # Default settings but connect_timeout: a client that comes while the first
+        # connection attempt is under way waits for it, as across a restart of moletun.
+        self.start_silent(connect_timeout="5s")
+        result = {}
+
+        def client():
+            t0 = time.monotonic()
+            try:
+                result["echo"] = echo_once(self.lp, b"early\n", timeout=8 * harness.slowdown())
+            except OSError as e:
+                result["error"] = e
+            result["dt"] = time.monotonic() - t0
+        t = threading.Thread(target=client)
+        t.start()
+        time.sleep(1.0)
+        self.assertTrue(t.is_alive(), "client closed during the first connect: %r" % result)
+        self.sc.cont_listener()
+        self.assertUp(self.m)
+        t.join(10 * harness.slowdown())
+        self.assertEqual(result.get("echo"), b"early\n", "early client not served: %r" % result)
+        print("client of the first connect served after %.3fs" % result["dt"])
+        self.assertEqual(self.m.transitions("t1")[-1][3], "up")
+
+    def test_start_hold_ends_with_a_failed_first_attempt(self):
+        self.start_silent(connect_timeout="1s")
+        closed, dt, got = closed_promptly(self.lp, timeout=5 * harness.slowdown())
+        self.assertTrue(closed, "held client never closed")
+        self.assertEqual(got, b"")
+        print("client of a first attempt that timed out closed after %.3fs" % dt)
+        self.assertGreater(dt, 0.5, "closed before the first attempt ended")
+        self.assertLess(dt, 1.0 + 1.5 * harness.slowdown(), "held past the failed attempt")
+        self.assertIsNotNone(self.m.wait_for(r"closing 1 held client: the first connection "
+                                             r"attempt failed", 2))
+        # From here on the tunnel has had its chance: down_hold (0) rules, closed at once.
+        closed, dt, _ = closed_promptly(self.lp, timeout=5)
+        self.assertTrue(closed)
+        self.assertLess(dt, 0.5 * harness.slowdown())
+
+    def test_start_hold_0_closes_at_once(self):
+        self.start_silent(connect_timeout="5s", start_hold="0")
+        closed, dt, got = closed_promptly(self.lp, timeout=5)
+        self.assertTrue(closed, "client held with start_hold = 0")
+        self.assertEqual(got, b"")
+        self.assertLess(dt, 0.5 * harness.slowdown())
 
     def test_remote_forward_survives_reconnect(self):
         rport = harness.free_port()

@@ -6,8 +6,8 @@ container (nspawn.py) that shares the host's network: the sidecar sshd and the e
 run on the host's 127.0.0.1, moletun runs inside as the installed moletun.service, and the
 test talks to its local forward from outside. The unit, sysusers and tmpfiles files are
 the installed ones, unmodified; a drop-in only points ExecStart at the bound-in binary and
-shortens WatchdogSec to 3 s. The tunnel uses down_hold = 5s, as the README advises for
-restarts that fail no client.
+shortens WatchdogSec to 3 s. The tunnel keeps moletun's defaults for holding clients
+(start_hold 5s, down_hold 0): restarts fail no client with them.
 
 In order (one container, one daemon, ~1 minute):
   1 start returns after READY=1: active/running at once, listener accepting, STATUS= shown
@@ -175,8 +175,7 @@ def write_config(ports, broken=False, extra_global=""):
     sc, echo = env["sidecar"], env["echo"]
     text = "[moletun]\nlog_level = info\n%s\n" % extra_global + tunnel_section(
         "db", sc, local_forward=["127.0.0.1:%d %s" % (p, echo.addr) for p in ports],
-        identity_file=FILES + "/id_moletun", known_hosts_file=FILES + "/known_hosts",
-        down_hold="5s")
+        identity_file=FILES + "/id_moletun", known_hosts_file=FILES + "/known_hosts")
     if broken:
         text += "no_such_key = 1\n"
     env["container"].write(CONFIG, text, mode=0o640, owner="root:moletun")
@@ -238,7 +237,7 @@ class SystemdTest(unittest.TestCase):
                          ("active", "running", "notify"), st)
         self.wait_journal(r"moletun started: 1 tunnel,", "-o", "cat")
         # READY=1 comes after the listeners are bound: a client is accepted at once and
-        # held (down_hold) until the tunnel is up.
+        # held (start_hold) until the tunnel is up.
         got = harness.echo_once(env["port"], b"first\n", timeout=10)
         self.assertEqual(got, b"first\n")
         status = self.wait_status(r"^1/1 tunnels up$")
@@ -518,7 +517,7 @@ class SystemdTest(unittest.TestCase):
                      "    LocalForward 127.0.0.1:%d %s\n" % (
                          sc.port, sc.user, FILES, FILES, port, echo.addr), mode=0o644)
         self.c.write(CONFIG, "[moletun]\nlog_level = info\n\n[tunnel:db]\nssh_host = db-alias\n"
-                     "ssh_config = /etc/moletun/ssh_config\nprobe = none\ndown_hold = 5s\n",
+                     "ssh_config = /etc/moletun/ssh_config\nprobe = none\n",
                      mode=0o640, owner="root:moletun")
         try:
             r = self.c.run([env["bin"], "check", "-c", CONFIG], check=False)
