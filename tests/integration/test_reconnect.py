@@ -21,6 +21,22 @@ class ReconnectTest(harness.TunnelTest):
         self.assertUp(self.m)
         self.assertEqual(echo_once(self.lp, b"hello\n"), b"hello\n")
 
+    def echo_in_thread(self, payload):
+        """One client's echo of payload in a thread: (thread, result), result getting
+        "echo" (or "error") and "dt", the seconds it took."""
+        result = {}
+
+        def client():
+            t0 = time.monotonic()
+            try:
+                result["echo"] = echo_once(self.lp, payload, timeout=8 * harness.slowdown())
+            except OSError as e:
+                result["error"] = e
+            result["dt"] = time.monotonic() - t0
+        t = threading.Thread(target=client)
+        t.start()
+        return t, result
+
     def kill_and_wait_backoff(self):
         mark = self.m.mark()
         t0 = time.monotonic()
@@ -148,17 +164,7 @@ class ReconnectTest(harness.TunnelTest):
     def test_down_hold_served_when_back_in_time(self):
         self.start(down_hold="4s")
         self.kill_and_wait_backoff()
-        result = {}
-
-        def client():
-            t0 = time.monotonic()
-            try:
-                result["echo"] = echo_once(self.lp, b"held\n", timeout=8 * harness.slowdown())
-            except OSError as e:
-                result["error"] = e
-            result["dt"] = time.monotonic() - t0
-        t = threading.Thread(target=client)
-        t.start()
+        t, result = self.echo_in_thread(b"held\n")
         time.sleep(1.0)
         self.assertTrue(t.is_alive(), "client closed although down_hold = 4s: %r" % result)
         self.sc.restart()
@@ -191,17 +197,7 @@ class ReconnectTest(harness.TunnelTest):
         # Default settings but connect_timeout: a client that comes while the first
         # connection attempt is under way waits for it, as across a restart of moletun.
         self.start_silent(connect_timeout="5s")
-        result = {}
-
-        def client():
-            t0 = time.monotonic()
-            try:
-                result["echo"] = echo_once(self.lp, b"early\n", timeout=8 * harness.slowdown())
-            except OSError as e:
-                result["error"] = e
-            result["dt"] = time.monotonic() - t0
-        t = threading.Thread(target=client)
-        t.start()
+        t, result = self.echo_in_thread(b"early\n")
         time.sleep(1.0)
         self.assertTrue(t.is_alive(), "client closed during the first connect: %r" % result)
         self.sc.cont_listener()
