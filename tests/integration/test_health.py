@@ -132,6 +132,9 @@ class DelayRelay(harness._Server):
                 b = src.recv(65536)
                 if not b:
                     break
+                # ACK at once, as moletun does on its own SSH socket: sshd does not set
+                # TCP_NODELAY, and its small replies would wait up to 40 ms for our ACK
+                src.setsockopt(socket.IPPROTO_TCP, socket.TCP_QUICKACK, 1)
                 with cv:
                     pending.append((time.monotonic() + self.delay, b))
                     cv.notify()
@@ -144,6 +147,9 @@ class DelayRelay(harness._Server):
 
     def handle(self, conn):
         up = socket.create_connection((self.target_host, self.target_port))
+        # the delay is the path's; the relay itself adds no Nagle wait either way
+        for sock in (up, conn):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         t = threading.Thread(target=self._pipe, args=(up, conn), daemon=True)
         t.start()
         self._pipe(conn, up)
