@@ -407,6 +407,7 @@ class SystemdTest(unittest.TestCase):
         min_in_gap clients arrived while none was running, and that none was refused."""
         self.ensure_up()
         before = self._listeners()
+        cursor = self._journal_cursor()
         restarts = int(self.show("NRestarts")["NRestarts"])
         old = self.main_host_pid()
         prober = Prober(env["port"], interval=0.01, timeout=PROBE_TIMEOUT).start()
@@ -446,7 +447,12 @@ class SystemdTest(unittest.TestCase):
         self.assertGreaterEqual(len(in_gap), min_in_gap, "too few clients in the restart gap")
         # Every client that came after the old process was gone was served.
         late = [a for a in prober.attempts if a.start >= watch.gone and a.outcome != "served"]
-        self.assertEqual(late, [])
+        if late:
+            # what the new process said about its clients, for the failure message
+            journal = self.c.run(["journalctl", "--no-pager", "--after-cursor", cursor, "-o",
+                                  "short-monotonic", "-u", UNIT]).stdout
+            self.fail("clients that came after the old process was gone were not served: "
+                      "%s; gone at %.3f; journal:\n%s" % (late, watch.gone, journal[-4000:]))
         # Clients the old process had accepted die with it (a restart ends its
         # connections); there can only be a few, those in flight at that moment.
         early = [a for a in prober.attempts if a.start < watch.gone and a.outcome != "served"]
