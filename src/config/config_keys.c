@@ -440,11 +440,9 @@ static const struct config_key tunnel_keys[] = {
 	.help = "Clients that connect before the tunnel's first connection attempt (since "
 		"moletun, or this tunnel after a reload, started) has ended wait for it, up "
 		"to this long, instead of being closed at once: a restart of moletun fails no "
-		"client that its listeners (kept in systemd's FD store) took meanwhile. A "
-		"refused connect retried at once (sshd restarting) does not end the attempt; "
-		"any other failure does, and they are closed, or keep waiting under "
-		"down_hold. Once the tunnel was up, down_hold alone rules. 0 closes them at "
-		"once.",
+		"client that its listeners (kept in systemd's FD store) took meanwhile. If "
+		"that attempt fails they are closed, or keep waiting under down_hold. Once "
+		"the tunnel was up, down_hold alone rules. 0 closes them at once.",
     },
     {
 	.name = "down_hold",

@@ -169,10 +169,7 @@ static void tunnel_fail(struct tunnel *t, enum link_failure why, const char *rea
 	snprintf(t->last_error, sizeof(t->last_error), "%s", reason);
 	t->auth_failure = why == LINK_FAILURE_HUMAN;
 	session_end(t, false);
-	/* A refused connect retried at once (sshd restarting) is still the first chance:
-	 * clients held by start_hold wait on, within start_hold. */
-	if (!quick)
-		forward_attempt_failed(&t->fw);
+	forward_attempt_failed(&t->fw);
 	delay = backoff_after_failure(&t->backoff, backoff_cause_of(why), up_for, STABLE_AFTER,
 				      t->cfg->auth_retry_interval_ms);
 	set_state(t, TUNNEL_EVENT_FAIL, reason, delay);
