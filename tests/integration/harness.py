@@ -529,8 +529,28 @@ class Sidecar:
     def cont_listener(self):
         _signal(self.proc.pid, signal.SIGCONT)
 
+    def wait_commands(self, timeout=10.0):
+        """Waits, up to timeout, for the programs the sessions run (the user's shell and
+        what it starts) to end by themselves. Killed halfway through its start-up files, a
+        shell can leave a lock behind that makes every later session wait on it."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            commands = []
+            for p in self.session_pids():
+                try:
+                    with open("/proc/%d/comm" % p) as f:
+                        if not f.read().startswith("sshd"):
+                            commands.append(p)
+                except OSError:
+                    pass
+            if not commands:
+                return
+            time.sleep(0.05)
+
     def cleanup(self):
         try:
+            if self.running():
+                self.wait_commands()
             self.kill()
         finally:
             with _live_lock:
