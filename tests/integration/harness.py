@@ -842,6 +842,9 @@ TEST_TUNNEL_DEFAULTS = {
     # Probes open channels to the targets, which tests counting target connections would
     # see; the health tests turn them on.
     "probe": "none",
+    # The sidecar audit opens session channels, which run the user's login shell on the
+    # sidecar (its start-up files and all) in every test; the audit tests turn it on.
+    "audit_interval": "0",
 }
 
 

@@ -392,7 +392,7 @@ class AuditProxyJumpTest(AuditBase):
         section = harness.tunnel_section(
             "far", self.side, known_hosts_file=kh, connect_timeout=CONNECT_TIMEOUT,
             proxy_jump="%s@%s:%d" % (self.bastion.user, self.bastion.listen, self.bastion.port),
-            proxy_jump_identity_file=self.bastion.user_key,
+            proxy_jump_identity_file=self.bastion.user_key, audit_interval="1d",
             local_forward=["127.0.0.1:%d %s" % (self.lp, self.side_echo.addr)])
         m = self.moletun(section, start=False)
         p = self.run_cmd(m, "authorize")

@@ -128,6 +128,7 @@ class AuditPeriodicTest(harness.TunnelTest):
 
     def start(self, sc, **keys):
         keys.setdefault("connect_timeout", CONNECT_TIMEOUT)
+        keys.setdefault("audit_interval", "1d")
         section = harness.tunnel_section(
             "t1", sc, local_forward=["127.0.0.1:%d %s" % (self.lp, self.echo.addr)],
             known_hosts_file=self.known_hosts(sc), **keys)

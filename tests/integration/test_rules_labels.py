@@ -61,7 +61,8 @@ class RulesLabelsTest(harness.TunnelTest):
         port = harness.free_port()
         section = tunnel_section("t1", sc, local_forward=["127.0.0.1:%d %s" % (port, echo.addr)],
                                  remote_forward=["127.0.0.1:%d %s" % (rport, echo.addr)],
-                                 known_hosts_file=kh, probe="tcp", probe_interval="1s")
+                                 known_hosts_file=kh, probe="tcp", probe_interval="1s",
+                                 audit_interval="1d")
         m = self.moletun(section)
         self.assertUp(m)
         harness.echo_once(port)
