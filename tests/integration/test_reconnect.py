@@ -37,6 +37,15 @@ class ReconnectTest(harness.TunnelTest):
         t.start()
         return t, result
 
+    def assert_held_then_closed(self, why, at_least):
+        """A new client is held, then closed without a byte about 1 s later (why)."""
+        closed, dt, got = closed_promptly(self.lp, timeout=5 * harness.slowdown())
+        self.assertTrue(closed, "held client never closed")
+        self.assertEqual(got, b"")
+        print("held client closed after %.3fs: %s" % (dt, why))
+        self.assertGreater(dt, at_least, "closed before: %s" % why)
+        self.assertLess(dt, 1.0 + 1.5 * harness.slowdown(), "held much longer than: %s" % why)
+
     def kill_and_wait_backoff(self):
         mark = self.m.mark()
         t0 = time.monotonic()
@@ -176,12 +185,7 @@ class ReconnectTest(harness.TunnelTest):
     def test_down_hold_expires(self):
         self.start(down_hold="1s")
         self.kill_and_wait_backoff()
-        closed, dt, got = closed_promptly(self.lp, timeout=5 * harness.slowdown())
-        self.assertTrue(closed, "held client never closed")
-        self.assertEqual(got, b"")
-        print("held client closed after %.3fs (down_hold 1s)" % dt)
-        self.assertGreater(dt, 0.8, "closed before down_hold ran out")
-        self.assertLess(dt, 1.0 + 1.5 * harness.slowdown(), "held much longer than down_hold")
+        self.assert_held_then_closed("down_hold 1s ran out", 0.8)
 
     def start_silent(self, **keys):
         """moletun started against a sidecar whose listener is stopped: TCP connects
@@ -209,12 +213,7 @@ class ReconnectTest(harness.TunnelTest):
 
     def test_start_hold_ends_with_a_failed_first_attempt(self):
         self.start_silent(connect_timeout="1s")
-        closed, dt, got = closed_promptly(self.lp, timeout=5 * harness.slowdown())
-        self.assertTrue(closed, "held client never closed")
-        self.assertEqual(got, b"")
-        print("client of a first attempt that timed out closed after %.3fs" % dt)
-        self.assertGreater(dt, 0.5, "closed before the first attempt ended")
-        self.assertLess(dt, 1.0 + 1.5 * harness.slowdown(), "held past the failed attempt")
+        self.assert_held_then_closed("the first attempt timed out (1s)", 0.5)
         self.assertIsNotNone(self.m.wait_for(r"closing 1 held client: the first connection "
                                              r"attempt failed", 2))
         # From here on the tunnel has had its chance: down_hold (0) rules, closed at once.
