@@ -427,6 +427,10 @@ class Sidecar:
             "X11Forwarding no",
             "PermitTunnel no",
             "PermitUserEnvironment no",
+            # Sessions run the user's shell; SHLVL=1 keeps bash from sourcing the
+            # user's ~/.bashrc (which it does for commands from sshd), so a test's
+            # session never depends on, or waits for, the host's shell start-up files.
+            "SetEnv SHLVL=1",
             "PrintMotd no",
             "UseDNS no",
             "PidFile none",

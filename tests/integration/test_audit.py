@@ -66,6 +66,9 @@ class StockSidecar(harness.Sidecar):
             "StrictModes no",
             "PidFile none",
             "LogLevel VERBOSE",
+            # keeps bash from sourcing this host's ~/.bashrc for session commands (see
+            # harness.Sidecar): the test host's shell files are not the sidecar's
+            "SetEnv SHLVL=1",
         ]
         with open(self.config_path, "w") as f:
             f.write("\n".join(lines) + "\n")
