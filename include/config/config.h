@@ -6,8 +6,9 @@
 
 #include "diag.h"
 #include "filedigest.h"
-#include "fwdspec.h"
-#include "jumpspec.h"
+
+struct forward_spec; /* fwdspec.h */
+struct jump_hop;     /* jumpspec.h */
 
 #define CONFIG_DEFAULT_PATH "/etc/moletun/moletun.conf"
 #define CONFIG_DEFAULT_CONTROL_SOCKET "/run/moletun/control.sock"

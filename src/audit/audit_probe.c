@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "clock.h"
+#include "fwdspec.h"
 
 /* A forced command that keeps printing is not read to its end. */
 #define OUTPUT_READ_MAX (256 * 1024)

@@ -7,6 +7,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "fwdspec.h"
+#include "jumpspec.h"
+
 /* A growing string; `failed` once an allocation failed. */
 struct text {
 	char *s;

@@ -1,4 +1,6 @@
 #include "config.h"
+#include "jumpspec.h"
+#include "fwdspec.h"
 
 #include <errno.h>
 #include <fcntl.h>

@@ -1,4 +1,5 @@
 #include "config.h"
+#include "jumpspec.h"
 
 #include <errno.h>
 #include <fcntl.h>

@@ -11,6 +11,7 @@
 #include <cmocka.h>
 
 #include "config.h"
+#include "fwdspec.h"
 
 /* config_load_buffer(), the fuzzer's entry point, and inputs the fuzzer found. */
 

@@ -11,6 +11,7 @@
 
 #include "authorize.h"
 #include "fwdspec.h"
+#include "jumpspec.h"
 
 #define KEY	  "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHJ96vhnJlPDT"
 #define JUMP_KEY  "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOaSbidxJYrAX"

@@ -15,6 +15,8 @@
 #include <cmocka.h>
 
 #include "config.h"
+#include "jumpspec.h"
+#include "fwdspec.h"
 #include "config_table.h"
 
 /* Fixtures live in a fresh temporary directory per test, so that modes can be set. */
