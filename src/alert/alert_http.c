@@ -8,7 +8,6 @@
 
 #include "alert_internal.h"
 #include "alert_trust.h"
-#include "build_config.h"
 #include "duration.h"
 #include "fd.h"
 

@@ -9,7 +9,6 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "build_config.h"
 #include "commands.h"
 #include "config.h"
 #include "identity.h"
