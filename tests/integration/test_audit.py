@@ -29,7 +29,7 @@ import harness
 import jumpnet
 from harness import EchoServer, wait_echo
 
-SLOW = 4 if harness.under_wrapper() else 1
+SLOW = harness.slowdown()
 # generous per-step bound for a loaded 2-core machine; steps that work take milliseconds
 CONNECT_TIMEOUT = "%ds" % (10 * SLOW)
 RUN_TIMEOUT = 120 * SLOW

@@ -25,7 +25,7 @@ from harness import EchoServer, wait_echo
 from test_audit import StockSidecar
 from webhook import WebhookReceiver
 
-SLOW = 4 if harness.under_wrapper() else 1
+SLOW = harness.slowdown()
 CONNECT_TIMEOUT = "%ds" % (10 * SLOW)
 KIT_CONFIG = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "conf",
                           "sidecar", "sshd_config")

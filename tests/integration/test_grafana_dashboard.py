@@ -48,10 +48,6 @@ BUILTINS = {"__rate_interval": "30s", "__interval": "2s", "__range": "60s"}
 RANGE_PANELS = {"timeseries", "state-timeline"}
 
 
-def slowdown():
-    return 4 if harness.under_wrapper() else 1
-
-
 def grafana_regex_escape(value):
     """What Grafana's Prometheus data source does to each value of a multi-value or
     include-All variable before it goes into a query: a backslash (itself escaped for the
@@ -77,7 +73,7 @@ def substitute(expr, variables):
 
 
 def wait_until(what, predicate, timeout):
-    deadline = time.monotonic() + timeout * slowdown()
+    deadline = time.monotonic() + timeout * harness.slowdown()
     while True:
         got = predicate()
         if got:
@@ -264,7 +260,7 @@ class GrafanaDashboardTest(harness.TunnelTest):
                               "metrics_interval = 200ms" % os.path.join(self.dir_a,
                                                                          "moletun.prom"))
         for t in ("web.main", "slow-link", "pg.target"):
-            self.assertUp(self.m, t, timeout=20 * slowdown())
+            self.assertUp(self.m, t, timeout=20 * harness.slowdown())
         wait_until("Prometheus ready", self.prom.ready, 30)
 
     def ctl(self, *args):
@@ -307,7 +303,7 @@ class GrafanaDashboardTest(harness.TunnelTest):
             r = self.ctl("reconnect", "web.main")
             self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
             self.assertIsNotNone(self.m.wait_transition("web.main", mark, new="up",
-                                                        timeout=10 * slowdown()))
+                                                        timeout=10 * harness.slowdown()))
         wait_until("web.main's target reachable again",
                    lambda: '"target_state":"reachable"' in self.ctl(
                        "status", "--json", "web.main").stdout, 10)

@@ -75,7 +75,7 @@ SUBNET = PID % 250 + 1
 # /etc/passwd in the sidecar's mount namespace only.
 TEST_UID = 64991
 SSHD_PORT = 2222
-SLOW = 4 if harness.under_wrapper() else 1
+SLOW = harness.slowdown()
 
 env = {}
 
