@@ -14,7 +14,7 @@
  *            client's bytes the channel's window did not take;
  *   socket   the kernel's queues of client sockets, at their bounds: the send queue a client
  *            that stops reading can fill, and the receive queue of a client moletun stopped
- *            reading (forward.c sets and states the bounds).
+ *            reading (conn.h states the bounds, the forward layer sets them).
  *
  * Over fractions of the limit moletun sheds, in this order (memacct_stage_of):
  *   1/2  windows stop growing;

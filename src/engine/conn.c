@@ -11,8 +11,8 @@
 #include "window.h"
 
 /*
- * A conn's life and the per-forward records, below the pumping (forward.c) and the probes
- * (probe.c), which both make conns.
+ * A conn's life and the per-forward records, below the forward layer's files (forward*.c)
+ * and the probes (probe.c), which both make conns.
  */
 
 struct conn *conn_new(struct forwarder *fw, size_t forward, int fd, enum conn_state state)

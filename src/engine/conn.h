@@ -15,15 +15,16 @@
 /*
  * The forward layer's objects (private to the engine): the forwarder of a tunnel, its
  * listeners and client connections, and the per-forward records. conn.c makes and frees
- * conns; forward.c pumps their bytes; probe.c probes targets with client-less conns.
+ * conns; forward*.c let clients in and pump their bytes; probe.c probes targets with
+ * client-less conns.
  */
 
 /*
  * Receive windows of local_forward channels. A channel opens with no window and moletun
- * grants all of it (forward.c): libssh2 1.10 tops a window up to the size it was opened
- * with at every read, however much of the channel already waits unread in the session,
- * so a client that reads slower than the server sends would make the session hold more
- * and more. With no window of its own, libssh2 grants at most what one read asks for.
+ * grants all of it (forward_window.c): libssh2 1.10 tops a window up to the size it was
+ * opened with at every read, however much of the channel already waits unread in the
+ * session, so a client that reads slower than the server sends would make the session hold
+ * more and more. With no window of its own, libssh2 grants at most what one read asks for.
  * FORWARD_WINDOW is the first grant and the floor of the window rule (window.h): what a
  * client that reads nothing can make the session hold for it. Larger windows are granted
  * as the link needs them, within channel_window_max, the daemon-wide window_budget and
@@ -124,7 +125,7 @@ struct conn {
 	LIBSSH2_CHANNEL *channel;
 	ev_io rio, wio;
 	ev_timer hold;
-	bool memory_wait;	/* held until the memory account has room (forward.c) */
+	bool memory_wait;	/* held until the memory account has room (forward_accept.c) */
 	double memory_deadline; /* then closed, at this clock_now() */
 	uint16_t peer_port;
 	char peer_host[64];

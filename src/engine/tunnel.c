@@ -282,40 +282,19 @@ static uint64_t connect_stagger_ms(const struct tunnel *t)
 						    : LINK_CONNECT_STAGGER_MS;
 }
 
-/* Parameters of every link of the path: the bastions first, the destination last.
- * Returns how many. */
-static size_t link_params_fill(const struct tunnel *t, struct link_params *p)
+/* A link's parameters: its host and identity, and what every link of the tunnel takes from
+ * its configuration alike. */
+static struct link_params link_params_of(const struct tunnel_config *cfg, const char *name,
+					 const struct jump_hop *to, const struct identity *identity,
+					 const char *identity_file)
 {
-	const struct tunnel_config *cfg = t->cfg;
-	const struct identity *hop_id = t->jump_identity.private_key ? &t->jump_identity
-					: cfg->identity_file	     ? &t->identity
-								     : NULL;
-	size_t n = 0;
-
-	for (; n < cfg->n_jump_hops; n++)
-		p[n] = (struct link_params){
-		    .name = t->hop_names[n],
-		    .host = cfg->jump_hops[n].host,
-		    .port = cfg->jump_hops[n].port,
-		    .user = cfg->jump_hops[n].user,
-		    .identity = hop_id,
-		    .identity_file =
-			hop_id == &t->jump_identity ? cfg->jump_identity_file : cfg->identity_file,
-		    .use_agent = cfg->use_agent,
-		    .agent_socket = cfg->agent_socket,
-		    .known_hosts_file = cfg->known_hosts_file,
-		    .host_key_policy = cfg->strict_host_key_checking,
-		    .keepalive_interval_ms = cfg->keepalive_interval_ms,
-		    .keepalive_count_max = cfg->keepalive_count_max,
-		    .session_memory_max = cfg->session_memory_max,
-		};
-	p[n] = (struct link_params){
-	    .name = t->name,
-	    .host = cfg->host,
-	    .port = cfg->port,
-	    .user = cfg->user,
-	    .identity = cfg->identity_file ? &t->identity : NULL,
-	    .identity_file = cfg->identity_file,
+	return (struct link_params){
+	    .name = name,
+	    .host = to->host,
+	    .port = to->port,
+	    .user = to->user,
+	    .identity = identity,
+	    .identity_file = identity_file,
 	    .use_agent = cfg->use_agent,
 	    .agent_socket = cfg->agent_socket,
 	    .known_hosts_file = cfg->known_hosts_file,
@@ -324,6 +303,26 @@ static size_t link_params_fill(const struct tunnel *t, struct link_params *p)
 	    .keepalive_count_max = cfg->keepalive_count_max,
 	    .session_memory_max = cfg->session_memory_max,
 	};
+}
+
+/* Parameters of every link of the path: the bastions first, the destination last.
+ * Returns how many. */
+static size_t link_params_fill(const struct tunnel *t, struct link_params *p)
+{
+	const struct tunnel_config *cfg = t->cfg;
+	const struct identity *hop_id = t->jump_identity.private_key ? &t->jump_identity
+					: cfg->identity_file	     ? &t->identity
+								     : NULL;
+	const struct jump_hop destination = {
+	    .user = cfg->user, .host = cfg->host, .port = cfg->port};
+	size_t n = 0;
+
+	for (; n < cfg->n_jump_hops; n++)
+		p[n] = link_params_of(cfg, t->hop_names[n], &cfg->jump_hops[n], hop_id,
+				      hop_id == &t->jump_identity ? cfg->jump_identity_file
+								  : cfg->identity_file);
+	p[n] = link_params_of(cfg, t->name, &destination, cfg->identity_file ? &t->identity : NULL,
+			      cfg->identity_file);
 	p[0].connect_stagger_ms = connect_stagger_ms(t);
 	return n + 1;
 }

@@ -6,11 +6,11 @@
  * Receive windows of local_forward channels that grow with the link (pure, no I/O).
  *
  * One stream over an SSH channel moves at most one receive window per round trip. The
- * forward layer opens each channel with no window and grants all of it itself (forward.c),
- * so a window is what the server may have sent and the client not taken yet. It watches
- * each channel in epochs: an epoch starts at the first byte read after the last one ended
- * and ends when the client has taken a whole window. window_next() then says how large a
- * window to keep open; the forward layer grants the difference with
+ * forward layer opens each channel with no window and grants all of it itself
+ * (forward_window.c), so a window is what the server may have sent and the client not taken
+ * yet. It watches each channel in epochs: an epoch starts at the first byte read after the
+ * last one ended and ends when the client has taken a whole window. window_next() then says
+ * how large a window to keep open; the forward layer grants the difference with
  * libssh2_channel_receive_window_adjust2() whenever nothing of the channel waits unread.
  *
  * The rule, with rtt the session's smallest keepalive round trip (queues on a loaded path
