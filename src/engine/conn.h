@@ -83,6 +83,7 @@ struct forward_stats {
 	uint64_t probe_failures;
 	uint64_t window_charge; /* its channels' share of the window budget (window.h) */
 	uint64_t memory;	/* what its conns hold in the memory account (memacct.h) */
+	uint64_t memory_waiting; /* of which its clients waiting for room (memory_wait) */
 };
 
 struct forwarder;
@@ -152,7 +153,7 @@ struct conn {
 	uint64_t epoch_bytes;
 	double epoch_start;
 	/* Its shares of the memory account (memacct.h), and their sum in its forward's. */
-	uint64_t acct_window, acct_buffer, acct_socket, acct_held;
+	uint64_t acct_window, acct_buffer, acct_socket, acct_held, acct_waiting;
 	struct buffer up;   /* client -> channel bytes the window did not take yet */
 	struct buffer down; /* channel -> client bytes the client did not take yet */
 };
