@@ -20,9 +20,9 @@ struct alert_test_run {
 	alerter_test_cb cb;
 	void *userdata;
 	size_t n, pending, failed;
-	char **results; /* per target, in config order */
-	ev_timer done;	/* reports from the loop, never from within alerter_test() */
+	ev_timer done; /* reports from the loop, never from within alerter_test() */
 	struct alert_test_run *next;
+	char *results[]; /* per target, in config order */
 };
 
 static void target_kick(struct alert_target *t);
@@ -71,7 +71,6 @@ static void test_run_free(struct alert_test_run *run)
 	}
 	for (size_t i = 0; i < run->n; i++)
 		free(run->results[i]);
-	free(run->results);
 	free(run);
 }
 
@@ -138,8 +137,7 @@ static void retry_cb(struct ev_loop *loop, ev_timer *w, int revents)
 	delivery_attempt(w->data);
 }
 
-static void delivery_done(struct alert_delivery *d, enum alert_outcome outcome,
-			  const char *result)
+static void delivery_done(struct alert_delivery *d, enum alert_outcome outcome, const char *result)
 {
 	struct alert_target *t = d->target;
 	struct alerter *a = t->alerter;
@@ -423,9 +421,9 @@ void alerter_daemon_event(struct alerter *a, enum alert_event_kind kind, const c
 
 /* For alert_http.c, alert_exec.c and alert_target_watch.c, which sit below this file. */
 static const struct alert_queue_ops queue_ops = {
-	.delivery_done = delivery_done,
-	.delivery_start = delivery_start,
-	.target_enqueue = target_enqueue,
+    .delivery_done = delivery_done,
+    .delivery_start = delivery_start,
+    .target_enqueue = target_enqueue,
 };
 
 int alerter_create(struct ev_loop *loop, struct alerter **ret)
@@ -540,22 +538,13 @@ int alerter_test(struct alerter *a, const char *name, alerter_test_cb cb, void *
 	}
 	if (n == 0)
 		return -ENOENT;
-	run = calloc(1, sizeof(*run));
+	run = calloc(1, sizeof(*run) + n * sizeof(*run->results));
 	if (!run)
 		return -ENOMEM;
-	run->results = calloc(n, sizeof(*run->results));
-	if (!run->results) {
-		free(run);
-		return -ENOMEM;
-	}
-	run->alerter = a;
-	run->cb = cb;
-	run->userdata = userdata;
-	run->n = n;
-	run->pending = n;
+	*run = (struct alert_test_run){
+	    .alerter = a, .cb = cb, .userdata = userdata, .n = n, .pending = n, .next = a->runs};
 	ev_timer_init(&run->done, test_run_done_cb, 0., 0.);
 	run->done.data = run;
-	run->next = a->runs;
 	a->runs = run;
 	wall = clock_wall();
 	e.since = wall;
