@@ -122,7 +122,7 @@ bool section_key_bad(const struct section_state *s, enum config_section section,
 }
 
 struct where section_key_where(const struct section_state *s, enum config_section section,
-			      const char *name)
+			       const char *name)
 {
 	const struct config_key *k = config_key_find(section, name);
 	struct where at = s->key_at[config_key_index(section, k)];
