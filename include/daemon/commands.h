@@ -20,6 +20,28 @@ struct tunnel_selection {
 
 struct config;
 struct tunnel_config;
+struct option;
+
+/* What a command's parse tells tunnel_selection_parse(). */
+struct command_line {
+	const char *cmd;	       /* "audit": "moletun audit: ..." */
+	const char *help;	       /* printed for --help, and after a usage error */
+	const struct option *longopts; /* config and help among them */
+	/* Any other option of longopts, with its argument; 0, or the exit status to return
+	 * (command_usage_error()'s, say). */
+	int (*option)(const struct command_line *cl, int opt, char *arg);
+	void *userdata; /* the command's arguments */
+};
+
+/*
+ * Parses `moletun CMD [-c FILE] [OPTION...] [TUNNEL...]`: -c FILE (CONFIG_DEFAULT_PATH when
+ * not given) and the tunnel names into sel, the command's own options to cl->option.
+ * 0, -1 after printing the help for --help, or the exit status of a usage error.
+ */
+int tunnel_selection_parse(int argc, char **argv, const struct command_line *cl,
+			   struct tunnel_selection *sel);
+/* Prints "moletun CMD: WHAT 'ARG'" and the command's help to stderr. Returns 2. */
+int command_usage_error(const struct command_line *cl, const char *what, const char *arg);
 
 /*
  * Loads sel->config_path and picks the named tunnels (all when none is named), in the

@@ -8,7 +8,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "alert_internal.h"
+#include "alert_delivery.h"
 #include "clock.h"
 #include "duration.h"
 #include "log.h"
@@ -20,9 +20,9 @@ struct alert_test_run {
 	alerter_test_cb cb;
 	void *userdata;
 	size_t n, pending, failed;
-	char **results; /* per target, in config order */
-	ev_timer done;	/* reports from the loop, never from within alerter_test() */
+	ev_timer done; /* reports from the loop, never from within alerter_test() */
 	struct alert_test_run *next;
+	char *results[]; /* per target, in config order */
 };
 
 static void target_kick(struct alert_target *t);
@@ -71,7 +71,6 @@ static void test_run_free(struct alert_test_run *run)
 	}
 	for (size_t i = 0; i < run->n; i++)
 		free(run->results[i]);
-	free(run->results);
 	free(run);
 }
 
@@ -138,7 +137,7 @@ static void retry_cb(struct ev_loop *loop, ev_timer *w, int revents)
 	delivery_attempt(w->data);
 }
 
-void alert_delivery_done(struct alert_delivery *d, enum alert_outcome outcome, const char *result)
+static void delivery_done(struct alert_delivery *d, enum alert_outcome outcome, const char *result)
 {
 	struct alert_target *t = d->target;
 	struct alerter *a = t->alerter;
@@ -189,6 +188,14 @@ void alert_delivery_done(struct alert_delivery *d, enum alert_outcome outcome, c
 	target_kick(t);
 }
 
+static void delivery_start(struct alert_delivery *d, uint64_t budget_ms)
+{
+	if (d->target->cfg->url)
+		alert_http_start(d, budget_ms);
+	else
+		alert_exec_start(d);
+}
+
 static void delivery_attempt(struct alert_delivery *d)
 {
 	struct alert_target *t = d->target;
@@ -208,15 +215,7 @@ static void delivery_attempt(struct alert_delivery *d)
 			log_debug("alert %s: with header %.*s", t->name,
 				  (int)strcspn(t->cfg->headers[i], ":"), t->cfg->headers[i]);
 	}
-	alert_delivery_start(d, d->timeout_ms);
-}
-
-void alert_delivery_start(struct alert_delivery *d, uint64_t budget_ms)
-{
-	if (d->target->cfg->url)
-		alert_http_start(d, budget_ms);
-	else
-		alert_exec_start(d);
+	delivery_start(d, d->timeout_ms);
 }
 
 static struct alert_delivery *delivery_new(struct alert_target *t, const struct alert_event *e)
@@ -247,7 +246,7 @@ static void target_kick(struct alert_target *t)
 	delivery_attempt(list_entry(t->queue.next, struct alert_delivery, link));
 }
 
-void alert_target_enqueue(struct alert_target *t, const struct alert_event *e, bool resend)
+static void target_enqueue(struct alert_target *t, const struct alert_event *e, bool resend)
 {
 	struct alert_delivery *d;
 	struct list *pos, *tmp;
@@ -362,7 +361,7 @@ static void daemon_event_send(struct alerter *a, bool resend)
 		if (!resend)
 			log_notice("alert %s: %s: %s", t->name, alert_event_str(e->kind),
 				   e->reason);
-		alert_target_enqueue(t, e, resend);
+		target_enqueue(t, e, resend);
 	}
 }
 
@@ -420,6 +419,13 @@ void alerter_daemon_event(struct alerter *a, enum alert_event_kind kind, const c
 	daemon_event_send(a, false);
 }
 
+/* For alert_http.c, alert_exec.c and alert_target_watch.c, which sit below this file. */
+static const struct alert_queue_ops queue_ops = {
+    .delivery_done = delivery_done,
+    .delivery_start = delivery_start,
+    .target_enqueue = target_enqueue,
+};
+
 int alerter_create(struct ev_loop *loop, struct alerter **ret)
 {
 	struct alerter *a = calloc(1, sizeof(*a));
@@ -427,6 +433,7 @@ int alerter_create(struct ev_loop *loop, struct alerter **ret)
 	if (!a)
 		return -ENOMEM;
 	a->loop = loop;
+	a->queue = &queue_ops;
 	list_init(&a->targets);
 	ev_timer_init(&a->daemon_resend, daemon_resend_cb, 1., 0.);
 	a->daemon_resend.data = a;
@@ -531,22 +538,13 @@ int alerter_test(struct alerter *a, const char *name, alerter_test_cb cb, void *
 	}
 	if (n == 0)
 		return -ENOENT;
-	run = calloc(1, sizeof(*run));
+	run = calloc(1, sizeof(*run) + n * sizeof(*run->results));
 	if (!run)
 		return -ENOMEM;
-	run->results = calloc(n, sizeof(*run->results));
-	if (!run->results) {
-		free(run);
-		return -ENOMEM;
-	}
-	run->alerter = a;
-	run->cb = cb;
-	run->userdata = userdata;
-	run->n = n;
-	run->pending = n;
+	*run = (struct alert_test_run){
+	    .alerter = a, .cb = cb, .userdata = userdata, .n = n, .pending = n, .next = a->runs};
 	ev_timer_init(&run->done, test_run_done_cb, 0., 0.);
 	run->done.data = run;
-	run->next = a->runs;
 	a->runs = run;
 	wall = clock_wall();
 	e.since = wall;

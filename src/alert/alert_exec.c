@@ -5,7 +5,7 @@
 #include <string.h>
 #include <sys/wait.h>
 
-#include "alert_internal.h"
+#include "alert_delivery.h"
 #include "duration.h"
 #include "subproc.h"
 

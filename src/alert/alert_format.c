@@ -88,9 +88,17 @@ static void duration_text(double seconds, char *buf, size_t size)
 		snprintf(buf, size, "%llud%02lluh", s / 86400, s % 86400 / 3600);
 }
 
-/* A string, or null when empty. */
-static void put_string_or_null(FILE *out, const char *s)
+/* The JSON text up to a member's value (",\"node\":"), then the value: a string. */
+static void put_member(FILE *out, const char *before, const char *s)
 {
+	fputs(before, out);
+	put_string(out, s);
+}
+
+/* The same, with null for an empty string. */
+static void put_member_or_null(FILE *out, const char *before, const char *s)
+{
+	fputs(before, out);
 	if (s[0])
 		put_string(out, s);
 	else
@@ -104,15 +112,11 @@ static void put_json(FILE *out, const struct alert_event *e)
 	fprintf(out, "{\"event\":\"%s\",\"tunnel\":", alert_event_str(e->kind));
 	put_string(out, e->tunnel);
 	if (health) {
-		fputs(",\"forward\":", out);
-		put_string_or_null(out, e->forward);
-		fputs(",\"target\":", out);
-		put_string_or_null(out, e->target);
+		put_member_or_null(out, ",\"forward\":", e->forward);
+		put_member_or_null(out, ",\"target\":", e->target);
 	}
-	fputs(",\"node\":", out);
-	put_string(out, e->node);
-	fputs(",\"host\":", out);
-	put_string(out, e->host);
+	put_member(out, ",\"node\":", e->node);
+	put_member(out, ",\"host\":", e->host);
 	fprintf(out, ",\"port\":%u,\"reason\":", (unsigned)e->port);
 	put_string(out, e->reason);
 	if (health) {
@@ -129,6 +133,40 @@ static void put_json(FILE *out, const struct alert_event *e)
 	fputc('}', out);
 }
 
+/* How the slack format words a condition of the whole tunnel, as it begins and ends. */
+struct slack_condition {
+	const char *icon;  /* when it begins */
+	const char *is;	   /* "is DOWN: REASON" */
+	const char *since; /* "(down for 5.0s, since ...)" */
+	const char *ended; /* "is UP again after 5.0s down (was: REASON)" */
+	const char *state;
+};
+
+static const struct slack_condition slack_down = {
+    ":red_circle:", "is DOWN", "down for", "is UP again", "down",
+};
+
+static const struct slack_condition slack_degraded = {
+    ":large_yellow_circle:", "is DEGRADED", "for", "recovered", "degraded",
+};
+
+/* Down, up, degraded or recovered. */
+static void slack_tunnel_text(const struct alert_event *e, const char *where, const char *dur,
+			      const char *since, char *buf, size_t size)
+{
+	const struct slack_condition *c = health_event(e->kind) ? &slack_degraded : &slack_down;
+
+	if (alert_event_firing(e->kind))
+		snprintf(buf, size, "%s moletun on %s: tunnel %s (%s) %s: %s (%s %s, since %s)",
+			 c->icon, e->node, e->tunnel, where, c->is, e->reason, c->since, dur,
+			 since);
+	else
+		snprintf(buf, size,
+			 ":large_green_circle: moletun on %s: tunnel %s (%s) %s after %s %s (was: "
+			 "%s)",
+			 e->node, e->tunnel, where, c->ended, dur, c->state, e->reason);
+}
+
 /* The one-line message of the slack format (before escaping). */
 static void slack_text(const struct alert_event *e, char *buf, size_t size)
 {
@@ -139,16 +177,10 @@ static void slack_text(const struct alert_event *e, char *buf, size_t size)
 	duration_text(e->down_for_seconds, dur, sizeof(dur));
 	switch (e->kind) {
 	case ALERT_EVENT_DOWN:
-		snprintf(buf, size,
-			 ":red_circle: moletun on %s: tunnel %s (%s) is DOWN: %s (down for %s, "
-			 "since %s)",
-			 e->node, e->tunnel, where, e->reason, dur, since);
-		break;
 	case ALERT_EVENT_UP:
-		snprintf(buf, size,
-			 ":large_green_circle: moletun on %s: tunnel %s (%s) is UP again after %s "
-			 "down (was: %s)",
-			 e->node, e->tunnel, where, dur, e->reason);
+	case ALERT_EVENT_DEGRADED:
+	case ALERT_EVENT_RECOVERED:
+		slack_tunnel_text(e, where, dur, since, buf, size);
 		break;
 	case ALERT_EVENT_TARGET_DOWN:
 		snprintf(buf, size,
@@ -162,18 +194,6 @@ static void slack_text(const struct alert_event *e, char *buf, size_t size)
 		    ":large_green_circle: moletun on %s: tunnel %s: target %s of forward %s is "
 		    "reachable again after %s (was: %s)",
 		    e->node, e->tunnel, e->target, e->forward, dur, e->reason);
-		break;
-	case ALERT_EVENT_DEGRADED:
-		snprintf(buf, size,
-			 ":large_yellow_circle: moletun on %s: tunnel %s (%s) is DEGRADED: %s (for "
-			 "%s, since %s)",
-			 e->node, e->tunnel, where, e->reason, dur, since);
-		break;
-	case ALERT_EVENT_RECOVERED:
-		snprintf(buf, size,
-			 ":large_green_circle: moletun on %s: tunnel %s (%s) recovered after %s "
-			 "degraded (was: %s)",
-			 e->node, e->tunnel, where, dur, e->reason);
 		break;
 	case ALERT_EVENT_METRICS_STALE:
 		snprintf(buf, size,
@@ -291,23 +311,17 @@ static void put_alertmanager(FILE *out, const struct alert_event *e)
 	}
 	fprintf(out, "[{\"labels\":{\"alertname\":\"%s\",", alertmanager_name(e->kind));
 	if (!test && !daemon_event(e->kind)) {
-		fputs("\"tunnel\":", out);
-		put_string(out, e->tunnel);
+		put_member(out, "\"tunnel\":", e->tunnel);
 		fputc(',', out);
 	}
 	if (target_event(e->kind)) {
-		fputs("\"forward\":", out);
-		put_string(out, e->forward);
-		fputs(",\"target\":", out);
-		put_string(out, e->target);
+		put_member(out, "\"forward\":", e->forward);
+		put_member(out, ",\"target\":", e->target);
 		fputc(',', out);
 	}
-	fputs("\"instance\":", out);
-	put_string(out, e->node);
-	fputs("},\"annotations\":{\"summary\":", out);
-	put_string(out, summary);
-	fputs(",\"description\":", out);
-	put_string(out, description);
+	put_member(out, "\"instance\":", e->node);
+	put_member(out, "},\"annotations\":{\"summary\":", summary);
+	put_member(out, ",\"description\":", description);
 	fputs("},\"startsAt\":", out);
 	put_time(out, &starts);
 	fputs(",\"endsAt\":", out);

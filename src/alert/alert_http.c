@@ -6,7 +6,7 @@
 #include <strings.h>
 #include <sys/socket.h>
 
-#include "alert_internal.h"
+#include "alert_delivery.h"
 #include "alert_trust.h"
 #include "duration.h"
 #include "fd.h"

@@ -3,7 +3,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "alert_internal.h"
+#include "alert_delivery.h"
 #include "alert_watch.h"
 #include "clock.h"
 #include "log.h"

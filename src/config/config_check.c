@@ -22,29 +22,6 @@
  * alert targets; and the warnings the daemon logs at start.
  */
 
-bool section_key_given(const struct section_state *s, enum config_section section, const char *name)
-{
-	const struct config_key *k = config_key_find(section, name);
-
-	return s->key_at[config_key_index(section, k)].line != 0;
-}
-
-bool section_key_bad(const struct section_state *s, enum config_section section, const char *name)
-{
-	const struct config_key *k = config_key_find(section, name);
-
-	return s->key_bad[config_key_index(section, k)];
-}
-
-struct where section_key_where(const struct section_state *s, enum config_section section,
-			      const char *name)
-{
-	const struct config_key *k = config_key_find(section, name);
-	struct where at = s->key_at[config_key_index(section, k)];
-
-	return at.line ? at : s->at;
-}
-
 static bool starts_with(const char *s, const char *prefix)
 {
 	return strncmp(s, prefix, strlen(prefix)) == 0;

@@ -83,8 +83,9 @@ extern const struct config_type_ops config_header_ops;
 extern const struct config_type_ops config_jump_ops;
 
 /*
- * The loader: config_load.c reads files and includes, config_read.c their lines and
- * sections, config_check.c validates what they built.
+ * The loader: config_load.c has the entry points, config_read.c reads files, their lines,
+ * sections and includes, config_check.c validates what they built (config_sshhost.c asks
+ * ssh -G for it), all on config_loader.c's errors and bookkeeping.
  */
 
 #define INCLUDE_DEPTH_MAX 8
@@ -169,25 +170,25 @@ struct file_parse {
 	bool after_key;	 /* for the continuation-line message */
 };
 
+/* config_loader.c */
+
 /* Records an error at `at` (sorted by place when handed over); counts past the cap. */
 void loader_error(struct loader *l, struct where at, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
+/* Hands the diagnostics over sorted by file (in the order first read) and line. */
+void loader_flush_diags(struct loader *l, struct diag *out);
 /* Too many errors, or out of memory: nothing more is read or checked. */
 bool loader_stopped(const struct loader *l);
+/* Returns the index of `path` in l->files, adding it if new, or -ENOMEM. */
+ssize_t loader_intern_file(struct loader *l, const char *path);
 
 static inline const char *loader_file(const struct loader *l, struct where at)
 {
 	return l->files[at.file];
 }
 
-/* [include] files = GLOB at the current line of fp: every match, sorted, read there. */
-void loader_include(struct file_parse *fp, const char *pattern);
-/* Reads every line of fp (a file or a buffer) named `path`; 0 or -ENOMEM. */
-int loader_parse(struct loader *l, struct file_parse *fp, const char *path);
-/* The checks across keys and sections, once everything is read (config_check.c). */
-void loader_validate(struct loader *l);
-/* Every tunnel with ssh_host: what ssh -G says set where the section did not (config_sshhost.c). */
-void loader_resolve_ssh_hosts(struct loader *l);
+/* The directory part of `path` (dirname(3)) in a string of its own, or NULL. */
+char *loader_dir_of(const char *path);
 
 /* Whether a key was set in the section (by ssh_host too), or set to a value it refused. */
 bool section_key_given(const struct section_state *s, enum config_section section, const char *name);
@@ -196,9 +197,18 @@ bool section_key_bad(const struct section_state *s, enum config_section section,
 struct where section_key_where(const struct section_state *s, enum config_section section,
 			       const char *name);
 
-/* The directory part of `path` (dirname(3)) in a string of its own, or NULL. */
-char *loader_dir_of(const char *path);
-
 void section_state_finish(struct section_state *s);
 void tunnel_config_finish(struct tunnel_config *t);
 void alert_config_finish(struct alert_config *a);
+
+/* config_read.c */
+
+/* Reads `path` (an include when `from` is set: errors are reported there). */
+int loader_read_file(struct loader *l, const char *path, size_t depth, const struct where *from);
+/* Reads every line of fp (a file or a buffer) named `path`; 0 or -ENOMEM. */
+int loader_parse(struct loader *l, struct file_parse *fp, const char *path);
+
+/* The checks across keys and sections, once everything is read (config_check.c). */
+void loader_validate(struct loader *l);
+/* Every tunnel with ssh_host: what ssh -G says set where the section did not (config_sshhost.c). */
+void loader_resolve_ssh_hosts(struct loader *l);

@@ -1,22 +1,26 @@
 #include "config.h"
 
 #include <errno.h>
+#include <glob.h>
 #include <ini.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "config_internal.h"
 #include "config_table.h"
 #include "strutil.h"
 
 /*
- * The lines of one file: inih's reader, the section headers (kept, checked and thrown
- * away, or ignored) and each key = value set through the key table.
+ * The files: each opened once (an include cycle is an error), its lines read with inih's
+ * reader, the section headers (kept, checked and thrown away, or ignored) and each
+ * key = value set through the key table; an [include] reads its files there.
  */
 
-#define TUNNELS_MAX 1024
-#define ALERTS_MAX  64
+#define TUNNELS_MAX	  1024
+#define ALERTS_MAX	  64
+#define INCLUDE_FILES_MAX 1024
 
 static struct where here(const struct file_parse *fp)
 {
@@ -335,6 +339,117 @@ static char *read_line(char *str, int num, void *stream)
 		return str;
 	}
 	return NULL;
+}
+
+/* A file that cannot be read: reported at the include naming it, or at the file itself. */
+static void file_error(struct loader *l, const struct where *from, size_t file, const char *path,
+		       const char *why)
+{
+	if (from)
+		loader_error(l, *from, "include file %s: %s", path, why);
+	else
+		loader_error(l, (struct where){.file = file}, "%s", why);
+}
+
+int loader_read_file(struct loader *l, const char *path, size_t depth, const struct where *from)
+{
+	struct file_parse fp = {.loader = l, .depth = depth};
+	struct stat st;
+	ssize_t file;
+	int r;
+
+	if (depth > INCLUDE_DEPTH_MAX) {
+		loader_error(l, *from, "includes nested too deeply (max %d)", INCLUDE_DEPTH_MAX);
+		return -ELOOP;
+	}
+	if (from && ++l->files_read > INCLUDE_FILES_MAX) {
+		loader_error(l, *from, "too many include files (max %d)", INCLUDE_FILES_MAX);
+		return -E2BIG;
+	}
+	file = loader_intern_file(l, path);
+	if (file < 0)
+		return (int)file;
+	fp.file = (size_t)file;
+	fp.f = fopen(path, "re");
+	if (!fp.f) {
+		r = -errno;
+		file_error(l, from, fp.file, path, strerror(-r));
+		return r;
+	}
+	r = 0;
+	if (fstat(fileno(fp.f), &st) < 0) {
+		r = -errno;
+		file_error(l, from, fp.file, path, strerror(-r));
+		goto out;
+	}
+	if (!S_ISREG(st.st_mode)) {
+		r = S_ISDIR(st.st_mode) ? -EISDIR : -EINVAL;
+		file_error(l, from, fp.file, path, "not a regular file");
+		goto out;
+	}
+	for (size_t i = 0; i < l->depth; i++) {
+		if (l->open_files[i].dev == st.st_dev && l->open_files[i].ino == st.st_ino) {
+			loader_error(l, *from, "include cycle: %s is already being read", path);
+			r = -ELOOP;
+			goto out;
+		}
+	}
+	l->open_files[l->depth].dev = st.st_dev;
+	l->open_files[l->depth].ino = st.st_ino;
+	l->depth++;
+	r = loader_parse(l, &fp, path);
+	l->depth--;
+out:
+	fclose(fp.f);
+	return r;
+}
+
+static int path_compare(const void *a, const void *b)
+{
+	return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+/* [include] files = GLOB at the current line of fp: every match, sorted, read there. */
+static void loader_include(struct file_parse *fp, const char *pattern)
+{
+	struct loader *l = fp->loader;
+	struct where at = {.file = fp->file, .line = fp->line};
+	char *full = NULL;
+	glob_t g;
+	int r;
+
+	if (pattern[0] == '~') {
+		loader_error(l, at, "files: '~' is not expanded, use an absolute path");
+		return;
+	}
+	if (pattern[0] == '/')
+		full = strdup(pattern);
+	else if (asprintf(&full, "%s/%s", fp->dir, pattern) < 0)
+		full = NULL;
+	if (!full) {
+		l->out_of_memory = true;
+		return;
+	}
+	memset(&g, 0, sizeof(g));
+	r = glob(full, GLOB_NOSORT, NULL, &g);
+	if (r == GLOB_NOMATCH && !strpbrk(pattern, "*?[")) {
+		struct stat st;
+
+		if (stat(full, &st) < 0)
+			loader_error(l, at, "include file %s: %s", full, strerror(errno));
+		else
+			loader_error(l, at, "include file %s: cannot be read", full);
+	} else if (r == GLOB_NOSPACE) {
+		l->out_of_memory = true;
+	} else if (r == GLOB_ABORTED) {
+		loader_error(l, at, "include %s: cannot read directory", full);
+	} else if (r == 0) {
+		qsort(g.gl_pathv, g.gl_pathc, sizeof(char *), path_compare);
+		for (size_t i = 0; i < g.gl_pathc && !loader_stopped(l); i++)
+			loader_read_file(l, g.gl_pathv[i], fp->depth + 1, &at);
+	}
+	globfree(&g);
+	free(full);
 }
 
 static int handle_pair(void *user, const char *section, const char *name, const char *value)

@@ -29,10 +29,22 @@ const char audit_help[] =
     "Exit status: 0 nothing failed, 1 a check failed, 2 usage or configuration error,\n"
     "3 a sidecar could not be reached or authenticated to.\n";
 
-static int usage_error(const char *what, const char *arg)
+/* --json, --socket PATH. */
+static int audit_option(const struct command_line *cl, int opt, char *arg)
 {
-	fprintf(stderr, "moletun audit: %s '%s'\n%s", what, arg, audit_help);
-	return 2;
+	struct audit_args *ret = cl->userdata;
+	size_t max_sockets = sizeof(ret->sockets) / sizeof(ret->sockets[0]);
+
+	if (opt == 'j') {
+		ret->json = true;
+		return 0;
+	}
+	if (arg[0] != '/' || strlen(arg) > 1024)
+		return command_usage_error(cl, "--socket needs an absolute path, not", arg);
+	if (ret->n_sockets == max_sockets)
+		return command_usage_error(cl, "too many --socket at", arg);
+	ret->sockets[ret->n_sockets++] = arg;
+	return 0;
 }
 
 int audit_parse_args(int argc, char **argv, struct audit_args *ret)
@@ -44,41 +56,16 @@ int audit_parse_args(int argc, char **argv, struct audit_args *ret)
 	    {"help", no_argument, NULL, 'h'},
 	    {NULL, 0, NULL, 0},
 	};
-	size_t max_sockets = sizeof(ret->sockets) / sizeof(ret->sockets[0]);
-	int opt;
+	const struct command_line cl = {
+	    .cmd = "audit",
+	    .help = audit_help,
+	    .longopts = longopts,
+	    .option = audit_option,
+	    .userdata = ret,
+	};
 
 	memset(ret, 0, sizeof(*ret));
-	ret->sel.config_path = CONFIG_DEFAULT_PATH;
-	optind = 1;
-	opterr = 0;
-	while ((opt = getopt_long(argc, argv, "c:h", longopts, NULL)) != -1) {
-		switch (opt) {
-		case 'c':
-			ret->sel.config_path = optarg;
-			break;
-		case 'j':
-			ret->json = true;
-			break;
-		case 's':
-			if (optarg[0] != '/' || strlen(optarg) > 1024)
-				return usage_error("--socket needs an absolute path, not", optarg);
-			if (ret->n_sockets == max_sockets)
-				return usage_error("too many --socket at", optarg);
-			ret->sockets[ret->n_sockets++] = optarg;
-			break;
-		case 'h':
-			fputs(audit_help, stdout);
-			return -1;
-		default:
-			return usage_error("bad option", argv[optind - 1]);
-		}
-	}
-	for (; optind < argc; optind++) {
-		if (ret->sel.n_names == COMMAND_TUNNELS_MAX)
-			return usage_error("too many tunnels at", argv[optind]);
-		ret->sel.names[ret->sel.n_names++] = argv[optind];
-	}
-	return 0;
+	return tunnel_selection_parse(argc, argv, &cl, &ret->sel);
 }
 
 /* One tunnel's audit: the findings, and whether it could be done at all. */

@@ -27,10 +27,22 @@ const char authorize_help[] =
     "  --from LIST    add from=\"LIST\" (addresses, host names, CIDR blocks, patterns) to\n"
     "                 the lines of servers the node reaches directly\n";
 
-static int usage_error(const char *what, const char *arg)
+/* --from LIST: joined to the ones before with a comma. */
+static int authorize_option(const struct command_line *cl, int opt, char *arg)
 {
-	fprintf(stderr, "moletun authorize: %s '%s'\n%s", what, arg, authorize_help);
-	return 2;
+	struct authorize_args *ret = cl->userdata;
+	size_t old = ret->from ? strlen(ret->from) : 0;
+	char *p = realloc(ret->from, old + strlen(arg) + 2);
+
+	if (!p) {
+		fprintf(stderr, "moletun authorize: out of memory\n");
+		return 2;
+	}
+	if (old)
+		p[old++] = ',';
+	strcpy(p + old, arg);
+	ret->from = p;
+	return 0;
 }
 
 int authorize_parse_args(int argc, char **argv, struct authorize_args *ret)
@@ -41,43 +53,19 @@ int authorize_parse_args(int argc, char **argv, struct authorize_args *ret)
 	    {"help", no_argument, NULL, 'h'},
 	    {NULL, 0, NULL, 0},
 	};
-	int opt;
+	const struct command_line cl = {
+	    .cmd = "authorize",
+	    .help = authorize_help,
+	    .longopts = longopts,
+	    .option = authorize_option,
+	    .userdata = ret,
+	};
+	int r;
 
 	memset(ret, 0, sizeof(*ret));
-	ret->sel.config_path = CONFIG_DEFAULT_PATH;
-	optind = 1;
-	opterr = 0;
-	while ((opt = getopt_long(argc, argv, "c:h", longopts, NULL)) != -1) {
-		switch (opt) {
-		case 'c':
-			ret->sel.config_path = optarg;
-			break;
-		case 'f': {
-			size_t old = ret->from ? strlen(ret->from) : 0;
-			char *p = realloc(ret->from, old + strlen(optarg) + 2);
-
-			if (!p) {
-				fprintf(stderr, "moletun authorize: out of memory\n");
-				return 2;
-			}
-			if (old)
-				p[old++] = ',';
-			strcpy(p + old, optarg);
-			ret->from = p;
-			break;
-		}
-		case 'h':
-			fputs(authorize_help, stdout);
-			return -1;
-		default:
-			return usage_error("bad option", argv[optind - 1]);
-		}
-	}
-	for (; optind < argc; optind++) {
-		if (ret->sel.n_names == COMMAND_TUNNELS_MAX)
-			return usage_error("too many tunnels at", argv[optind]);
-		ret->sel.names[ret->sel.n_names++] = argv[optind];
-	}
+	r = tunnel_selection_parse(argc, argv, &cl, &ret->sel);
+	if (r)
+		return r;
 	if (ret->from) {
 		char err[256];
 

@@ -1,4 +1,5 @@
 #include <errno.h>
+#include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -6,6 +7,45 @@
 #include "commands.h"
 #include "config.h"
 #include "diag.h"
+
+int command_usage_error(const struct command_line *cl, const char *what, const char *arg)
+{
+	fprintf(stderr, "moletun %s: %s '%s'\n%s", cl->cmd, what, arg, cl->help);
+	return 2;
+}
+
+int tunnel_selection_parse(int argc, char **argv, const struct command_line *cl,
+			   struct tunnel_selection *sel)
+{
+	int opt, r;
+
+	sel->config_path = CONFIG_DEFAULT_PATH;
+	optind = 1;
+	opterr = 0;
+	while ((opt = getopt_long(argc, argv, "c:h", cl->longopts, NULL)) != -1) {
+		switch (opt) {
+		case 'c':
+			sel->config_path = optarg;
+			break;
+		case 'h':
+			fputs(cl->help, stdout);
+			return -1;
+		case '?':
+			return command_usage_error(cl, "bad option", argv[optind - 1]);
+		default:
+			r = cl->option(cl, opt, optarg);
+			if (r)
+				return r;
+			break;
+		}
+	}
+	for (; optind < argc; optind++) {
+		if (sel->n_names == COMMAND_TUNNELS_MAX)
+			return command_usage_error(cl, "too many tunnels at", argv[optind]);
+		sel->names[sel->n_names++] = argv[optind];
+	}
+	return 0;
+}
 
 int tunnel_selection_load(const struct tunnel_selection *sel, const char *cmd, struct config **ret,
 			  const struct tunnel_config ***ret_tunnels, size_t *ret_n)

@@ -204,122 +204,165 @@ out:
 	return r;
 }
 
-/* The files of one key, and what messages call them. */
-struct key_source {
-	const char *path, *passphrase_path;
+/* What messages call the files of a key, and the key naming its passphrase file. */
+struct key_names {
 	const char *what, *passphrase_what, *passphrase_key;
 };
+
+static const struct key_names tunnel_key_names = {
+    .what = "identity file",
+    .passphrase_what = "identity passphrase file",
+    .passphrase_key = "identity_passphrase_file",
+};
+
+static const struct key_names jump_key_names = {
+    .what = "proxy_jump identity file",
+    .passphrase_what = "proxy_jump identity passphrase file",
+    .passphrase_key = "proxy_jump_identity_passphrase_file",
+};
+
+/* The files of one key. */
+struct key_source {
+	const struct key_names *names;
+	const char *path, *passphrase_path;
+};
+
+/* A key as read: the file's text and the passphrase's first line, both secrets on the heap. */
+struct key_text {
+	char *key, *passphrase;
+	size_t key_len, passphrase_len;
+};
+
+static void key_text_finish(struct key_text *k)
+{
+	free_secret(k->key, k->key_len);
+	free_secret(k->passphrase, k->passphrase_len);
+}
+
+/* The key is `plain` now, decrypted: the passphrase has done its work. */
+static void key_text_decrypted(struct key_text *k, char *plain, size_t plain_len)
+{
+	free_secret(k->key, k->key_len);
+	k->key = plain;
+	k->key_len = plain_len;
+	free_secret(k->passphrase, k->passphrase_len);
+	k->passphrase = NULL;
+	k->passphrase_len = 0;
+}
+
+static int read_key(const struct key_source *src, struct key_text *k, char *err, size_t err_size)
+{
+	int r = read_private(src->names->what, src->path, KEY_FILE_MAX, &k->key, &k->key_len, err,
+			     err_size);
+
+	if (r < 0 || !src->passphrase_path)
+		return r;
+	r = read_private(src->names->passphrase_what, src->passphrase_path, PASSPHRASE_FILE_MAX,
+			 &k->passphrase, &k->passphrase_len, err, err_size);
+	if (r == 0) {
+		/* its first line */
+		size_t line = strcspn(k->passphrase, "\r\n");
+
+		explicit_bzero(k->passphrase + line, k->passphrase_len - line);
+		k->passphrase_len = line;
+	}
+	return r;
+}
+
+/*
+ * An OpenSSH key, or a PEM key with a passphrase that says it is encrypted: decrypted once,
+ * here. Any other key goes to libssh2 as it is.
+ */
+static int decrypt_key(const struct key_source *src, struct key_text *k, char *err, size_t err_size)
+{
+	const struct key_names *n = src->names;
+	char *plain;
+	size_t plain_len;
+	int r;
+
+	if (strstr(k->key, OPENSSH_BEGIN)) {
+		/* the bcrypt KDF runs once here, never per reconnect */
+		r = sshkey_decrypt_openssh(k->key, k->key_len, k->passphrase, k->passphrase_len,
+					   &plain, &plain_len);
+		if (r == -EACCES && k->passphrase_len == 0 && k->passphrase)
+			snprintf(err, err_size,
+				 "%s %s: encrypted, and the passphrase file is empty", n->what,
+				 src->path);
+		else if (r == -EACCES && k->passphrase_len == 0)
+			snprintf(err, err_size, "%s %s: encrypted, and no %s is set", n->what,
+				 src->path, n->passphrase_key);
+		else if (r < 0)
+			snprintf(err, err_size, "%s %s: %s", n->what, src->path,
+				 identity_decrypt_error(r));
+	} else if (k->passphrase && strstr(k->key, "ENCRYPTED")) {
+		r = decrypt_pem(k->key, k->key_len, k->passphrase, &plain, &plain_len);
+		if (r == -EACCES)
+			snprintf(err, err_size, "%s %s: %s", n->what, src->path,
+				 identity_decrypt_error(r));
+		else if (r == -ENOMEM)
+			snprintf(err, err_size, "out of memory");
+	} else {
+		return 0;
+	}
+	if (r < 0)
+		return r;
+	key_text_decrypted(k, plain, plain_len);
+	return 0;
+}
+
+/* Moves the key (and a PEM key's passphrase) into id, where core dumps skip them, and reads
+ * its public half. 0 or -ENOMEM. */
+static int identity_take(struct identity *id, struct key_text *k)
+{
+	int r = to_secret_pages(&k->key, k->key_len);
+
+	if (r < 0)
+		return r;
+	id->private_key = k->key;
+	id->private_len = k->key_len;
+	k->key = NULL;
+	if (k->passphrase) {
+		r = to_secret_pages(&k->passphrase, k->passphrase_len);
+		if (r < 0)
+			return r;
+		id->passphrase = k->passphrase;
+		id->passphrase_len = k->passphrase_len;
+		k->passphrase = NULL;
+	}
+	return identity_read_public(id) == -ENOMEM ? -ENOMEM : 0;
+}
 
 static int load_key(const struct key_source *src, struct identity *ret, char *err, size_t err_size)
 {
 	struct identity id = {0};
-	char *key = NULL, *passphrase = NULL;
-	size_t key_len = 0, passphrase_len = 0;
+	struct key_text k = {0};
 	int r;
 
 	if (!src->path) {
 		*ret = id;
 		return 0;
 	}
-	r = read_private(src->what, src->path, KEY_FILE_MAX, &key, &key_len, err, err_size);
-	if (r < 0)
+	r = read_key(src, &k, err, err_size);
+	if (r == 0)
+		r = decrypt_key(src, &k, err, err_size);
+	if (r == 0) {
+		r = identity_take(&id, &k);
+		if (r < 0)
+			snprintf(err, err_size, "out of memory");
+	}
+	if (r < 0) {
+		identity_finish(&id);
+		key_text_finish(&k);
 		return r;
-	if (src->passphrase_path) {
-		r = read_private(src->passphrase_what, src->passphrase_path, PASSPHRASE_FILE_MAX,
-				 &passphrase, &passphrase_len, err, err_size);
-		if (r < 0)
-			goto fail;
-		{
-			/* its first line */
-			size_t line = strcspn(passphrase, "\r\n");
-
-			explicit_bzero(passphrase + line, passphrase_len - line);
-			passphrase_len = line;
-		}
 	}
-	if (strstr(key, OPENSSH_BEGIN)) {
-		char *plain;
-		size_t plain_len;
-
-		/* the bcrypt KDF runs once here, never per reconnect */
-		r = sshkey_decrypt_openssh(key, key_len, passphrase, passphrase_len, &plain,
-					   &plain_len);
-		if (r == -EACCES && passphrase_len == 0 && passphrase)
-			snprintf(err, err_size,
-				 "%s %s: encrypted, and the passphrase file is empty", src->what,
-				 src->path);
-		else if (r == -EACCES && passphrase_len == 0)
-			snprintf(err, err_size, "%s %s: encrypted, and no %s is set", src->what,
-				 src->path, src->passphrase_key);
-		else if (r < 0)
-			snprintf(err, err_size, "%s %s: %s", src->what, src->path,
-				 identity_decrypt_error(r));
-		if (r < 0)
-			goto fail;
-		free_secret(key, key_len);
-		key = plain;
-		key_len = plain_len;
-		free_secret(passphrase, passphrase_len);
-		passphrase = NULL;
-		passphrase_len = 0;
-	}
-	if (passphrase && !strstr(key, OPENSSH_BEGIN) && strstr(key, "ENCRYPTED")) {
-		char *plain;
-		size_t plain_len;
-
-		r = decrypt_pem(key, key_len, passphrase, &plain, &plain_len);
-		if (r == -EACCES)
-			snprintf(err, err_size, "%s %s: %s", src->what, src->path,
-				 identity_decrypt_error(r));
-		if (r == -ENOMEM)
-			goto out_of_memory;
-		if (r < 0)
-			goto fail;
-		free_secret(key, key_len);
-		key = plain;
-		key_len = plain_len;
-		free_secret(passphrase, passphrase_len);
-		passphrase = NULL;
-		passphrase_len = 0;
-	}
-	/* from here on the key (and a PEM key's passphrase) live where core dumps skip them */
-	r = to_secret_pages(&key, key_len);
-	if (r < 0)
-		goto out_of_memory;
-	id.private_key = key;
-	id.private_len = key_len;
-	key = NULL;
-	if (passphrase) {
-		r = to_secret_pages(&passphrase, passphrase_len);
-		if (r < 0)
-			goto out_of_memory;
-		id.passphrase = passphrase;
-		id.passphrase_len = passphrase_len;
-		passphrase = NULL;
-	}
-	r = identity_read_public(&id);
-	if (r == -ENOMEM)
-		goto out_of_memory;
 	*ret = id;
 	return 0;
-out_of_memory:
-	snprintf(err, err_size, "out of memory");
-fail:
-	identity_finish(&id);
-	free_secret(key, key_len);
-	free_secret(passphrase, passphrase_len);
-	return r;
 }
 
 int identity_load(const struct tunnel_config *cfg, struct identity *ret, char *err, size_t err_size)
 {
-	const struct key_source src = {
-	    .path = cfg->identity_file,
-	    .passphrase_path = cfg->identity_passphrase_file,
-	    .what = "identity file",
-	    .passphrase_what = "identity passphrase file",
-	    .passphrase_key = "identity_passphrase_file",
-	};
+	const struct key_source src = {&tunnel_key_names, cfg->identity_file,
+				       cfg->identity_passphrase_file};
 
 	return load_key(&src, ret, err, err_size);
 }
@@ -327,13 +370,8 @@ int identity_load(const struct tunnel_config *cfg, struct identity *ret, char *e
 int identity_load_jump(const struct tunnel_config *cfg, struct identity *ret, char *err,
 		       size_t err_size)
 {
-	const struct key_source src = {
-	    .path = cfg->jump_identity_file,
-	    .passphrase_path = cfg->jump_identity_passphrase_file,
-	    .what = "proxy_jump identity file",
-	    .passphrase_what = "proxy_jump identity passphrase file",
-	    .passphrase_key = "proxy_jump_identity_passphrase_file",
-	};
+	const struct key_source src = {&jump_key_names, cfg->jump_identity_file,
+				       cfg->jump_identity_passphrase_file};
 
 	return load_key(&src, ret, err, err_size);
 }

@@ -6,11 +6,12 @@
 #include <stdint.h>
 #include <sys/types.h>
 
-#include "alert.h"
 #include "alert_debounce.h"
 #include "alert_format.h"
 #include "backoff.h"
+#include "config.h"
 #include "list.h"
+#include "status.h"
 
 /*
  * What the alerter's files share; private to src/alert/.
@@ -22,7 +23,9 @@
  *
  * A delivery is one event for one target. alert.c starts each attempt of it in
  * alert_http.c or alert_exec.c, whichever the target is, and the attempt ends, once, in
- * alert_delivery_done(); alert.c decides what follows (a retry, the next event).
+ * alert_delivery_done(); alert.c decides what follows (a retry, the next event). The files
+ * below alert.c reach its queue through the alerter's struct alert_queue_ops, so that they
+ * need this header only.
  */
 
 struct alert_test_run;
@@ -73,6 +76,14 @@ struct alert_target {
 	bool seen;
 };
 
+/* alert.c's queue, as alerter_create() hands it to the files below. */
+struct alert_queue_ops {
+	void (*delivery_done)(struct alert_delivery *d, enum alert_outcome outcome,
+			      const char *result);
+	void (*delivery_start)(struct alert_delivery *d, uint64_t budget_ms);
+	void (*target_enqueue)(struct alert_target *t, const struct alert_event *e, bool resend);
+};
+
 struct alerter {
 	struct ev_loop *loop;
 	char node[256];
@@ -83,6 +94,7 @@ struct alerter {
 	bool daemon_firing;
 	double daemon_since; /* monotonic */
 	ev_timer daemon_resend;
+	const struct alert_queue_ops *queue; /* alert.c's */
 	/* alert_http.c */
 	bool curl_global; /* holds a reference on curl_global_init() */
 	CURLM *multi;
@@ -99,12 +111,25 @@ struct alerter {
  * and counts it, then retries later, gives up or reports the test, and starts the target's
  * next event. Frees d unless it is retried.
  */
-void alert_delivery_done(struct alert_delivery *d, enum alert_outcome outcome, const char *result);
+static inline void alert_delivery_done(struct alert_delivery *d, enum alert_outcome outcome,
+				       const char *result)
+{
+	d->target->alerter->queue->delivery_done(d, outcome, result);
+}
+
 /* The attempt proper, by the target's kind: again after a wait for the CA store. */
-void alert_delivery_start(struct alert_delivery *d, uint64_t budget_ms);
+static inline void alert_delivery_start(struct alert_delivery *d, uint64_t budget_ms)
+{
+	d->target->alerter->queue->delivery_start(d, budget_ms);
+}
+
 /* Queues an event for the target (ALERT_QUEUE_MAX: the oldest waiting one is dropped) and
  * delivers it when the target is idle. A re-send already waiting is not queued twice. */
-void alert_target_enqueue(struct alert_target *t, const struct alert_event *e, bool resend);
+static inline void alert_target_enqueue(struct alert_target *t, const struct alert_event *e,
+					bool resend)
+{
+	t->alerter->queue->target_enqueue(t, e, resend);
+}
 
 /* alert_http.c */
 
