@@ -7,7 +7,7 @@
 # timeline (tests/scenario/run.sh), and the Debian package built, checked by lintian,
 # installed and purged (tests/deb/run.sh).
 #   bash tests/run.sh
-# MOLETUN_FUZZ_SECONDS (default 30) sets the fuzzing time per target; 0 skips fuzzing.
+# MOLETUN_FUZZ_SECONDS (default 15) sets the fuzzing time per target; 0 skips fuzzing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -58,7 +58,7 @@ run_suite build-asan -Db_sanitize=address,undefined -Db_lundef=false
 echo "== valgrind memcheck (tests/valgrind.sh build) =="
 bash tests/valgrind.sh build
 
-fuzz_seconds=${MOLETUN_FUZZ_SECONDS:-30}
+fuzz_seconds=${MOLETUN_FUZZ_SECONDS:-15}
 if [ "$fuzz_seconds" -gt 0 ]; then
 	echo "== libFuzzer, ${fuzz_seconds}s per target (tests/fuzz/run.sh) =="
 	bash tests/fuzz/run.sh "$fuzz_seconds"
