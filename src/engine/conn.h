@@ -86,6 +86,11 @@ struct forward_stats {
 	uint64_t memory_waiting; /* of which its clients waiting for room (memory_wait) */
 };
 
+/* What the data path's steps and a probe's return when the conn was closed (and may be
+ * freed: not to be touched again). Positive, so it never collides with a libssh2 code
+ * (all negative, LIBSSH2_ERROR_SOCKET_NONE being -1). */
+#define CONN_GONE 1
+
 struct forwarder;
 
 /* A local_forward listener, bound for the tunnel's whole life. */

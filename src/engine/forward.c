@@ -155,7 +155,7 @@ static int pump_opens(struct forwarder *fw)
 		c->channel = ch;
 		if (c->probe && !c->probe_done) {
 			rc = probe_opened(c);
-			if (rc < -1)
+			if (rc < 0)
 				return rc;
 			continue;
 		}
@@ -241,7 +241,7 @@ int forward_pump(struct forwarder *fw)
 			continue;
 		if (c->probe) {
 			rc = probe_pump(c);
-			if (rc < -1)
+			if (rc < 0)
 				return rc;
 			continue;
 		}
@@ -249,14 +249,14 @@ int forward_pump(struct forwarder *fw)
 			c->hwm_blocked = true; /* forward_resume_clients pumps again */
 		} else if (buffer_len(&c->up) > 0 || (c->client_eof && !c->eof_sent)) {
 			rc = buffer_len(&c->up) > 0 ? conn_flush_up(c) : conn_forward_client_eof(c);
-			if (rc < -1)
+			if (rc < 0)
 				return rc;
-			if (rc == -1)
+			if (rc == CONN_GONE)
 				continue;
 		}
 		c->round_sent = 0;
 		rc = conn_read_channel(c);
-		if (rc < -1)
+		if (rc < 0)
 			return rc;
 	}
 	return 0;

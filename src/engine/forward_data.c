@@ -57,11 +57,11 @@ int conn_forward_client_eof(struct conn *c)
 	c->eof_sent = true;
 	if (rc < 0 && ssh_error_fatal(rc))
 		return rc;
-	return conn_finish_if_done(c) ? -1 : 0;
+	return conn_finish_if_done(c) ? CONN_GONE : 0;
 }
 
 /* Writes `len` bytes to the channel; what the window does not take is kept in c->up and
- * the client is not read until it drains. Returns 0, or a fatal rc; -1 if conn closed. */
+ * the client is not read until it drains. Returns 0, or a fatal rc; CONN_GONE if the conn was closed. */
 static int conn_write_channel(struct conn *c, const char *data, size_t len)
 {
 	struct forwarder *fw = c->fw;
@@ -80,12 +80,12 @@ static int conn_write_channel(struct conn *c, const char *data, size_t len)
 		if (ssh_error_fatal((int)n))
 			return (int)n;
 		conn_close(c);
-		return -1;
+		return CONN_GONE;
 	}
 	if (off < len) {
 		if (buffer_append(&c->up, data + off, len - off) < 0) {
 			conn_close(c);
-			return -1;
+			return CONN_GONE;
 		}
 		ev_io_stop(fw->loop, &c->rio);
 	}
@@ -110,7 +110,7 @@ int conn_flush_up(struct conn *c)
 		if (ssh_error_fatal((int)n))
 			return (int)n;
 		conn_close(c);
-		return -1;
+		return CONN_GONE;
 	}
 	buffer_compact(&c->up);
 	if (c->client_eof)
@@ -140,21 +140,21 @@ static ssize_t conn_channel_read(struct conn *c, bool own)
 }
 
 /* Sends the `n` bytes read to the client; what its socket does not take waits in c->down
- * until it is writable. 0, or -1 if the conn was closed. */
+ * until it is writable. 0, or CONN_GONE if the conn was closed. */
 static int conn_send_client(struct conn *c, ssize_t n)
 {
 	ssize_t w = send(c->fd, scratch, (size_t)n, MSG_NOSIGNAL);
 
 	if (w < 0 && errno != EAGAIN && errno != EINTR) {
 		conn_close(c);
-		return -1;
+		return CONN_GONE;
 	}
 	if (w < 0)
 		w = 0;
 	if (w < n) {
 		if (buffer_append(&c->down, scratch + w, (size_t)(n - w)) < 0) {
 			conn_close(c);
-			return -1;
+			return CONN_GONE;
 		}
 		ev_io_start(c->fw->loop, &c->wio);
 	}
@@ -166,7 +166,7 @@ static int conn_send_client(struct conn *c, ssize_t n)
 /*
  * Moves channel data to the client until the channel is empty or the client is full; a
  * channel of a local forward then gets its window again (conn_window_update). Returns 0,
- * a fatal rc, or -1 if the conn was closed.
+ * a fatal rc, or CONN_GONE if the conn was closed.
  */
 int conn_read_channel(struct conn *c)
 {
@@ -198,19 +198,19 @@ int conn_read_channel(struct conn *c)
 			if (ssh_error_fatal((int)n))
 				return (int)n;
 			conn_close(c);
-			return -1;
+			return CONN_GONE;
 		}
 		if (n == 0) {
 			c->channel_eof = true;
 			shutdown(c->fd, SHUT_WR);
 			if (conn_finish_if_done(c))
-				return -1;
+				return CONN_GONE;
 			break;
 		}
 		fw->stats[c->forward].bytes_in += (uint64_t)n;
 		c->committed -= c->committed > (uint64_t)n ? (uint64_t)n : c->committed;
-		if (conn_send_client(c, n) < 0)
-			return -1;
+		if (conn_send_client(c, n) == CONN_GONE)
+			return CONN_GONE;
 		if (own) {
 			rc = conn_window_received(c, (uint64_t)n);
 			if (rc)
@@ -245,7 +245,7 @@ void conn_client_readable(struct ev_loop *loop, ev_io *w, int revents)
 		conn_close(c);
 		return;
 	}
-	if (rc < -1)
+	if (rc < 0)
 		link_session_error(fw->link, rc);
 	else if (rc == 0)
 		conn_account(c);
@@ -288,6 +288,6 @@ void conn_client_writable(struct ev_loop *loop, ev_io *w, int revents)
 	buffer_compact(&c->down);
 	c->round_sent = n > 0 ? (uint64_t)n : 0;
 	rc = conn_read_channel(c);
-	if (rc < -1)
+	if (rc < 0)
 		link_session_error(fw->link, rc);
 }

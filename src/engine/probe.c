@@ -47,8 +47,8 @@ static void probe_record(struct conn *c, bool reachable, const char *why)
 	forward_target(fw, c->forward, reachable, why);
 }
 
-/* Releases the probe's channel without waiting on the network. Returns -1: conn gone or
- * closing. */
+/* Releases the probe's channel without waiting on the network. Returns CONN_GONE: the conn is
+ * gone or closing. */
 static int probe_close(struct conn *c)
 {
 	ev_timer_stop(c->fw->loop, &c->hold);
@@ -57,7 +57,7 @@ static int probe_close(struct conn *c)
 		c->channel = NULL;
 		conn_destroy(c);
 	}
-	return -1;
+	return CONN_GONE;
 }
 
 static void probe_timeout(struct ev_loop *loop, ev_timer *w, int revents)

@@ -8,8 +8,8 @@
  */
 void probe_start(struct forwarder *fw);
 void probe_stop(struct forwarder *fw);
-/* The probe's channel opened: send the protocol hello or finish. 0, -1 (conn gone) or a
+/* The probe's channel opened: send the protocol hello or finish. 0, CONN_GONE or a
  * fatal libssh2 code. */
 int probe_opened(struct conn *c);
-/* Reads the probe's answer. 0, -1 (conn gone) or a fatal libssh2 code. */
+/* Reads the probe's answer. 0, CONN_GONE or a fatal libssh2 code. */
 int probe_pump(struct conn *c);
