@@ -241,11 +241,10 @@ class LimitsTest(harness.TunnelTest):
         print("%s: %s; %d log lines so far" % (what, meter, len(self.m.lines)))
         self.assertLess(meter.share, 0.20, "daemon spins: %s" % what)
 
-    # BUG (reported to the lead): forward_accept_cb restarts li->pause without
-    # ev_timer_set(); a libev one-shot timer that already fired restarts with its remaining
-    # time (~0), so every pause after the first lasts 0 ms: the daemon spins and logs
-    # "accept: Too many open files; pausing accepts for 100ms" ~200,000 times a second.
-    # Remove expectedFailure once src/engine/forward.c sets the timer before starting it.
+    # Guards a fixed bug: the accept pause restarted its timer without ev_timer_set(), and
+    # a libev one-shot timer that already fired restarts with its remaining time (~0), so
+    # every pause after the first lasted 0 ms: the daemon spun and logged "accept: Too many
+    # open files; pausing accepts for 100ms" ~200,000 times a second.
     def test_fd_exhaustion(self):
         served, waiting, base_fds, mark = self.exhaust_descriptors()
         m, pid = self.m, self.m.proc.pid
