@@ -68,7 +68,6 @@ static ssize_t stream_recv(struct link *l, void *buf, size_t len)
 	memcpy(buf, l->stream_in.data + l->stream_in.start, len);
 	buffer_consume(&l->stream_in, len);
 	buffer_compact(&l->stream_in);
-	l->rx_bytes += len;
 	l->last_rx = clock_now();
 	l->rx_progress = true;
 	link_want_pump(l);
@@ -143,7 +142,6 @@ static ssize_t link_recv(libssh2_socket_t fd, void *buf, size_t len, int flags, 
 		 * series of 40 ms stalls into a series of round trips.
 		 */
 		net_quickack(fd);
-		l->rx_bytes += (uint64_t)n;
 		l->last_rx = clock_now();
 		l->rx_progress = true;
 		link_want_pump(l);

@@ -5,7 +5,6 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
-#include <stdint.h>
 
 #include "buffer.h"
 #include "config.h"
@@ -123,8 +122,6 @@ struct link {
 	bool global_busy;		  /* a global request of the layer above awaits its reply */
 	LIBSSH2_CHANNEL *keepalive_stray; /* the open it accepted, being closed */
 	double keepalive_sent;		  /* our last open (0: none yet) */
-	uint64_t keepalive_rx;		  /* rx_bytes when it went */
-	uint64_t keepalive_ahead;	  /* what the server could send before its answer */
 	double global_sent;		  /* the last global keepalive request (0: none yet) */
 	struct addrinfo *addrs;
 	struct gaicb *gai;
@@ -142,7 +139,6 @@ struct link {
 	bool dead;	   /* no more socket I/O: sends are dropped, recvs fail */
 	int unread_seen;   /* FIONREAD when nothing can drain the socket (no channels) */
 	double last_rx;
-	uint64_t rx_bytes;     /* read from the socket or from the channel below, in all */
 	double last_tx;	       /* the socket last took bytes, or bytes started waiting */
 	bool out_overflow;     /* the out-buffer passed LINK_OUT_MAX */
 	unsigned rx_iteration; /* loop iteration rx_budget belongs to */

@@ -72,9 +72,6 @@ static int keepalive_open(struct link *l)
 	if (!l->keepalive_pending) {
 		l->keepalive_sent = clock_now();
 		l->keepalive_wanted = false;
-		/* its answer comes after what the channels' windows let the server send first */
-		l->keepalive_rx = l->rx_bytes;
-		l->keepalive_ahead = l->ops.allowance ? l->ops.allowance(l->ops.userdata) : 0;
 	}
 	ch = libssh2_channel_open_ex(l->session, KEEPALIVE_TYPE, sizeof(KEEPALIVE_TYPE) - 1, 0,
 				     LIBSSH2_CHANNEL_PACKET_DEFAULT, NULL, 0);
@@ -258,7 +255,6 @@ static void liveness_tick(struct link *l)
 	    .last_tx = l->last_tx,
 	    .keepalive_sent = l->keepalive_sent,
 	    .pending = l->keepalive_pending,
-	    .behind = l->rx_bytes - l->keepalive_rx < l->keepalive_ahead,
 	    .answers = !l->keepalive_global,
 	    .blocked = l->keepalive_wanted && l->open_busy,
 	    .global_sent = l->global_sent,

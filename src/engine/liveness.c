@@ -23,8 +23,7 @@ enum liveness_verdict liveness_check(const struct liveness_input *in)
 		return LIVENESS_DEAD_SILENT;
 	/* A server that keeps sending but stopped reading passes the test above; it does
 	 * not answer keepalives, and what we send for it waits. */
-	if (in->answers && in->pending && !in->behind &&
-	    in->now - in->keepalive_sent >= dead_after)
+	if (in->answers && in->pending && in->now - in->keepalive_sent >= dead_after)
 		return LIVENESS_DEAD_UNANSWERED;
 	if (in->out_len > 0 && in->now - in->last_tx >= dead_after)
 		return LIVENESS_DEAD_NOT_TAKEN;
@@ -56,7 +55,7 @@ double liveness_next_check(const struct liveness_input *in)
 		due = in->now + probe_after / 2;
 	if (due > in->last_rx + dead_after)
 		due = in->last_rx + dead_after;
-	if (in->answers && in->pending && !in->behind && due > in->keepalive_sent + dead_after)
+	if (in->answers && in->pending && due > in->keepalive_sent + dead_after)
 		due = in->keepalive_sent + dead_after;
 	if (in->out_len > 0 && due > in->last_tx + dead_after)
 		due = in->last_tx + dead_after;

@@ -15,9 +15,7 @@
  * the session; the link sends the answered one as soon as that open ends).
  *
  * The peer is dead after interval * count_max without a byte, with an answered keepalive
- * unanswered that long (and no longer `behind`: a client-side reader slower than the
- * server, such as clients that do not read, keeps the answer queued behind channel data),
- * or with bytes waiting that the socket has not taken that long.
+ * unanswered that long, or with bytes waiting that the socket has not taken that long.
  * probe_after is the interval, except with count_max 1, where it is half of it so an
  * answer can arrive before the deadline.
  */
@@ -27,9 +25,6 @@ struct liveness_input {
 	double last_tx;	       /* the socket last took bytes, or bytes started waiting */
 	double keepalive_sent; /* the last answered keepalive (0: none yet) */
 	bool pending;	       /* it waits for its answer */
-	bool behind;	       /* fewer bytes came since it went than the server could send
-				* before answering (its channels' windows then): the answer may
-				* still wait behind them */
 	bool answers;	       /* the server answers the answered kind */
 	bool blocked;	       /* one is due, but another open holds the session */
 	double global_sent;    /* the last unanswered keepalive (0: none yet) */

@@ -80,27 +80,6 @@ static void test_server_that_stopped_reading(void **state)
 	assert_int_equal(liveness_check(&in), LIVENESS_OK);
 }
 
-/* Clients that do not read keep the session's data unread: the answer waits behind the
- * bytes the windows let the server send before it, and that is no sign of a dead server. */
-static void test_answer_behind_channel_data(void **state)
-{
-	struct liveness_input in = base(116.0);
-
-	in.last_rx = 115.9;
-	in.pending = true;
-	in.behind = true;
-	assert_int_equal(liveness_check(&in), LIVENESS_OK);
-	/* looked at again soon, not at the passed deadline (no busy loop) */
-	assert_near(liveness_next_check(&in), 118.5);
-	/* those bytes came and still no answer: it stopped reading */
-	in.behind = false;
-	assert_int_equal(liveness_check(&in), LIVENESS_DEAD_UNANSWERED);
-	/* behind, but silent for the whole bound: dead all the same */
-	in.behind = true;
-	in.last_rx = 100.0;
-	assert_int_equal(liveness_check(&in), LIVENESS_DEAD_SILENT);
-}
-
 static void test_next_check(void **state)
 {
 	struct liveness_input in = base(100.0);
@@ -181,7 +160,6 @@ int main(void)
 	    cmocka_unit_test(test_probe_after),
 	    cmocka_unit_test(test_silence),
 	    cmocka_unit_test(test_busy_link_still_sends_when_answers_are_seen),
-	    cmocka_unit_test(test_answer_behind_channel_data),
 	    cmocka_unit_test(test_server_that_stopped_reading),
 	    cmocka_unit_test(test_next_check),
 	    cmocka_unit_test(test_first_keepalive_near_clock_zero),
