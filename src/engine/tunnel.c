@@ -347,7 +347,7 @@ static void connect_begin(struct tunnel *t, enum tunnel_event e, const char *rea
 	arm_timer(t, (double)t->cfg->connect_timeout_ms / 1000.0);
 	ops.userdata = t;
 	n = link_params_fill(t, p);
-	path_open(&t->path, t->loop, p, n, &ops);
+	path_open(&t->path, t->loop, p, n, t->cfg->channel_window_max, &ops);
 }
 
 static void timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
