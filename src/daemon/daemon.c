@@ -39,7 +39,17 @@ struct daemon {
 	struct listen_ops listen;     /* tunnels get their listeners from fdstore */
 	struct metrics_file *metrics; /* NULL without metrics_textfile */
 	ev_signal sigterm, sigint, sighup;
+	ev_timer status_pace; /* runs for STATUS_PACE after the service status was updated */
+	bool status_stale;    /* a tunnel changed while status_pace ran */
 };
+
+/*
+ * The service status summarizes every tunnel, so updating it costs as much as `ctl
+ * status`. A change right after another waits for the end of the pace, and all the
+ * changes meanwhile make one update: 1000 tunnels coming up at once would otherwise
+ * snapshot all 1000 at each of their changes.
+ */
+#define STATUS_PACE 0.1
 
 static int daemon_snapshot(void *userdata, const char *name, struct status *ret)
 {
@@ -130,11 +140,32 @@ static void daemon_update_status(struct daemon *d)
 	struct status s;
 	char text[256];
 
+	d->status_stale = false;
 	if (daemon_snapshot(d, NULL, &s) < 0)
 		return;
 	status_format_summary(&s, text, sizeof(text));
 	status_free(&s);
 	notify_status(text);
+}
+
+/* A tunnel changed: the status now, or at the end of the pace if it runs. */
+static void daemon_status_changed(struct daemon *d)
+{
+	if (ev_is_active(&d->status_pace)) {
+		d->status_stale = true;
+		return;
+	}
+	daemon_update_status(d);
+	ev_timer_set(&d->status_pace, STATUS_PACE, 0.);
+	ev_timer_start(d->loop, &d->status_pace);
+}
+
+static void on_status_pace(struct ev_loop *loop, ev_timer *w, int revents)
+{
+	struct daemon *d = w->data;
+
+	if (d->status_stale)
+		daemon_status_changed(d);
 }
 
 /* Brings the alert targets in line with cfg and the tunnels' current snapshots. */
@@ -161,7 +192,7 @@ static void on_tunnel_state(struct tunnel *t, void *userdata)
 		log_err("alerts: out of memory: a change of tunnel %s was missed",
 			tunnel_config(t)->name);
 	free(snap.forwards);
-	daemon_update_status(d);
+	daemon_status_changed(d);
 }
 
 static void on_alert_test_done(void *userdata, size_t targets, size_t failed, const char *body)
@@ -517,6 +548,7 @@ static void daemon_finish(struct daemon *d)
 	alerter_destroy(d->alerter);
 	fdstore_destroy(d->fdstore);
 	if (d->loop) {
+		ev_timer_stop(d->loop, &d->status_pace);
 		ev_signal_stop(d->loop, &d->sigterm);
 		ev_signal_stop(d->loop, &d->sigint);
 		ev_signal_stop(d->loop, &d->sighup);
@@ -620,6 +652,8 @@ static int daemon_setup(struct daemon *d, struct control_ops *ops)
 	daemon_digest_known_hosts(d->cfg);
 	d->loop = ev_default_loop(EVFLAG_AUTO);
 	log_attach(d->loop);
+	ev_init(&d->status_pace, on_status_pace);
+	d->status_pace.data = d;
 	d->listen = (struct listen_ops){
 	    .userdata = d,
 	    .open = daemon_listen_open,
