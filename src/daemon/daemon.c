@@ -4,6 +4,9 @@
 #include <fcntl.h>
 #include <inttypes.h>
 #include <libssh2.h>
+#ifdef __GLIBC__
+#include <malloc.h>
+#endif
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -41,7 +44,16 @@ struct daemon {
 	ev_signal sigterm, sigint, sighup;
 	ev_timer status_pace; /* runs for STATUS_PACE after the service status was updated */
 	bool status_stale;    /* a tunnel changed while status_pace ran */
+	ev_timer trim;	      /* TRIM_AFTER past the last change of a tunnel */
 };
+
+/*
+ * A connection set-up allocates far more for a moment (key exchange, the sidecar audit)
+ * than a session keeps, between the blocks sessions keep: after a thousand of them the
+ * heap is mostly holes that still count as the daemon's private memory. Once the tunnels
+ * have been quiet for TRIM_AFTER, the holes go back to the kernel.
+ */
+#define TRIM_AFTER 5.0
 
 /*
  * The service status summarizes every tunnel, so updating it costs as much as `ctl
@@ -148,9 +160,18 @@ static void daemon_update_status(struct daemon *d)
 	notify_status(text);
 }
 
+static void on_trim(struct ev_loop *loop, ev_timer *w, int revents)
+{
+	ev_timer_stop(loop, w); /* until the next change: ev_timer_again() would repeat it */
+#ifdef __GLIBC__
+	malloc_trim(0);
+#endif
+}
+
 /* A tunnel changed: the status now, or at the end of the pace if it runs. */
 static void daemon_status_changed(struct daemon *d)
 {
+	ev_timer_again(d->loop, &d->trim);
 	if (ev_is_active(&d->status_pace)) {
 		d->status_stale = true;
 		return;
@@ -549,6 +570,7 @@ static void daemon_finish(struct daemon *d)
 	fdstore_destroy(d->fdstore);
 	if (d->loop) {
 		ev_timer_stop(d->loop, &d->status_pace);
+		ev_timer_stop(d->loop, &d->trim);
 		ev_signal_stop(d->loop, &d->sigterm);
 		ev_signal_stop(d->loop, &d->sigint);
 		ev_signal_stop(d->loop, &d->sighup);
@@ -654,6 +676,8 @@ static int daemon_setup(struct daemon *d, struct control_ops *ops)
 	log_attach(d->loop);
 	ev_init(&d->status_pace, on_status_pace);
 	d->status_pace.data = d;
+	ev_init(&d->trim, on_trim);
+	d->trim.repeat = TRIM_AFTER;
 	d->listen = (struct listen_ops){
 	    .userdata = d,
 	    .open = daemon_listen_open,
