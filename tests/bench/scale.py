@@ -99,12 +99,17 @@ def start_sidecars(tmp, n_servers, n_conns, target_addr):
     return out
 
 
+def sshd_pids(sidecars):
+    return [p for sc in sidecars if sc.running() for p in tree(sc.proc.pid)]
+
+
 def sshd_memory(sidecars):
-    pids = []
-    for sc in sidecars:
-        if sc.running():
-            pids += tree(sc.proc.pid)
+    pids = sshd_pids(sidecars)
     return len(pids), smaps(pids)["Private_Dirty"]
+
+
+def sshd_cpu(sidecars):
+    return cpu_seconds(sshd_pids(sidecars))
 
 
 def idle_window(pids_fn, seconds):
@@ -115,6 +120,20 @@ def idle_window(pids_fn, seconds):
     pids = pids_fn()
     c1, s1, t1 = cpu_seconds(pids), ctx_switches(pids), time.monotonic()
     return 100.0 * (c1 - c0) / (t1 - t0), (s1 - s0) / (t1 - t0)
+
+
+def footprint(ctx, sec, tool, n, pids_fn):
+    """Private memory once up and after the idle window, and the window's CPU and wakeups."""
+    R.add(sec, "private_up", "MB", tool, mb(smaps(pids_fn())["Private_Dirty"]), better="lower")
+    cpu, wake = idle_window(pids_fn, ctx.idle)
+    pd_idle = smaps(pids_fn())["Private_Dirty"]
+    R.add(sec, "private_idle", "MB", tool, mb(pd_idle), better="lower")
+    R.add(sec, "private_per_tunnel_kb", "kB", tool, pd_idle / float(n), better="lower")
+    R.add(sec, "idle_cpu", "% core", tool, cpu, better="lower")
+    R.add(sec, "idle_wakeups", "/s", tool, wake, better="lower")
+    nproc, pd_sshd = sshd_memory(ctx.sidecars)
+    R.note("sshd side with %d %s sessions: %d processes, %.0f MB private" % (
+        n, tool, nproc, mb(pd_sshd)))
 
 
 def ctl(m, args, timeout=30):
@@ -137,21 +156,27 @@ def count_up(doc):
     return sum(1 for t in tunnels if t.get("state") == "up"), len(tunnels)
 
 
-def bench_moletun(ctx, n, sec):
-    print("== moletun: %d tunnels in one daemon" % n, flush=True)
-    sections, ports = [], []
-    kh = {}
+def layout(ctx, n, tag):
+    """[(sidecar, known_hosts file, local port)] for n tunnels, round robin over sidecars."""
+    out, kh = [], {}
     for i in range(n):
         sc = ctx.sidecars[i % len(ctx.sidecars)]
         if sc not in kh:
-            kh[sc] = sc.write_known_hosts(os.path.join(ctx.tmp, "known_hosts_%d" % sc.port))
-        lp = free_port()
+            kh[sc] = sc.write_known_hosts(os.path.join(ctx.tmp, "kh_%s_%d" % (tag, sc.port)))
+        out.append((sc, kh[sc], free_port()))
+    return out
+
+
+def bench_moletun(ctx, n, sec):
+    print("== moletun: %d tunnels in one daemon" % n, flush=True)
+    sections, ports = [], []
+    for i, (sc, kh, lp) in enumerate(layout(ctx, n, "moletun")):
         ports.append(lp)
-        sections.append(tunnel_section("t%d" % i, sc, known_hosts_file=kh[sc], defaults=False,
+        sections.append(tunnel_section("t%d" % i, sc, known_hosts_file=kh, defaults=False,
                                        local_forward=["127.0.0.1:%d %s" % (lp, ctx.target_addr)]))
     workdir = tempfile.mkdtemp(prefix="moletun-", dir=ctx.tmp)
     m = harness.Moletun(workdir, sections)
-    ctx.moletun = m
+    ctx.sshd_cpu0 = sshd_cpu(ctx.sidecars)
     m.start()
     deadline = time.monotonic() + ctx.up_timeout
     while True:
@@ -162,6 +187,7 @@ def bench_moletun(ctx, n, sec):
         if len(ups) >= n or time.monotonic() > deadline or not m.running():
             break
         time.sleep(0.1)
+    cpu_up = cpu_seconds([m.proc.pid]) if m.running() else None
     times = sorted(t - m.start_time for t in ups.values())
     if len(ups) < n:
         R.error("moletun: only %d of %d tunnels up after %d s" % (len(ups), n, ctx.up_timeout))
@@ -181,6 +207,9 @@ def bench_moletun(ctx, n, sec):
     R.add(sec, "up_median", "s", "moletun", statistics.median(times) if times else None,
           better="lower")
     R.add(sec, "up_all", "s", "moletun", times[-1] if len(ups) >= n else None, better="lower")
+    R.add(sec, "up_cpu", "cpu-s", "moletun", cpu_up, better="lower")
+    R.note("sshd CPU while moletun's tunnels came up: %.1f s (sessions alive at the end)" % (
+        sshd_cpu(ctx.sidecars) - ctx.sshd_cpu0))
     nofile = m.grep(r"descriptor|RLIMIT|nofile")
     if nofile:
         R.note("moletun log on descriptors: " + nofile[0][1])
@@ -189,18 +218,7 @@ def bench_moletun(ctx, n, sec):
     R.note("ctl status --json once all logged up: %d of %d up" % (up, total))
     if up != n:
         R.error("ctl status --json shows %d of %d tunnels up" % (up, n))
-    pid = m.proc.pid
-    pd_up = smaps([pid])["Private_Dirty"]
-    R.add(sec, "private_up", "MB", "moletun", mb(pd_up), better="lower")
-    cpu, wake = idle_window(lambda: [pid], ctx.idle)
-    pd_idle = smaps([pid])["Private_Dirty"]
-    R.add(sec, "private_idle", "MB", "moletun", mb(pd_idle), better="lower")
-    R.add(sec, "private_per_tunnel_kb", "kB", "moletun", pd_idle / float(n), better="lower")
-    R.add(sec, "idle_cpu", "% core", "moletun", cpu, better="lower")
-    R.add(sec, "idle_wakeups", "/s", "moletun", wake, better="lower")
-    nproc, pd_sshd = sshd_memory(ctx.sidecars)
-    R.note("sshd side with moletun's %d sessions: %d processes, %.0f MB private" % (
-        n, nproc, mb(pd_sshd)))
+    footprint(ctx, sec, "moletun", n, lambda: [m.proc.pid])
     for label, args in (("", ["status"]), ("_json", ["status", "--json"])):
         lat = []
         for _ in range(ctx.status_calls):
@@ -228,16 +246,11 @@ def bench_moletun(ctx, n, sec):
 def bench_ssh(ctx, n, sec):
     print("== peer: %d ssh -N -L processes" % n, flush=True)
     procs, ports = [], []
-    kh = {}
-    for i in range(n):
-        sc = ctx.sidecars[i % len(ctx.sidecars)]
-        if sc not in kh:
-            kh[sc] = sc.write_known_hosts(os.path.join(ctx.tmp, "known_hosts_ssh_%d" % sc.port))
-        lp = free_port()
+    for i, (sc, kh, lp) in enumerate(layout(ctx, n, "ssh")):
         ports.append(lp)
         args = ["ssh", "-N", "-F", "/dev/null", "-p", str(sc.port), "-i", sc.user_key,
                 "-o", "IdentitiesOnly=yes", "-o", "IdentityAgent=none", "-o", "BatchMode=yes",
-                "-o", "UserKnownHostsFile=" + kh[sc], "-o", "GlobalKnownHostsFile=/dev/null",
+                "-o", "UserKnownHostsFile=" + kh, "-o", "GlobalKnownHostsFile=/dev/null",
                 "-o", "StrictHostKeyChecking=yes", "-o", "ExitOnForwardFailure=yes",
                 "-o", "ControlMaster=no", "-o", "ControlPath=none", "-o", "LogLevel=ERROR",
                 "-o", "Ciphers=aes128-ctr", "-o", "MACs=hmac-sha2-256",
@@ -271,16 +284,7 @@ def bench_ssh(ctx, n, sec):
     def pids():
         return [p.pid for p in procs if p.poll() is None]
 
-    R.add(sec, "private_up", "MB", "ssh_aes128", mb(smaps(pids())["Private_Dirty"]), better="lower")
-    cpu, wake = idle_window(pids, ctx.idle)
-    pd_idle = smaps(pids())["Private_Dirty"]
-    R.add(sec, "private_idle", "MB", "ssh_aes128", mb(pd_idle), better="lower")
-    R.add(sec, "private_per_tunnel_kb", "kB", "ssh_aes128", pd_idle / float(n), better="lower")
-    R.add(sec, "idle_cpu", "% core", "ssh_aes128", cpu, better="lower")
-    R.add(sec, "idle_wakeups", "/s", "ssh_aes128", wake, better="lower")
-    nproc, pd_sshd = sshd_memory(ctx.sidecars)
-    R.note("sshd side with %d ssh -L sessions: %d processes, %.0f MB private" % (
-        n, nproc, mb(pd_sshd)))
+    footprint(ctx, sec, "ssh_aes128", n, pids)
     ok = sum(1 for p in ports if bench.echo_rt(p, timeout=5.0))
     R.add(sec, "echo_ok", "forwards", "ssh_aes128", ok)
     for p in procs:
@@ -346,14 +350,9 @@ def main():
     print()
     print("== results (%s run) ==" % ("quick" if args.quick else "full"))
     print(R.table())
-    if R.notes:
-        print("\nnotes:")
-        for t in R.notes:
-            print("  - " + t)
-    if R.errors:
-        print("\nerrors seen (%d):" % len(R.errors))
-        for e in R.errors:
-            print("  - " + e)
+    for title, lines in (("notes", R.notes), ("errors seen (%d)" % len(R.errors), R.errors)):
+        if lines:
+            print("\n%s:\n%s" % (title, "\n".join("  - " + t for t in lines)))
     return 0
 
 
