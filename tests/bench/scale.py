@@ -246,7 +246,9 @@ def bench_moletun(ctx, n, sec):
 def bench_ssh(ctx, n, sec):
     print("== peer: %d ssh -N -L processes" % n, flush=True)
     procs, ports = [], []
-    for i, (sc, kh, lp) in enumerate(layout(ctx, n, "ssh")):
+    plan = layout(ctx, n, "ssh")
+    t0 = time.monotonic()  # from the first spawn, as moletun's from its start
+    for i, (sc, kh, lp) in enumerate(plan):
         ports.append(lp)
         args = ["ssh", "-N", "-F", "/dev/null", "-p", str(sc.port), "-i", sc.user_key,
                 "-o", "IdentitiesOnly=yes", "-o", "IdentityAgent=none", "-o", "BatchMode=yes",
@@ -258,7 +260,6 @@ def bench_ssh(ctx, n, sec):
                 "-L", "127.0.0.1:%d:%s" % (lp, ctx.target_addr),
                 "%s@%s" % (sc.user, sc.listen)]
         procs.append(spawn(args, os.path.join(ctx.tmp, "ssh-%d.log" % i)))
-    t0 = time.monotonic()
     pending = set(ports)
     deadline = t0 + ctx.up_timeout
     first = None
