@@ -44,14 +44,15 @@ struct daemon {
 	ev_signal sigterm, sigint, sighup;
 	ev_timer status_pace; /* runs for STATUS_PACE after the service status was updated */
 	bool status_stale;    /* a tunnel changed while status_pace ran */
-	ev_timer trim;	      /* TRIM_AFTER past the last change of a tunnel */
+	ev_timer trim;	      /* runs TRIM_AFTER from the first snapshot since the last trim */
 };
 
 /*
  * A connection set-up allocates far more for a moment (key exchange, the sidecar audit)
- * than a session keeps, between the blocks sessions keep: after a thousand of them the
- * heap is mostly holes that still count as the daemon's private memory. Once the tunnels
- * have been quiet for TRIM_AFTER, the holes go back to the kernel.
+ * than a session keeps, and a snapshot of a thousand tunnels (ctl status, the service
+ * status) takes megabytes: freed, they leave holes between the blocks sessions keep that
+ * still count as the daemon's private memory. TRIM_AFTER after a snapshot, the holes go
+ * back to the kernel (at most one trim per TRIM_AFTER: an idle daemon does none).
  */
 #define TRIM_AFTER 5.0
 
@@ -80,6 +81,10 @@ static int daemon_snapshot(void *userdata, const char *name, struct status *ret)
 				 sizeof(s.daemon.metrics_textfile_error), "%s", strerror(-err));
 	}
 	status_memory_fill(&s.memory);
+	if (!ev_is_active(&d->trim)) {
+		ev_timer_set(&d->trim, TRIM_AFTER, 0.);
+		ev_timer_start(d->loop, &d->trim);
+	}
 	s.tunnels = calloc(d->n_tunnels ? d->n_tunnels : 1, sizeof(*s.tunnels));
 	if (!s.tunnels)
 		return -ENOMEM;
@@ -162,7 +167,6 @@ static void daemon_update_status(struct daemon *d)
 
 static void on_trim(struct ev_loop *loop, ev_timer *w, int revents)
 {
-	ev_timer_stop(loop, w); /* until the next change: ev_timer_again() would repeat it */
 #ifdef __GLIBC__
 	malloc_trim(0);
 #endif
@@ -171,7 +175,6 @@ static void on_trim(struct ev_loop *loop, ev_timer *w, int revents)
 /* A tunnel changed: the status now, or at the end of the pace if it runs. */
 static void daemon_status_changed(struct daemon *d)
 {
-	ev_timer_again(d->loop, &d->trim);
 	if (ev_is_active(&d->status_pace)) {
 		d->status_stale = true;
 		return;
@@ -677,7 +680,6 @@ static int daemon_setup(struct daemon *d, struct control_ops *ops)
 	ev_init(&d->status_pace, on_status_pace);
 	d->status_pace.data = d;
 	ev_init(&d->trim, on_trim);
-	d->trim.repeat = TRIM_AFTER;
 	d->listen = (struct listen_ops){
 	    .userdata = d,
 	    .open = daemon_listen_open,

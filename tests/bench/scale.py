@@ -8,8 +8,8 @@ its own SSH session with one local_forward on its own loopback port to one echo 
 (tcpbench.c, compiled into the temp dir), spread over a few real OpenSSH sshd sidecars
 (tests/integration/harness.py's `Sidecar`, `--servers`, default one per 250 tunnels) with
 `MaxStartups N:30:2N` and `LoginGraceTime 60` (the harness's 100:30:200 drops connections
-when hundreds arrive at once). OpenSSH forks two processes per connection (~1 MB private
-each here); 2000 of them fit in this machine's memory, so Dropbear is not needed. Every
+when hundreds arrive at once). OpenSSH keeps one process per session here (~1.6 MB private
+each, 1.6 GB for 1000): that fits this machine's memory, so Dropbear is not needed. Every
 tunnel keeps moletun's defaults: keepalive_interval 5 s x 3, probe = tcp every 10 s, the
 sidecar audit once after connecting.
 
@@ -18,8 +18,9 @@ Figures for moletun (`BENCH name=... tool=moletun value=... unit=...` lines, the
                                    last tunnel logged `-> up` (the harness timestamps each
                                    log line as it arrives); one `ctl status --json` then
                                    confirms all N are up
+  up_cpu                           CPU seconds the daemon used until then (sshd's: a NOTE)
   private_up / private_idle        Private_Dirty of the daemon (smaps_rollup), MB, once all
-                                   are up (+5 s) and after the idle window (>= 30 s)
+                                   are up (+5 s) and after the idle window
   private_per_tunnel_kb            private_idle / N
   idle_cpu                         % of one core (utime+stime, /proc/PID/stat) over the idle
                                    window: 40 s (--quick 10 s), starting 5 s after all are up
@@ -29,8 +30,8 @@ Figures for moletun (`BENCH name=... tool=moletun value=... unit=...` lines, the
   echo_ok                          forwards that echoed a round trip afterwards (all N)
 Peer column (`--peer M`, default N; 0 skips): M `ssh -N -L` processes (aes128-ctr +
 hmac-sha2-256, ServerAliveInterval 5, CountMax 3 like moletun's keepalive; ssh has no
-probes) against the same sidecars: time until all M listen (a ssh -L listens once it is
-authenticated), Private_Dirty summed over the processes, idle CPU and context switches
+probes, no audit) against the same sidecars: time from the first spawn until all M
+listen (a ssh -L listens once it is authenticated), Private_Dirty summed over the processes, idle CPU and context switches
 summed, over the same windows. Server side (sshd, all processes) is printed as a NOTE.
 
 Every process started here (sshd, ssh, moletun, the target) is killed and the temp dir
