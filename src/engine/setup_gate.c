@@ -49,7 +49,7 @@ static void admit_soon(void)
 bool setup_gate_enter(struct ev_loop *loop, struct setup_ticket *t, setup_go_fn go)
 {
 	if (gate.loop != loop) {
-		if (gate.loop)
+		if (gate.loop && ev_is_active(&gate.admit))
 			ev_timer_stop(gate.loop, &gate.admit);
 		gate.loop = loop;
 		ev_init(&gate.admit, admit_cb);
