@@ -25,21 +25,34 @@ static void go_fail(struct setup_ticket *t)
 	setup_gate_leave(t);
 }
 
-static void reset(void)
+/* A fresh loop with every slot taken and the last three tickets waiting, with `late`. */
+static struct ev_loop *crowd(setup_go_fn late)
 {
+	struct ev_loop *loop = ev_loop_new(EVFLAG_AUTO);
+
 	memset(tickets, 0, sizeof(tickets));
 	n_started = 0;
+	for (int i = 0; i < SETUP_GATE_MAX; i++)
+		assert_true(setup_gate_enter(loop, &tickets[i], go));
+	for (int i = SETUP_GATE_MAX; i < N; i++)
+		assert_false(setup_gate_enter(loop, &tickets[i], late));
+	return loop;
+}
+
+/* Everyone leaves: no slot stays taken. */
+static void disperse(struct ev_loop *loop)
+{
+	for (int i = 0; i < N; i++)
+		setup_gate_leave(&tickets[i]);
+	assert_int_equal(setup_gate_running(), 0);
+	assert_int_equal(setup_gate_waiting(), 0);
+	ev_loop_destroy(loop);
 }
 
 static void test_first_come_first_served(void **state)
 {
-	struct ev_loop *loop = ev_loop_new(EVFLAG_AUTO);
+	struct ev_loop *loop = crowd(go);
 
-	reset();
-	for (int i = 0; i < SETUP_GATE_MAX; i++)
-		assert_true(setup_gate_enter(loop, &tickets[i], go));
-	for (int i = SETUP_GATE_MAX; i < N; i++)
-		assert_false(setup_gate_enter(loop, &tickets[i], go));
 	assert_int_equal(setup_gate_running(), SETUP_GATE_MAX);
 	assert_int_equal(setup_gate_waiting(), 3);
 	/* the second in line gives up before its turn */
@@ -55,42 +68,30 @@ static void test_first_come_first_served(void **state)
 	assert_int_equal(started[1], SETUP_GATE_MAX + 2);
 	assert_int_equal(setup_gate_running(), SETUP_GATE_MAX);
 	assert_int_equal(setup_gate_waiting(), 0);
-	for (int i = 0; i < N; i++)
-		setup_gate_leave(&tickets[i]);
-	assert_int_equal(setup_gate_running(), 0);
-	/* leaving twice, or without entering, changes nothing */
-	setup_gate_leave(&tickets[0]);
-	assert_int_equal(setup_gate_running(), 0);
-	ev_loop_destroy(loop);
+	setup_gate_leave(&tickets[0]); /* twice: changes nothing */
+	assert_int_equal(setup_gate_running(), SETUP_GATE_MAX);
+	disperse(loop);
 }
 
 static void test_failing_start_hands_the_slot_on(void **state)
 {
-	struct ev_loop *loop = ev_loop_new(EVFLAG_AUTO);
+	struct ev_loop *loop = crowd(go_fail);
 
-	reset();
-	for (int i = 0; i < SETUP_GATE_MAX; i++)
-		assert_true(setup_gate_enter(loop, &tickets[i], go));
-	for (int i = SETUP_GATE_MAX; i < N; i++)
-		assert_false(setup_gate_enter(loop, &tickets[i], go_fail));
 	setup_gate_leave(&tickets[0]);
 	ev_run(loop, EVRUN_NOWAIT);
 	/* each failed at once and gave its slot to the next */
 	assert_int_equal(n_started, 3);
 	assert_int_equal(setup_gate_waiting(), 0);
 	assert_int_equal(setup_gate_running(), SETUP_GATE_MAX - 1);
-	for (int i = 0; i < N; i++)
-		setup_gate_leave(&tickets[i]);
-	assert_int_equal(setup_gate_running(), 0);
-	ev_loop_destroy(loop);
+	disperse(loop);
 }
+
+static const struct CMUnitTest tests[] = {
+    cmocka_unit_test(test_first_come_first_served),
+    cmocka_unit_test(test_failing_start_hands_the_slot_on),
+};
 
 int main(void)
 {
-	const struct CMUnitTest tests[] = {
-	    cmocka_unit_test(test_first_come_first_served),
-	    cmocka_unit_test(test_failing_start_hands_the_slot_on),
-	};
-
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
