@@ -4,6 +4,9 @@
 #include <fcntl.h>
 #include <inttypes.h>
 #include <libssh2.h>
+#ifdef __GLIBC__
+#include <malloc.h>
+#endif
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -39,7 +42,27 @@ struct daemon {
 	struct listen_ops listen;     /* tunnels get their listeners from fdstore */
 	struct metrics_file *metrics; /* NULL without metrics_textfile */
 	ev_signal sigterm, sigint, sighup;
+	ev_timer status_pace; /* runs for STATUS_PACE after the service status was updated */
+	bool status_stale;    /* a tunnel changed while status_pace ran */
+	ev_timer trim;	      /* runs TRIM_AFTER from the first snapshot since the last trim */
 };
+
+/*
+ * A connection set-up allocates far more for a moment (key exchange, the sidecar audit)
+ * than a session keeps, and a snapshot of a thousand tunnels (ctl status, the service
+ * status) takes megabytes: freed, they leave holes between the blocks sessions keep that
+ * still count as the daemon's private memory. TRIM_AFTER after a snapshot, the holes go
+ * back to the kernel (at most one trim per TRIM_AFTER: an idle daemon does none).
+ */
+#define TRIM_AFTER 5.0
+
+/*
+ * The service status summarizes every tunnel, so updating it costs as much as `ctl
+ * status`. A change right after another waits for the end of the pace, and all the
+ * changes meanwhile make one update: 1000 tunnels coming up at once would otherwise
+ * snapshot all 1000 at each of their changes.
+ */
+#define STATUS_PACE 0.1
 
 static int daemon_snapshot(void *userdata, const char *name, struct status *ret)
 {
@@ -58,6 +81,10 @@ static int daemon_snapshot(void *userdata, const char *name, struct status *ret)
 				 sizeof(s.daemon.metrics_textfile_error), "%s", strerror(-err));
 	}
 	status_memory_fill(&s.memory);
+	if (!ev_is_active(&d->trim)) {
+		ev_timer_set(&d->trim, TRIM_AFTER, 0.);
+		ev_timer_start(d->loop, &d->trim);
+	}
 	s.tunnels = calloc(d->n_tunnels ? d->n_tunnels : 1, sizeof(*s.tunnels));
 	if (!s.tunnels)
 		return -ENOMEM;
@@ -130,11 +157,39 @@ static void daemon_update_status(struct daemon *d)
 	struct status s;
 	char text[256];
 
+	d->status_stale = false;
 	if (daemon_snapshot(d, NULL, &s) < 0)
 		return;
 	status_format_summary(&s, text, sizeof(text));
 	status_free(&s);
 	notify_status(text);
+}
+
+static void on_trim(struct ev_loop *loop, ev_timer *w, int revents)
+{
+#ifdef __GLIBC__
+	malloc_trim(0);
+#endif
+}
+
+/* A tunnel changed: the status now, or at the end of the pace if it runs. */
+static void daemon_status_changed(struct daemon *d)
+{
+	if (ev_is_active(&d->status_pace)) {
+		d->status_stale = true;
+		return;
+	}
+	daemon_update_status(d);
+	ev_timer_set(&d->status_pace, STATUS_PACE, 0.);
+	ev_timer_start(d->loop, &d->status_pace);
+}
+
+static void on_status_pace(struct ev_loop *loop, ev_timer *w, int revents)
+{
+	struct daemon *d = w->data;
+
+	if (d->status_stale)
+		daemon_status_changed(d);
 }
 
 /* Brings the alert targets in line with cfg and the tunnels' current snapshots. */
@@ -161,7 +216,7 @@ static void on_tunnel_state(struct tunnel *t, void *userdata)
 		log_err("alerts: out of memory: a change of tunnel %s was missed",
 			tunnel_config(t)->name);
 	free(snap.forwards);
-	daemon_update_status(d);
+	daemon_status_changed(d);
 }
 
 static void on_alert_test_done(void *userdata, size_t targets, size_t failed, const char *body)
@@ -517,6 +572,8 @@ static void daemon_finish(struct daemon *d)
 	alerter_destroy(d->alerter);
 	fdstore_destroy(d->fdstore);
 	if (d->loop) {
+		ev_timer_stop(d->loop, &d->status_pace);
+		ev_timer_stop(d->loop, &d->trim);
 		ev_signal_stop(d->loop, &d->sigterm);
 		ev_signal_stop(d->loop, &d->sigint);
 		ev_signal_stop(d->loop, &d->sighup);
@@ -620,6 +677,9 @@ static int daemon_setup(struct daemon *d, struct control_ops *ops)
 	daemon_digest_known_hosts(d->cfg);
 	d->loop = ev_default_loop(EVFLAG_AUTO);
 	log_attach(d->loop);
+	ev_init(&d->status_pace, on_status_pace);
+	d->status_pace.data = d;
+	ev_init(&d->trim, on_trim);
 	d->listen = (struct listen_ops){
 	    .userdata = d,
 	    .open = daemon_listen_open,

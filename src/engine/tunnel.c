@@ -1,6 +1,7 @@
 #include "tunnel.h"
 
 #include <errno.h>
+#include <stddef.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -15,6 +16,7 @@
 #include "link.h"
 #include "log.h"
 #include "path.h"
+#include "setup_gate.h"
 #include "tunnel_state.h"
 #include "window.h"
 
@@ -41,6 +43,7 @@ struct tunnel {
 	ev_timer timer;	  /* backoff wait, or the connect deadline */
 	bool requesting;  /* the link is ready; remote forwards are being requested */
 	struct path path; /* the destination's link, through bastions if any */
+	struct setup_ticket setup; /* its place among the daemon's set-ups (setup_gate.h) */
 	struct forwarder fw;
 	struct rtt_estimator rtt; /* keepalive round trips of the current session */
 	enum tunnel_health health;
@@ -123,6 +126,7 @@ static void session_end(struct tunnel *t, bool goodbye)
 	if (t->job.on_down && t->state == TUNNEL_UP)
 		t->job.on_down(t->job.userdata);
 	t->requesting = false;
+	setup_gate_leave(&t->setup);
 	forward_down(&t->fw);
 	path_close(&t->path, goodbye);
 }
@@ -187,6 +191,7 @@ static void tunnel_up(struct tunnel *t)
 	t->last_error[0] = '\0';
 	t->auth_failure = false;
 	ev_timer_stop(t->loop, &t->timer); /* the connect deadline */
+	setup_gate_leave(&t->setup);
 	/* A new session: its round trips and its targets are measured afresh. */
 	rtt_init(&t->rtt);
 	set_state(t, TUNNEL_EVENT_READY, NULL, UINT64_MAX);
@@ -327,7 +332,8 @@ static size_t link_params_fill(const struct tunnel *t, struct link_params *p)
 	return n + 1;
 }
 
-static void connect_begin(struct tunnel *t, enum tunnel_event e, const char *reason)
+/* The set-up starts: connect_timeout counts from here, not from the wait for a slot. */
+static void connect_now(struct tunnel *t)
 {
 	static const struct link_ops ops_template = {
 	    .on_ready = on_link_ready,
@@ -342,12 +348,29 @@ static void connect_begin(struct tunnel *t, enum tunnel_event e, const char *rea
 	struct link_params p[JUMP_HOPS_MAX + 1];
 	size_t n;
 
-	if (t->state != TUNNEL_CONNECTING)
-		set_state(t, e, reason, UINT64_MAX);
 	arm_timer(t, (double)t->cfg->connect_timeout_ms / 1000.0);
 	ops.userdata = t;
 	n = link_params_fill(t, p);
 	path_open(&t->path, t->loop, p, n, t->cfg->channel_window_max, &ops);
+}
+
+static void on_setup_slot(struct setup_ticket *ticket)
+{
+	connect_now((struct tunnel *)((char *)ticket - offsetof(struct tunnel, setup)));
+}
+
+/* Connecting: now, or once the daemon has a set-up slot free (setup_gate.h). */
+static void connect_begin(struct tunnel *t, enum tunnel_event e, const char *reason)
+{
+	if (t->state != TUNNEL_CONNECTING)
+		set_state(t, e, reason, UINT64_MAX);
+	ev_timer_stop(t->loop, &t->timer);
+	setup_gate_leave(&t->setup);
+	if (setup_gate_enter(t->loop, &t->setup, on_setup_slot))
+		connect_now(t);
+	else
+		log_debug("tunnel %s: waiting for one of %d set-ups to finish (%u waiting)",
+			  t->cfg->name, SETUP_GATE_MAX, setup_gate_waiting());
 }
 
 static void timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
