@@ -318,6 +318,20 @@ def start_target(workdir, host="127.0.0.1"):
 # ---------------------------------------------------------------------------------------
 
 
+def ssh_args(sidecar, known_hosts, aes128=True):
+    """The options every ssh -N peer runs with (after "ssh"): the sidecar's key and
+    known_hosts only, batch mode, no multiplexing; aes128-ctr + hmac-sha2-256 (the pair
+    libssh2 1.10 negotiates) unless aes128 is false. Forwards and the destination follow."""
+    args = ["-N", "-F", "/dev/null", "-p", str(sidecar.port), "-i", sidecar.user_key,
+            "-o", "IdentitiesOnly=yes", "-o", "IdentityAgent=none", "-o", "BatchMode=yes",
+            "-o", "UserKnownHostsFile=" + known_hosts, "-o", "GlobalKnownHostsFile=/dev/null",
+            "-o", "StrictHostKeyChecking=yes", "-o", "ExitOnForwardFailure=yes",
+            "-o", "ControlMaster=no", "-o", "ControlPath=none", "-o", "LogLevel=ERROR"]
+    if aes128:
+        args += ["-o", "Ciphers=aes128-ctr", "-o", "MACs=hmac-sha2-256"]
+    return args
+
+
 class SshTunnel:
     """ssh -N -L (or autossh -M 0 around it) with one or more forwards."""
 
@@ -326,13 +340,8 @@ class SshTunnel:
         self.tool = tool
         self.forwards = forwards  # [(local port, "host:port")]
         kh = sidecar.write_known_hosts(os.path.join(ctx.tmp, "known_hosts_%s" % name))
-        args = ["-N", "-F", "/dev/null", "-p", str(sidecar.port), "-i", sidecar.user_key,
-                "-o", "IdentitiesOnly=yes", "-o", "IdentityAgent=none", "-o", "BatchMode=yes",
-                "-o", "UserKnownHostsFile=" + kh, "-o", "GlobalKnownHostsFile=/dev/null",
-                "-o", "StrictHostKeyChecking=yes", "-o", "ExitOnForwardFailure=yes",
-                "-o", "ControlMaster=no", "-o", "ControlPath=none", "-o", "LogLevel=ERROR"]
-        if tool == "ssh_aes128" or (autossh and tool == "autossh"):
-            args += ["-o", "Ciphers=aes128-ctr", "-o", "MACs=hmac-sha2-256"]
+        args = ssh_args(sidecar, kh,
+                        aes128=tool == "ssh_aes128" or (autossh and tool == "autossh"))
         for lp, tgt in forwards:
             args += ["-L", "127.0.0.1:%d:%s" % (lp, tgt)]
         args += list(extra)

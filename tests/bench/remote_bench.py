@@ -55,13 +55,8 @@ def moletun_remote(ctx, binpath, via, rport, taddr, name):
 
 def ssh_remote(ctx, via, rport, taddr):
     kh = via.write_known_hosts(os.path.join(ctx.tmp, "known_hosts_ssh"))
-    args = ["ssh", "-N", "-F", "/dev/null", "-p", str(via.port), "-i", via.user_key,
-            "-o", "IdentitiesOnly=yes", "-o", "IdentityAgent=none", "-o", "BatchMode=yes",
-            "-o", "UserKnownHostsFile=" + kh, "-o", "GlobalKnownHostsFile=/dev/null",
-            "-o", "StrictHostKeyChecking=yes", "-o", "ExitOnForwardFailure=yes",
-            "-o", "ControlMaster=no", "-o", "ControlPath=none", "-o", "LogLevel=ERROR",
-            "-o", "Ciphers=aes128-ctr", "-o", "MACs=hmac-sha2-256",
-            "-R", "127.0.0.1:%d:%s" % (rport, taddr), "%s@%s" % (via.user, via.listen)]
+    args = (["ssh"] + bench.ssh_args(via, kh) +
+            ["-R", "127.0.0.1:%d:%s" % (rport, taddr), "%s@%s" % (via.user, via.listen)])
     return spawn(args, os.path.join(ctx.tmp, "ssh-R.log"))
 
 

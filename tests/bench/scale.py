@@ -251,12 +251,7 @@ def bench_ssh(ctx, n, sec):
     t0 = time.monotonic()  # from the first spawn, as moletun's from its start
     for i, (sc, kh, lp) in enumerate(plan):
         ports.append(lp)
-        args = ["ssh", "-N", "-F", "/dev/null", "-p", str(sc.port), "-i", sc.user_key,
-                "-o", "IdentitiesOnly=yes", "-o", "IdentityAgent=none", "-o", "BatchMode=yes",
-                "-o", "UserKnownHostsFile=" + kh, "-o", "GlobalKnownHostsFile=/dev/null",
-                "-o", "StrictHostKeyChecking=yes", "-o", "ExitOnForwardFailure=yes",
-                "-o", "ControlMaster=no", "-o", "ControlPath=none", "-o", "LogLevel=ERROR",
-                "-o", "Ciphers=aes128-ctr", "-o", "MACs=hmac-sha2-256",
+        args = ["ssh"] + bench.ssh_args(sc, kh) + [
                 "-o", "ServerAliveInterval=5", "-o", "ServerAliveCountMax=3",
                 "-L", "127.0.0.1:%d:%s" % (lp, ctx.target_addr),
                 "%s@%s" % (sc.user, sc.listen)]
