@@ -61,7 +61,7 @@ uint64_t conn_rcvbuf(int fd)
 void conn_account(struct conn *c)
 {
 	struct forward_stats *st = &c->fw->stats[c->forward];
-	uint64_t window = 0, socket = 0, buffers = 0, held, waiting;
+	uint64_t window = 0, socket = 0, buffers = 0, held;
 
 	if (c->probe)
 		return; /* a few bytes of window, once per probe_interval */
@@ -97,9 +97,6 @@ void conn_account(struct conn *c)
 		held = 0;
 	st->memory = st->memory - c->acct_held + held;
 	c->acct_held = held;
-	waiting = c->memory_wait ? held : 0;
-	st->memory_waiting = st->memory_waiting - c->acct_waiting + waiting;
-	c->acct_waiting = waiting;
 }
 
 /* Closes the client side: no more events, no more bytes, not counted as active. */

@@ -83,7 +83,6 @@ struct forward_stats {
 	uint64_t probe_failures;
 	uint64_t window_charge; /* its channels' share of the window budget (window.h) */
 	uint64_t memory;	/* what its conns hold in the memory account (memacct.h) */
-	uint64_t memory_waiting; /* of which its clients waiting for room (memory_wait) */
 };
 
 /* What the data path's steps and a probe's return when the conn was closed (and may be
@@ -158,7 +157,7 @@ struct conn {
 	uint64_t epoch_bytes;
 	double epoch_start;
 	/* Its shares of the memory account (memacct.h), and their sum in its forward's. */
-	uint64_t acct_window, acct_buffer, acct_socket, acct_held, acct_waiting;
+	uint64_t acct_window, acct_buffer, acct_socket, acct_held;
 	struct buffer up;   /* client -> channel bytes the window did not take yet */
 	struct buffer down; /* channel -> client bytes the client did not take yet */
 };

@@ -30,12 +30,6 @@
  * this often, before it is closed (counted as rejected, reason memory). */
 #define MEMORY_WAIT	 5.0
 #define MEMORY_WAIT_STEP 0.1
-/* Past 7/8 of the account a forward that holds much takes no new client (memacct_admit),
- * except that up to this share of the limit of its clients may wait for room: a crowd
- * released at once (the backlog across a restart) briefly reserves a window for each of
- * its clients, and those that come meanwhile wait for the crowd to finish instead of being
- * closed. What is left of the last eighth stays for the other forwards. */
-#define MEMORY_WAITING_SHARE_DIV 16
 
 static void conn_hold_expired(struct ev_loop *loop, ev_timer *w, int revents);
 static void conn_memory_retry(struct conn *c);
@@ -83,17 +77,6 @@ bool forward_admit(const struct forwarder *fw, size_t forward, uint64_t cost)
 	return memacct_admit(memacct_used(), memacct_limit(), fw->stats[forward].memory, cost);
 }
 
-/* Whether a client the account has no room for may still wait for room (the tunnel is
- * up, its receive queue fits under the limit, and the forward's waiting clients stay
- * within their share). */
-static bool forward_may_wait(const struct forwarder *fw, size_t forward, uint64_t cost)
-{
-	uint64_t limit = memacct_limit();
-
-	return fw->up && memacct_admit(memacct_used(), limit, 0, cost) &&
-	       fw->stats[forward].memory_waiting + cost <= limit / MEMORY_WAITING_SHARE_DIV;
-}
-
 /*
  * A held client's channel may open once the account has room for its first window and what
  * it may hold beyond it (CONN_SLACK): then it is queued for its open and true returned.
@@ -137,7 +120,6 @@ static void conn_memory_retry(struct conn *c)
 	if (!fw->up) {
 		/* down meanwhile: held as any client of a tunnel that is down */
 		c->memory_wait = false;
-		conn_account(c);
 		ev_timer_stop(fw->loop, &c->hold);
 		if (fw->cfg->down_hold_ms == 0) {
 			conn_hold_expired(fw->loop, &c->hold, 0);
@@ -211,7 +193,6 @@ static void accept_one(struct listener *li, int fd, const struct sockaddr_storag
 	const struct tunnel_config *cfg = fw->cfg;
 	struct forward_stats *st = &fw->stats[li->forward];
 	struct conn *c;
-	uint64_t rcvbuf;
 
 	if (st->active >= cfg->max_connections) {
 		forward_count_rejected(fw, li->forward, REJECT_MAX_CONNECTIONS);
@@ -228,9 +209,7 @@ static void accept_one(struct listener *li, int fd, const struct sockaddr_storag
 		close(fd);
 		return;
 	}
-	rcvbuf = conn_rcvbuf(fd);
-	if (!forward_admit(fw, li->forward, rcvbuf) &&
-	    !forward_may_wait(fw, li->forward, rcvbuf)) {
+	if (!forward_admit(fw, li->forward, conn_rcvbuf(fd))) {
 		forward_count_rejected(fw, li->forward, REJECT_MEMORY);
 		listener_warn_memory(li, "are closed (counted as rejected, reason memory)");
 		close(fd);
