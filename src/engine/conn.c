@@ -25,7 +25,7 @@ struct conn *conn_new(struct forwarder *fw, size_t forward, int fd, enum conn_st
 	c->forward = forward;
 	c->fd = fd;
 	c->state = state;
-	c->window = c->window_base = FORWARD_WINDOW;
+	chanwin_init(&c->win, FORWARD_WINDOW, 0);
 	list_init(&c->open_link);
 	/* callbacks are the caller's: a client's pumps, a probe's timeout */
 	ev_io_init(&c->rio, NULL, fd, EV_READ);
@@ -66,9 +66,9 @@ void conn_account(struct conn *c)
 	if (c->probe)
 		return; /* a few bytes of window, once per probe_interval */
 	if (c->state == CONN_OPENING)
-		window = c->window; /* reserved for its open */
+		window = c->win.window; /* reserved for its open */
 	else if (c->state != CONN_CLOSING && c->state != CONN_HELD && c->channel)
-		window = libssh2_channel_window_read_ex(c->channel, NULL, NULL) + c->window_pending;
+		window = chanwin_open(c->channel, &c->win);
 	if (c->fd >= 0 && c->state == CONN_HELD) {
 		/* nothing is sent to it and nothing read from it yet: its receive queue alone */
 		if (!c->rcvbuf_paused)
@@ -92,7 +92,7 @@ void conn_account(struct conn *c)
 	memacct_charge(MEMACCT_BUFFER, &c->acct_buffer, buffers);
 	memacct_charge(MEMACCT_SOCKET, &c->acct_socket, socket);
 	/* what waits in the session for it is in `committed`, not in the open window */
-	held = (c->committed > window ? c->committed : window) + buffers + socket;
+	held = (c->win.committed > window ? c->win.committed : window) + buffers + socket;
 	if (c->state == CONN_CLOSING)
 		held = 0;
 	st->memory = st->memory - c->acct_held + held;

@@ -6,6 +6,7 @@
 #include <stdint.h>
 
 #include "buffer.h"
+#include "chanwin.h"
 #include "config.h"
 #include "link.h"
 #include "list.h"
@@ -141,21 +142,15 @@ struct conn {
 	bool probe;	  /* a target probe: no client, never counted as a connection */
 	bool probe_done;  /* its outcome is recorded: the rest is cleanup */
 	double probe_started;
-	/* The receive window (local forwards, window.h): the window to keep, its floor, and
-	 * what is granted and not read yet (in flight or waiting in the session; an upper
-	 * bound, exact whenever nothing of the channel waits unread). */
-	uint64_t window;
-	uint64_t window_base;
-	uint64_t committed;
+	/* The receive window (chanwin.h): local forwards' channels open with none and
+	 * moletun grants all of it; a remote forward's channel opens with libssh2's default,
+	 * which libssh2 keeps topping up, and moletun grants what the window grows beyond. */
+	struct chanwin win;
 	uint64_t window_charge;	 /* its share of the daemon-wide window budget */
-	uint32_t window_pending; /* a grant libssh2 could not send yet (EAGAIN) */
 	uint64_t client_queued;	 /* its socket's send queue at the last look (SIOCOUTQ) */
 	uint64_t sndbuf;	 /* its socket's SO_SNDBUF as set (0: left to the kernel) */
 	uint64_t rcvbuf_paused;	 /* its receive queue's size when it was last not read */
 	uint64_t round_sent;	 /* sent to the client since the pump (or writability) came */
-	/* The epoch the window is judged by: bytes read for the client since epoch_start. */
-	uint64_t epoch_bytes;
-	double epoch_start;
 	/* Its shares of the memory account (memacct.h), and their sum in its forward's. */
 	uint64_t acct_window, acct_buffer, acct_socket, acct_held;
 	struct buffer up;   /* client -> channel bytes the window did not take yet */

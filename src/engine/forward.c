@@ -172,7 +172,7 @@ static int pump_opens(struct forwarder *fw)
 		ev_io_start(fw->loop, &c->rio);
 		forward_target(fw, c->forward, true, NULL);
 		/* its first window, reserved since it was accepted */
-		c->committed = 0;
+		c->win.committed = 0;
 		c->client_queued = 0;
 		rc = conn_window_grant(c);
 		conn_account(c);
@@ -321,9 +321,7 @@ void forward_windows(const struct forwarder *fw, size_t forward, uint64_t *ret_l
 
 		if (c->forward != forward || c->probe || !c->channel || c->state == CONN_CLOSING)
 			continue;
-		w = fw->cfg->forwards[forward].kind == FORWARD_LOCAL
-			? c->window
-			: LIBSSH2_CHANNEL_WINDOW_DEFAULT;
+		w = c->win.window;
 		total += w;
 		if (w > largest)
 			largest = w;

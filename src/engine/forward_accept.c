@@ -94,7 +94,7 @@ bool conn_admit_open(struct conn *c)
 	ev_timer_stop(fw->loop, &c->hold);
 	c->memory_wait = false;
 	c->state = CONN_OPENING;
-	c->window = c->window_base = window;
+	chanwin_init(&c->win, window, 0);
 	conn_account(c);
 	list_insert_tail(&fw->open_queue, &c->open_link);
 	return true;
@@ -222,7 +222,7 @@ static void accept_one(struct listener *li, int fd, const struct sockaddr_storag
 		return;
 	}
 	conn_set_sndbuf(c, CLIENT_SNDBUF);
-	c->window = c->window_base = 0; /* reserved when its channel may open */
+	chanwin_init(&c->win, 0, 0); /* reserved when its channel may open */
 	conn_watch(c);
 	conn_set_peer(c, ss);
 	if (!fw->up) {

@@ -121,22 +121,12 @@ int conn_flush_up(struct conn *c)
 }
 
 /* Reads the channel into the scratch buffer; on a channel whose window moletun grants,
- * counts what libssh2 granted for the read as committed. The read's result. */
+ * counts what libssh2 granted for the read (chanwin.c). The read's result. */
 static ssize_t conn_channel_read(struct conn *c, bool own)
 {
-	unsigned long open = 0;
-	ssize_t n;
-
 	if (own)
-		open = libssh2_channel_window_read_ex(c->channel, NULL, NULL);
-	n = libssh2_channel_read(c->channel, scratch, sizeof(scratch));
-	/* the channel opened with no window: libssh2 1.10 grants what this read asks for
-	 * beyond what is open (at least its minimum adjustment) before it reads */
-	if (own && open < sizeof(scratch))
-		c->committed += sizeof(scratch) - open > LIBSSH2_CHANNEL_MINADJUST
-				    ? sizeof(scratch) - open
-				    : LIBSSH2_CHANNEL_MINADJUST;
-	return n;
+		return chanwin_read(c->channel, &c->win, scratch, sizeof(scratch));
+	return libssh2_channel_read(c->channel, scratch, sizeof(scratch));
 }
 
 /* Sends the `n` bytes read to the client; what its socket does not take waits in c->down
@@ -164,8 +154,8 @@ static int conn_send_client(struct conn *c, ssize_t n)
 }
 
 /*
- * Moves channel data to the client until the channel is empty or the client is full; a
- * channel of a local forward then gets its window again (conn_window_update). Returns 0,
+ * Moves channel data to the client until the channel is empty or the client is full; the
+ * channel then gets its window again (conn_window_update). Returns 0,
  * a fatal rc, or CONN_GONE if the conn was closed.
  */
 int conn_read_channel(struct conn *c)
@@ -177,8 +167,8 @@ int conn_read_channel(struct conn *c)
 	while (!c->channel_eof && buffer_len(&c->down) == 0) {
 		ssize_t n;
 
-		if (own && c->window_pending) {
-			rc = conn_window_flush(c);
+		if (own && c->win.pending) {
+			rc = chanwin_flush(c->channel, &c->win);
 			if (rc == LIBSSH2_ERROR_EAGAIN) {
 				rc = 0; /* the pump comes back when the session moves */
 				break;
@@ -186,7 +176,7 @@ int conn_read_channel(struct conn *c)
 			if (rc < 0 && ssh_error_fatal(rc))
 				return rc;
 			rc = 0;
-			c->window_pending = 0;
+			c->win.pending = 0;
 		}
 		n = conn_channel_read(c, own);
 		if (n == LIBSSH2_ERROR_EAGAIN) {
@@ -208,7 +198,6 @@ int conn_read_channel(struct conn *c)
 			break;
 		}
 		fw->stats[c->forward].bytes_in += (uint64_t)n;
-		c->committed -= c->committed > (uint64_t)n ? (uint64_t)n : c->committed;
 		if (conn_send_client(c, n) == CONN_GONE)
 			return CONN_GONE;
 		if (own) {

@@ -67,6 +67,10 @@ static void remote_accept_one(struct forwarder *fw, size_t forward, LIBSSH2_CHAN
 	conn_watch(c);
 	conn_set_sndbuf(c, CLIENT_SNDBUF);
 	c->channel = ch;
+	/* libssh2 opened it with its default window and keeps that open by itself: the rule
+	 * grows it from there (forward_window.c) */
+	chanwin_init(&c->win, LIBSSH2_CHANNEL_WINDOW_DEFAULT, LIBSSH2_CHANNEL_WINDOW_DEFAULT);
+	chanwin_sync(ch, &c->win);
 	ev_io_start(fw->loop, &c->wio);
 	conn_account(c);
 }

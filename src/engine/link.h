@@ -150,6 +150,7 @@ struct link {
 	struct link *below;
 	LIBSSH2_CHANNEL *stream;
 	struct buffer stream_in;
+	uint64_t stream_read; /* read from the channel, in all (its window is the path's) */
 	bool stream_eof;
 };
 

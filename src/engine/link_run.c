@@ -589,6 +589,7 @@ int link_stream_pump(struct link *l)
 		}
 		if (buffer_append(&l->stream_in, chunk, (size_t)n) < 0)
 			return LIBSSH2_ERROR_ALLOC;
+		l->stream_read += (uint64_t)n;
 		fed = true;
 	}
 	if (fed) {

@@ -5,18 +5,33 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* The jump channel's window: what a hop's session may hold for the hop above. */
+#include "memacct.h"
+#include "window.h"
+
+/* The first window of a channel between hops, and the floor of its window rule: what a
+ * hop's session may hold for the link above while that link reads nothing. Growth beyond
+ * it counts in the window budget. */
 #define JUMP_WINDOW LIBSSH2_CHANNEL_WINDOW_DEFAULT
 
 static void hop_on_ready(void *userdata);
 static void hop_on_fail(void *userdata, enum link_failure why, const char *reason);
 static int hop_on_input(void *userdata);
 static void hop_on_drained(void *userdata);
+static void hop_on_rtt(void *userdata, double seconds);
 static size_t hop_allowance(void *userdata);
 static bool hop_drain(void *userdata);
 
+/* Gives back the hop's shares of the budget and of the account (its channel is gone). */
+static void hop_release(struct path_hop *h)
+{
+	window_budget_charge(&h->window_charge, 0);
+	memacct_charge(MEMACCT_WINDOW, &h->acct_window, 0);
+	memacct_charge(MEMACCT_BUFFER, &h->acct_buffer, 0);
+}
+
 static struct link_ops hop_ops(struct path *p, size_t i)
 {
+	hop_release(&p->hops[i]);
 	p->hops[i] = (struct path_hop){.path = p, .index = i};
 	return (struct link_ops){
 	    .userdata = &p->hops[i],
@@ -24,6 +39,7 @@ static struct link_ops hop_ops(struct path *p, size_t i)
 	    .on_fail = hop_on_fail,
 	    .on_input = hop_on_input,
 	    .on_drained = hop_on_drained,
+	    .on_rtt = hop_on_rtt,
 	    .allowance = hop_allowance,
 	    .drain = hop_drain,
 	};
@@ -66,7 +82,7 @@ static int hop_open_next(struct path *p, size_t i)
 	LIBSSH2_CHANNEL *ch;
 	int rc;
 
-	rc = link_direct_tcpip(l, &ch, next->host, next->port, "127.0.0.1", 0, JUMP_WINDOW);
+	rc = link_direct_tcpip(l, &ch, next->host, next->port, "127.0.0.1", 0, 0);
 	if (!ch) {
 		if (rc == LIBSSH2_ERROR_EAGAIN)
 			return 0;
@@ -78,9 +94,80 @@ static int hop_open_next(struct path *p, size_t i)
 	}
 	p->channels[i] = ch;
 	p->opening[i] = false;
+	/* no window yet: the path grants it (the first one at once) */
+	chanwin_init(&p->hops[i].win, JUMP_WINDOW, 0);
+	rc = chanwin_grant(ch, &p->hops[i].win, 0);
+	if (rc)
+		return rc;
 	ops = ops_of(p, i + 1);
 	link_open_stream(&p->links[i + 1], p->loop, next, &ops, l, ch);
 	return 0;
+}
+
+/* Judges the epoch of hop i's channel by the window rule: its consumer is the link above,
+ * which keeps up when it took everything read for it. Then sizes its share of the budget. */
+static void hop_window_judge(struct path *p, size_t i, uint64_t waiting)
+{
+	struct path_hop *h = &p->hops[i];
+	struct chanwin_view v = {
+	    .now = chanwin_now(p->loop),
+	    .rtt = h->rtt,
+	    .max = p->window_max > JUMP_WINDOW ? p->window_max : 0,
+	    .unreceived = waiting,
+	    .backlog = waiting > 0,
+	};
+	uint64_t held;
+
+	chanwin_judge(&h->win, &v);
+	held = chanwin_held(&h->win);
+	window_budget_charge(&h->window_charge, held > JUMP_WINDOW ? held - JUMP_WINDOW : 0);
+}
+
+/*
+ * After the link above was pumped: what it read from hop i's channel counts in the epoch,
+ * which is judged once a whole window came or the link above took everything, and the
+ * window is granted again beside what still waits for it. 0 or a fatal libssh2 code.
+ */
+static int hop_window_update(struct path *p, size_t i)
+{
+	struct path_hop *h = &p->hops[i];
+	struct link *above = &p->links[i + 1];
+	LIBSSH2_CHANNEL *ch = p->channels[i];
+	uint64_t waiting, n;
+	bool whole = false;
+
+	if (!ch || !above->active || above->stream != ch)
+		return 0;
+	waiting = buffer_len(&above->stream_in);
+	n = above->stream_read - h->read_seen;
+	h->read_seen = above->stream_read;
+	if (n > 0)
+		whole = chanwin_count(&h->win, n, waiting, p->loop);
+	chanwin_sync(ch, &h->win);
+	if (whole || waiting == 0)
+		hop_window_judge(p, i, waiting);
+	memacct_charge(MEMACCT_WINDOW, &h->acct_window, chanwin_open(ch, &h->win));
+	memacct_charge(MEMACCT_BUFFER, &h->acct_buffer, above->stream_in.cap);
+	return chanwin_regrant(ch, &h->win, waiting);
+}
+
+/* Moves bytes between hop i's channel and the link above, then grants the channel's
+ * window. A grant libssh2 could not send goes before the channel is read again. */
+static int hop_pump(struct path *p, size_t i)
+{
+	int rc = chanwin_flush(p->channels[i], &p->hops[i].win);
+
+	if (rc == LIBSSH2_ERROR_EAGAIN) {
+		link_want_pump(&p->links[i]); /* the pump comes back when the session moves */
+		return 0;
+	}
+	if (rc < 0 && ssh_error_fatal(rc))
+		return rc;
+	p->hops[i].win.pending = 0;
+	rc = link_stream_pump(&p->links[i + 1]);
+	if (rc)
+		return rc;
+	return hop_window_update(p, i);
 }
 
 static int hop_on_input(void *userdata)
@@ -92,25 +179,37 @@ static int hop_on_input(void *userdata)
 		return hop_open_next(p, h->index);
 	if (!p->channels[h->index])
 		return 0;
-	return link_stream_pump(&p->links[h->index + 1]);
+	return hop_pump(p, h->index);
 }
 
 static void hop_on_drained(void *userdata)
 {
 	struct path_hop *h = userdata;
 	struct path *p = h->path;
+	int rc;
 
 	/* room below: what the hop above queued may go now */
-	if (p->channels[h->index])
-		link_stream_pump(&p->links[h->index + 1]);
+	if (!p->channels[h->index])
+		return;
+	rc = hop_pump(p, h->index);
+	if (rc)
+		link_session_error(&p->links[h->index], rc);
+}
+
+static void hop_on_rtt(void *userdata, double seconds)
+{
+	struct path_hop *h = userdata;
+
+	if (h->rtt <= 0 || seconds < h->rtt)
+		h->rtt = seconds;
 }
 
 static size_t hop_allowance(void *userdata)
 {
 	struct path_hop *h = userdata;
 
-	/* twice the window: libssh2 keeps each packet whole, with its headers */
-	return h->path->channels[h->index] ? 2 * JUMP_WINDOW : 0;
+	/* twice what its channel may hold: libssh2 keeps each packet whole, with its headers */
+	return h->path->channels[h->index] ? 2 * chanwin_held(&h->win) : 0;
 }
 
 static bool hop_drain(void *userdata)
@@ -143,7 +242,7 @@ void path_finish(struct path *p)
 }
 
 void path_open(struct path *p, struct ev_loop *loop, const struct link_params *params,
-	       size_t n_links, const struct link_ops *final_ops)
+	       size_t n_links, uint64_t window_max, const struct link_ops *final_ops)
 {
 	struct link_ops ops;
 
@@ -151,6 +250,7 @@ void path_open(struct path *p, struct ev_loop *loop, const struct link_params *p
 	memset(p->opening, 0, sizeof(p->opening));
 	p->loop = loop;
 	p->n_hops = n_links - 1;
+	p->window_max = window_max;
 	p->final_ops = *final_ops;
 	memcpy(p->params, params, n_links * sizeof(*params));
 	ops = ops_of(p, 0);
@@ -163,8 +263,10 @@ void path_close(struct path *p, bool goodbye)
 		return;
 	for (size_t i = p->n_hops + 1; i-- > 0;) {
 		link_close(&p->links[i], goodbye);
-		if (i < p->n_hops)
+		if (i < p->n_hops) {
 			p->channels[i] = NULL; /* freed with the session it belongs to */
+			hop_release(&p->hops[i]);
+		}
 		if (i < JUMP_HOPS_MAX)
 			p->opening[i] = false;
 	}

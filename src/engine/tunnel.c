@@ -351,7 +351,7 @@ static void connect_now(struct tunnel *t)
 	arm_timer(t, (double)t->cfg->connect_timeout_ms / 1000.0);
 	ops.userdata = t;
 	n = link_params_fill(t, p);
-	path_open(&t->path, t->loop, p, n, &ops);
+	path_open(&t->path, t->loop, p, n, t->cfg->channel_window_max, &ops);
 }
 
 static void on_setup_slot(struct setup_ticket *ticket)

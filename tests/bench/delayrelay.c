@@ -4,7 +4,8 @@
  * limit, so it does not model TCP's own window or a bottleneck's queue: the receive
  * windows of the SSH channels are the only limit it leaves. One thread, epoll.
  *
- *   delayrelay LISTEN_PORT TARGET_PORT DELAY_MS     (127.0.0.1 both sides)
+ *   delayrelay LISTEN_PORT TARGET_PORT DELAY_MS [TARGET_ADDR]
+ *   (listens on 127.0.0.1; the target is 127.0.0.1 unless TARGET_ADDR, IPv4, says otherwise)
  *
  * Prints "ready" once listening. Compiled on the fly by the benches (cc -O2).
  */
@@ -147,11 +148,12 @@ int main(int argc, char **argv)
 {
 	struct sockaddr_in a = {.sin_family = AF_INET};
 	int lfd, one = 1, target_port;
+	struct in_addr target_addr = {.s_addr = htonl(INADDR_LOOPBACK)};
 	struct pair *pairs[4096];
 	int n_pairs = 0;
 
-	if (argc != 4) {
-		fprintf(stderr, "usage: delayrelay LISTEN_PORT TARGET_PORT DELAY_MS\n");
+	if ((argc != 4 && argc != 5) || (argc == 5 && inet_pton(AF_INET, argv[4], &target_addr) != 1)) {
+		fprintf(stderr, "usage: delayrelay LISTEN_PORT TARGET_PORT DELAY_MS [TARGET_ADDR]\n");
 		return 2;
 	}
 	target_port = atoi(argv[2]);
@@ -208,7 +210,7 @@ int main(int argc, char **argv)
 					int tfd = socket(AF_INET, SOCK_STREAM, 0);
 					struct pair *p = calloc(1, sizeof(*p));
 
-					ta.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+					ta.sin_addr = target_addr;
 					ta.sin_port = htons((uint16_t)target_port);
 					if (!p || n_pairs >= 4096 ||
 					    connect(tfd, (struct sockaddr *)&ta, sizeof(ta)) < 0) {

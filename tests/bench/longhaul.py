@@ -57,6 +57,31 @@ class Via:
         return self.sc.write_known_hosts(path, port=self.port)
 
 
+def compile_helper(tmp, name):
+    """Compiles tests/bench/NAME.c into tmp (cc -O2); returns the binary's path."""
+    path = os.path.join(tmp, name)
+    subprocess.run(["cc", "-O2", "-pthread", "-o", path, os.path.join(HERE, name + ".c")],
+                   check=True)
+    return path
+
+
+class moletun_bin_as:
+    """With-block: $MOLETUN_BIN is `path` (the binary harness.Moletun starts), then as before."""
+
+    def __init__(self, path):
+        self.path, self.old = path, None
+
+    def __enter__(self):
+        self.old = os.environ.get("MOLETUN_BIN")
+        os.environ["MOLETUN_BIN"] = self.path
+
+    def __exit__(self, *exc):
+        if self.old is None:
+            os.environ.pop("MOLETUN_BIN", None)
+        else:
+            os.environ["MOLETUN_BIN"] = self.old
+
+
 def start_relay(ctx, listen_port, target_port, delay_ms):
     p = spawn([ctx.relay, str(listen_port), str(target_port), str(delay_ms)],
               os.path.join(ctx.tmp, "relay-%d.log" % listen_port))
@@ -70,15 +95,8 @@ def start_relay(ctx, listen_port, target_port, delay_ms):
 
 
 def moletun_tunnel(ctx, binpath, via, fwds, name, keys=None):
-    old = os.environ.get("MOLETUN_BIN")
-    os.environ["MOLETUN_BIN"] = binpath
-    try:
+    with moletun_bin_as(binpath):
         t = bench.MoletunTunnels(ctx, [("lh", via, fwds, keys or {})], name)
-    finally:
-        if old is None:
-            os.environ.pop("MOLETUN_BIN", None)
-        else:
-            os.environ["MOLETUN_BIN"] = old
     t.binpath = binpath
     return t
 
@@ -227,12 +245,8 @@ def main():
     bench.COLUMNS[:] = tools
     bench.TOOL_LABEL["moletun_base"] = "moletun (start)"
     try:
-        bench.TB = os.path.join(ctx.tmp, "tcpbench")
-        ctx.relay = os.path.join(ctx.tmp, "delayrelay")
-        subprocess.run(["cc", "-O2", "-pthread", "-o", bench.TB, os.path.join(HERE, "tcpbench.c")],
-                       check=True)
-        subprocess.run(["cc", "-O2", "-o", ctx.relay, os.path.join(HERE, "delayrelay.c")],
-                       check=True)
+        bench.TB = compile_helper(ctx.tmp, "tcpbench")
+        ctx.relay = compile_helper(ctx.tmp, "delayrelay")
         print("moletun: %s\nmoletun_base: %s\nload average before: %s" % (
             harness.moletun_bin(), base_bin or "-", open("/proc/loadavg").read().strip()),
             flush=True)

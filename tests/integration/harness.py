@@ -769,6 +769,18 @@ def recv_all(sock):
         chunks.append(b)
 
 
+
+def source_header(sock):
+    """SinkSource's reply to SOURCE: (size, hex SHA-256), read a byte at a time so that
+    nothing of the data after it is taken. AssertionError on EOF before it."""
+    header = b""
+    while not header.endswith(b"\n"):
+        b = sock.recv(1)
+        assert b, "EOF before header"
+        header += b
+    size, digest = header.split()
+    return int(size), digest.decode()
+
 class SinkSource(_Server):
     """Target with a one-line command protocol:
 

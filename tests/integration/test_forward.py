@@ -50,17 +50,12 @@ class ForwardTest(harness.TunnelTest):
             t0 = time.monotonic()
             with connect(self.p_sink, timeout=20) as s:
                 s.sendall(b"SOURCE %d\n" % n)
-                header = b""
-                while not header.endswith(b"\n"):
-                    b = s.recv(1)
-                    self.assertTrue(b, "EOF before header")
-                    header += b
-                size, digest = header.split()
-                self.assertEqual(int(size), n)
+                size, digest = harness.source_header(s)
+                self.assertEqual(size, n)
                 data = recv_all(s)  # target closes after sending: EOF must arrive
             dt = time.monotonic() - t0
             self.assertEqual(len(data), n, "download truncated or padded")
-            self.assertEqual(hashlib.sha256(data).hexdigest(), digest.decode(),
+            self.assertEqual(hashlib.sha256(data).hexdigest(), digest,
                              "download of %d bytes corrupted" % n)
             print("download %d bytes ok in %.3fs" % (n, dt))
 

@@ -15,6 +15,7 @@ import json
 import os
 import random
 import re
+import socket
 import subprocess
 import time
 
@@ -22,6 +23,7 @@ import harness
 import jumpnet
 from harness import EchoServer, SinkSource, connect, echo_once, recv_all, wait_echo
 from jumpnet import BASTION_ADDR, NS_BASTION, NS_SIDE, SIDE_ADDR
+from test_health import DelayRelay
 
 KEEPALIVE_INTERVAL = 1.0
 KEEPALIVE_COUNT_MAX = 3
@@ -30,6 +32,9 @@ SLOW = harness.slowdown()
 BOUND = (KEEPALIVE_INTERVAL * KEEPALIVE_COUNT_MAX + 1.0 + 1.5) * SLOW
 UP_TIMEOUT = 15.0 * SLOW
 AUTH_ACTIVITY = r"(Accepted \S+ for |Accepted key |Postponed publickey|Failed publickey)"
+MIB = 1 << 20
+# The jump channel's window starts at 2M and may grow to this (channel_window_max).
+WINDOW_MAX = 8 * MIB
 
 
 def ctl(m, *args, timeout=15):
@@ -160,19 +165,68 @@ class ProxyJumpTest(harness.TunnelTest):
             t0 = time.monotonic()
             with connect(self.lp_sink, timeout=30) as s:
                 s.sendall(b"SOURCE %d\n" % n)
-                header = b""
-                while not header.endswith(b"\n"):
-                    b = s.recv(1)
-                    self.assertTrue(b, "EOF before header")
-                    header += b
-                size, digest = header.split()
+                size, digest = harness.source_header(s)
                 got = recv_all(s)
-            self.assertEqual(int(size), n)
+            self.assertEqual(size, n)
             self.assertEqual(len(got), n, "download truncated or padded")
-            self.assertEqual(hashlib.sha256(got).hexdigest(), digest.decode(),
+            self.assertEqual(hashlib.sha256(got).hexdigest(), digest,
                              "download of %d bytes corrupted" % n)
             print("download %d bytes through the jump in %.3fs" % (n, time.monotonic() - t0))
         self.assertEqual(m.transitions("t1")[-1][3], "up", "tunnel left up during transfers")
+
+    def test_download_through_distant_bastion(self):
+        """A bastion 2 x 20 ms away (a relay in front of it): a download whose reader stalls
+        midway. The jump channel's window, and the client's, grow only while their readers
+        keep up: while the client reads nothing the daemon holds at most what the grown
+        windows allow (each twice, as libssh2 keeps packets whole), not the rest of the
+        download; once it reads again every byte arrives intact."""
+        relay = self.server(DelayRelay, target_port=self.bastion.port, target_host=BASTION_ADDR)
+        relay.delay = 0.020
+        with open(self.kh, "a") as f:
+            f.write(self.bastion.known_hosts_line(host="127.0.0.1", port=relay.port))
+        m = self.moletun(self.jump_section(
+            proxy_jump="%s@127.0.0.1:%d" % (self.bastion.user, relay.port),
+            channel_window_max=str(WINDOW_MAX)))
+        self.assertUp(m, "t1", UP_TIMEOUT)
+        time.sleep(2.5)  # the hops' keepalive round trips measured
+        pid, n, first = m.proc.pid, 96 * MIB, 16 * MIB
+        up_kb = harness.proc_memory_kb(pid)["Private_Dirty"]
+        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)  # bytes wait upstream
+        s.settimeout(60)
+        s.connect(("127.0.0.1", self.lp_sink))
+        with s:
+            s.sendall(b"SOURCE %d\n" % n)
+            size, digest = harness.source_header(s)
+            h, got, t0 = hashlib.sha256(), 0, time.monotonic()
+            while got < first:
+                b = s.recv(min(1 << 20, first - got))
+                self.assertTrue(b, "EOF after %d bytes" % got)
+                h.update(b)
+                got += len(b)
+            print("first %d MiB in %.2fs" % (first // MIB, time.monotonic() - t0))
+            time.sleep(4 * SLOW)  # stalled: the windows close and shrink
+            held_kb = harness.proc_memory_kb(pid)["Private_Dirty"] - up_kb
+            account = json.loads(ctl(m, "status", "--json").stdout)["memory"]
+            print("stalled: daemon private memory +%d kB, account %d kB (%s)" % (
+                held_kb, account["used_bytes"] // 1024, account["by_kind"]))
+            rest = recv_all(s)
+            h.update(rest)
+            got += len(rest)
+        self.assertEqual(size, n)
+        self.assertEqual(got, n, "download truncated or padded")
+        self.assertEqual(h.hexdigest(), digest, "download corrupted")
+        self.assertEqual(m.transitions("t1")[-1][3], "up", "tunnel left up during transfers")
+        self.assertEqual(len(m.grep(r"session memory|too much unsolicited")), 0)
+        # what the windows allow, each held twice: the jump channel's and the client's
+        # channel's (2 x WINDOW_MAX each once grown), the client's socket (1M, doubled)
+        bound = 2 * (2 * WINDOW_MAX) * 2 + 2 * MIB + 16 * MIB
+        self.assertLess(account["used_bytes"], bound)
+        if harness.proc_uses_asan(pid):
+            print("AddressSanitizer build: private memory not checked", flush=True)
+            return
+        self.assertLess(held_kb * 1024, bound,
+                        "the daemon held %d kB for a stalled reader" % held_kb)
 
     def test_remote_forward_through_jump(self):
         local_echo = self.server(EchoServer)  # on this machine, where moletun connects
