@@ -130,6 +130,7 @@ struct link {
 	ev_timer liveness; /* keepalives and the dead-peer deadline while ready */
 	ev_io rio, wio;
 	ev_prepare flush; /* pump if asked and flush the out-buffer once per loop iteration */
+	ev_idle again;	  /* no blocking while a pump asked for during the last one waits */
 	bool pump_wanted;
 	struct buffer out; /* bytes libssh2 sent that the socket did not take yet */
 	bool rx_drained;   /* recv saw EAGAIN since the socket was last readable */

@@ -400,8 +400,13 @@ static void link_pump(struct link *l)
 	}
 }
 
-/* Runs once per loop iteration before the loop blocks: pumps if libssh2 buffered input
- * outside a pump, then sends everything libssh2 queued in one go. */
+/*
+ * Runs once per loop iteration before the loop blocks: pumps if libssh2 buffered input
+ * outside a pump, then sends everything libssh2 queued in one go. A pump asked for during
+ * this one (libssh2 moved bytes from the socket into a channel's queue after the layer
+ * above had read that channel: the socket no longer says so) runs in the next iteration,
+ * and the loop does not block before it.
+ */
 static void flush_cb(struct ev_loop *loop, ev_prepare *w, int revents)
 {
 	struct link *l = w->data;
@@ -410,12 +415,21 @@ static void flush_cb(struct ev_loop *loop, ev_prepare *w, int revents)
 		link_pump(l);
 	if (!l->active || l->failed)
 		return;
-	l->pump_wanted = false;
 	if (link_flush(l) < 0) {
 		link_fail(l, false, "send to server: %s", strerror(l->io_error));
 		return;
 	}
+	if (l->pump_wanted) {
+		ev_idle_start(loop, &l->again);
+		return;
+	}
 	ev_prepare_stop(loop, w);
+}
+
+/* Only keeps the loop from blocking while a pump is wanted (flush_cb runs it). */
+static void again_cb(struct ev_loop *loop, ev_idle *w, int revents)
+{
+	ev_idle_stop(loop, w);
 }
 
 static void link_readable(struct ev_loop *loop, ev_io *w, int revents)
@@ -514,6 +528,7 @@ static void link_init(struct link *l, struct ev_loop *loop, const struct link_pa
 	ev_timer_init(&l->resolve_poll, link_resolve_poll, 0.005, 0.01);
 	ev_timer_init(&l->liveness, liveness_cb, 1., 0.);
 	ev_prepare_init(&l->flush, flush_cb);
+	ev_idle_init(&l->again, again_cb);
 	l->rio.data = l->wio.data = l->resolve_poll.data = l->liveness.data = l->flush.data = l;
 }
 
@@ -688,6 +703,7 @@ void link_close(struct link *l, bool goodbye)
 	buffer_finish(&l->stream_in);
 	/* last: the goodbye above went through link_send, which asks for a flush */
 	ev_prepare_stop(l->loop, &l->flush);
+	ev_idle_stop(l->loop, &l->again);
 	memset(l, 0, sizeof(*l));
 	l->fd = -1;
 }
