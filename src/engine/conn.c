@@ -69,7 +69,7 @@ void conn_account(struct conn *c)
 		window = c->win.window; /* reserved for its open */
 	else if (c->state != CONN_CLOSING && c->state != CONN_HELD && c->channel)
 		window = chanwin_open(c->channel, &c->win);
-	if (c->fd >= 0 && c->state == CONN_HELD) {
+	if (c->fd >= 0 && (c->state == CONN_HELD || c->state == CONN_OPENING)) {
 		/* nothing is sent to it and nothing read from it yet: its receive queue alone */
 		if (!c->rcvbuf_paused)
 			c->rcvbuf_paused = conn_rcvbuf(c->fd);

@@ -123,6 +123,8 @@ static int pump_opens(struct forwarder *fw)
 		LIBSSH2_CHANNEL *ch;
 		int rc;
 
+		if (!conn_reserve_open(c))
+			continue;
 		rc = link_direct_tcpip(fw->link, &ch, f->target_host, f->target_port, c->peer_host,
 				       c->peer_port, c->probe ? FORWARD_PROBE_WINDOW : 0);
 		if (!ch) {
@@ -171,7 +173,7 @@ static int pump_opens(struct forwarder *fw)
 		c->state = CONN_OPEN;
 		ev_io_start(fw->loop, &c->rio);
 		forward_target(fw, c->forward, true, NULL);
-		/* its first window, reserved since it was accepted */
+		/* its first window, reserved when its open was sent */
 		c->win.committed = 0;
 		c->client_queued = 0;
 		rc = conn_window_grant(c);

@@ -78,25 +78,42 @@ bool forward_admit(const struct forwarder *fw, size_t forward, uint64_t cost)
 }
 
 /*
- * A held client's channel may open once the account has room for its first window and what
- * it may hold beyond it (CONN_SLACK): then it is queued for its open and true returned.
- * Until then a held client costs its socket's receive queue alone: it is sent nothing and
- * has no channel, so a crowd that arrived during an outage, or in the backlog across a
- * restart, is not refused for memory it does not use.
+ * A held client may queue for its channel's open once the account has room for its first
+ * window and what it may hold beyond it (CONN_SLACK): then it is queued and true returned.
+ * The window is reserved only when its open is sent (conn_reserve_open): opens go one at a
+ * time, so a crowd in the queue (arrived during an outage, or in the backlog across a
+ * restart) costs its sockets' receive queues alone, as held clients do, and a newcomer is
+ * not refused for windows nobody uses yet.
  */
 bool conn_admit_open(struct conn *c)
 {
 	struct forwarder *fw = c->fw;
-	uint64_t window = first_window();
 
-	if (!forward_admit(fw, c->forward, window + CONN_SLACK))
+	if (!forward_admit(fw, c->forward, first_window() + CONN_SLACK))
 		return false;
 	ev_timer_stop(fw->loop, &c->hold);
 	c->memory_wait = false;
 	c->state = CONN_OPENING;
-	chanwin_init(&c->win, window, 0);
+	chanwin_init(&c->win, 0, 0);
 	conn_account(c);
 	list_insert_tail(&fw->open_queue, &c->open_link);
+	return true;
+}
+
+bool conn_reserve_open(struct conn *c)
+{
+	uint64_t window = first_window();
+
+	if (c->probe || c->win.window > 0)
+		return true;
+	if (!forward_admit(c->fw, c->forward, window + CONN_SLACK)) {
+		list_remove(&c->open_link);
+		conn_memory_wait(c);
+		return false;
+	}
+	chanwin_init(&c->win, window, 0);
+	c->memory_deadline = 0;
+	conn_account(c);
 	return true;
 }
 
@@ -106,7 +123,9 @@ void conn_memory_wait(struct conn *c)
 {
 	c->state = CONN_HELD;
 	c->memory_wait = true;
-	c->memory_deadline = clock_now() + MEMORY_WAIT;
+	/* one wait per client: back from the head of the queue, it keeps its deadline */
+	if (c->memory_deadline == 0)
+		c->memory_deadline = clock_now() + MEMORY_WAIT;
 	ev_timer_stop(c->fw->loop, &c->hold);
 	ev_timer_set(&c->hold, MEMORY_WAIT_STEP, MEMORY_WAIT_STEP);
 	ev_timer_start(c->fw->loop, &c->hold);
@@ -120,6 +139,7 @@ static void conn_memory_retry(struct conn *c)
 	if (!fw->up) {
 		/* down meanwhile: held as any client of a tunnel that is down */
 		c->memory_wait = false;
+		c->memory_deadline = 0;
 		ev_timer_stop(fw->loop, &c->hold);
 		if (fw->cfg->down_hold_ms == 0) {
 			conn_hold_expired(fw->loop, &c->hold, 0);

@@ -23,7 +23,11 @@ void forward_count_rejected(struct forwarder *fw, size_t forward, enum reject_re
  * `forward`. */
 bool forward_admit(const struct forwarder *fw, size_t forward, uint64_t cost);
 /* Queues a held client for its channel's open if the account has room for its first
- * window; false (and nothing changed) if not. */
+ * window; false (and nothing changed) if not. Nothing is reserved yet. */
 bool conn_admit_open(struct conn *c);
+/* At the head of the open queue, before its open is sent: reserves the client's first
+ * window, or, without room for it now, takes it out of the queue to wait for room
+ * (false). True for probes and for a client whose open is already in flight. */
+bool conn_reserve_open(struct conn *c);
 /* Holds a client until the account has room for its window, up to a few seconds. */
 void conn_memory_wait(struct conn *c);

@@ -1,9 +1,11 @@
 """Local forwards through a real sshd: integrity, concurrency, EOF, refusals."""
 
 import hashlib
+import json
 import os
 import random
 import socket
+import subprocess
 import threading
 import time
 
@@ -196,6 +198,78 @@ class ForwardTest(harness.TunnelTest):
             t.join(30)
         self.assertEqual(results.count(True), 40, "some good connections failed")
         self.assertEqual(self.m.transitions("t1", mark), [])
+
+
+class OpenQueueTest(harness.TunnelTest):
+    """Channel opens go one at a time; the clients queued behind one reserve no window."""
+
+    CLIENTS = 100
+
+    def test_queued_clients_reserve_no_window(self):
+        # A target whose accept queue is full: the kernel drops further SYNs, so sshd's
+        # connect for the first channel open hangs, and every later open waits behind it.
+        stuck = socket.socket()
+        self.addCleanup(stuck.close)
+        stuck.bind(("127.0.0.1", 0))
+        stuck.listen(0)
+        fillers = []
+        for _ in range(2):
+            f = socket.socket()
+            f.setblocking(False)
+            f.connect_ex(stuck.getsockname())
+            fillers.append(f)
+            self.addCleanup(f.close)
+        target = "127.0.0.1:%d" % stuck.getsockname()[1]
+        sc = self.sidecar(permit_open=[target])
+        port = harness.free_port()
+        m = self.simple_tunnel(sc, local_forward=["127.0.0.1:%d %s" % (port, target)],
+                               probe_interval="0")
+        self.assertUp(m)
+        clients = [connect(port, timeout=30) for _ in range(self.CLIENTS)]
+        for s in clients:
+            self.addCleanup(s.close)
+            s.sendall(b"hello\n")
+        time.sleep(1.5 * harness.slowdown())
+        status = json.loads(subprocess.run(
+            [harness.moletun_bin(), "ctl", "-s", m.control_socket, "status", "--json"],
+            capture_output=True, text=True, timeout=15).stdout)
+        by_kind = status["memory"]["by_kind"]
+        print("%d clients queued behind one open: account %s" % (self.CLIENTS, by_kind))
+        # the client whose open is in flight holds its first window (256K), no other does
+        self.assertLessEqual(by_kind["window"], 256 * 1024)
+        # Now the target takes its connections: every queued client is served in turn.
+        stuck.listen(128)  # a listening socket takes a new backlog
+        stuck.setblocking(False)
+        served = 0
+        deadline = time.monotonic() + 60 * harness.slowdown()
+        pending = list(clients)
+        conns = []
+        while pending and time.monotonic() < deadline:
+            try:
+                while True:
+                    conns.append(stuck.accept()[0])
+            except BlockingIOError:
+                pass
+            for c in conns:
+                try:
+                    c.setblocking(False)
+                    data = c.recv(64)
+                    if data:
+                        c.sendall(data)
+                except (BlockingIOError, OSError):
+                    pass
+            for s in list(pending):
+                s.setblocking(False)
+                try:
+                    if s.recv(64) == b"hello\n":
+                        served += 1
+                        pending.remove(s)
+                except BlockingIOError:
+                    pass
+            time.sleep(0.02)
+        for c in conns:
+            c.close()
+        self.assertEqual(served, self.CLIENTS, "queued clients served")
 
 
 if __name__ == "__main__":
