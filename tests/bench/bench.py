@@ -50,7 +50,7 @@ PG_BIN = "/usr/lib/postgresql/15/bin"
 MIB = 1 << 20
 
 FULL = dict(reps=3, up_bytes=1024 * MIB, par_bytes=1024 * MIB, ping_count=5000, ping_warmup=200,
-            conn_count=500, burst=200, hold=1000, idle_window=10.0, outages=(1, 3, 8), pg_secs=10,
+            conn_count=500, burst=200, hold=1000, idle_window=10.0, outages=(1, 3, 8, 30), pg_secs=10,
             pg_scale=10)
 QUICK = dict(reps=1, up_bytes=64 * MIB, par_bytes=64 * MIB, ping_count=1000, ping_warmup=50,
              conn_count=100, burst=100, hold=200, idle_window=3.0, outages=(1,), pg_secs=3, pg_scale=1)
@@ -866,6 +866,57 @@ def item_reconnect(ctx):
         for t in (m, a):
             if t:
                 t.stop()
+        sc.cleanup()
+    item_reconnect_fleet(ctx, sec)
+
+
+FLEET = 50
+
+
+def item_reconnect_fleet(ctx, sec):
+    """FLEET tunnels in one daemon, one sidecar: how hard they knock while it is away and
+    when it returns. Connect attempts are the tunnels' "-> connecting" transitions (one TCP
+    connect each to a single address), counted per second of the outage and in the first
+    second after sshd listens again, then the time until all are up."""
+    outage = 8
+    print("== a fleet of %d tunnels across an %d s sidecar outage" % (FLEET, outage), flush=True)
+    sc = Sidecar(ctx.tmp, permit_open=[ctx.target_addr]).start()
+    f = None
+    try:
+        f = MoletunTunnels(ctx, [("f%d" % i, sc, [(free_port(), ctx.target_addr)], {})
+                                 for i in range(FLEET)], "fleet", expect_drops=True)
+        f.wait_up(60)
+        mark = f.m.mark()
+        sc.stop()
+        t_down = time.monotonic()
+        time.sleep(outage)
+        sc.start()
+        t_back = time.monotonic()
+        deadline = t_back + 60
+        while time.monotonic() < deadline:
+            if all(f.m.state(n) == "up" for n in f.names):
+                break
+            time.sleep(0.02)
+        all_up = time.monotonic() - t_back if all(f.m.state(n) == "up" for n in f.names) else None
+        if all_up is None:
+            R.error("fleet: not all %d tunnels up within 60 s of the sidecar's return" % FLEET)
+        times = [t for t, _, _, new, _ in f.m.transitions(since=mark) if new == "connecting"]
+        during = [t for t in times if t_down <= t < t_back]
+        per_s = [sum(1 for t in during if t_down + i <= t < t_down + i + 1) for i in range(outage)]
+        first_s = sum(1 for t in times if t_back <= t < t_back + 1)
+        R.add(sec, "fleet%d_connects_per_s_outage_mean" % FLEET, "/s", "moletun",
+              len(during) / outage, better="lower")
+        R.add(sec, "fleet%d_connects_per_s_outage_peak" % FLEET, "/s", "moletun",
+              max(per_s) if per_s else 0, better="lower")
+        R.add(sec, "fleet%d_connects_last_s_of_outage" % FLEET, "n", "moletun",
+              per_s[-1] if per_s else 0, better="lower")
+        R.add(sec, "fleet%d_connects_first_s_back" % FLEET, "n", "moletun", first_s,
+              better="lower")
+        R.add(sec, "fleet%d_all_up_after_return" % FLEET, "s", "moletun", all_up, better="lower")
+        R.note("fleet: connects per second of the %d s outage: %s" % (outage, per_s))
+    finally:
+        if f:
+            f.stop()
         sc.cleanup()
 
 
