@@ -428,7 +428,7 @@ class ReadmeTest(harness.TunnelTest):
             return r.returncode, r.stdout
 
         def wait_ok():
-            for _ in range(100):
+            for _ in range(int(100 * harness.slowdown())):
                 if sh("moletun ctl status primary")[0] == 0:
                     return
                 time.sleep(0.1)
@@ -465,7 +465,8 @@ class ReadmeTest(harness.TunnelTest):
             text = re.sub(r"(?<= )\d+[smhd](?= )", "AGE", text)
             return "\n".join(re.sub(r" {2,}", "  ", l).rstrip() for l in text.splitlines())
         want = norm(one("status_output").text)
-        for _ in range(50):  # the sidecar's verdict comes with the daemon's first audit
+        # the sidecar's verdict comes with the daemon's first audit
+        for _ in range(int(50 * harness.slowdown())):
             out = sh("moletun ctl status")[1]
             for live, shown in names.items():
                 out = out.replace(live, shown)
