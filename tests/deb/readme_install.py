@@ -4,13 +4,13 @@
 Boots systemd 252 in systemd-nspawn on an overlay of this machine's root (lower `/`, upper
 on a tmpfs: dpkg writes the container's /usr and nothing reaches the host), installs the
 package there with the README's `apt install` line, then runs the README's first-tunnel
-blocks as they are written, with only the sidecar's host key substituted, against a real
-sidecar: an OpenSSH sshd in a network namespace of its own ("the database host", reached as
-db.example.com) in front of a real PostgreSQL 15 at pg_main:5432. The container lives in a
+blocks as they are written (the key, the sidecar's host key by ssh-keyscan, the tunnel)
+against a real sidecar: an OpenSSH sshd on port 2222 in a network namespace of its own ("the
+database host", reached as db.example.com) in front of a real PostgreSQL 15 at pg_main:5432. The container lives in a
 second namespace ("the web node") joined to the first by a veth pair. Asserts:
   - the install started the service (no tunnels);
-  - `moletun check` as root judges the key as user moletun will open it, and the blocks
-    bring the tunnel up: psql through 127.0.0.1:5433 from outside the container reaches
+  - `moletun check` as root judges the key as user moletun will open it; the fingerprint
+    the README's ssh-keyscan block prints is the sidecar's; the blocks bring the tunnel up: psql through 127.0.0.1:5433 from outside the container reaches
     the primary;
   - a refused configuration makes `systemctl reload` fail with the reason in `systemctl
     status`, and the tunnel carries on; a good one is in `ctl status` when reload returns;
@@ -41,6 +41,7 @@ PREFIX = "10.231.%d" % (os.getpid() % 200 + 20)
 DB_ADDR, WEB_ADDR = PREFIX + ".1", PREFIX + ".2"
 TAG = "mlt%d" % os.getpid()
 DB_NS, WEB_NS = TAG + "db", TAG + "web"
+SIDECAR_PORT = 2222  # the kit's port, which the README's blocks connect to
 
 passed = 0
 failed = 0
@@ -153,7 +154,7 @@ class Setup:
             raise RuntimeError("PostgreSQL did not start: " + r.stdout)
         # The sidecar: sshd on the database host's port 22, user tunnel, PermitOpen pg_main.
         self.sidecar = harness.Sidecar(self.work, permit_open=["pg_main:5432"],
-                                       listen=DB_ADDR, port=22, wrapper=[])
+                                       listen=DB_ADDR, port=SIDECAR_PORT, wrapper=[])
         self.sidecar.user = "tunnel"
         self.sidecar.write_config()
         self.sidecar.wrapper = self.in_db([])
@@ -247,12 +248,12 @@ def main():
         print("SKIP: readme_install: " + why)
         return 0
     blocks = readme_blocks()
-    if len(blocks) != 3:
-        print("FAIL: README.md has %d marked blocks, expected 3 (install, key, tunnel)"
-              % len(blocks))
+    if len(blocks) != 4:
+        print("FAIL: README.md has %d marked blocks, expected 4 (install, key, host key, "
+              "tunnel)" % len(blocks))
         return 1
     install = [l for l in blocks[0].splitlines() if "apt install" in l]
-    key_block, tunnel_block = blocks[1], blocks[2]
+    key_block, scan_block, tunnel_block = blocks[1], blocks[2], blocks[3]
     s = Setup(os.path.abspath(sys.argv[1]))
     start = time.monotonic()
     try:
@@ -292,11 +293,12 @@ def main():
               "moletun check refuses a root-owned key, naming the chown", r.stdout)
         c.run(["chown", "moletun:", "/etc/moletun/id_ed25519"])
 
-        host_key = s.sidecar.host_pubkey()
-        block = re.sub(r"ssh-ed25519 \S+(?=' > /etc/moletun/known_hosts)", host_key.strip(),
-                       tunnel_block)
-        check(block != tunnel_block, "the tunnel block names a host key to substitute")
-        r = s.run(block)
+        r = s.run(scan_block)
+        fingerprint = sh(["ssh-keygen", "-lf", s.sidecar.host_keys["ed25519"] + ".pub"]
+                         ).stdout.split()[1]
+        check(r.returncode == 0 and fingerprint in r.stdout, "README: the host key block "
+              "prints the fingerprint of the sidecar's key file (%s)" % fingerprint, r.stdout)
+        r = s.run(tunnel_block)
         check(r.returncode in (0, 3) and "checking as user moletun" in r.stdout and
               re.search(r"(?m)^primary\s", r.stdout), "README: the tunnel block (exit %d: "
               "check as user moletun, reload, status shows primary)" % r.returncode, r.stdout)
