@@ -5,6 +5,7 @@ As root (network namespaces):
 
     MOLETUN_BIN=build/moletun [MOLETUN_BASE_BIN=old/moletun] \\
         python3 tests/bench/jump_bench.py [--quick] [--delay MS] [--mib N] [--reps N]
+        [--window-max SIZE]
 
 Topology (tests/integration/jumpnet.py): the bastion sshd in one network namespace on a
 veth pair to this one; the sidecar sshd and a tcpbench target in a second namespace that
@@ -47,6 +48,8 @@ import longhaul  # noqa: E402
 from harness import Sidecar, free_port, tunnel_section  # noqa: E402
 
 MIB = 1 << 20
+# --window-max: channel_window_max for the moletun tools ("" keeps their default)
+WINDOW_MAX = [""]
 TOOLS = ["moletun_direct", "moletun_jump", "base_jump", "ssh_direct", "ssh_jump"]
 ROWS = [("throughput_1conn_down", "MB/s"), ("throughput_1conn_up", "MB/s"),
         ("connect_rtt_p50", "us"), ("connect_rtt_p99", "us")]
@@ -190,6 +193,8 @@ def start_tool(tmp, tool, n, lp, errors):
         return None, p
     keys = {"proxy_jump": "%s@%s:%d" % (n.bastion.user, n.bastion_host, n.bastion_port)} \
         if jump else {}
+    if WINDOW_MAX[0]:
+        keys["channel_window_max"] = WINDOW_MAX[0]
     workdir = tempfile.mkdtemp(prefix=tool + "-", dir=tmp)
     m = harness.Moletun(workdir, tunnel_section(
         "t1", sc, local_forward=["127.0.0.1:%d %s" % (lp, target)],
@@ -249,7 +254,10 @@ def main():
     ap.add_argument("--mib", type=int, default=0, help="MiB per transfer (overrides --quick)")
     ap.add_argument("--reps", type=int, default=3, help="repetitions with --delay (median)")
     ap.add_argument("--directions", default="down,up", help="with --delay: down, up or both")
+    ap.add_argument("--window-max", default="",
+                    help="channel_window_max for the moletun tools (default: theirs)")
     args = ap.parse_args()
+    WINDOW_MAX[0] = args.window_max
     P = {"bytes": 32 * MIB, "connects": 100} if args.quick else \
         {"bytes": 256 * MIB, "connects": 500}
     if args.mib:
