@@ -34,19 +34,21 @@ static int check_user(const char *text, size_t len, size_t n, char *err, size_t 
 	return 0;
 }
 
-/* The host of hop `n` into `host`: an IPv6 address when it was bracketed, else a name. */
+/* The host of hop `n` into `host`: an IP address when it was bracketed (IPv6, or IPv4 as
+ * `ssh -G` prints every address in a ProxyJump: ops@[10.0.0.1]), else a name. */
 static int parse_host(const struct hostspec_parts *p, size_t n, char host[HOSTSPEC_HOST_MAX + 1],
 		      char *err, size_t err_size)
 {
 	struct in6_addr addr6;
+	struct in_addr addr4;
 
 	if (p->bracketed) {
 		if (p->host_len > HOSTSPEC_HOST_MAX)
 			return hostspec_fail(err, err_size, "hop %zu: host too long", n);
 		memcpy(host, p->host, p->host_len);
 		host[p->host_len] = '\0';
-		if (inet_pton(AF_INET6, host, &addr6) != 1)
-			return hostspec_fail(err, err_size, "hop %zu: invalid IPv6 address '%s'", n,
+		if (inet_pton(AF_INET6, host, &addr6) != 1 && inet_pton(AF_INET, host, &addr4) != 1)
+			return hostspec_fail(err, err_size, "hop %zu: invalid IP address '%s'", n,
 					     host);
 		return 0;
 	}

@@ -162,6 +162,25 @@ class SshConfigTest(harness.TunnelTest):
         self.assertIn("proxy_jump = %s@127.0.0.1:%d  (from ssh_config)" % (
             bastion.user, bastion.port), r.stdout)
 
+    def test_proxyjump_to_an_address(self):
+        """ProxyJump written as user@IPv4:port: ssh -G prints the address in brackets
+        (user@[127.0.0.1]:port), which moletun takes as that address."""
+        bastion = self.sidecar(permit_open=["127.0.0.1:%d" % self.sc.port])
+        with open(bastion.authorized_keys, "a") as f:
+            f.write(harness.read_pubkey(self.sc.user_key + ".pub") + " moletun-user\n")
+        with open(self.kh, "w") as f:
+            f.write(self.sc.known_hosts_line() + bastion.known_hosts_line())
+        self.write_ssh_config(self.db_block(
+            ProxyJump="%s@127.0.0.1:%d" % (bastion.user, bastion.port)))
+        m = self.start()
+        self.assertUp(m, timeout=UP_TIMEOUT)
+        self.assertIsNotNone(wait_echo(self.lp, 10), "no echo through the bastion")
+        self.assertGreaterEqual(bastion.accepted_count(), 1, "no login on the bastion")
+        r = check(m.config_path)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertIn("proxy_jump = %s@127.0.0.1:%d  (from ssh_config)" % (
+            bastion.user, bastion.port), r.stdout)
+
     # -- errors -------------------------------------------------------------------------
 
     def assertCheckError(self, m, key, message, env=None):

@@ -69,6 +69,21 @@ static void test_user_and_port(void **state)
 	jumpspec_free(p.hops, p.n);
 }
 
+/* what `ssh -G` prints for a ProxyJump to an IPv4 address */
+static void test_bracketed_ipv4(void **state)
+{
+	struct parsed p = parse_ok("ops@[10.0.0.1],[10.0.0.2]:2222");
+	char buf[128];
+
+	(void)state;
+	assert_int_equal(p.n, 2);
+	assert_hop(&p.hops[0], "ops", "10.0.0.1", 22);
+	assert_hop(&p.hops[1], NULL, "10.0.0.2", 2222);
+	jumpspec_format_hop(&p.hops[1], buf, sizeof(buf));
+	assert_string_equal(buf, "10.0.0.2:2222");
+	jumpspec_free(p.hops, p.n);
+}
+
 static void test_chain_in_order(void **state)
 {
 	struct parsed p = parse_ok("a@first:2201,second, c@[fd00::1]:2203 ,[::1]");
@@ -134,7 +149,8 @@ static void test_rejects(void **state)
 			"hop 1: IPv6 address needs brackets, e.g. [fd00::1]:22");
 	assert_rejected("[fd00::1", -EINVAL, "hop 1: missing ']' after IPv6 address");
 	assert_rejected("[fd00::1]22", -EINVAL, "hop 1: expected ':' after ']'");
-	assert_rejected("[bastion]:22", -EINVAL, "hop 1: invalid IPv6 address 'bastion'");
+	assert_rejected("[bastion]:22", -EINVAL, "hop 1: invalid IP address 'bastion'");
+	assert_rejected("[10.0.0]:22", -EINVAL, "hop 1: invalid IP address '10.0.0'");
 	assert_rejected("o ps@bastion", -EINVAL, "hop 1: invalid user 'o ps'");
 	assert_rejected("ssh://bastion", -EINVAL, "hop 1: invalid port '//bastion' (1..65535)");
 	assert_rejected("bastion some", -EINVAL, "hop 1: invalid host 'bastion some'");
@@ -202,6 +218,7 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_one_hop_defaults),  cmocka_unit_test(test_user_and_port),
+	    cmocka_unit_test(test_bracketed_ipv4),
 	    cmocka_unit_test(test_chain_in_order),    cmocka_unit_test(test_last_at_ends_user),
 	    cmocka_unit_test(test_none_and_empty),    cmocka_unit_test(test_max_hops),
 	    cmocka_unit_test(test_rejects),	      cmocka_unit_test(test_long_fields),
