@@ -919,11 +919,18 @@ def item_reconnect_fleet(ctx, sec):
             R.error("fleet: not all %d tunnels up within 60 s of the sidecar's return" % FLEET)
         # the daemon's own timestamps: the reader thread may fall behind 500 lines/s
         times = [log_wall_time(l) for _, l in f.m.lines[mark:] if entered(l) == "connecting"]
-        during = [t for t in times if t_down <= t < t_back]
-        per_s = [sum(1 for t in during if t_down + i <= t < t_down + i + 1) for i in range(outage)]
+        # the outage as the tunnels see it: from the first session lost
+        lost = [(log_wall_time(l), l) for _, l in f.m.lines[mark:] if entered(l) == "backoff"]
+        t_lost = min(lost)[0] if lost else t_down
+        R.note("fleet: first session lost %.2f s after sshd was stopped (%s)" % (
+            t_lost - t_down, min(lost)[1].split(": ", 2)[-1][:100] if lost else "none"))
+        seconds = max(1, int(t_back - t_lost))
+        during = [t for t in times if t_lost <= t < t_back]
+        per_s = [sum(1 for t in during if t_lost + i <= t < t_lost + i + 1)
+                 for i in range(seconds)]
         first_s = sum(1 for t in times if t_back <= t < t_back + 1)
         R.add(sec, "fleet%d_connects_per_s_outage_mean" % FLEET, "/s", "moletun",
-              len(during) / outage, better="lower")
+              len(during) / (t_back - t_lost), better="lower")
         R.add(sec, "fleet%d_connects_per_s_outage_peak" % FLEET, "/s", "moletun",
               max(per_s) if per_s else 0, better="lower")
         R.add(sec, "fleet%d_connects_last_s_of_outage" % FLEET, "n", "moletun",
@@ -931,7 +938,7 @@ def item_reconnect_fleet(ctx, sec):
         R.add(sec, "fleet%d_connects_first_s_back" % FLEET, "n", "moletun", first_s,
               better="lower")
         R.add(sec, "fleet%d_all_up_after_return" % FLEET, "s", "moletun", all_up, better="lower")
-        R.note("fleet: connects per second of the %d s outage: %s" % (outage, per_s))
+        R.note("fleet: connects per second from the first session lost: %s" % (per_s,))
     finally:
         if f:
             f.stop()
