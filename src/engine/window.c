@@ -12,6 +12,7 @@ uint64_t window_next(const struct window_input *in)
 {
 	uint64_t cur = in->window, grown;
 	bool socket_backlog = in->client_queued > WINDOW_CLIENT_BACKLOG;
+	double rtt = in->rtt > 0 && in->rtt < WINDOW_RTT_MIN ? WINDOW_RTT_MIN : in->rtt;
 
 	if (in->max <= in->base)
 		return in->base;
@@ -19,13 +20,13 @@ uint64_t window_next(const struct window_input *in)
 		cur = in->base;
 	if (cur > in->max)
 		cur = in->max;
-	if (in->rtt <= 0)
+	if (rtt <= 0)
 		return in->backlog ? halved(cur, in->base) : cur;
-	if (in->elapsed > WINDOW_SLOW_RTTS * in->rtt)
+	if (in->elapsed > WINDOW_SLOW_RTTS * rtt)
 		return halved(cur, in->base);
 	if (in->consumed < cur)
 		return cur;
-	if (in->elapsed > WINDOW_LIMITED_RTTS * in->rtt)
+	if (in->elapsed > WINDOW_LIMITED_RTTS * rtt)
 		return in->backlog ? halved(cur, in->base) : cur;
 	if (in->backlog || socket_backlog || in->memory_tight)
 		return cur;

@@ -14,7 +14,8 @@
  * libssh2_channel_receive_window_adjust2() whenever nothing of the channel waits unread.
  *
  * The rule, with rtt the session's smallest keepalive round trip (queues on a loaded path
- * inflate the smoothed one as the window grows, which would feed on itself), consumed the
+ * inflate the smoothed one as the window grows, which would feed on itself), at least
+ * WINDOW_RTT_MIN, consumed the
  * bytes the client received (read for it, less what its socket still holds: bytes the
  * kernel takes are not bytes the client read), and backlog meaning bytes wait in the
  * daemon for the client when the epoch is judged:
@@ -35,6 +36,13 @@
  * window tells its speed.
  */
 
+/* The least round trip the rule counts, seconds. Below it (loopback, a LAN: ~0.1 ms) the
+ * keepalive's round trip times an idle server; a grant under bulk flow waits for both
+ * processes' loops, each working through a window's packets, and a window that never
+ * grew starved a fast client there (a loopback download 15 % below libssh2's own
+ * top-ups). With 1 ms, a window grows on such a path only for a client that takes it
+ * faster than 170 MB/s (256K within 1.5 ms). */
+#define WINDOW_RTT_MIN 0.001
 /* A whole window within this many round trips: the window was the limit. */
 #define WINDOW_LIMITED_RTTS 1.5
 /* Not a whole window within this many round trips: the stream does not need it. */

@@ -140,13 +140,23 @@ static void test_off_and_unmeasured(void **state)
 	assert_int_equal(window_next(&in), 1 * MIB);
 }
 
-static void test_loopback_never_grows(void **state)
+static void test_loopback_counts_a_millisecond(void **state)
 {
-	/* 0.1 ms round trip: 512K would have to arrive at 5 GB/s */
-	struct window_input in = whole_window(512 * KIB, 2 * MS);
+	/* 0.1 ms round trip, counted as WINDOW_RTT_MIN (1 ms) */
+	struct window_input in = whole_window(512 * KIB, 1 * MS);
 
+	(void)state;
 	in.rtt = 0.1 * MS;
+	/* a client that took 512K within 1 ms (500 MB/s): the window was the limit */
+	assert_int_equal(window_next(&in), 1 * MIB);
+	/* within 2 ms (250 MB/s): the client or the link was */
+	in.elapsed = 2 * MS;
 	assert_int_equal(window_next(&in), 512 * KIB);
+	/* a grown window the client took in 5 ms: halved */
+	in.window = 2 * MIB;
+	in.consumed = 2 * MIB;
+	in.elapsed = 5 * MS;
+	assert_int_equal(window_next(&in), 1 * MIB);
 }
 
 /* The client's socket and the memory account, one rule per row (80 ms path, 8M window). */
@@ -229,7 +239,7 @@ int main(void)
 	    cmocka_unit_test(test_capped_by_max),
 	    cmocka_unit_test(test_capped_by_budget),
 	    cmocka_unit_test(test_off_and_unmeasured),
-	    cmocka_unit_test(test_loopback_never_grows),
+	    cmocka_unit_test(test_loopback_counts_a_millisecond),
 	    cmocka_unit_test(test_client_queue_and_memory_table),
 	    cmocka_unit_test(test_budget_count),
 	};
